@@ -1,0 +1,137 @@
+"""The `lsb` command: list, run and reproduce experiments.
+
+    lsb list
+    lsb show NAME [--config quick|full] [--set key=value ...]
+    lsb run NAME [--config quick|full] [--set key=value ...] [--out DIR] [--resume] [--force]
+    lsb reproduce [--quick|--full] [--only PATTERN] [--force]
+
+Bad input (unknown experiment, unknown --set key, ill-typed value, an unfinished run in the
+way) prints one line `lsb: error: ...`, exits with code 2 and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from lsb_jax import config as config_lib
+from lsb_jax import experiments as exp_lib
+from lsb_jax import report as report_lib
+from lsb_jax import runner
+from lsb_jax.train.loop import NonFiniteLossError
+
+USAGE_ERRORS = (exp_lib.UnknownExperiment, config_lib.ConfigError, runner.RunExists)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lsb", description="Reproduce the lsb_jax experiments.")
+    p.add_argument("--runs", default=str(runner.DEFAULT_RUNS), help="root folder of run directories (default: runs)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="list every experiment, the figure it reproduces and its cost")
+
+    def add_config_args(sp):
+        sp.add_argument("name")
+        sp.add_argument("--config", default="quick", help="config name: quick (CPU) or full (paper scale)")
+        sp.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field (dotted keys for nested fields); repeatable")
+
+    show = sub.add_parser("show", help="print the resolved config of an experiment")
+    add_config_args(show)
+
+    run = sub.add_parser("run", help="run one experiment")
+    add_config_args(run)
+    run.add_argument("--out", default=None, help="run directory (default: runs/NAME/CONFIG-HASH)")
+    run.add_argument("--resume", action="store_true", help="continue an unfinished run from its last checkpoint")
+    run.add_argument("--force", action="store_true", help="delete an existing run directory and start over")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    rep = sub.add_parser("reproduce", help="run every experiment's quick (or full) config and write a report")
+    mode = rep.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="CPU-sized configs (default)")
+    mode.add_argument("--full", action="store_true", help="paper-scale configs (GPU/TPU)")
+    rep.add_argument("--only", default=None, metavar="PATTERN", help="glob or substring of experiment names")
+    rep.add_argument("--force", action="store_true", help="rerun even experiments that are up to date")
+    rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+def cmd_list(args) -> int:
+    exps = exp_lib.discover()
+    rows = [("name", "reproduces", "quick", "full", "file")]
+    for e in exps.values():
+        rows.append((e.name, e.reproduces, e.cost.get("quick", "?"), e.cost.get("full", "?"), e.source))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def cmd_show(args) -> int:
+    _, cfg = runner.resolve(args.name, args.config, args.sets)
+    print(json.dumps(config_lib.to_dict(cfg), indent=2))
+    return 0
+
+
+def cmd_run(args) -> int:
+    exp, cfg = runner.resolve(args.name, args.config, args.sets)
+    run_dir, results = runner.run_experiment(exp, cfg, args.config, out=args.out, runs_root=Path(args.runs),
+                                             resume=args.resume, force=args.force, progress=not args.no_progress)
+    print(f"{exp.name}: results in {run_dir}")
+    for k, v in (results.get("headline") or {}).items():
+        print(f"  {k}: {v}")
+    return 0
+
+
+def select(exps: dict, pattern: str | None) -> list:
+    if pattern is None:
+        return list(exps.values())
+    chosen = [e for e in exps.values() if fnmatch.fnmatch(e.name, pattern) or pattern in e.name]
+    if not chosen:
+        raise exp_lib.UnknownExperiment(f"--only '{pattern}' matches no experiment (see `lsb list`)")
+    return chosen
+
+
+def cmd_reproduce(args) -> int:
+    mode = "full" if args.full else "quick"
+    chosen = select(exp_lib.discover(), args.only)
+    runs_root = Path(args.runs)
+    entries, failed = [], 0
+    for exp in chosen:
+        cfg = exp.configs[mode]
+        entry = {"experiment": exp.name, "reproduces": exp.reproduces,
+                 "run_dir": str(runner.default_run_dir(runs_root, exp.name, mode, cfg))}
+        print(f"== {exp.name} ({mode}): {exp.reproduces}", file=sys.stderr, flush=True)
+        try:
+            run_dir, results = runner.run_experiment(exp, cfg, mode, runs_root=runs_root, resume=True,
+                                                     force=args.force, progress=not args.no_progress)
+            entry.update(status="complete", results=results, run_dir=str(run_dir))
+        except Exception as e:  # keep going: the report shows what failed
+            failed += 1
+            traceback.print_exc()
+            entry.update(status="failed", error=f"{type(e).__name__}: {e}")
+        entries.append(entry)
+    name = "report.md" if mode == "quick" else "report-full.md"
+    path = report_lib.write_report(runs_root / name, entries, mode)
+    print(f"report: {path} ({len(entries) - failed} complete, {failed} failed)")
+    return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"list": cmd_list, "show": cmd_show, "run": cmd_run, "reproduce": cmd_reproduce}[args.command](args)
+    except USAGE_ERRORS as e:
+        print(f"lsb: error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"lsb: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Typed experiment configs: frozen dataclasses, `--set key=value` overrides, hashing.
+
+A config is a (possibly nested) frozen dataclass. Overrides address fields by dotted path
+(`optim.lr=0.1`) and are parsed according to the field's annotation:
+
+    bool            true/false/1/0/yes/no
+    int, float      Python literals (`1e-3`, `inf`); an int field rejects `1.5`
+    str             taken verbatim
+    Literal[...]    one of the listed values
+    X | None        `none` or `null` gives None
+    tuple/list[X]   a JSON list (`[1,2]`) or comma-separated items (`1,2`)
+    dict[str, X]    a JSON object (`{"layers.0": 0.1}`)
+
+Any unknown key or ill-typed value raises `ConfigError` with a one-line message naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from typing import Any, Iterable, Literal, get_args, get_origin, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A config key or value the experiment does not accept."""
+
+
+def is_config(obj: Any) -> bool:
+    return dataclasses.is_dataclass(obj) and not isinstance(obj, type)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected a bool (true/false)")
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def coerce(value: Any, tp: Any) -> Any:
+    """Converts `value` (a string from the command line, or a JSON-decoded value) to type `tp`."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if _is_union(tp):
+        args = get_args(tp)
+        if type(None) in args and (value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null"))):
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg)
+            except (ValueError, TypeError) as e:
+                errors.append(str(e))
+        raise ValueError("; ".join(errors) or f"expected {tp}")
+    if origin is Literal:
+        options = get_args(tp)
+        for opt in options:
+            try:
+                if coerce(value, type(opt)) == opt:
+                    return opt
+            except (ValueError, TypeError):
+                continue
+        raise ValueError(f"expected one of {list(options)}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            return _parse_bool(value)
+        raise ValueError("expected a bool")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ValueError("expected an int")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip().replace("_", ""))
+            except ValueError:
+                pass
+            try:
+                f = float(value)
+            except ValueError:
+                raise ValueError("expected an int") from None
+            if f.is_integer() and abs(f) < 2**63:
+                return int(f)
+        raise ValueError("expected an int")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError("expected a float")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise ValueError("expected a float") from None
+        raise ValueError("expected a float")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError("expected a string")
+    if origin in (tuple, list):
+        args = get_args(tp)
+        items = _as_list(value)
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(items) != len(args):
+                raise ValueError(f"expected {len(args)} items")
+            return tuple(coerce(v, a) for v, a in zip(items, args))
+        item_tp = args[0] if args else Any
+        out = [coerce(v, item_tp) for v in items]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        key_tp, val_tp = get_args(tp) or (Any, Any)
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError('expected a JSON object, e.g. {"a": 1}') from None
+        if not isinstance(value, dict):
+            raise ValueError("expected a JSON object")
+        return {coerce(k, key_tp): coerce(v, val_tp) for k, v in value.items()}
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError(f"expected a JSON object for {tp.__name__}") from None
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a JSON object for {tp.__name__}")
+        return from_dict(tp, value)
+    raise TypeError(f"unsupported config type {tp!r}")
+
+
+def _as_list(value: Any) -> list:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError("expected a JSON list, e.g. [1, 2]") from None
+            return list(parsed)
+        if text == "":
+            return []
+        return [t.strip() for t in text.split(",")]
+    raise ValueError("expected a list")
+
+
+def from_dict(cls: type, data: dict, where: str = "") -> Any:
+    """Builds dataclass `cls` from a (JSON) dict, checking keys and types."""
+    types_ = _field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, val in data.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key '{where}{key}'")
+        try:
+            kwargs[key] = coerce(val, types_[key])
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"config key '{where}{key}': {e}") from None
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    """A JSON-ready dict of a (nested) config dataclass."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if is_config(v):
+            v = to_dict(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        out[f.name] = v
+    return out
+
+
+def keys(cfg: Any, prefix: str = "") -> list[str]:
+    """All dotted keys of a config (leaves and nested sections)."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out.append(prefix + f.name)
+        if is_config(v):
+            out.extend(keys(v, prefix + f.name + "."))
+    return out
+
+
+def override(cfg: Any, assignments: Iterable[str]) -> Any:
+    """Applies `key=value` assignments (dotted keys) to a config; returns a new config.
+
+    Raises ConfigError naming the key for a malformed assignment, an unknown key or a value
+    of the wrong type.
+    """
+    for assignment in assignments:
+        if "=" not in assignment:
+            raise ConfigError(f"--set expects key=value, got '{assignment}'")
+        key, _, text = assignment.partition("=")
+        key = key.strip()
+        cfg = _set(cfg, key.split("."), text, key)
+    return cfg
+
+
+def _set(cfg: Any, path: list[str], text: str, full_key: str) -> Any:
+    name = path[0]
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    if name not in fields:
+        known = ", ".join(sorted(fields))
+        raise ConfigError(f"unknown config key '{full_key}' (known at this level: {known})")
+    current = getattr(cfg, name)
+    if len(path) > 1:
+        if not is_config(current):
+            raise ConfigError(f"unknown config key '{full_key}': '{name}' has no sub-keys")
+        return dataclasses.replace(cfg, **{name: _set(current, path[1:], text, full_key)})
+    tp = _field_types(type(cfg))[name]
+    try:
+        value = coerce(text, tp)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"bad value for '{full_key}': '{text}' ({e})") from None
+    try:
+        return dataclasses.replace(cfg, **{name: value})
+    except (ValueError, TypeError) as e:  # __post_init__ validation
+        raise ConfigError(f"bad value for '{full_key}': {e}") from None
+
+
+def config_hash(cfg: Any, length: int = 8) -> str:
+    """A short stable hash of the resolved config (names run directories)."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]

@@ -1,0 +1,111 @@
+"""Keyed pseudo-random bijections on [0, n), evaluated pointwise in O(1) per element.
+
+A balanced Feistel network on the domain [0, 2^(2h)), the smallest even-bit power of two >= n
+(h >= 1). With x = (L, R) split into h-bit halves, one round with key k_j is
+
+    (L, R) -> (R, L xor F(R, k_j) mod 2^h),        F(r, k) = mix32(r xor k)
+
+where mix32 is an avalanching integer hash on uint32 (lowbias32: xorshift-multiply, twice).
+Every round is invertible, so the network is a bijection on [0, 2^(2h)). Cycle walking
+restricts it to [0, n): y = f(x); while y >= n: y = f(y). The orbit of x < n under f returns to
+x, so the loop ends, and the restricted map is again a bijection (Black & Rogaway 2002). The
+domain is at most 4n, so the expected number of walks is < 4.
+
+No table of size n is ever built: the Epochs sampler permutes only the B positions of a batch,
+and `Subset`/`Zipf` map B ranks to items. `permutation(key, n)` materializes the whole order
+(O(n)) for `probs` and for tests.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+NUM_ROUNDS = 6
+
+_M1 = np.uint32(0x7FEB352D)
+_M2 = np.uint32(0x846CA68B)
+
+
+def mix32(x_U: jax.Array) -> jax.Array:
+    """lowbias32 integer hash (Wellons): a bijection on uint32 with strong avalanche."""
+    x_U = x_U ^ (x_U >> np.uint32(16))
+    x_U = x_U * _M1
+    x_U = x_U ^ (x_U >> np.uint32(15))
+    x_U = x_U * _M2
+    return x_U ^ (x_U >> np.uint32(16))
+
+
+def half_bits(n: int) -> int:
+    """h such that 2^(2h) is the smallest even-bit power of two >= n (h >= 1)."""
+    if not 1 <= n <= 2**31 - 1:
+        raise ValueError(f"permutation.n: need 1 <= n < 2^31, got {n}")
+    bits = max(1, int(n - 1).bit_length())
+    return (bits + 1) // 2
+
+
+def round_keys(key: jax.Array, num_rounds: int = NUM_ROUNDS) -> jax.Array:
+    """[num_rounds] uint32 round keys drawn from a PRNG key (typed or raw uint32)."""
+    return jax.random.bits(key, (num_rounds,), jnp.uint32)
+
+
+def _rounds(x_U, round_keys_R, h: int, inverse: bool):
+    mask = np.uint32((1 << h) - 1)
+    shift = np.uint32(h)
+    left, right = x_U >> shift, x_U & mask
+    num_rounds = round_keys_R.shape[-1]
+    order = range(num_rounds - 1, -1, -1) if inverse else range(num_rounds)
+    for j in order:
+        k = round_keys_R[..., j]
+        if inverse:  # (L', R') = (R, L ^ F(R)) => R = L', L = R' ^ F(L')
+            left, right = right ^ (mix32(left ^ k) & mask), left
+        else:
+            left, right = right, left ^ (mix32(right ^ k) & mask)
+    return (left << shift) | right
+
+
+def _walk(x, round_keys_R, n: int, inverse: bool):
+    h = half_bits(n)
+    x_U = jnp.asarray(x).astype(jnp.uint32)
+    n_u = np.uint32(n)
+    y_U = _rounds(x_U, round_keys_R, h, inverse)
+    if (1 << (2 * h)) == n:
+        return y_U.astype(jnp.int32)
+
+    def body(y_U):
+        return jnp.where(y_U >= n_u, _rounds(y_U, round_keys_R, h, inverse), y_U)
+
+    y_U = lax.while_loop(lambda y_U: jnp.any(y_U >= n_u), body, y_U)
+    return y_U.astype(jnp.int32)
+
+
+def permute_with_round_keys(x, round_keys_R: jax.Array, n: int) -> jax.Array:
+    """pi(x) for x in [0, n); `round_keys_R` has shape [R] or x.shape + [R] (one key set per element)."""
+    return _walk(x, jnp.asarray(round_keys_R, jnp.uint32), n, inverse=False)
+
+
+def unpermute_with_round_keys(y, round_keys_R: jax.Array, n: int) -> jax.Array:
+    """pi^{-1}(y): the inverse of `permute_with_round_keys` with the same round keys."""
+    return _walk(y, jnp.asarray(round_keys_R, jnp.uint32), n, inverse=True)
+
+
+def permute(x, key: jax.Array, n: int, num_rounds: int = NUM_ROUNDS) -> jax.Array:
+    """pi_key(x): a keyed bijection of [0, n), applied elementwise to int array `x` (values < n)."""
+    return permute_with_round_keys(x, round_keys(key, num_rounds), n)
+
+
+def unpermute(y, key: jax.Array, n: int, num_rounds: int = NUM_ROUNDS) -> jax.Array:
+    """pi_key^{-1}(y), so unpermute(permute(x, key, n), key, n) == x."""
+    return unpermute_with_round_keys(y, round_keys(key, num_rounds), n)
+
+
+def permutation(key: jax.Array, n: int, num_rounds: int = NUM_ROUNDS) -> jax.Array:
+    """[n] int32: the whole order, perm_N[i] = pi_key(i)."""
+    return permute(jnp.arange(n, dtype=jnp.int32), key, n, num_rounds)
+
+
+def seed_key(seed: int) -> jax.Array:
+    """The PRNG key behind a sampler's `perm_seed` (fixed orders that do not depend on the data key)."""
+    return jax.random.key(seed)

@@ -1,0 +1,41 @@
+"""A plain multilayer perceptron as pure functions of a params pytree (cheap to vmap over seeds).
+
+Layer l has kernel [D_in, D_out] (LeCun-normal init, variance 1/D_in) and bias [D_out];
+`layers_<l>` names make parameters addressable by path (layer-wise LR, freezing).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu, "linear": lambda x: x,
+}
+
+
+def init_mlp(key: jax.Array, sizes: Sequence[int], scale: float = 1.0) -> dict:
+    """sizes = (D_in, H_1, ..., D_out). Kernels ~ N(0, scale^2 / D_in), biases zero."""
+    params = {}
+    keys = jax.random.split(key, len(sizes) - 1)
+    for l, (k, d_in, d_out) in enumerate(zip(keys, sizes[:-1], sizes[1:])):
+        params[f"layers_{l}"] = {
+            "kernel": scale * jax.random.normal(k, (d_in, d_out)) / jnp.sqrt(d_in),
+            "bias": jnp.zeros((d_out,)),
+        }
+    return params
+
+
+def mlp_apply(params: dict, x_BxD: jax.Array, activation: str = "tanh") -> jax.Array:
+    """Forward pass; the last layer is linear. Returns [B, D_out]."""
+    act = ACTIVATIONS[activation]
+    n = len(params)
+    h = x_BxD
+    for l in range(n):
+        layer = params[f"layers_{l}"]
+        h = h @ layer["kernel"] + layer["bias"]
+        if l < n - 1:
+            h = act(h)
+    return h

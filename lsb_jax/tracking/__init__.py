@@ -1,0 +1,5 @@
+"""Per-example loss tracking: trajectories of every training example's loss over training."""
+
+from lsb_jax.tracking.trajectories import LossTracker, TrajectoryStore, evenly_spaced_steps, pool_scorer
+
+__all__ = ["LossTracker", "TrajectoryStore", "evenly_spaced_steps", "pool_scorer"]

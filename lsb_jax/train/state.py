@@ -1,0 +1,46 @@
+"""The train state: everything a run needs to continue bit-exactly from a checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+# PRNG streams: every random draw of a step is fold_in(fold_in(state.rng, STREAM), step), so any
+# step's randomness is a function of (seed, step) alone and a resumed run draws the same numbers.
+STREAM_DATA = 0
+STREAM_STEP = 1
+STREAM_INIT = 2
+
+
+@struct.dataclass
+class TrainState:
+    """step: number of updates applied; rng: the run's base key (raw uint32[2], constant).
+
+    Data-iterator state is (rng, step) for samplers that are pure functions of (key, step);
+    host iterators store theirs in the checkpoint metadata (see `fit`).
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    rng: jax.Array
+
+
+def step_key(rng: jax.Array, stream: int, step: jax.Array) -> jax.Array:
+    """The key of one stream at one step."""
+    return jax.random.fold_in(jax.random.fold_in(rng, stream), step)
+
+
+def init_state(init_params: Callable[[jax.Array], Any], tx, key: jax.Array) -> TrainState:
+    """Initial state: params from fold_in(key, STREAM_INIT), the optimizer's state, step 0."""
+    params = init_params(jax.random.fold_in(key, STREAM_INIT))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=key)
+
+
+def seed_keys(seed: int, num: int) -> jax.Array:
+    """[num, 2] independent raw keys for vmapped members (member i: fold_in(PRNGKey(seed), i))."""
+    base = jax.random.PRNGKey(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(num))

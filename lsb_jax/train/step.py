@@ -1,0 +1,96 @@
+"""The pure train step shared by every part of the project.
+
+A task provides a per-example loss `loss_fn(params, batch) -> [B]` (losses, not their mean:
+the per-example values feed tracking, loss weights and PCGrad). The step reduces them as
+
+    L = sum_b w_b * l_b / B          (w_b = batch["loss_weight"] if present, else 1)
+
+i.e. loss weights are relative to 1 and the mean over the batch stays unbiased for mixture
+loss weights. The optimizer bundle says which gradients it consumes:
+  * grad_mode "mean":        dL/dparams;
+  * grad_mode "per_example": d(w_b l_b)/dparams for every b (leading axis [B]), e.g. PCGrad.
+The optimizer is always called as `tx.update(grads, opt_state, params, grad_fn=grad_fn)`, so
+SAM (optax.contrib.sam, opaque mode) can evaluate the gradient at the adversarial point.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lsb_jax.train.state import STREAM_DATA, TrainState, step_key
+
+Batch = Any
+LossFn = Callable[[Any, Batch], jax.Array]  # (params, batch) -> per-example losses [B]
+
+LOSS_WEIGHT = "loss_weight"
+
+
+def reduce_losses(loss_B: jax.Array, batch: Batch) -> jax.Array:
+    weight_B = batch.get(LOSS_WEIGHT) if isinstance(batch, dict) else None
+    if weight_B is None:
+        return jnp.mean(loss_B)
+    return jnp.sum(weight_B * loss_B) / loss_B.shape[0]
+
+
+def _per_example_grads(loss_fn: LossFn, params, batch: Batch):
+    """Gradients of w_b * l_b for each example b: a pytree with leading axis [B]."""
+    def single(p, example):
+        ex = jax.tree.map(lambda x: x[None], example)
+        loss_1 = loss_fn(p, ex)
+        weight = ex.get(LOSS_WEIGHT) if isinstance(ex, dict) else None
+        return jnp.sum(loss_1 if weight is None else weight * loss_1)
+
+    return jax.vmap(jax.grad(single), in_axes=(None, 0))(params, batch)
+
+
+def make_train_step(loss_fn: LossFn, optimizer) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+    """train_step(state, batch) -> (state, metrics) with metrics {loss, grad_norm}.
+
+    `optimizer` is a `lsb_jax.optim.Optimizer` (tx + grad_mode). Pure; jit/scan/vmap it.
+    """
+    tx = optimizer.tx
+    per_example = optimizer.grad_mode == "per_example"
+
+    def mean_loss(params, batch):
+        loss_B = loss_fn(params, batch)
+        return reduce_losses(loss_B, batch), loss_B
+
+    def grads_at(params, batch):
+        if per_example:
+            return _per_example_grads(loss_fn, params, batch)
+        return jax.grad(lambda p: mean_loss(p, batch)[0])(params)
+
+    def train_step(state: TrainState, batch: Batch):
+        if per_example:
+            loss, _ = mean_loss(state.params, batch)
+            grads = _per_example_grads(loss_fn, state.params, batch)
+            mean_grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+        else:
+            (loss, _), grads = jax.value_and_grad(mean_loss, has_aux=True)(state.params, batch)
+            mean_grads = grads
+        updates, opt_state = tx.update(grads, state.opt_state, state.params,
+                                       grad_fn=lambda p, _: grads_at(p, batch))
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(mean_grads)}
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return train_step
+
+
+def make_sampled_step(loss_fn: LossFn, optimizer, sample_batch: Callable[[jax.Array, jax.Array], Batch]):
+    """step(state) -> (state, metrics) drawing its batch inside the step.
+
+    sample_batch(key, step) must be pure: the key is fold_in(fold_in(state.rng, DATA), step),
+    so the data stream is part of the (rng, step) state and resumes exactly.
+    """
+    train_step = make_train_step(loss_fn, optimizer)
+
+    def step(state: TrainState):
+        batch = sample_batch(step_key(state.rng, STREAM_DATA, state.step), state.step)
+        return train_step(state, batch)
+
+    return step
