@@ -34,11 +34,14 @@ Z = 5.0
 NUM_STEPS, BATCH = 400, 500  # 200k draws per frequency check
 
 
-def draw(sampler, num_steps=NUM_STEPS, batch_size=BATCH, key=KEY, start=0):
-    """([S, B] index, [S, B] weight) for steps start .. start + S - 1, one jitted vmap over steps."""
-    fn = jax.jit(jax.vmap(lambda s: sampler.sample(key, s, batch_size)))
-    out = fn(jnp.arange(start, start + num_steps, dtype=jnp.int32))
-    return np.asarray(out.index), np.asarray(out.weight)
+def draw(sampler, num_steps=NUM_STEPS, batch_size=BATCH, key=KEY, probs_step=0):
+    """([S, B] index, [S, B] weight, [N] probs(probs_step)) for steps 0 .. S - 1, one jitted program."""
+
+    def program(steps):
+        out = jax.vmap(lambda s: sampler.sample(key, s, batch_size))(steps)
+        return out.index, out.weight, sampler.probs(probs_step)
+
+    return tuple(np.asarray(x) for x in jax.jit(program)(jnp.arange(num_steps, dtype=jnp.int32)))
 
 
 def assert_frequencies(index, p_ref):
@@ -77,10 +80,10 @@ def _assert_order(order_N):
 
 def test_uniform_frequencies_and_probs():
     sampler = Uniform(100)
-    index, weight = draw(sampler)
+    index, weight, probs_N = draw(sampler)
     assert index.dtype == np.int32 and weight.dtype == np.float32 and np.all(weight == 1)
     assert_frequencies(index, np.ones(100))
-    np.testing.assert_allclose(sampler.probs(0), np.full(100, 0.01), rtol=1e-6)
+    np.testing.assert_allclose(probs_N, np.full(100, 0.01), rtol=1e-6)
 
 
 def test_subset_frequencies_and_probs():
@@ -88,8 +91,9 @@ def test_subset_frequencies_and_probs():
     order_N = _assert_order(sampler.order())
     p_ref = np.zeros(100)
     p_ref[order_N[:37]] = 1 / 37
-    assert_frequencies(draw(sampler)[0], p_ref)
-    np.testing.assert_allclose(sampler.probs(5), p_ref, rtol=1e-6)
+    index, _, probs_N = draw(sampler, probs_step=5)
+    assert_frequencies(index, p_ref)
+    np.testing.assert_allclose(probs_N, p_ref, rtol=1e-6)
 
 
 ALPHAS = np.array([0.0, 0.75, 1.5], np.float32)
@@ -97,10 +101,16 @@ ALPHAS = np.array([0.0, 0.75, 1.5], np.float32)
 
 def test_zipf_frequencies_over_a_vmapped_alpha_grid():
     """One compiled program vmapped over alpha; also the traced-alpha == per-value check."""
-    steps = jnp.arange(NUM_STEPS, dtype=jnp.int32)
     sample = lambda a, s: Zipf(100, a, perm_seed=1).sample(KEY, s, BATCH).index  # noqa: E731
-    index_AxSxB = np.asarray(jax.jit(jax.vmap(jax.vmap(sample, (None, 0)), (0, None)))(jnp.asarray(ALPHAS), steps))
-    probs_AxN = np.asarray(jax.jit(jax.vmap(lambda a: Zipf(100, a, perm_seed=1).probs(0)))(jnp.asarray(ALPHAS)))
+
+    def program(alphas, steps):
+        index_AxSxB = jax.vmap(jax.vmap(sample, (None, 0)), (0, None))(alphas, steps)
+        probs_AxN = jax.vmap(lambda a: Zipf(100, a, perm_seed=1).probs(0))(alphas)
+        return index_AxSxB, probs_AxN, sample(float(ALPHAS[2]), 7)  # the last: a Python-float alpha
+
+    index_AxSxB, probs_AxN, per_value = map(
+        np.asarray, jax.jit(program)(jnp.asarray(ALPHAS), jnp.arange(NUM_STEPS, dtype=jnp.int32))
+    )
     order_N = _assert_order(Zipf(100, 0.0, perm_seed=1).order())
     for alpha, index, probs_N in zip(ALPHAS, index_AxSxB, probs_AxN):
         p_ref = zipf_ref(order_N, alpha)
@@ -113,8 +123,22 @@ def test_zipf_frequencies_over_a_vmapped_alpha_grid():
         p_sorted = w / w.sum()
         assert np.max(np.abs(f_sorted - p_sorted)) <= Z * np.sqrt(p_sorted * (1 - p_sorted) / index.size).max()
     # a per-value sampler with a Python-float alpha draws the same batch as the vmapped traced one
-    per_value = jax.jit(lambda s: sample(float(ALPHAS[2]), s))(jnp.int32(7))
     np.testing.assert_array_equal(index_AxSxB[2, 7], per_value)
+
+
+def test_zipf_large_pool_rank_buckets():
+    """N = 2^20 (blocks of 1024 in the two-level inverse CDF): the 64 top ranks one by one, then
+    log2 rank buckets [2^j, 2^(j+1)), against the numpy masses; 200k draws."""
+    n, alpha = 2**20, 1.0
+    sampler = Zipf(n, alpha, perm_seed=9)
+    index = draw(sampler, num_steps=100, batch_size=2000)[0].reshape(-1)
+    rank_of_item = np.empty(n, np.int64)
+    rank_of_item[np.asarray(sampler.order())] = np.arange(n)
+    edges = np.r_[np.arange(64), 2 ** np.arange(6, 21)]  # bucket b = [edges[b], edges[b+1])
+    bucket_of_rank = np.searchsorted(edges, np.arange(n), side="right") - 1
+    w = (np.arange(n) + 1.0) ** -alpha
+    p_bucket = np.bincount(bucket_of_rank, weights=w / w.sum())
+    assert_frequencies(bucket_of_rank[rank_of_item[index]], p_bucket)
 
 
 def test_zipf_scheduled_alpha_probs():
@@ -132,8 +156,9 @@ def test_weighted_frequencies_with_zeros_and_upsampling():
     probs_N[[5, 6]] *= 4.0  # upsampled
     sampler = Weighted(probs_N)
     assert sampler.num_items == 60
-    assert_frequencies(draw(sampler)[0], probs_N)
-    np.testing.assert_allclose(sampler.probs(0), probs_N / probs_N.sum(), rtol=1e-5)
+    index, _, probs_out = draw(sampler)
+    assert_frequencies(index, probs_N)
+    np.testing.assert_allclose(probs_out, probs_N / probs_N.sum(), rtol=1e-5)
 
 
 def test_weighted_point_mass_at_either_end_with_traced_probs():
@@ -154,13 +179,14 @@ def test_epochs_each_epoch_holds_each_item_counts_times(batch_size):
     b = 2 * e + 3 if batch_size == "2E+3" else batch_size
     num_epochs = 5
     num_steps = -(-num_epochs * e // b) + 1
-    stream = draw(sampler, num_steps=num_steps, batch_size=b)[0].reshape(-1)
+    stream, _, probs_N = draw(sampler, num_steps=num_steps, batch_size=b)
+    stream = stream.reshape(-1)
     epochs = [stream[i * e : (i + 1) * e] for i in range(num_epochs)]
     for chunk in epochs:
         np.testing.assert_array_equal(np.bincount(chunk, minlength=40), counts_N)
     for a, c in zip(epochs, epochs[1:]):
         assert np.mean(a != c) > 0.5  # a fresh order every epoch
-    np.testing.assert_allclose(sampler.probs(0), counts_N / e, rtol=1e-6)
+    np.testing.assert_allclose(probs_N, counts_N / e, rtol=1e-6)
 
 
 def test_epochs_position_arithmetic_does_not_overflow():
@@ -219,15 +245,15 @@ def test_mixture_domains_items_and_loss_weights():
     sampler = Mixture(sizes, p_D, loss_weights=loss_D)
     domain_of_item = np.repeat(np.arange(4), sizes)  # numpy reference for the index layout
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    index, weight = draw(sampler)
+    index, weight, probs_N = draw(sampler)
     index, weight = index.reshape(-1), weight.reshape(-1)
     domain = domain_of_item[index]
     assert_frequencies(domain, p_D)
     for d in np.flatnonzero(p_D):
         assert_frequencies(index[domain == d] - offsets[d], np.ones(sizes[d]))  # uniform within
     np.testing.assert_array_equal(weight, loss_D[domain])
-    np.testing.assert_array_equal(sampler.domain_of(np.arange(100)), domain_of_item)
-    np.testing.assert_allclose(sampler.probs(0), (p_D / np.array(sizes))[domain_of_item], rtol=1e-6)
+    np.testing.assert_array_equal(jax.jit(sampler.domain_of)(np.arange(100)), domain_of_item)
+    np.testing.assert_allclose(probs_N, (p_D / np.array(sizes))[domain_of_item], rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- curriculum
@@ -255,8 +281,7 @@ def test_curriculum_switches_at_the_start_steps():
 def test_vmap_over_k_equals_per_value_samplers():
     ks = np.array([1, 5, 50, 200], np.int32)
     fn = lambda k: Subset(200, k, perm_seed=3).sample(KEY, 7, 64).index  # noqa: E731
-    vmapped = jax.jit(jax.vmap(fn))(jnp.asarray(ks))
-    per_value = jax.jit(lambda: [fn(int(k)) for k in ks])()  # Python-int k, one program
+    vmapped, per_value = jax.jit(lambda ks_: (jax.vmap(fn)(ks_), [fn(int(k)) for k in ks]))(jnp.asarray(ks))
     for i in range(len(ks)):
         np.testing.assert_array_equal(vmapped[i], per_value[i])
 
@@ -319,6 +344,12 @@ def test_sample_indices_host_matches_and_compiles_once():
     for step in range(12, 16):
         sample_indices_host(same, 5, step, 16)
     assert samplers._host_indices._cache_size() == before
+    unhashable = Zipf(50, piecewise([2], [jnp.float32(0.0), jnp.float32(1.0)]))  # cached by identity
+    np.testing.assert_array_equal(
+        sample_indices_host(unhashable, 1, 3, 8), jax.jit(unhashable.sample, static_argnums=2)(jax.random.key(1), 3, 8).index
+    )
+    with pytest.raises(ValueError, match="seed"):
+        sample_indices_host(sampler, -1, 0, 4)
 
 
 # ----------------------------------------------------------------------------- validation

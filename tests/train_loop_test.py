@@ -62,6 +62,17 @@ def test_sampled_steps_match_numpy_sgd_on_the_same_batches():
     assert list(result.history["loss_step"]) == list(range(1, steps + 1))
 
 
+def test_grad_norm_metric_matches_numpy():
+    w = np.array([0.5, -1.0, 2.0, 0.0], np.float32)
+    batch = {"x": X[:B], "y": Y[:B]}
+    state = train.init_state(lambda k: jnp.asarray(w), SGD(LR).tx, jax.random.PRNGKey(0))
+    _, metrics = train.make_train_step(loss_fn, SGD(LR), grad_norm=True)(state, batch)
+    x, y = X[:B].astype(np.float64), Y[:B].astype(np.float64)
+    grad = 2 * x.T @ (x @ w - y) / B
+    np.testing.assert_allclose(metrics["grad_norm"], np.linalg.norm(grad), rtol=1e-5)
+    np.testing.assert_allclose(metrics["loss"], np.mean((x @ w - y) ** 2), rtol=1e-5)
+
+
 def test_host_batches_and_loss_weights():
     rng = np.random.default_rng(1)
     batches = [{"x": X[i], "y": Y[i], "loss_weight": rng.uniform(0, 2, B).astype(np.float32)}

@@ -14,9 +14,16 @@ domain is at most 4n, so the expected number of walks is < 4.
 No table of size n is ever built: the Epochs sampler permutes only the B positions of a batch,
 and `Subset`/`Zipf` map B ranks to items. `permutation(key, n)` materializes the whole order
 (O(n)) for `probs` and for tests.
+
+Round keys come from a PRNG key (`round_keys`, one threefry call), from an int seed on the host
+(`seed_round_keys`, a splitmix64 stream: a compile-time constant, no PRNG in the program), and
+are specialized per tweak t (e.g. the epoch) by hashing, k_j(t) = mix32(k_j + mix32(t xor c)),
+which keeps a batch of B epoch-specific key sets O(B) integer ops instead of B threefry calls.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +58,24 @@ def round_keys(key: jax.Array, num_rounds: int = NUM_ROUNDS) -> jax.Array:
     return jax.random.bits(key, (num_rounds,), jnp.uint32)
 
 
+def seed_round_keys(seed: int, num_rounds: int = NUM_ROUNDS) -> np.ndarray:
+    """[num_rounds] uint32 round keys from an int seed, on the host (splitmix64, upper 32 bits)."""
+    mask = (1 << 64) - 1
+    state, keys = int(seed) & mask, []
+    for _ in range(num_rounds):
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        keys.append((z ^ (z >> 31)) >> 32)
+    return np.array(keys, np.uint32)
+
+
+def tweak_round_keys(round_keys_R: jax.Array, tweak) -> jax.Array:
+    """tweak.shape + [R] keys k_j(t) = mix32(k_j + mix32(t xor 0x9E3779B9)); distinct t, distinct keys."""
+    t_U = mix32(jnp.asarray(tweak).astype(jnp.uint32) ^ np.uint32(0x9E3779B9))
+    return mix32(jnp.asarray(round_keys_R, jnp.uint32) + t_U[..., None])
+
+
 def _rounds(x_U, round_keys_R, h: int, inverse: bool):
     mask = np.uint32((1 << h) - 1)
     shift = np.uint32(h)
@@ -81,31 +106,42 @@ def _walk(x, round_keys_R, n: int, inverse: bool):
     return y_U.astype(jnp.int32)
 
 
+@functools.partial(jax.jit, static_argnames="n")
 def permute_with_round_keys(x, round_keys_R: jax.Array, n: int) -> jax.Array:
     """pi(x) for x in [0, n); `round_keys_R` has shape [R] or x.shape + [R] (one key set per element)."""
     return _walk(x, jnp.asarray(round_keys_R, jnp.uint32), n, inverse=False)
 
 
+@functools.partial(jax.jit, static_argnames="n")
 def unpermute_with_round_keys(y, round_keys_R: jax.Array, n: int) -> jax.Array:
     """pi^{-1}(y): the inverse of `permute_with_round_keys` with the same round keys."""
     return _walk(y, jnp.asarray(round_keys_R, jnp.uint32), n, inverse=True)
 
 
+@functools.partial(jax.jit, static_argnames=("n", "num_rounds"))
 def permute(x, key: jax.Array, n: int, num_rounds: int = NUM_ROUNDS) -> jax.Array:
     """pi_key(x): a keyed bijection of [0, n), applied elementwise to int array `x` (values < n)."""
     return permute_with_round_keys(x, round_keys(key, num_rounds), n)
 
 
+@functools.partial(jax.jit, static_argnames=("n", "num_rounds"))
 def unpermute(y, key: jax.Array, n: int, num_rounds: int = NUM_ROUNDS) -> jax.Array:
     """pi_key^{-1}(y), so unpermute(permute(x, key, n), key, n) == x."""
     return unpermute_with_round_keys(y, round_keys(key, num_rounds), n)
 
 
+@functools.partial(jax.jit, static_argnames=("n", "num_rounds"))
 def permutation(key: jax.Array, n: int, num_rounds: int = NUM_ROUNDS) -> jax.Array:
     """[n] int32: the whole order, perm_N[i] = pi_key(i)."""
     return permute(jnp.arange(n, dtype=jnp.int32), key, n, num_rounds)
 
 
-def seed_key(seed: int) -> jax.Array:
-    """The PRNG key behind a sampler's `perm_seed` (fixed orders that do not depend on the data key)."""
-    return jax.random.key(seed)
+@functools.partial(jax.jit, static_argnames="n")
+def permutation_with_round_keys(round_keys_R: jax.Array, n: int) -> jax.Array:
+    """[n] int32 whole order for explicit round keys."""
+    return permute_with_round_keys(jnp.arange(n, dtype=jnp.int32), round_keys_R, n)
+
+
+def seed_permutation(seed: int, n: int) -> jax.Array:
+    """[n] int32: the fixed order of a sampler's `perm_seed` (independent of the data key)."""
+    return permutation_with_round_keys(seed_round_keys(seed), n)

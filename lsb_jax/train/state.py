@@ -37,7 +37,9 @@ def step_key(rng: jax.Array, stream: int, step: jax.Array) -> jax.Array:
 def init_state(init_params: Callable[[jax.Array], Any], tx, key: jax.Array) -> TrainState:
     """Initial state: params from fold_in(key, STREAM_INIT), the optimizer's state, step 0."""
     params = init_params(jax.random.fold_in(key, STREAM_INIT))
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=key)
+    # a copy: fit() donates the state, which must not delete the caller's key
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      rng=jnp.array(key, copy=True))
 
 
 def seed_keys(seed: int, num: int) -> jax.Array:

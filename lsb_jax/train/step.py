@@ -47,10 +47,12 @@ def _per_example_grads(loss_fn: LossFn, params, batch: Batch):
     return jax.vmap(jax.grad(single), in_axes=(None, 0))(params, batch)
 
 
-def make_train_step(loss_fn: LossFn, optimizer) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-    """train_step(state, batch) -> (state, metrics) with metrics {loss, grad_norm}.
+def make_train_step(loss_fn: LossFn, optimizer, grad_norm: bool = False) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+    """train_step(state, batch) -> (state, metrics) with metrics {loss[, grad_norm]}.
 
     `optimizer` is a `lsb_jax.optim.Optimizer` (tx + grad_mode). Pure; jit/scan/vmap it.
+    grad_norm=True also reports the global norm of the mean gradient; on tiny CPU models it
+    costs more than half a step (one reduction per leaf), so it is off by default.
     """
     tx = optimizer.tx
     per_example = optimizer.grad_mode == "per_example"
@@ -75,19 +77,22 @@ def make_train_step(loss_fn: LossFn, optimizer) -> Callable[[TrainState, Batch],
         updates, opt_state = tx.update(grads, state.opt_state, state.params,
                                        grad_fn=lambda p, _: grads_at(p, batch))
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(mean_grads)}
+        metrics = {"loss": loss}
+        if grad_norm:
+            metrics["grad_norm"] = optax.tree.norm(mean_grads)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return train_step
 
 
-def make_sampled_step(loss_fn: LossFn, optimizer, sample_batch: Callable[[jax.Array, jax.Array], Batch]):
+def make_sampled_step(loss_fn: LossFn, optimizer, sample_batch: Callable[[jax.Array, jax.Array], Batch],
+                      grad_norm: bool = False):
     """step(state) -> (state, metrics) drawing its batch inside the step.
 
     sample_batch(key, step) must be pure: the key is fold_in(fold_in(state.rng, DATA), step),
     so the data stream is part of the (rng, step) state and resumes exactly.
     """
-    train_step = make_train_step(loss_fn, optimizer)
+    train_step = make_train_step(loss_fn, optimizer, grad_norm)
 
     def step(state: TrainState):
         batch = sample_batch(step_key(state.rng, STREAM_DATA, state.step), state.step)
