@@ -25,6 +25,8 @@ def test_list_names_every_experiment(tmp_path):
     (["run", "toy_regression", "--set", "optim.lr=x"], "bad value for 'optim.lr'"),
     (["run", "toy_regression", "--set", "sampler=magic"], "sampler must be one of"),
     (["run", "toy_regression", "--config", "huge"], "has no config 'huge'"),
+    (["run", "toy_regression", "--set", "optim.name=adamax"], "unknown optimizer 'adamax'"),
+    (["run", "toy_regression", "--set", "optim.lr=-1"], "OptimConfig.lr must be in"),
     (["reproduce", "--only", "zzz*"], "matches no experiment"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragment):

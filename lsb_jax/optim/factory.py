@@ -68,6 +68,10 @@ class OptimConfig:
     muon_exclude: tuple[str, ...] = ("embed", "head")
     pcgrad_seed: int = 0  # PRNG seed of PCGrad's random projection orders
 
+    def __post_init__(self):
+        # checks that need no total_steps, so a bad `--set optim.x=...` fails before a run starts
+        validate(self, math.inf, {})
+
 
 def _check_regexes(field: str, patterns) -> None:
     for p in patterns:
