@@ -222,6 +222,8 @@ def run_experiment(exp: exp_lib.Experiment, cfg: Any, config_name: str, *, out: 
     run_dir = Path(out) if out is not None else default_run_dir(Path(runs_root), exp.name, config_name, cfg)
     status = status_of(run_dir)
     if run_dir.exists() and force:
+        if status is None and any(run_dir.iterdir()):
+            raise RunExists(f"--force would delete {run_dir}, which is not a run directory (no status.json)")
         shutil.rmtree(run_dir)
         status = None
     elif status == "complete":
