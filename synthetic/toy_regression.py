@@ -10,7 +10,9 @@ the NaN guard.
 Expected (quick): every member's test MSE falls from ~sum(lambda) ~ 3.6 towards the
 least-squares fit on the same pool (the reference computed in numpy), the pool's per-example
 losses show which examples are learned late.
-Cost: quick ~20 s on 2 CPU cores; full ~2 min on CPU (larger pool, 20k steps, 16 seeds).
+Cost: quick ~10 s on 2 CPU cores (4 seeds, 3k steps); full ~20 s on 2 CPU cores (16 seeds, 20k
+steps, pool 4096). Measured: quick test MSE 0.026 +- 0.0004 vs least squares 0.011; full 0.016 +- 0.002
+vs 0.010.
 
     lsb run toy_regression --config quick --set sampler=zipf --set optim.name=adam --set optim.lr=0.01
 """
@@ -170,7 +172,7 @@ EXPERIMENT = Experiment(
         "full": Config(seeds=16, pool_size=4096, test_size=8192, steps=20_000, track_points=15,
                        eval_every=250, chunk_size=250, checkpoint_every=2500, log_every=50),
     },
-    cost={"quick": "~20 s CPU", "full": "~2 min CPU"},
+    cost={"quick": "~10 s CPU", "full": "~20 s CPU"},
     run=run,
     order=0,
 )
