@@ -29,7 +29,7 @@ SIZES = (20, 40, 40, 1)
 
 def parity_batch(key, step, batch_size=20, k=6):
     """Uniform ±1 inputs: the 20 bits of one random uint32 per example (exactly uniform, one draw)."""
-    bits_B = jax.random.bits(key, (batch_size,), jnp.uint32)
+    bits_B = jax.random.bits(jax.random.fold_in(key, step), (batch_size,), jnp.uint32)
     x = jnp.where((bits_B[:, None] >> jnp.arange(SIZES[0], dtype=jnp.uint32)) & 1, 1.0, -1.0)
     return {"x": x, "y": jnp.prod(x[:, :k], axis=1)}
 

@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 
 from lsb_jax import config as config_lib
+from lsb_jax import io
 from lsb_jax import experiments as exp_lib
 from lsb_jax import report as report_lib
 from lsb_jax import runner
@@ -61,13 +62,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_list(args) -> int:
-    exps = exp_lib.discover()
+    broken: dict[str, str] = {}
+    exps = exp_lib.discover(broken=broken)
     rows = [("name", "reproduces", "quick", "full", "file")]
     for e in exps.values():
         rows.append((e.name, e.reproduces, e.cost.get("quick", "?"), e.cost.get("full", "?"), e.source))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for f, msg in broken.items():
+        print(f"BROKEN  {f}: {msg}")
     return 0
 
 
@@ -98,9 +102,17 @@ def select(exps: dict, pattern: str | None) -> list:
 
 def cmd_reproduce(args) -> int:
     mode = "full" if args.full else "quick"
-    chosen = select(exp_lib.discover(), args.only)
+    everything = exp_lib.discover()
+    chosen = select(everything, args.only)
     runs_root = Path(args.runs)
     entries, failed = [], 0
+    for exp in everything.values():
+        if exp in chosen:
+            continue
+        run_dir = runner.default_run_dir(runs_root, exp.name, mode, exp.configs[mode])
+        if runner.status_of(run_dir) == "complete":  # --only keeps earlier results in the report
+            entries.append({"experiment": exp.name, "reproduces": exp.reproduces, "run_dir": str(run_dir),
+                            "status": "complete", "results": io.read_json(run_dir / "results.json")})
     for exp in chosen:
         cfg = exp.configs[mode]
         entry = {"experiment": exp.name, "reproduces": exp.reproduces,
@@ -115,6 +127,8 @@ def cmd_reproduce(args) -> int:
             traceback.print_exc()
             entry.update(status="failed", error=f"{type(e).__name__}: {e}")
         entries.append(entry)
+    order = {name: i for i, name in enumerate(everything)}
+    entries.sort(key=lambda e: order[e["experiment"]])
     name = "report.md" if mode == "quick" else "report-full.md"
     path = report_lib.write_report(runs_root / name, entries, mode)
     print(f"report: {path} ({len(entries) - failed} complete, {failed} failed)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from typing import Any, Iterable, Literal, get_args, get_origin, get_type_hints
@@ -105,13 +106,17 @@ def coerce(value: Any, tp: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("expected a float")
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            out = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value.strip())
+                out = float(value.strip())
             except ValueError:
                 raise ValueError("expected a float") from None
-        raise ValueError("expected a float")
+        else:
+            raise ValueError("expected a float")
+        if not math.isfinite(out):
+            raise ValueError("expected a finite float")
+        return out
     if tp is str:
         if isinstance(value, str):
             return value
@@ -124,6 +129,8 @@ def coerce(value: Any, tp: Any) -> Any:
                 raise ValueError(f"expected {len(args)} items")
             return tuple(coerce(v, a) for v, a in zip(items, args))
         item_tp = args[0] if args else Any
+        if item_tp is str and isinstance(value, str) and not value.strip().startswith("["):
+            items = [value] if value.strip() else []  # strings (regexes) may contain commas: use JSON for several
         out = [coerce(v, item_tp) for v in items]
         return tuple(out) if origin is tuple else out
     if origin is dict:
@@ -183,16 +190,18 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
 
 
 def to_dict(cfg: Any) -> dict:
-    """A JSON-ready dict of a (nested) config dataclass."""
-    out = {}
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        if is_config(v):
-            v = to_dict(v)
-        elif isinstance(v, tuple):
-            v = list(v)
-        out[f.name] = v
-    return out
+    """A JSON-ready dict of a (nested) config dataclass (recursing into lists, tuples, dicts)."""
+    return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+
+
+def _plain(v: Any) -> Any:
+    if is_config(v):
+        return to_dict(v)
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    return v
 
 
 def keys(cfg: Any, prefix: str = "") -> list[str]:
@@ -209,38 +218,66 @@ def keys(cfg: Any, prefix: str = "") -> list[str]:
 def override(cfg: Any, assignments: Iterable[str]) -> Any:
     """Applies `key=value` assignments (dotted keys) to a config; returns a new config.
 
-    Raises ConfigError naming the key for a malformed assignment, an unknown key or a value
-    of the wrong type.
+    Every key and value is checked first (unknown key, ill-typed value), then each changed
+    dataclass is rebuilt once with all its changes, so cross-field validation in
+    `__post_init__` sees the final values whatever the order of the assignments. A JSON object
+    given for a nested section is merged into it (`optim={"lr": 0.1}` keeps optim's other
+    fields). Raises ConfigError naming the key.
     """
+    changes: dict = {}
     for assignment in assignments:
         if "=" not in assignment:
             raise ConfigError(f"--set expects key=value, got '{assignment}'")
         key, _, text = assignment.partition("=")
         key = key.strip()
-        cfg = _set(cfg, key.split("."), text, key)
-    return cfg
+        _collect(cfg, key.split("."), text, key, changes)
+    try:
+        return _apply(cfg, changes)
+    except (ValueError, TypeError) as e:  # __post_init__ validation
+        keys_ = ", ".join(a.partition("=")[0].strip() for a in assignments)
+        raise ConfigError(f"bad value for '{keys_}': {e}" if len(changes) == 1 and "," not in keys_
+                          else f"invalid config after --set {keys_}: {e}") from None
 
 
-def _set(cfg: Any, path: list[str], text: str, full_key: str) -> Any:
+def _collect(cfg: Any, path: list[str], text: str, full_key: str, changes: dict) -> None:
     name = path[0]
-    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    fields = {f.name for f in dataclasses.fields(cfg)}
     if name not in fields:
-        known = ", ".join(sorted(fields))
-        raise ConfigError(f"unknown config key '{full_key}' (known at this level: {known})")
+        raise ConfigError(f"unknown config key '{full_key}' (known at this level: {', '.join(sorted(fields))})")
     current = getattr(cfg, name)
     if len(path) > 1:
         if not is_config(current):
             raise ConfigError(f"unknown config key '{full_key}': '{name}' has no sub-keys")
-        return dataclasses.replace(cfg, **{name: _set(current, path[1:], text, full_key)})
+        _collect(current, path[1:], text, full_key, changes.setdefault(name, {}))
+        return
     tp = _field_types(type(cfg))[name]
+    if is_config(current) and text.strip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            raise ConfigError(f"bad value for '{full_key}': '{text}' (expected a JSON object)") from None
+        for k, v in data.items():
+            _collect(current, [k], json.dumps(v) if not isinstance(v, str) else v, f"{full_key}.{k}",
+                     changes.setdefault(name, {}))
+        return
     try:
-        value = coerce(text, tp)
+        changes[name] = _Value(coerce(text, tp))
     except (ValueError, TypeError) as e:
         raise ConfigError(f"bad value for '{full_key}': '{text}' ({e})") from None
-    try:
-        return dataclasses.replace(cfg, **{name: value})
-    except (ValueError, TypeError) as e:  # __post_init__ validation
-        raise ConfigError(f"bad value for '{full_key}': {e}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Value:
+    value: Any
+
+
+def _apply(cfg: Any, changes: dict) -> Any:
+    if not changes:
+        return cfg
+    kwargs = {}
+    for name, change in changes.items():
+        kwargs[name] = change.value if isinstance(change, _Value) else _apply(getattr(cfg, name), change)
+    return dataclasses.replace(cfg, **kwargs)
 
 
 def config_hash(cfg: Any, length: int = 8) -> str:

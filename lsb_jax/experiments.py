@@ -75,27 +75,41 @@ def _load_module(path: Path):
     return module
 
 
-def discover(root: str | os.PathLike | None = None) -> dict[str, Experiment]:
-    """Loads every experiment file under root/{theory,synthetic,llm}/*.py, sorted by order, name."""
+def discover(root: str | os.PathLike | None = None, broken: dict | None = None) -> dict[str, Experiment]:
+    """Loads every experiment file under root/{theory,synthetic,llm}/*.py, sorted by order, name.
+
+    A file that fails to import (e.g. a missing optional dependency) does not break the others:
+    its error goes into `broken` (file -> message) when given, and its experiments are absent.
+    """
     root = Path(root) if root is not None else project_root()
     found: dict[str, Experiment] = {}
     for folder in EXPERIMENT_DIRS:
         for path in sorted((root / folder).glob("*.py")):
             if path.name.startswith("_"):
                 continue
-            module = _load_module(path.resolve())
+            rel = str(path.relative_to(root))
+            try:
+                module = _load_module(path.resolve())
+            except Exception as e:  # noqa: BLE001 - reported per file
+                if broken is not None:
+                    broken[rel] = f"{type(e).__name__}: {e}"
+                continue
             exps = list(getattr(module, "EXPERIMENTS", []))
             if hasattr(module, "EXPERIMENT"):
                 exps.append(module.EXPERIMENT)
             for exp in exps:
                 if exp.name in found:
-                    raise ValueError(f"experiment '{exp.name}' declared twice: {found[exp.name].source} and {path}")
-                found[exp.name] = dataclasses.replace(exp, source=str(path.relative_to(root)))
+                    if broken is not None:
+                        broken[rel] = f"experiment '{exp.name}' is also declared in {found[exp.name].source}"
+                    continue
+                found[exp.name] = dataclasses.replace(exp, source=rel)
     return dict(sorted(found.items(), key=lambda kv: (kv[1].order, kv[0])))
 
 
 def get(name: str, root: str | os.PathLike | None = None) -> Experiment:
-    exps = discover(root)
+    broken: dict[str, str] = {}
+    exps = discover(root, broken)
     if name not in exps:
-        raise UnknownExperiment(f"unknown experiment '{name}' (see `lsb list`; known: {', '.join(exps) or 'none'})")
+        hint = "".join(f"; {f} failed to load ({msg})" for f, msg in broken.items() if Path(f).stem == name)
+        raise UnknownExperiment(f"unknown experiment '{name}' (see `lsb list`; known: {', '.join(exps) or 'none'}){hint}")
     return exps[name]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
 import shutil
 import sys
@@ -53,11 +54,15 @@ class MetricsWriter:
         self._tensorboard = tensorboard
         self._tb = None
         self._file = None
+        self._purge_step = None
 
     def truncate_after(self, step: int) -> None:
-        """On resume: drop rows logged after the checkpoint so none appear twice."""
+        """On resume: drop rows logged after the checkpoint (and a torn last line) so none appear
+        twice; TensorBoard events after it are purged when the writer reopens."""
+        self.close()
         rows = [r for r in self.read() if r.get("step", -1) <= step]
         io.write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+        self._purge_step = step + 1
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         row = {"step": int(step)}
@@ -74,7 +79,7 @@ class MetricsWriter:
         if self._tb is None:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(logdir=str(self._tb_dir), flush_secs=30)
+            self._tb = SummaryWriter(logdir=str(self._tb_dir), flush_secs=30, purge_step=self._purge_step)
         for name, value in metrics.items():
             arr = np.asarray(value, dtype=np.float64)
             if arr.size == 0:
@@ -115,6 +120,14 @@ class MetricsWriter:
         hist.update({f"{k}_step": np.asarray(s) for k, s in steps.items()})
         return hist
 
+    def flush(self) -> None:
+        """Called before each checkpoint, so nothing logged before it can be lost to a kill."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        if self._tb is not None:
+            self._tb.flush()
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -146,16 +159,21 @@ class RunContext:
     resume: bool = False
     progress: bool = True
     figures: list[str] = dataclasses.field(default_factory=list)
+    root: Path | None = None   # the top run directory (children record figures relative to it)
 
     def __post_init__(self):
         self.dir = Path(self.dir)
+        self.root = Path(self.root) if self.root is not None else self.dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsWriter(self.dir)
 
     # --- structure -------------------------------------------------------------------------
     def child(self, name: str) -> "RunContext":
         """A sub-run (e.g. one arm of a comparison) with its own metrics and checkpoints."""
-        return RunContext(self.dir / name, self.config, self.config_name, self.resume, self.progress)
+        child = RunContext(self.dir / name, self.config, self.config_name, self.resume, self.progress,
+                           figures=self.figures, root=self.root)
+        self.__dict__.setdefault("_children", []).append(child)
+        return child
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -169,7 +187,7 @@ class RunContext:
         with io.atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
         plt.close(fig)
-        rel = str(path.relative_to(self.dir))
+        rel = str(path.relative_to(self.root))
         if rel not in self.figures:
             self.figures.append(rel)
         return path
@@ -185,6 +203,11 @@ class RunContext:
 
     def close(self) -> None:
         self.metrics.close()
+        self._children_close()
+
+    def _children_close(self) -> None:
+        for child in getattr(self, "_children", []):
+            child.close()
 
 
 def default_run_dir(runs_root: Path, exp_name: str, config_name: str, cfg: Any) -> Path:
@@ -221,43 +244,58 @@ def run_experiment(exp: exp_lib.Experiment, cfg: Any, config_name: str, *, out: 
     """
     run_dir = Path(out) if out is not None else default_run_dir(Path(runs_root), exp.name, config_name, cfg)
     status = status_of(run_dir)
+    chash = config_lib.config_hash(cfg)
     if run_dir.exists() and force:
         if status is None and any(run_dir.iterdir()):
             raise RunExists(f"--force would delete {run_dir}, which is not a run directory (no status.json)")
         shutil.rmtree(run_dir)
         status = None
-    elif status == "complete":
-        print(f"{exp.name}: up to date in {run_dir} (use --force to rerun)", file=sys.stderr)
-        return run_dir, io.read_json(run_dir / "results.json")
-    elif status is not None and not resume:
-        raise RunExists(f"an unfinished run ({status}) exists in {run_dir}: pass --resume to continue it or --force to start over")
-    elif status is None and run_dir.exists() and any(run_dir.iterdir()) and out is not None:
-        raise RunExists(f"--out {run_dir} exists and is not a run directory")
+    elif status is not None:
+        stored = _stored_identity(run_dir)
+        if stored != (exp.name, chash):
+            raise RunExists(f"{run_dir} holds a run of {stored[0]} with another config (hash {stored[1]}, "
+                            f"this one {chash}): choose another --out or pass --force to replace it")
+        if status == "complete":
+            print(f"{exp.name}: up to date in {run_dir} (use --force to rerun)", file=sys.stderr)
+            return run_dir, io.read_json(run_dir / "results.json")
+        if not resume:
+            raise RunExists(f"an unfinished run ({status}) exists in {run_dir}: pass --resume to continue it "
+                            "or --force to start over")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise RunExists(f"{run_dir} exists and is not a run directory")
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    io.write_json(run_dir / "config.json", {
-        "experiment": exp.name, "reproduces": exp.reproduces, "config_name": config_name,
-        "config_hash": config_lib.config_hash(cfg), "config": config_lib.to_dict(cfg),
-        "command": " ".join(sys.argv), "python": platform.python_version(), "versions": _versions(),
-    })
+    if status is None:
+        io.write_json(run_dir / "config.json", {
+            "experiment": exp.name, "reproduces": exp.reproduces, "config_name": config_name,
+            "config_hash": chash, "config": config_lib.to_dict(cfg),
+            "command": " ".join(sys.argv), "python": platform.python_version(), "versions": _versions(),
+        })
     io.write_json(run_dir / "status.json", {"status": "running", "started": time.time()})
-    ctx = RunContext(run_dir, cfg, config_name, resume=resume, progress=progress)
+    ctx = RunContext(run_dir, cfg, config_name, resume=resume and status is not None, progress=progress)
     t0 = time.time()
     try:
-        results = exp.run(cfg, ctx) or {}
+        results = dict(exp.run(cfg, ctx) or {})
+        results.setdefault("figures", list(ctx.figures))
+        results["experiment"] = exp.name
+        results["config_name"] = config_name
+        results["wall_seconds"] = round(time.time() - t0, 2)
+        io.write_json(run_dir / "results.json", results)
     except BaseException as e:
         io.write_json(run_dir / "status.json", {"status": "failed", "error": f"{type(e).__name__}: {e}"})
         raise
     finally:
         ctx.close()
-    results = dict(results)
-    results.setdefault("figures", list(ctx.figures))
-    results["experiment"] = exp.name
-    results["config_name"] = config_name
-    results["wall_seconds"] = round(time.time() - t0, 2)
-    io.write_json(run_dir / "results.json", results)
     io.write_json(run_dir / "status.json", {"status": "complete", "finished": time.time()})
     return run_dir, io.read_json(run_dir / "results.json")
+
+
+def _stored_identity(run_dir: Path) -> tuple[str | None, str | None]:
+    try:
+        stored = io.read_json(Path(run_dir) / "config.json")
+        return stored.get("experiment"), stored.get("config_hash")
+    except (OSError, json.JSONDecodeError):
+        return None, None
 
 
 def _versions() -> dict[str, str]:

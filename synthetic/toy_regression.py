@@ -28,8 +28,9 @@ import numpy as np
 from lsb_jax import analysis, io, plots
 from lsb_jax.data import Curriculum, Epochs, Subset, Uniform, Zipf, doubling, subsample_counts
 from lsb_jax.experiments import Experiment
-from lsb_jax.models.mlp import init_mlp, mlp_apply
+from lsb_jax.models.mlp import ACTIVATIONS, init_mlp, mlp_apply
 from lsb_jax.optim import OptimConfig, make_optimizer
+from lsb_jax.optim.factory import validate as validate_optim
 from lsb_jax.tasks.regression import RegressionTask, least_squares_test_mse
 from lsb_jax.tracking import LossTracker, TrajectoryStore, evenly_spaced_steps, pool_scorer
 from lsb_jax.train import EvalHook, ensemble_init, ensemble_step, fit, init_state, make_sampled_step, member_grid
@@ -68,8 +69,17 @@ class Config:
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got '{self.sampler}'")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got '{self.activation}'")
         if not 1 <= self.subset_k <= self.pool_size:
             raise ValueError(f"subset_k must be in [1, pool_size={self.pool_size}], got {self.subset_k}")
+        for name in ("seeds", "dim", "pool_size", "test_size", "batch_size", "steps", "track_points", "eval_every",
+                     "chunk_size", "checkpoint_every", "log_every", "curriculum_first", "curriculum_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.noise < 0 or any(h < 1 for h in self.hidden) or any(lr <= 0 for lr in self.lrs):
+            raise ValueError("noise must be >= 0, hidden sizes >= 1 and lrs > 0")
+        validate_optim(self.optim, self.steps, {"lr": self.lrs[0]} if self.lrs else {})
 
 
 def make_sampler(cfg: Config):
@@ -115,12 +125,12 @@ def run(cfg: Config, ctx) -> dict:
     members = member_grid(cfg.seeds, cfg.seed, **({"lr": cfg.lrs} if cfg.lrs else {}))
     state = ensemble_init(member_init, members)
 
-    test_mse = jax.vmap(lambda p: jnp.mean(loss_fn(p, test)))
-    pool_mse = jax.vmap(lambda p: jnp.mean(loss_fn(p, pool)))
-    evals = EvalHook(lambda s: {"test_mse": test_mse(s.params), "pool_mse": pool_mse(s.params)}, every=cfg.eval_every)
+    mse = jax.vmap(lambda p, data: jnp.mean(loss_fn(p, data)), in_axes=(0, None))
+    evals = EvalHook(lambda s, test, pool: {"test_mse": mse(s.params, test), "pool_mse": mse(s.params, pool)},
+                     every=cfg.eval_every, args=(test, pool))
     steps_K = evenly_spaced_steps(cfg.steps, cfg.track_points)
     store = TrajectoryStore(ctx.dir / "trajectories.npz", cfg.pool_size, steps_K, member_shape=(members.size,))
-    tracker = LossTracker(jax.vmap(pool_scorer(loss_fn, pool, 512)), store)
+    tracker = LossTracker(jax.vmap(pool_scorer(loss_fn, 512), in_axes=(0, None)), store, args=(pool,))
 
     result = fit(ensemble_step(member_step), state, cfg.steps, ctx=ctx, hooks=[evals, tracker],
                  step_args=(members.hparams, pool), chunk_size=cfg.chunk_size,
@@ -129,7 +139,7 @@ def run(cfg: Config, ctx) -> dict:
     # --- numbers and figures -----------------------------------------------------------------
     hist = result.history
     ols = least_squares_test_mse(np.asarray(pool["x"]), np.asarray(pool["y"]), np.asarray(test["x"]), np.asarray(test["y"]))
-    final_M = np.asarray(jax.device_get(test_mse(result.state.params)))
+    final_M = np.asarray(jax.device_get(mse(result.state.params, test)))
     reach_M = analysis.steps_to_threshold(hist["test_mse_step"], hist["test_mse"], cfg.threshold_factor * ols)
     ctx.save_arrays("final_params", **io.flatten_tree(result.state.params))
 

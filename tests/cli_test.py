@@ -41,3 +41,39 @@ def test_show_prints_resolved_config(tmp_path):
     out = run_cli(tmp_path, "show", "toy_regression", "--set", "optim.lr=0.25")
     assert out.returncode == 0
     assert '"lr": 0.25' in out.stdout
+
+
+@pytest.mark.parametrize("sets, fragment", [
+    (["track_points=0"], "track_points must be >= 1"),
+    (["activation=relu6"], "activation must be one of"),
+    (["optim.schedule=warmup_cosine", "optim.warmup_steps=5000"], "warmup_steps (5000) must be < total_steps"),
+    (["eval_every=0"], "eval_every must be >= 1"),
+    (["noise=nan"], "finite"),
+])
+def test_invalid_combinations_fail_before_anything_is_written(tmp_path, sets, fragment):
+    args = ["run", "toy_regression"] + [a for s in sets for a in ("--set", s)]
+    out = run_cli(tmp_path, *args)
+    assert out.returncode == 2 and fragment in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_broken_experiment_file_does_not_break_the_others(tmp_path):
+    root = tmp_path / "proj"
+    (root / "synthetic").mkdir(parents=True)
+    (root / "llm").mkdir()
+    (root / "llm" / "needs_missing.py").write_text("import no_such_module_anywhere\n")
+    (root / "synthetic" / "fine.py").write_text(
+        "import dataclasses\nfrom lsb_jax.experiments import Experiment\n"
+        "@dataclasses.dataclass(frozen=True)\nclass C:\n    x: int = 1\n"
+        "EXPERIMENT = Experiment(name='fine', reproduces='test', configs={'quick': C(), 'full': C(2)},\n"
+        "                        run=lambda cfg, ctx: {'headline': {'x': cfg.x}})\n")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", LSB_ROOT=str(root))
+    work = tmp_path / "work"
+    work.mkdir()
+    listed = subprocess.run(lsb_cmd("list"), cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "fine" in listed.stdout
+    assert "BROKEN  llm/needs_missing.py: ModuleNotFoundError" in listed.stdout
+    ran = subprocess.run(lsb_cmd("run", "fine"), cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0 and "x: 1" in ran.stdout
+    bad = subprocess.run(lsb_cmd("run", "needs_missing"), cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "failed to load (ModuleNotFoundError" in bad.stderr

@@ -58,3 +58,42 @@ def test_round_trip_and_hash():
     assert C.config_hash(back) == C.config_hash(cfg)
     assert C.config_hash(cfg) != C.config_hash(Outer())
     assert "inner.lr" in C.keys(cfg)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sized:
+    pool: int = 100
+    k: int = 50
+    patterns: tuple[str, ...] = ()
+    arms: tuple[Inner, ...] = (Inner(), Inner(lr=0.5))
+
+    def __post_init__(self):
+        if self.k > self.pool:
+            raise ValueError(f"k ({self.k}) must be <= pool ({self.pool})")
+
+
+def test_assignments_are_validated_together_whatever_their_order():
+    assert C.override(Sized(), ["pool=64", "k=32"]) == C.override(Sized(), ["k=32", "pool=64"])
+    with pytest.raises(C.ConfigError, match=r"k \(80\) must be <= pool \(64\)"):
+        C.override(Sized(), ["pool=64", "k=80"])
+
+
+def test_json_for_a_section_merges_into_it():
+    cfg = C.override(Outer(inner=Inner(lr=0.3, name="sgd")), ['inner={"lr": 0.1}'])
+    assert cfg.inner == Inner(lr=0.1, name="sgd")
+    with pytest.raises(C.ConfigError, match="inner.nope"):
+        C.override(Outer(), ['inner={"nope": 1}'])
+
+
+def test_non_finite_floats_and_regexes_with_commas():
+    for bad in ("nan", "inf", "-inf"):
+        with pytest.raises(C.ConfigError, match="finite"):
+            C.override(Outer(), [f"inner.lr={bad}"])
+    assert C.override(Sized(), [r"patterns=layer\.{1,3}"]).patterns == (r"layer\.{1,3}",)
+    assert C.override(Sized(), ['patterns=["a", "b,c"]']).patterns == ("a", "b,c")
+
+
+def test_to_dict_recurses_into_containers_of_configs():
+    d = C.to_dict(Sized())
+    assert d["arms"][1] == {"lr": 0.5, "name": "adam", "groups": {}}
+    assert C.from_dict(Sized, d) == Sized()

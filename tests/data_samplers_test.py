@@ -336,20 +336,20 @@ def test_scan_step_matches_a_lone_step(sampler):
 
 def test_sample_indices_host_matches_and_compiles_once():
     sampler = Epochs(np.arange(1, 21), perm_seed=2)
-    got = sample_indices_host(sampler, 5, 11, 16)
+    got = sample_indices_host(sampler, jax.random.key(5), 11, 16)
     assert isinstance(got, np.ndarray)
     np.testing.assert_array_equal(got, jax.jit(sampler.sample, static_argnums=2)(jax.random.key(5), 11, 16).index)
     before = samplers._host_indices._cache_size()
     same = Epochs(np.arange(1, 21), perm_seed=2)  # equal by value
     for step in range(12, 16):
-        sample_indices_host(same, 5, step, 16)
+        sample_indices_host(same, jax.random.key(5), step, 16)
     assert samplers._host_indices._cache_size() == before
     unhashable = Zipf(50, piecewise([2], [jnp.float32(0.0), jnp.float32(1.0)]))  # cached by identity
     np.testing.assert_array_equal(
-        sample_indices_host(unhashable, 1, 3, 8), jax.jit(unhashable.sample, static_argnums=2)(jax.random.key(1), 3, 8).index
+        sample_indices_host(unhashable, jax.random.key(1), 3, 8), jax.jit(unhashable.sample, static_argnums=2)(jax.random.key(1), 3, 8).index
     )
-    with pytest.raises(ValueError, match="seed"):
-        sample_indices_host(sampler, -1, 0, 4)
+    raw = jax.random.PRNGKey(5)  # raw uint32[2] keys, as TrainState.rng holds, work too
+    np.testing.assert_array_equal(sample_indices_host(sampler, raw, 11, 16), sampler.sample(raw, 11, 16).index)
 
 
 # ----------------------------------------------------------------------------- validation

@@ -85,3 +85,21 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
     assert io.to_jsonable({"x": np.float32(np.nan), "y": (1, np.int64(2))}) == {"x": "NaN", "y": [1, 2]}
+
+
+def test_resume_or_out_with_another_config_is_refused(tmp_path):
+    runner.run_experiment(EXP, Cfg(), "quick", out=tmp_path / "r", progress=False)
+    with pytest.raises(runner.RunExists, match="another config"):
+        runner.run_experiment(EXP, Cfg(value=3.0), "quick", out=tmp_path / "r", resume=True, progress=False)
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["config"]["value"] == 1.0
+
+
+def test_child_figures_are_reported_and_files_are_world_readable(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ctx = runner.RunContext(tmp_path)
+    ctx.child("arm_a").save_figure(plt.figure(), "curve")
+    assert ctx.figures == ["arm_a/curve.png"]
+    assert (tmp_path / "arm_a" / "curve.png").stat().st_mode & 0o044 == 0o044

@@ -37,7 +37,7 @@ def test_evenly_spaced_steps():
 @pytest.mark.parametrize("batch_size", [7, 50, 64])
 def test_pool_scorer_matches_numpy(batch_size):
     w = np.array([0.3, 0.2, -0.1], np.float32)
-    got = np.asarray(pool_scorer(loss_fn, POOL, batch_size)(jnp.asarray(w)))
+    got = np.asarray(jax.jit(pool_scorer(loss_fn, batch_size))(jnp.asarray(w), POOL))
     np.testing.assert_allclose(got, (X.astype(np.float64) @ w - Y) ** 2, rtol=1e-5, atol=1e-6)
 
 
@@ -57,14 +57,14 @@ def test_store_is_atomic_and_reloads(tmp_path):
 
 def test_tracker_records_every_example_at_chosen_steps(tmp_path):
     def sample(key, step):
-        idx = jax.random.randint(key, (B,), 0, N)
+        idx = jax.random.randint(jax.random.fold_in(key, step), (B,), 0, N)
         return {"x": POOL["x"][idx], "y": POOL["y"][idx]}
 
     steps = (0, 4, 9, 20)
     store = TrajectoryStore(tmp_path / "t.npz", N, steps)
     state = train.init_state(lambda k: jnp.zeros(D), SGD().tx, jax.random.PRNGKey(0))
     train.fit(train.make_sampled_step(loss_fn, SGD(), sample), state, 20,
-              hooks=[LossTracker(pool_scorer(loss_fn, POOL, 16), store)], chunk_size=8)
+              hooks=[LossTracker(pool_scorer(loss_fn, 16), store, args=(POOL,))], chunk_size=8)
     # numpy replay of the same SGD on the same batches; losses of every example at each step
     key = jax.random.PRNGKey(0)
     w = np.zeros(D)
@@ -72,7 +72,7 @@ def test_tracker_records_every_example_at_chosen_steps(tmp_path):
     for t in range(21):
         if t in steps:
             expected[t] = (X.astype(np.float64) @ w - Y) ** 2
-        b = sample(jax.random.fold_in(jax.random.fold_in(key, 0), t), t)
+        b = sample(jax.random.fold_in(key, 0), t)
         x, y = np.asarray(b["x"], np.float64), np.asarray(b["y"], np.float64)
         w = w - LR * 2 * x.T @ (x @ w - y) / B
     saved = TrajectoryStore(tmp_path / "t.npz", N, steps)

@@ -33,7 +33,7 @@ def loss_fn(p, batch):
 
 
 def sample(key, step):
-    idx = jax.random.randint(key, (B,), 0, N)
+    idx = jax.random.randint(jax.random.fold_in(key, step), (B,), 0, N)
     return {"x": jnp.asarray(X)[idx], "y": jnp.asarray(Y)[idx]}
 
 
@@ -56,7 +56,7 @@ def test_sampled_steps_match_numpy_sgd_on_the_same_batches():
     result = train.fit(train.make_sampled_step(loss_fn, SGD(LR), sample), state, steps, chunk_size=10)
     # the batches the step drew: key = fold_in(fold_in(rng, DATA), step), rebuilt independently
     rng = jax.random.PRNGKey(0)
-    batches = [sample(jax.random.fold_in(jax.random.fold_in(rng, 0), t), t) for t in range(steps)]
+    batches = [sample(jax.random.fold_in(rng, 0), t) for t in range(steps)]
     np.testing.assert_allclose(result.state.params, numpy_sgd(batches, steps), rtol=2e-5, atol=1e-6)
     assert int(result.state.step) == steps
     assert list(result.history["loss_step"]) == list(range(1, steps + 1))
@@ -126,7 +126,7 @@ def test_nan_guard_names_the_step_and_keeps_last_good_checkpoint(tmp_path):
     w = np.zeros(D, np.float32)
     with np.errstate(all="ignore"):
         for t in range(200):
-            b = sample(jax.random.fold_in(jax.random.fold_in(rng, 0), t), t)
+            b = sample(jax.random.fold_in(rng, 0), t)
             x, y = np.asarray(b["x"]), np.asarray(b["y"])
             r = x @ w - y
             if not np.isfinite(np.mean(r ** 2)):
@@ -169,3 +169,84 @@ def test_ensemble_matches_members_run_alone():
                           train.init_state(lambda k: jax.random.normal(k, (D,)), SGD(lr).tx, members.keys[m]), 25,
                           chunk_size=5)
         np.testing.assert_allclose(out.state.params[m], alone.state.params, rtol=1e-5, atol=1e-6)
+
+
+def test_epochs_sampler_through_the_step_visits_each_item_once_per_epoch():
+    from lsb_jax.data import Epochs
+
+    n, b = 48, 8  # one epoch = 6 steps
+    sampler = Epochs(np.ones(n, np.int32), perm_seed=1)
+    seen = []
+
+    def sample_batch(key, step):
+        return {"i": sampler.sample(key, step, b).index}
+
+    def step_fn(state):
+        st, _ = train.make_sampled_step(lambda p, batch: jnp.zeros(b) + 0 * p, SGD(LR), sample_batch)(state)
+        return st, {"loss": jnp.zeros(()), "i": sample_batch(train.data_key(state.rng), state.step)["i"]}
+
+    state = train.init_state(lambda k: jnp.zeros(()), SGD(LR).tx, jax.random.PRNGKey(0))
+    out = train.fit(step_fn, state, 18, chunk_size=5)
+    idx = out.history["i"].astype(int).reshape(3, n)
+    for epoch in idx:
+        assert sorted(epoch) == list(range(n))
+    assert not np.array_equal(idx[0], idx[1])
+
+
+def test_caller_state_survives_and_can_be_reused():
+    state = fresh_state()
+    step = train.make_sampled_step(loss_fn, SGD(LR), sample)
+    a = train.fit(step, state, 10, chunk_size=4)
+    b = train.fit(step, state, 10, chunk_size=4)  # same initial state again: not deleted by donation
+    assert np.array_equal(np.asarray(a.state.params), np.asarray(b.state.params))
+
+
+def test_hooks_with_the_same_name_keep_their_own_schedules():
+    h1, h2 = Recorder(every=10), Recorder(every=25)
+    train.fit(train.make_sampled_step(loss_fn, SGD(LR), sample), fresh_state(), 50, hooks=[h1, h2], chunk_size=7)
+    assert h1.seen == [10, 20, 30, 40, 50] and h2.seen == [25, 50]
+
+
+def test_a_state_that_went_bad_in_the_last_step_is_not_checkpointed(tmp_path):
+    @jax.custom_vjp
+    def ramp(p0):  # value p0; its gradient is 1, or inf once p0 >= 3.5
+        return p0
+
+    ramp.defvjp(lambda p0: (p0, p0), lambda p0, g: (g * jnp.where(p0 >= 3.5, jnp.inf, 1.0),))
+
+    def loss(p, batch):  # finite at every step; each SGD step (lr 1) adds 1 to p[0] until the inf gradient
+        return jnp.full(batch["y"].shape, 10.0) - ramp(p[0])
+
+    opt = SGD(1.0)
+    state = train.init_state(lambda k: jnp.zeros(D), opt.tx, jax.random.PRNGKey(0))
+    # step 5 starts at p[0] = 4: loss 6 (finite), update -inf: the state after step 5 is bad
+    with pytest.raises(train.NonFiniteLossError, match="parameters became non-finite by step 5; stopped$"):
+        train.fit(train.make_sampled_step(loss, opt, sample), state, 20, chunk_size=5,
+                  checkpoint_every=5, checkpoint_dir=tmp_path / "a")
+    assert train.Checkpointer(tmp_path / "a").latest_step() is None
+    # with checkpoints every step the bad state is caught in its own segment
+    with pytest.raises(train.NonFiniteLossError, match="by step 5; stopped; last good checkpoint: step 4"):
+        train.fit(train.make_sampled_step(loss, opt, sample), state, 20, chunk_size=1,
+                  checkpoint_every=1, checkpoint_dir=tmp_path / "b")
+    assert train.Checkpointer(tmp_path / "b").latest_step() == 4
+
+
+def test_host_iterator_errors_are_clear(tmp_path):
+    step = train.make_train_step(loss_fn, SGD(LR))
+    data = [{"x": X[:B], "y": Y[:B]}] * 3
+    with pytest.raises(RuntimeError, match="data iterator ran out at step 3"):
+        train.fit(step, fresh_state(), 10, batches=iter(data), chunk_size=4)
+    with pytest.raises(ValueError, match="get_state"):
+        train.fit(step, fresh_state(), 10, batches=iter(data * 4), checkpoint_dir=tmp_path, resume=True)
+
+
+def test_resume_without_a_checkpoint_restarts_the_metrics(tmp_path):
+    from lsb_jax.runner import RunContext
+
+    ctx = RunContext(tmp_path, resume=True, progress=False)
+    ctx.metrics.write(7, {"loss": 1.0})  # rows of a run killed before its first checkpoint
+    with open(ctx.metrics.path, "a") as f:
+        f.write('{"step": 8, "lo')
+    out = train.fit(train.make_sampled_step(loss_fn, SGD(LR), sample), fresh_state(), 5, ctx=ctx, chunk_size=2,
+                    checkpoint_every=10)
+    assert list(out.history["loss_step"]) == [1, 2, 3, 4, 5]

@@ -535,17 +535,18 @@ class _Static:
 
 
 @functools.partial(jax.jit, static_argnames=("sampler", "batch_size"))
-def _host_indices(sampler: _Static, seed, step, batch_size: int):
-    return sampler.obj.sample(jax.random.key(seed), step, batch_size).index
+def _host_indices(sampler: _Static, key, step, batch_size: int):
+    return sampler.obj.sample(key, step, batch_size).index
 
 
-def sample_indices_host(sampler, seed: int, step: int, batch_size: int) -> np.ndarray:
-    """[B] indices at `step` as numpy, for host-side loaders; = sample(jax.random.key(seed), step, B).index.
+def sample_indices_host(sampler, key, step: int, batch_size: int) -> np.ndarray:
+    """[B] indices at `step` as numpy, for host-side loaders; = sampler.sample(key, step, B).index.
 
-    Compiled once per (sampler, batch_size); seed and step are traced arguments. Samplers holding
-    unhashable values (e.g. jax arrays inside a schedule) are cached by identity instead of value.
+    `key` is the run's data-stream key (raw uint32[2] or typed), the same key the device path
+    hands its samplers (`lsb_jax.train.data_key(state.rng)`), so a host loader and an in-step
+    sampler see the same data. Compiled once per (sampler, batch_size); key and step are traced
+    arguments. Samplers holding unhashable values (e.g. jax arrays inside a schedule) are cached
+    by identity instead of value.
     """
-    if not 0 <= int(seed) < 2**32:
-        raise ValueError(f"sample_indices_host.seed: must be in [0, 2^32), got {seed}")
-    index_B = _host_indices(_Static(sampler), jnp.uint32(seed), jnp.int32(step), batch_size=int(batch_size))
+    index_B = _host_indices(_Static(sampler), key, jnp.int32(step), batch_size=int(batch_size))
     return np.asarray(index_B)

@@ -5,7 +5,7 @@ is what the hard/easy clustering consumes. The same store serves the synthetic t
 scored in one jitted pass) and the LLM path (host-side scoring, rows written in blocks).
 
     store   = TrajectoryStore(run_dir / "trajectories.npz", num_examples=N, steps=steps)
-    tracker = LossTracker(score_fn, store)          # a fit() hook firing at store.steps
+    tracker = LossTracker(pool_scorer(loss_fn), store, args=(pool,))   # a fit() hook at store.steps
 """
 
 from __future__ import annotations
@@ -81,42 +81,45 @@ class TrajectoryStore:
         return bool(self.done.all())
 
 
-def pool_scorer(loss_fn: Callable[[Any, Any], jax.Array], pool: Any, batch_size: int = 1024) -> Callable[[Any], jax.Array]:
-    """score(params) -> [N]: loss_fn over the whole pool in chunks of batch_size (one jitted lax.map).
+def pool_scorer(loss_fn: Callable[[Any, Any], jax.Array], batch_size: int = 1024) -> Callable[[Any, Any], jax.Array]:
+    """score(params, pool) -> [N]: loss_fn over the whole pool in chunks of batch_size (lax.map).
 
-    The pool is a pytree of arrays with leading axis N; it is padded to a multiple of
-    batch_size and the padding is dropped.
+    The pool is a pytree of arrays with leading axis N, passed as an argument (so it is a jit
+    argument, never a constant baked into the program); it is padded to a multiple of the
+    chunk size inside the trace and the padding is dropped. For an ensemble:
+    `jax.vmap(pool_scorer(loss_fn), in_axes=(0, None))`.
     """
-    n = jax.tree.leaves(pool)[0].shape[0]
-    batch_size = min(batch_size, n)
-    chunks = -(-n // batch_size)
-    pad = chunks * batch_size - n
-    padded = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]) if pad else x, pool)
-    blocked = jax.tree.map(lambda x: x.reshape((chunks, batch_size) + x.shape[1:]), padded)
-
-    def score(params):
-        loss_CxB = jax.lax.map(lambda b: loss_fn(params, b), blocked)
+    def score(params, pool):
+        n = jax.tree.leaves(pool)[0].shape[0]
+        b = min(batch_size, n)
+        chunks = -(-n // b)
+        pad = chunks * b - n
+        padded = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]) if pad else x, pool)
+        blocked = jax.tree.map(lambda x: x.reshape((chunks, b) + x.shape[1:]), padded)
+        loss_CxB = jax.lax.map(lambda batch: loss_fn(params, batch), blocked)
         return loss_CxB.reshape(-1)[:n]
 
     return score
 
 
 class LossTracker(Hook):
-    """fit() hook: at each of the store's steps, records `score_fn(state.params)` into the store.
+    """fit() hook: at each of the store's steps, records `score_fn(state.params, *args)`.
 
-    score_fn(params) -> [..., N]; for a vmapped ensemble pass `jax.vmap(score)` so the result
-    is [S, N] (the store's member_shape must be (S,)).
+    score_fn(params, *args) -> [..., N] (e.g. `pool_scorer(loss_fn)` with args=(pool,)); for a
+    vmapped ensemble pass `jax.vmap(score, in_axes=(0, None))` so the result is [S, N] (the
+    store's member_shape must be (S,)).
     """
 
     name = "trajectories"
 
-    def __init__(self, score_fn: Callable[[Any], jax.Array], store: TrajectoryStore):
+    def __init__(self, score_fn: Callable[..., jax.Array], store: TrajectoryStore, args: tuple = ()):
         super().__init__(at=store.steps)
         self.store = store
+        self.args = tuple(args)
         self._score = jax.jit(score_fn)
 
     def __call__(self, state, step):
-        losses = np.asarray(jax.device_get(self._score(state.params)))
+        losses = np.asarray(jax.device_get(self._score(state.params, *self.args)))
         self.store.write(step, losses)
         return {"pool_loss": losses.mean(axis=-1)}
 

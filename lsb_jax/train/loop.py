@@ -1,11 +1,11 @@
 """The generic training loop: compiled step chunks, hooks, logging, checkpoints, NaN guard.
 
 `fit` drives a pure `step_fn(state) -> (state, metrics)` (batch drawn inside the step) or
-`step_fn(state, batch)` fed from a host iterator. Steps run in segments compiled as one
-`lax.scan` each (jitted once per segment length, state donated); segment boundaries are the
-union of chunk multiples, hook steps and checkpoint steps, a deterministic function of the
-config, so a resumed run replays exactly the same compiled programs on the same states and
-ends bit-identical to an uninterrupted one.
+`step_fn(state, batch)` fed from a host iterator. Steps run in segments of at most chunk_size
+steps, all executed by ONE jitted program (a `fori_loop` with a traced trip count, state
+donated); segment boundaries are the union of chunk multiples, hook steps and checkpoint steps,
+a deterministic function of the config, so a resumed run replays exactly the same program on
+the same states and ends bit-identical to an uninterrupted one.
 
 Works unchanged for a vmapped ensemble (seeds x hyperparameters): pass the vmapped step and
 the stacked state; metrics then carry a trailing member axis.
@@ -18,6 +18,7 @@ import math
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -60,17 +61,22 @@ class Hook:
 
 
 class EvalHook(Hook):
-    """Evaluates `fn(state) -> {name: array}` (jitted once) and logs it with a name prefix."""
+    """Evaluates `fn(state, *args) -> {name: array}` (jitted once) and logs it with a name prefix.
 
-    def __init__(self, fn: Callable[[Any], dict], every: int | None = None, at: Iterable[int] = (),
-                 at_start: bool = True, prefix: str = "", name: str = "eval"):
+    Pass data (test sets, pools) through `args`: they become jit arguments, not constants
+    baked into the compiled program.
+    """
+
+    def __init__(self, fn: Callable[..., dict], every: int | None = None, at: Iterable[int] = (),
+                 at_start: bool = True, prefix: str = "", name: str = "eval", args: tuple = ()):
         super().__init__(every, at, at_start)
         self._fn = jax.jit(fn)
+        self.args = tuple(args)
         self.prefix = prefix
         self.name = name
 
     def __call__(self, state, step):
-        out = jax.device_get(self._fn(state))
+        out = jax.device_get(self._fn(state, *self.args))
         return {self.prefix + k: np.asarray(v) for k, v in out.items()}
 
 
@@ -86,44 +92,94 @@ def _host_step(state) -> int:
 
 
 def segment_boundaries(start: int, num_steps: int, chunk_size: int, events: Iterable[int]) -> list[int]:
-    """Sorted boundaries in (start, num_steps]: chunk multiples, event steps and the end."""
+    """Sorted boundaries in (start, num_steps]: chunk multiples, event steps and the end.
+
+    Segments never exceed chunk_size; all of them run one compiled program (dynamic trip count).
+    """
     marks = set(range(chunk_size, num_steps, chunk_size)) | {s for s in events if 0 < s < num_steps}
     marks.add(num_steps)
     return sorted(s for s in marks if s > start)
 
 
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def _segment_program(step_fn: Callable, chunk: int, host: bool, metric_shapes):
+    """One jitted program for every segment: run n <= chunk steps, metrics into a [chunk] buffer.
+
+    The trip count n is a traced argument, so segments of any length share one compilation
+    (scan would compile once per distinct length). Also returns whether all parameters are
+    finite, so a checkpoint is never written from a state that went bad in the segment's last
+    update (whose loss, computed before the update, still looked fine).
+    """
+    def run(state, n, args, xs):
+        buf0 = jax.tree.map(lambda sd: jnp.zeros((chunk,) + sd.shape, sd.dtype), metric_shapes)
+
+        def body(i, carry):
+            st, buf = carry
+            if host:
+                st, metrics = step_fn(st, jax.tree.map(lambda a: a[i], xs), *args)
+            else:
+                st, metrics = step_fn(st, *args)
+            buf = jax.tree.map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, i, 0), buf, metrics)
+            return st, buf
+
+        state, buf = jax.lax.fori_loop(0, n, body, (state, buf0))
+        return state, buf, _all_finite(state.params)
+
+    return jax.jit(run, donate_argnums=0)
+
+
+def _copy_tree(tree):
+    return jax.tree.map(lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x, tree)
+
+
 def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Sequence[Hook] = (),
-        batches: Iterator | None = None, step_args: tuple = (), chunk_size: int = 100, checkpoint_every: int | None = None,
-        log_every: int = 1, nonfinite: str = "raise", desc: str = "train",
-        checkpoint_dir=None, resume: bool | None = None) -> FitResult:
+        batches: Iterator | None = None, step_args: tuple = (), chunk_size: int = 100,
+        checkpoint_every: int | None = None, log_every: int = 1, nonfinite: str = "raise", desc: str = "train",
+        checkpoint_dir=None, resume: bool | None = None, donate_state: bool = False,
+        prepare_batches: Callable | None = None) -> FitResult:
     """Trains `state` for `num_steps` updates (in total, counting steps before a resume).
 
     Args:
-      step_fn: pure `step(state) -> (state, metrics)`; or `step(state, batch)` when `batches`
-        is given (then each segment stacks its host batches and scans over them).
+      step_fn: pure `step(state, *step_args) -> (state, metrics)`; or `step(state, batch,
+        *step_args)` when `batches` is given.
       ctx: a `RunContext` (metrics go to its JSONL/TensorBoard, checkpoints to its folder,
-        `ctx.resume` restores the latest checkpoint). Without ctx nothing is written unless
-        `checkpoint_dir` is given.
+        `ctx.resume` restores the latest checkpoint). One fit per context: use `ctx.child(name)`
+        for further training phases. Without ctx nothing is written unless `checkpoint_dir`.
       hooks: evaluation / tracking hooks; their metrics are logged at their steps.
+      batches: optional host iterator. To resume it must have get_state()/set_state() (saved in
+        each checkpoint). Each segment stacks its batches (padded to chunk_size) on the host.
       step_args: extra arguments passed to every step_fn call (e.g. the ensemble's stacked
         hyperparameters, a data pool): jit arguments, not baked-in constants, never donated.
-      batches: optional host iterator; if it has get_state()/set_state(), that state is saved
-        in checkpoints and restored on resume.
-      chunk_size: steps per compiled scan segment (1 = one jitted step per dispatch).
+      chunk_size: the most steps per compiled segment (1 = one dispatch per step).
       checkpoint_every: save every this many steps (and always at the end when checkpointing).
       log_every: write train metrics every this many steps (the NaN guard checks every step).
-      nonfinite: "raise" stops with NonFiniteLossError naming the step (the state that went bad
-        is never checkpointed); "continue" keeps going (for sweeps where divergence is data).
+      nonfinite: "raise" stops with NonFiniteLossError naming the step (a state that went bad is
+        never checkpointed); "continue" keeps going (for sweeps where divergence is data).
+      donate_state: False (default) copies `state` once so the caller's arrays survive (the
+        segments donate their input); True skips the copy (saves memory for large models).
+      prepare_batches: optional function applied to each segment's stacked host batches before
+        the device call (e.g. `jax.device_put` with a sharding).
     """
     if nonfinite not in ("raise", "continue"):
         raise ValueError(f"nonfinite must be 'raise' or 'continue', got {nonfinite!r}")
     if chunk_size < 1 or log_every < 1:
         raise ValueError("chunk_size and log_every must be >= 1")
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ValueError("checkpoint_every must be >= 1 (or None)")
+    if ctx is not None:
+        if getattr(ctx, "_fit_used", False):
+            raise ValueError(f"fit() already ran in {ctx.dir}: use ctx.child(name) for another training phase")
+        ctx._fit_used = True
     ckpt_dir = checkpoint_dir if checkpoint_dir is not None else (ctx.checkpoint_dir if ctx is not None else None)
     resume = (ctx.resume if ctx is not None else False) if resume is None else resume
     ckpt = Checkpointer(ckpt_dir) if ckpt_dir is not None else None
     metrics_writer = ctx.metrics if ctx is not None else None
     memory_rows: list[dict] = []
+    host = batches is not None
 
     def log(step: int, values: dict) -> None:
         if metrics_writer is not None:
@@ -133,58 +189,73 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
 
     # --- resume -------------------------------------------------------------------------------
     resumed_from = None
+    if resume and host and not (hasattr(batches, "get_state") and hasattr(batches, "set_state")):
+        raise ValueError("cannot resume exactly: the data iterator has no get_state()/set_state()")
     if ckpt is not None and resume and ckpt.latest_step() is not None:
         state, meta = ckpt.restore(state)
         resumed_from = _host_step(state)
-        for hook in hooks:
-            hook.load_state_dict(meta.get("hooks", {}).get(hook.name, {}))
-        if batches is not None and hasattr(batches, "set_state") and "data" in meta:
+        saved = meta.get("hooks", {})
+        for i, hook in enumerate(hooks):
+            hook.load_state_dict(saved.get(f"{i}.{hook.name}", {}))
+        if host:
             batches.set_state(meta["data"])
-        if metrics_writer is not None:
-            metrics_writer.truncate_after(resumed_from)
+    elif not donate_state:
+        state = _copy_tree(state)
+    if metrics_writer is not None and resume:
+        metrics_writer.truncate_after(resumed_from if resumed_from is not None else -1)
     start = _host_step(state)
 
-    hook_steps = {h.name: h.fire_steps(num_steps) for h in hooks}
+    hook_steps = [h.fire_steps(num_steps) for h in hooks]
     ckpt_steps = set(range(checkpoint_every, num_steps + 1, checkpoint_every)) if (ckpt and checkpoint_every) else set()
-    events = set().union(*hook_steps.values(), ckpt_steps) if (hook_steps or ckpt_steps) else set()
-
-    if batches is None:
-        def run_segment(state, length, args):
-            return jax.lax.scan(lambda s, _: step_fn(s, *args), state, None, length=length)
-        run = jax.jit(run_segment, static_argnums=1, donate_argnums=0)
-    else:
-        def run_segment_xs(state, xs, args):
-            return jax.lax.scan(lambda s, x: step_fn(s, x, *args), state, xs)
-        run = jax.jit(run_segment_xs, donate_argnums=0)
+    events = set(ckpt_steps).union(*hook_steps)
 
     def save(step: int) -> None:
-        meta = {"step": step, "hooks": {h.name: h.state_dict() for h in hooks}}
-        if batches is not None and hasattr(batches, "get_state"):
+        meta = {"step": step, "hooks": {f"{i}.{h.name}": h.state_dict() for i, h in enumerate(hooks)}}
+        if host and hasattr(batches, "get_state"):
             meta["data"] = batches.get_state()
+        if metrics_writer is not None:
+            metrics_writer.flush()
         ckpt.save(step, state, meta)
 
     def run_hooks(step: int) -> None:
-        for hook in hooks:
-            if step in hook_steps[hook.name]:
+        for hook, steps in zip(hooks, hook_steps):
+            if step in steps:
                 out = hook(state, step)
                 if out:
                     log(step, out)
 
+    def next_batches(n: int, at_step: int):
+        got = []
+        for i in range(n):
+            try:
+                got.append(next(batches))
+            except StopIteration:
+                raise RuntimeError(f"{desc}: the data iterator ran out at step {at_step + i}") from None
+        got += [got[-1]] * (chunk - n)  # padding: never processed (the loop runs n steps)
+        xs = jax.tree.map(lambda *b: np.stack(b), *got)
+        return prepare_batches(xs) if prepare_batches is not None else xs
+
     if start == 0 and resumed_from is None:
         run_hooks(0)
 
+    boundaries = segment_boundaries(start, num_steps, chunk_size, events)
+    # the program's buffer length: from the whole run's boundaries, so a resumed run uses the same program
+    every = segment_boundaries(0, num_steps, chunk_size, events)
+    chunk = max([b - a for a, b in zip([0] + every, every)], default=1)
+    program = None
     disable = (not ctx.progress) if ctx is not None else None
     bar = tqdm(total=num_steps, initial=start, desc=desc, disable=disable, dynamic_ncols=True, mininterval=1.0)
     try:
         current = start
-        for boundary in segment_boundaries(start, num_steps, chunk_size, events):
+        for boundary in boundaries:
             length = boundary - current
-            if batches is None:
-                state, metrics = run(state, length, step_args)
-            else:
-                xs = jax.tree.map(lambda *b: np.stack(b), *[next(batches) for _ in range(length)])
-                state, metrics = run(state, xs, step_args)
-            metrics = jax.device_get(metrics)
+            xs = next_batches(length, current) if host else None
+            if program is None:
+                probe = (state, jax.tree.map(lambda a: a[0], xs)) if host else (state,)
+                shapes = jax.eval_shape(lambda *a: step_fn(*a, *step_args)[1], *probe)
+                program = _segment_program(step_fn, chunk, host, shapes)
+            state, metrics, params_finite = program(state, np.int32(length), step_args, xs)
+            metrics = jax.tree.map(lambda m: np.asarray(m)[:length], jax.device_get(metrics))
             loss = np.asarray(metrics.get("loss", np.zeros(length)))
             bad = ~np.isfinite(loss.reshape(length, -1)).all(axis=1)
             stop_at = int(np.argmax(bad)) if (nonfinite == "raise" and bad.any()) else length
@@ -192,12 +263,17 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
                 s = current + i + 1
                 if s % log_every == 0 or s == num_steps:
                     log(s, {k: np.asarray(v[i]) for k, v in metrics.items()})
+            if stop_at == length and nonfinite == "raise" and not bool(params_finite):
+                stop_at, what = length - 1, "parameters became non-finite by"
+            else:
+                what = None
             if stop_at < length:
                 s = current + stop_at + 1
                 last = ckpt.latest_step() if ckpt is not None else None
                 where = f"; last good checkpoint: step {last} in {ckpt.directory}" if last is not None else ""
-                kind = "NaN" if np.isnan(loss.reshape(length, -1)[stop_at]).any() else "inf"
-                raise NonFiniteLossError(f"{desc}: loss became {kind} at step {s}; stopped{where}")
+                if what is None:
+                    what = "loss became " + ("NaN" if np.isnan(loss.reshape(length, -1)[stop_at]).any() else "inf") + " at"
+                raise NonFiniteLossError(f"{desc}: {what} step {s}; stopped{where}")
             current = boundary
             bar.update(length)
             bar.set_postfix(loss=f"{float(np.nanmean(loss[-1])):.4g}", refresh=False)
@@ -208,6 +284,8 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
         bar.close()
         if ckpt is not None:
             ckpt.close()
+        if metrics_writer is not None:
+            metrics_writer.flush()
 
     history = metrics_writer.history() if metrics_writer is not None else _rows_to_history(memory_rows)
     return FitResult(state=state, history=history, resumed_from=resumed_from)

@@ -8,8 +8,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-# PRNG streams: every random draw of a step is fold_in(fold_in(state.rng, STREAM), step), so any
-# step's randomness is a function of (seed, step) alone and a resumed run draws the same numbers.
+# PRNG streams. The data stream's key is data_key(rng) = fold_in(rng, STREAM_DATA), constant over a
+# run: samplers fold in the step (or the epoch) themselves, so per-epoch orders stay fixed within an
+# epoch. Other per-step randomness uses step_key(rng, STREAM_STEP, step). Every draw is a function of
+# (seed, step) alone, so a resumed run draws the same numbers.
 STREAM_DATA = 0
 STREAM_STEP = 1
 STREAM_INIT = 2
@@ -32,6 +34,11 @@ class TrainState:
 def step_key(rng: jax.Array, stream: int, step: jax.Array) -> jax.Array:
     """The key of one stream at one step."""
     return jax.random.fold_in(jax.random.fold_in(rng, stream), step)
+
+
+def data_key(rng: jax.Array) -> jax.Array:
+    """The run's data-stream key (constant): what samplers and host loaders are given."""
+    return jax.random.fold_in(rng, STREAM_DATA)
 
 
 def init_state(init_params: Callable[[jax.Array], Any], tx, key: jax.Array) -> TrainState:

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lsb_jax.train.state import STREAM_DATA, TrainState, step_key
+from lsb_jax.train.state import TrainState, data_key
 
 Batch = Any
 LossFn = Callable[[Any, Batch], jax.Array]  # (params, batch) -> per-example losses [B]
@@ -89,13 +89,15 @@ def make_sampled_step(loss_fn: LossFn, optimizer, sample_batch: Callable[[jax.Ar
                       grad_norm: bool = False):
     """step(state) -> (state, metrics) drawing its batch inside the step.
 
-    sample_batch(key, step) must be pure: the key is fold_in(fold_in(state.rng, DATA), step),
-    so the data stream is part of the (rng, step) state and resumes exactly.
+    sample_batch(key, step) must be pure. `key` is the run's data-stream key, the SAME at every
+    step (`data_key(state.rng)`): pass it to a `lsb_jax.data` sampler, which folds in the step
+    (or epoch) itself, or use `jax.random.fold_in(key, step)` for fresh per-step draws. The data
+    stream is therefore a function of (rng, step) and resumes exactly.
     """
     train_step = make_train_step(loss_fn, optimizer, grad_norm)
 
     def step(state: TrainState):
-        batch = sample_batch(step_key(state.rng, STREAM_DATA, state.step), state.step)
+        batch = sample_batch(data_key(state.rng), state.step)
         return train_step(state, batch)
 
     return step
