@@ -14,6 +14,7 @@ the stacked state; metrics then carry a trailing member axis.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -107,6 +108,17 @@ def _all_finite(tree) -> jax.Array:
 
 
 def _segment_program(step_fn: Callable, chunk: int, host: bool, metric_shapes):
+    """Cached: calling fit() again with the same step_fn and shapes reuses the compiled program."""
+    leaves, treedef = jax.tree.flatten(metric_shapes)
+    return _cached_program(step_fn, chunk, host, treedef, tuple(leaves))
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_program(step_fn: Callable, chunk: int, host: bool, treedef, leaves: tuple):
+    return _build_program(step_fn, chunk, host, jax.tree.unflatten(treedef, list(leaves)))
+
+
+def _build_program(step_fn: Callable, chunk: int, host: bool, metric_shapes):
     """One jitted program for every segment: run n <= chunk steps, metrics into a [chunk] buffer.
 
     The trip count n is a traced argument, so segments of any length share one compilation
