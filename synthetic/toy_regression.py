@@ -134,7 +134,8 @@ def run(cfg: Config, ctx) -> dict:
 
     result = fit(ensemble_step(member_step), state, cfg.steps, ctx=ctx, hooks=[evals, tracker],
                  step_args=(members.hparams, pool), chunk_size=cfg.chunk_size,
-                 checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every, desc="toy_regression")
+                 checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every, desc="toy_regression",
+                 nonfinite="continue" if cfg.lrs else "raise")  # in a sweep a diverging lr is a result
 
     # --- numbers and figures -----------------------------------------------------------------
     hist = result.history
@@ -165,6 +166,7 @@ def run(cfg: Config, ctx) -> dict:
             "test_mse_final_mean": mean, "test_mse_final_std": std, "least_squares_test_mse": ols,
             "noise_floor": cfg.noise ** 2, "steps_to_threshold_mean": reach_mean,
             "steps_to_threshold_std": reach_std, "threshold": cfg.threshold_factor * ols, "members": members.size,
+            "diverged_members": int(np.sum(~np.isfinite(final_M))),  # excluded from the means above
         },
         "summary": (f"{members.size} members ({cfg.sampler} sampler, {cfg.optim.name}) reach test MSE "
                     f"{mean:.4g} +- {std:.3g} after {cfg.steps} steps; least squares on the same pool gives {ols:.4g}."),

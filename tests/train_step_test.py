@@ -118,3 +118,19 @@ def test_host_iterator_state_is_checkpointed_and_restored(tmp_path):
                         checkpoint_dir=tmp_path, resume=True)
     assert resumed.resumed_from == 15 and it.pos == 30
     assert np.array_equal(np.asarray(resumed.state.params), np.asarray(full.state.params))
+
+
+def test_step_rng_reaches_the_loss_and_is_a_function_of_seed_and_step():
+    lr, data = 0.1, batches(8, 6)
+
+    def noisy_loss(w, batch, rng):  # the target is shifted by a per-step random offset
+        return (batch["x"] @ w - batch["y"] - jax.random.normal(rng, ())) ** 2
+
+    opt = make_optimizer(OptimConfig(name="sgd", lr=lr), 6)
+    state = train.init_state(lambda k: jnp.asarray(W0), opt.tx, jax.random.PRNGKey(3))
+    got = train.fit(train.make_train_step(noisy_loss, opt, step_rng=True), state, 6, batches=iter(data), chunk_size=4)
+    w, rng = W0.astype(np.float64), jax.random.PRNGKey(3)
+    for t, b in enumerate(map(as64, data)):
+        shift = float(jax.random.normal(train.step_key(rng, train.STREAM_STEP, t), ()))
+        w = w - lr * grad_np(w, b["x"], b["y"] + shift)
+    np.testing.assert_allclose(got.state.params, w, rtol=1e-4, atol=1e-6)

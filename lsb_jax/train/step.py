@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lsb_jax.train.state import TrainState, data_key
+from lsb_jax.train.state import STREAM_STEP, TrainState, data_key, step_key
 
 Batch = Any
 LossFn = Callable[[Any, Batch], jax.Array]  # (params, batch) -> per-example losses [B]
@@ -47,35 +47,42 @@ def _per_example_grads(loss_fn: LossFn, params, batch: Batch):
     return jax.vmap(jax.grad(single), in_axes=(None, 0))(params, batch)
 
 
-def make_train_step(loss_fn: LossFn, optimizer, grad_norm: bool = False) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+def make_train_step(loss_fn: LossFn, optimizer, grad_norm: bool = False,
+                    step_rng: bool = False) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """train_step(state, batch) -> (state, metrics) with metrics {loss[, grad_norm]}.
 
     `optimizer` is a `lsb_jax.optim.Optimizer` (tx + grad_mode). Pure; jit/scan/vmap it.
     grad_norm=True also reports the global norm of the mean gradient; on tiny CPU models it
     costs more than half a step (one reduction per leaf), so it is off by default.
+    step_rng=True calls `loss_fn(params, batch, rng)` with rng = step_key(state.rng, STEP, step)
+    (dropout, noise): a function of (seed, step), so it resumes exactly; SAM's second gradient
+    and per-example gradients see the same rng.
     """
     tx = optimizer.tx
     per_example = optimizer.grad_mode == "per_example"
 
-    def mean_loss(params, batch):
-        loss_B = loss_fn(params, batch)
-        return reduce_losses(loss_B, batch), loss_B
-
-    def grads_at(params, batch):
-        if per_example:
-            return _per_example_grads(loss_fn, params, batch)
-        return jax.grad(lambda p: mean_loss(p, batch)[0])(params)
-
     def train_step(state: TrainState, batch: Batch):
+        if step_rng:
+            rng = step_key(state.rng, STREAM_STEP, state.step)
+            lf = lambda p, b: loss_fn(p, b, rng)  # noqa: E731
+        else:
+            lf = loss_fn
+
+        def mean_loss(params):
+            loss_B = lf(params, batch)
+            return reduce_losses(loss_B, batch), loss_B
+
+        def grads_at(params):
+            return _per_example_grads(lf, params, batch) if per_example else jax.grad(lambda p: mean_loss(p)[0])(params)
+
         if per_example:
-            loss, _ = mean_loss(state.params, batch)
-            grads = _per_example_grads(loss_fn, state.params, batch)
+            loss, _ = mean_loss(state.params)
+            grads = grads_at(state.params)
             mean_grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
         else:
-            (loss, _), grads = jax.value_and_grad(mean_loss, has_aux=True)(state.params, batch)
+            (loss, _), grads = jax.value_and_grad(mean_loss, has_aux=True)(state.params)
             mean_grads = grads
-        updates, opt_state = tx.update(grads, state.opt_state, state.params,
-                                       grad_fn=lambda p, _: grads_at(p, batch))
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=lambda p, _: grads_at(p))
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss}
         if grad_norm:
@@ -86,7 +93,7 @@ def make_train_step(loss_fn: LossFn, optimizer, grad_norm: bool = False) -> Call
 
 
 def make_sampled_step(loss_fn: LossFn, optimizer, sample_batch: Callable[[jax.Array, jax.Array], Batch],
-                      grad_norm: bool = False):
+                      grad_norm: bool = False, step_rng: bool = False):
     """step(state) -> (state, metrics) drawing its batch inside the step.
 
     sample_batch(key, step) must be pure. `key` is the run's data-stream key, the SAME at every
@@ -94,7 +101,7 @@ def make_sampled_step(loss_fn: LossFn, optimizer, sample_batch: Callable[[jax.Ar
     (or epoch) itself, or use `jax.random.fold_in(key, step)` for fresh per-step draws. The data
     stream is therefore a function of (rng, step) and resumes exactly.
     """
-    train_step = make_train_step(loss_fn, optimizer, grad_norm)
+    train_step = make_train_step(loss_fn, optimizer, grad_norm, step_rng)
 
     def step(state: TrainState):
         batch = sample_batch(data_key(state.rng), state.step)
