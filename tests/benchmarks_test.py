@@ -1,0 +1,19 @@
+"""The benchmarks still run (tiny sizes; no timing is asserted: speed lives in benchmarks/)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_vmap_seeds_benchmark_runs_and_members_match_sequential():
+    out = subprocess.run([sys.executable, "benchmarks/vmap_seeds.py", "--seeds", "2", "--steps", "30", "--repeats", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "ratio a/b" in out.stdout
+    diff = float(out.stdout.split("max |param diff| member 0 vs sequential: ")[1].split(")")[0])
+    assert diff < 1e-4  # the vmapped member and the seed-by-seed run train the same network
