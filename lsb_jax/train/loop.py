@@ -113,7 +113,7 @@ def _segment_program(step_fn: Callable, chunk: int, host: bool, metric_shapes):
     return _cached_program(step_fn, chunk, host, treedef, tuple(leaves))
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)  # holds step_fn closures: keep it small
 def _cached_program(step_fn: Callable, chunk: int, host: bool, treedef, leaves: tuple):
     return _build_program(step_fn, chunk, host, jax.tree.unflatten(treedef, list(leaves)))
 
