@@ -246,7 +246,7 @@ def run_experiment(exp: exp_lib.Experiment, cfg: Any, config_name: str, *, out: 
     status = status_of(run_dir)
     chash = config_lib.config_hash(cfg)
     if run_dir.exists() and force:
-        if status is None and any(run_dir.iterdir()):
+        if status is None and any(run_dir.iterdir()) and not (run_dir / "config.json").exists():
             raise RunExists(f"--force would delete {run_dir}, which is not a run directory (no status.json)")
         shutil.rmtree(run_dir)
         status = None
