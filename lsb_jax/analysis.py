@@ -17,6 +17,25 @@ def steps_to_threshold(steps_T: np.ndarray, values_TxM: np.ndarray, threshold: f
     return out
 
 
+def history_from_rows(rows, names=None) -> dict[str, np.ndarray]:
+    """Column arrays of logged metric rows {"step": s, name: value, ...}.
+
+    Returns {name: [rows_with_name, ...]} and {name_step: [rows_with_name]}; `names` keeps only
+    those metrics.
+    """
+    out: dict[str, list] = {}
+    steps: dict[str, list] = {}
+    for row in rows:
+        for k, v in row.items():
+            if k == "step" or (names is not None and k not in names):
+                continue
+            out.setdefault(k, []).append(np.asarray(v, dtype=np.float64))
+            steps.setdefault(k, []).append(row["step"])
+    hist = {k: np.stack(v) for k, v in out.items()}
+    hist.update({f"{k}_step": np.asarray(s) for k, s in steps.items()})
+    return hist
+
+
 def mean_std(x) -> tuple[float, float]:
     """(mean, std) ignoring NaNs; (nan, nan) when every value is NaN."""
     x = np.asarray(x, np.float64)

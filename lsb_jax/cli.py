@@ -106,8 +106,9 @@ def cmd_reproduce(args) -> int:
     chosen = select(everything, args.only)
     runs_root = Path(args.runs)
     entries, failed = [], 0
+    chosen_names = {e.name for e in chosen}
     for exp in everything.values():
-        if exp in chosen:
+        if exp.name in chosen_names:
             continue
         run_dir = runner.default_run_dir(runs_root, exp.name, mode, exp.configs[mode])
         if runner.status_of(run_dir) == "complete":  # --only keeps earlier results in the report

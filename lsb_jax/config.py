@@ -224,6 +224,7 @@ def override(cfg: Any, assignments: Iterable[str]) -> Any:
     given for a nested section is merged into it (`optim={"lr": 0.1}` keeps optim's other
     fields). Raises ConfigError naming the key.
     """
+    assignments = list(assignments)
     changes: dict = {}
     for assignment in assignments:
         if "=" not in assignment:
@@ -235,7 +236,7 @@ def override(cfg: Any, assignments: Iterable[str]) -> Any:
         return _apply(cfg, changes)
     except (ValueError, TypeError) as e:  # __post_init__ validation
         keys_ = ", ".join(a.partition("=")[0].strip() for a in assignments)
-        raise ConfigError(f"bad value for '{keys_}': {e}" if len(changes) == 1 and "," not in keys_
+        raise ConfigError(f"bad value for '{keys_}': {e}" if len(assignments) == 1
                           else f"invalid config after --set {keys_}: {e}") from None
 
 

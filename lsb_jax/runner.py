@@ -30,6 +30,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from lsb_jax import analysis
 from lsb_jax import config as config_lib
 from lsb_jax import experiments as exp_lib
 from lsb_jax import io
@@ -107,18 +108,9 @@ class MetricsWriter:
         return rows
 
     def history(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Column arrays {name: [rows, ...]} and "step" for the rows that have each name."""
-        out: dict[str, list] = {}
-        steps: dict[str, list] = {}
-        for row in self.read():
-            for k, v in row.items():
-                if k == "step" or (names is not None and k not in names):
-                    continue
-                out.setdefault(k, []).append(_decode(v))
-                steps.setdefault(k, []).append(row["step"])
-        hist = {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
-        hist.update({f"{k}_step": np.asarray(s) for k, s in steps.items()})
-        return hist
+        """Column arrays {name: [rows, ...]} and name_step for the rows that have each name."""
+        rows = [{k: v if k == "step" else _decode(v) for k, v in row.items()} for row in self.read()]
+        return analysis.history_from_rows(rows, names)
 
     def flush(self) -> None:
         """Called before each checkpoint, so nothing logged before it can be lost to a kill."""
@@ -160,6 +152,8 @@ class RunContext:
     progress: bool = True
     figures: list[str] = dataclasses.field(default_factory=list)
     root: Path | None = None   # the top run directory (children record figures relative to it)
+    fit_used: bool = dataclasses.field(default=False, init=False, repr=False)   # set by train.fit
+    children: list = dataclasses.field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self):
         self.dir = Path(self.dir)
@@ -172,7 +166,7 @@ class RunContext:
         """A sub-run (e.g. one arm of a comparison) with its own metrics and checkpoints."""
         child = RunContext(self.dir / name, self.config, self.config_name, self.resume, self.progress,
                            figures=self.figures, root=self.root)
-        self.__dict__.setdefault("_children", []).append(child)
+        self.children.append(child)
         return child
 
     @property
@@ -203,10 +197,7 @@ class RunContext:
 
     def close(self) -> None:
         self.metrics.close()
-        self._children_close()
-
-    def _children_close(self) -> None:
-        for child in getattr(self, "_children", []):
+        for child in self.children:
             child.close()
 
 

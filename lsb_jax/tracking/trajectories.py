@@ -123,9 +123,6 @@ class LossTracker(Hook):
         self.store.write(step, losses)
         return {"pool_loss": losses.mean(axis=-1)}
 
-    def state_dict(self) -> dict:
-        return {"done_columns": [int(k) for k in np.flatnonzero(self.store.done.all(axis=0))]}
-
     def load_state_dict(self, d: dict) -> None:
         if self.store.path is not None and self.store.path.exists():
             self.store.load()

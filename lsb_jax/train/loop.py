@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from lsb_jax.analysis import history_from_rows
 from lsb_jax.train.checkpoint import Checkpointer
 
 
@@ -144,6 +145,18 @@ def _build_program(step_fn: Callable, chunk: int, host: bool, metric_shapes):
     return jax.jit(run, donate_argnums=0)
 
 
+def _first_bad(loss_LxM: np.ndarray, params_finite: bool) -> tuple[int, str | None]:
+    """(steps of the segment to keep, reason to stop or None): the first non-finite loss, else
+    non-finite parameters after the segment's last update (its loss was computed before it)."""
+    bad_L = ~np.isfinite(loss_LxM).all(axis=1)
+    if bad_L.any():
+        i = int(np.argmax(bad_L))
+        return i, "loss became " + ("NaN" if np.isnan(loss_LxM[i]).any() else "inf") + " at"
+    if not params_finite:
+        return len(loss_LxM) - 1, "parameters became non-finite by"
+    return len(loss_LxM), None
+
+
 def _copy_tree(tree):
     return jax.tree.map(lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x, tree)
 
@@ -183,9 +196,9 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError("checkpoint_every must be >= 1 (or None)")
     if ctx is not None:
-        if getattr(ctx, "_fit_used", False):
+        if ctx.fit_used:
             raise ValueError(f"fit() already ran in {ctx.dir}: use ctx.child(name) for another training phase")
-        ctx._fit_used = True
+        ctx.fit_used = True
     ckpt_dir = checkpoint_dir if checkpoint_dir is not None else (ctx.checkpoint_dir if ctx is not None else None)
     resume = (ctx.resume if ctx is not None else False) if resume is None else resume
     ckpt = Checkpointer(ckpt_dir) if ckpt_dir is not None else None
@@ -250,10 +263,10 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
     if start == 0 and resumed_from is None:
         run_hooks(0)
 
-    boundaries = segment_boundaries(start, num_steps, chunk_size, events)
-    # the program's buffer length: from the whole run's boundaries, so a resumed run uses the same program
+    # the program's buffer length comes from the whole run's boundaries, so a resumed run uses the same program
     every = segment_boundaries(0, num_steps, chunk_size, events)
     chunk = max([b - a for a, b in zip([0] + every, every)], default=1)
+    boundaries = [b for b in every if b > start]
     program = None
     disable = (not ctx.progress) if ctx is not None else None
     bar = tqdm(total=num_steps, initial=start, desc=desc, disable=disable, dynamic_ncols=True, mininterval=1.0)
@@ -269,23 +282,16 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
             state, metrics, params_finite = program(state, np.int32(length), step_args, xs)
             metrics = jax.tree.map(lambda m: np.asarray(m)[:length], jax.device_get(metrics))
             loss = np.asarray(metrics.get("loss", np.zeros(length)))
-            bad = ~np.isfinite(loss.reshape(length, -1)).all(axis=1)
-            stop_at = int(np.argmax(bad)) if (nonfinite == "raise" and bad.any()) else length
+            stop_at, what = (_first_bad(loss.reshape(length, -1), bool(params_finite)) if nonfinite == "raise"
+                             else (length, None))
             for i in range(stop_at):
                 s = current + i + 1
                 if s % log_every == 0 or s == num_steps:
                     log(s, {k: np.asarray(v[i]) for k, v in metrics.items()})
-            if stop_at == length and nonfinite == "raise" and not bool(params_finite):
-                stop_at, what = length - 1, "parameters became non-finite by"
-            else:
-                what = None
-            if stop_at < length:
-                s = current + stop_at + 1
+            if what is not None:
                 last = ckpt.latest_step() if ckpt is not None else None
                 where = f"; last good checkpoint: step {last} in {ckpt.directory}" if last is not None else ""
-                if what is None:
-                    what = "loss became " + ("NaN" if np.isnan(loss.reshape(length, -1)[stop_at]).any() else "inf") + " at"
-                raise NonFiniteLossError(f"{desc}: {what} step {s}; stopped{where}")
+                raise NonFiniteLossError(f"{desc}: {what} step {current + stop_at + 1}; stopped{where}")
             current = boundary
             bar.update(length)
             bar.set_postfix(loss=f"{float(np.nanmean(loss[-1])):.4g}", refresh=False)
@@ -299,19 +305,5 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
         if metrics_writer is not None:
             metrics_writer.flush()
 
-    history = metrics_writer.history() if metrics_writer is not None else _rows_to_history(memory_rows)
+    history = metrics_writer.history() if metrics_writer is not None else history_from_rows(memory_rows)
     return FitResult(state=state, history=history, resumed_from=resumed_from)
-
-
-def _rows_to_history(rows: list[dict]) -> dict[str, np.ndarray]:
-    out: dict[str, list] = {}
-    steps: dict[str, list] = {}
-    for row in rows:
-        for k, v in row.items():
-            if k == "step":
-                continue
-            out.setdefault(k, []).append(np.asarray(v, dtype=np.float64))
-            steps.setdefault(k, []).append(row["step"])
-    hist = {k: np.stack(v) for k, v in out.items()}
-    hist.update({f"{k}_step": np.asarray(s) for k, s in steps.items()})
-    return hist
