@@ -1,0 +1,98 @@
+"""Loss trajectories -> clusters -> which examples to upsample (the paper's hard/easy split).
+
+    labels, centers, inertia = kmeans(losses_NxK, k=2, key=key, n_init=4)
+    hard_N = hard_mask(losses_NxK, labels)          # the cluster with the higher mean loss
+    counts_N = upsample_counts(hard_N, factor=2)     # duplication counts for `data.Epochs`
+
+k-means is Lloyd's algorithm with k-means++ seeding, jitted, restarts vmapped (the best inertia
+wins); the only temporaries are [N, k] distances (no N x N matrix), so N can be in the millions. The same code serves the theory model, the synthetic tasks and
+the LLM pipeline.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _sq_dists(x_NxF, c_KxF):
+    """Squared distances [N, K] (k is small: this is the only N-sized temporary besides x)."""
+    return jnp.maximum(jnp.sum(x_NxF ** 2, -1, keepdims=True) - 2.0 * x_NxF @ c_KxF.T + jnp.sum(c_KxF ** 2, -1), 0.0)
+
+
+def _plus_plus(key, x_NxF, k: int):
+    """k-means++ seeding: each next center drawn with probability proportional to D(x)^2."""
+    n = x_NxF.shape[0]
+    k0, key = jax.random.split(key)
+    centers = jnp.zeros((k, x_NxF.shape[1]), x_NxF.dtype).at[0].set(x_NxF[jax.random.randint(k0, (), 0, n)])
+
+    def body(i, carry):
+        centers, key = carry
+        key, sub = jax.random.split(key)
+        d_NxK = jnp.where(jnp.arange(k) < i, _sq_dists(x_NxF, centers), jnp.inf)
+        idx = jax.random.categorical(sub, jnp.log(jnp.maximum(d_NxK.min(-1), 1e-30)))
+        return centers.at[i].set(x_NxF[idx]), key
+
+    centers, _ = jax.lax.fori_loop(1, k, body, (centers, key))
+    return centers
+
+
+@partial(jax.jit, static_argnames=("k", "iters"))
+def _lloyd(key, x_NxF, k: int, iters: int):
+    def body(_, centers):
+        lab_N = jnp.argmin(_sq_dists(x_NxF, centers), -1)
+        onehot_NxK = jax.nn.one_hot(lab_N, k, dtype=x_NxF.dtype)
+        count_K = onehot_NxK.sum(0)
+        sums_KxF = onehot_NxK.T @ x_NxF
+        return jnp.where(count_K[:, None] > 0, sums_KxF / jnp.maximum(count_K, 1)[:, None], centers)
+
+    centers = jax.lax.fori_loop(0, iters, body, _plus_plus(key, x_NxF, k))
+    d_NxK = _sq_dists(x_NxF, centers)
+    return jnp.argmin(d_NxK, -1), centers, jnp.sum(jnp.min(d_NxK, -1))
+
+
+def kmeans(x_NxF, k: int = 2, *, key=None, n_init: int = 4, iters: int = 30):
+    """(labels [N] int32, centers [k, F], inertia) of the best of `n_init` k-means++ restarts.
+
+    Lloyd iterations run a fixed count (`iters`; an empty cluster keeps its center).
+    """
+    x_NxF = jnp.asarray(x_NxF, jnp.float32)
+    if x_NxF.ndim != 2 or x_NxF.shape[0] < k:
+        raise ValueError(f"kmeans needs an [N, F] array with N >= k={k}, got shape {x_NxF.shape}")
+    if not bool(jnp.isfinite(x_NxF).all()):
+        raise ValueError("kmeans: the trajectories contain NaN/inf (unscored rows?)")
+    key = jax.random.PRNGKey(0) if key is None else key
+    labels, centers, inertia = jax.vmap(lambda kk: _lloyd(kk, x_NxF, k, iters))(jax.random.split(key, n_init))
+    best = int(jnp.argmin(inertia))
+    return np.asarray(labels[best], np.int32), np.asarray(centers[best]), float(inertia[best])
+
+
+def normalize(losses_NxK, how: str = "none") -> np.ndarray:
+    """Trajectory features for clustering: "none" (raw losses), "log" (log loss), "final" (last column only)."""
+    x = np.asarray(losses_NxK, np.float32)
+    if how == "none":
+        return x
+    if how == "log":
+        return np.log(np.maximum(x, 1e-12))
+    if how == "final":
+        return x[:, -1:]
+    raise ValueError(f"normalize: unknown option '{how}' (none, log, final)")
+
+
+def hard_mask(losses_NxK, labels_N) -> np.ndarray:
+    """True for examples in the cluster whose members have the highest mean loss."""
+    losses = np.asarray(losses_NxK, np.float64)
+    labels_N = np.asarray(labels_N)
+    ids = np.unique(labels_N)
+    means = [losses[labels_N == c].mean() for c in ids]
+    return labels_N == ids[int(np.argmax(means))]
+
+
+def upsample_counts(mask_N, factor: int = 2) -> np.ndarray:
+    """Duplication counts: `factor` copies of the masked examples, one of every other."""
+    if factor < 1:
+        raise ValueError(f"upsampling factor must be >= 1, got {factor}")
+    return np.where(np.asarray(mask_N, bool), int(factor), 1).astype(np.int32)
