@@ -17,3 +17,13 @@ def test_vmap_seeds_benchmark_runs_and_members_match_sequential():
     assert "ratio a/b" in out.stdout
     diff = float(out.stdout.split("max |param diff| member 0 vs sequential: ")[1].split(")")[0])
     assert diff < 1e-4  # the vmapped member and the seed-by-seed run train the same network
+
+
+@pytest.mark.slow
+def test_theory_scan_benchmark_runs_and_matches_numpy():
+    out = subprocess.run([sys.executable, "benchmarks/theory_scan.py", "--steps", "1000", "--numpy-steps", "200",
+                          "--members", "2", "--repeats", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "ratio a/b" in out.stdout and "ratio c/d" in out.stdout
+    diff = float(out.stdout.split("max |param diff| vs (a) after them: ")[1].split(")")[0])
+    assert diff < 1e-4  # the compiled trainer and the numpy loop follow the same trajectory

@@ -32,28 +32,31 @@ def np_field(kind, lam, rho, omega=None, n=None, noise=0.0):
     return f, mstar
 
 
-def ivp_crossing_times(f, mstar, a0, t1, fraction=0.5):
+def ivp_crossing_times(kind, lam, rho, a0, t1, fraction=0.5, **kw):
+    """Per feature, the time a_i^3 reaches fraction * m*_i. GD and per-head SAM are decoupled across
+    features, so each is integrated alone (a learned feature's SAM chatter never enters)."""
     out = []
-    for i in range(len(mstar)):
-        ev = lambda t, a, i=i: a[i] ** 3 - fraction * mstar[i]
+    for i in range(len(lam)):
+        f, mstar = np_field(kind, lam, rho, **kw)
+        f1 = lambda t, a, i=i, f=f: f(t, np.where(np.arange(len(lam)) == i, a[0], 1e-3))[i:i + 1]
+        ev = lambda t, a, i=i: a[0] ** 3 - fraction * mstar[i]
         ev.terminal, ev.direction = True, 1
-        sol = solve_ivp(f, (0, t1), np.full(len(mstar), a0), method="DOP853", rtol=1e-11, atol=1e-13, events=ev)
+        sol = solve_ivp(f1, (0, t1), [a0], method="DOP853", rtol=1e-11, atol=1e-13, events=ev)
         out.append(sol.t_events[0][0] if len(sol.t_events[0]) else np.inf)
     return np.array(out)
 
 
 @pytest.mark.parametrize("omega,n,noise", [(None, None, 0.0), (np.array([0.5, 1.0, 1.5, 2.0]), 16, 0.5)])
 def test_closed_form_gd_times_match_solve_ivp(omega, n, noise):
-    f, mstar = np_field("gd", LAM, 0.0, omega, n, noise)
     for fraction in (0.25, 0.5, 0.9):
-        want = ivp_crossing_times(f, mstar, A0, 1e4, fraction)
+        want = ivp_crossing_times("gd", LAM, 0.0, A0, 1e4, fraction, omega=omega, n=n, noise=noise)
         got = odes.learning_time(LAM, A0, fraction, omega=omega, context=n, noise=noise)
         np.testing.assert_allclose(got, want, rtol=1e-7)
 
 
 def test_closed_form_per_head_sam_times_match_solve_ivp():
-    f, mstar = np_field("sam_per_head", LAM, 0.04)
-    np.testing.assert_allclose(odes.learning_time(LAM, A0, 0.5, rho=0.04), ivp_crossing_times(f, mstar, A0, 1e4), rtol=1e-7)
+    want = ivp_crossing_times("sam_per_head", LAM, 0.04, A0, 1e4)
+    np.testing.assert_allclose(odes.learning_time(LAM, A0, 0.5, rho=0.04), want, rtol=1e-7)
     # a0 <= rho/sqrt3: the perturbed point sits at or below zero, the feature is never learned
     assert np.isinf(odes.learning_time(LAM, A0, 0.5, rho=np.sqrt(3) * A0 * 1.01)).all()
 
@@ -69,8 +72,8 @@ def test_diffrax_gd_solution_matches_solve_ivp():
 @pytest.mark.parametrize("kind", ["sam_per_head", "sam_global"])
 def test_fixed_step_sam_matches_solve_ivp_before_the_first_target(kind):
     """Until the first feature reaches its target the SAM fields are smooth: scipy is a fair judge there."""
-    f, mstar = np_field(kind, LAM, 0.04)
-    t1 = 0.9 * ivp_crossing_times(f, mstar, A0, 1e4, fraction=0.95)[0]
+    f, _ = np_field(kind, LAM, 0.04)
+    t1 = 0.9 * ivp_crossing_times("sam_per_head", LAM, 0.04, A0, 1e4, fraction=0.95)[0]
     ts = np.linspace(0, t1, 101)
     ref = solve_ivp(f, (0, t1), np.full(4, A0), t_eval=ts, method="DOP853", rtol=1e-11, atol=1e-13).y.T ** 3
     got = np.asarray(odes.integrate(kind, mlsa.spectrum(LAM), A0, ts, 0.04, dt=t1 / 4000), np.float64)
