@@ -1,0 +1,176 @@
+"""Hugging Face checkpoints <-> `Decoder`: load (local folder or hub id) and export.
+
+Tensors are read one at a time with `safetensors.safe_open(framework="numpy")`, cast to the
+requested dtype and placed straight onto their sharding (`jax.make_array_from_callback` hands
+each device only its slice), so the host never holds more than one full tensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lsb_jax.models.lm import names
+from lsb_jax.models.lm.config import FAMILIES, ConfigError, DecoderConfig
+from lsb_jax.models.lm.model import Decoder
+
+_HUB_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]
+# Fields that must be in config.json itself (transformers would silently fill in defaults).
+_REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint tensor is missing, unexpected or of the wrong shape; names key and file."""
+
+
+def resolve_folder(path_or_id: str | Path, *, revision: str | None = None) -> Path:
+    """A local folder as is; otherwise a hub id fetched with `huggingface_hub.snapshot_download`."""
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or str(path_or_id).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"{path_or_id} is not a checkpoint folder")
+    from huggingface_hub import snapshot_download
+    return Path(snapshot_download(str(path_or_id), revision=revision, allow_patterns=_HUB_FILES))
+
+
+def load_config(path_or_id: str | Path, *, revision: str | None = None) -> DecoderConfig:
+    """`DecoderConfig` of a checkpoint (config.json parsed through `transformers.AutoConfig`)."""
+    folder = resolve_folder(path_or_id, revision=revision)
+    file = folder / "config.json"
+    if not file.exists():
+        raise ConfigError(f"no config.json in {folder}")
+    raw = json.loads(file.read_text())
+    model_type = raw.get("model_type")
+    if model_type not in FAMILIES:
+        raise ConfigError(f"config field 'model_type'={model_type!r} in {file} is not supported "
+                          f"(supported: {', '.join(FAMILIES)})")
+    for key in _REQUIRED:
+        if raw.get(key) is None:
+            raise ConfigError(f"config field {key!r} is missing from {file}")
+    from transformers import AutoConfig
+    return DecoderConfig.from_hf(AutoConfig.from_pretrained(folder))
+
+
+def load_tokenizer(path_or_id: str | Path, *, revision: str | None = None):
+    """The checkpoint's tokenizer through `transformers.AutoTokenizer`."""
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(resolve_folder(path_or_id, revision=revision))
+
+
+def load_pretrained(path_or_id: str | Path, *, dtype=jnp.float32, shardings: Any = None,
+                    revision: str | None = None) -> Decoder:
+    """A `Decoder` with the checkpoint's weights in `dtype` (e.g. jnp.float32, jnp.bfloat16).
+
+    `shardings`: None (default device), one `jax.sharding.Sharding` for every weight, or a tree
+    like `nnx.get_named_sharding(nnx.state(abstract_model), mesh)` (an `nnx.State` or a dict
+    keyed by dotted parameter path, e.g. "layers.0.attn.q.kernel").
+    """
+    folder = resolve_folder(path_or_id, revision=revision)
+    cfg = load_config(folder)
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Decoder(cfg, dtype=dtype, rngs=nnx.Rngs(0))))
+    flat = {_dotted(p): v for p, v in nnx.to_flat_state(abstract)}
+    arrays = read_params(folder, cfg, {k: v.get_value().shape for k, v in flat.items()}, dtype,
+                         _sharding_lookup(shardings))
+    state = nnx.from_flat_state([(p, v.replace(arrays[_dotted(p)]))
+                                 for p, v in nnx.to_flat_state(abstract)])
+    return nnx.merge(graphdef, state)
+
+
+def read_params(folder: Path, cfg: DecoderConfig, shapes: dict[str, tuple[int, ...]], dtype,
+                sharding_of=lambda path: None) -> dict[str, jax.Array]:
+    """Read every parameter named in `shapes` (dotted path -> shape) from the folder's files."""
+    files = _tensor_files(folder)
+    rules = names.expand(cfg.family, cfg.num_layers, set(shapes))
+    aliases = names.ALIASES.get(cfg.family, {})
+    np_dtype = np.dtype(dtype)
+    out, used = {}, set()
+    with contextlib.ExitStack() as stack:
+        handles: dict[Path, Any] = {}
+        for hf, ours, kind in rules:
+            key = hf if hf in files or hf not in aliases else aliases[hf]
+            if key not in files:
+                raise CheckpointError(f"tensor {hf!r} is missing from the checkpoint in {folder}")
+            file = files[key]
+            if file not in handles:
+                from safetensors import safe_open
+                handles[file] = stack.enter_context(safe_open(file, framework="numpy"))
+            expected = names.hf_shape(kind, shapes[ours[0]])
+            got = tuple(handles[file].get_slice(key).get_shape())
+            if got != expected:
+                raise CheckpointError(f"tensor {key!r} in {file} has shape {got}, expected {expected}")
+            used.add(key)
+            parts = names.to_ours(kind, handles[file].get_tensor(key).astype(np_dtype), shapes[ours[0]])
+            for path, host in zip(ours, parts):
+                out[path] = _place(host, sharding_of(path))
+    ignored = [re.compile(p) for p in names.IGNORED + ((r"lm_head\.weight",) if cfg.tie_embeddings else ())]
+    extra = sorted(k for k in files if k not in used and not any(p.fullmatch(k) for p in ignored))
+    if extra:
+        raise CheckpointError(f"unexpected tensors {extra[:5]} in {files[extra[0]]} "
+                              f"({len(extra)} in all; model_type {cfg.family!r})")
+    return out
+
+
+def save_pretrained(model: Decoder, folder: str | Path, *, dtype=None) -> Path:
+    """Write `model.safetensors` + `config.json` that `transformers` loads (names of the family).
+
+    The config is the one the model was loaded from, with `dtype` updated; weights are written
+    in `dtype` (default: the model's).
+    """
+    cfg, folder = model.cfg, Path(folder)
+    if not cfg.hf_config:
+        raise ConfigError("the model's DecoderConfig has no 'hf_config_json' to export")
+    from safetensors.numpy import save_file
+    params = {_dotted(p): v.get_value() for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    np_dtype = np.dtype(dtype or model.dtype)
+    tensors = {}
+    for hf, ours, kind in names.expand(cfg.family, cfg.num_layers, set(params)):
+        host = [np.asarray(jax.device_get(params[o])) for o in ours]
+        tensors[hf] = names.to_hf(kind, host).astype(np_dtype)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    hf_config = {**cfg.hf_config, "dtype": str(jnp.dtype(np_dtype))}
+    (folder / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def _dotted(path: tuple) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _tensor_files(folder: Path) -> dict[str, Path]:
+    """HF tensor name -> the safetensors file that holds it."""
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        return {k: folder / v for k, v in json.loads(index.read_text())["weight_map"].items()}
+    paths = sorted(folder.glob("*.safetensors"))
+    if not paths:
+        raise CheckpointError(f"no *.safetensors files in {folder}")
+    from safetensors import safe_open
+    out = {}
+    for path in paths:
+        with safe_open(path, framework="numpy") as f:
+            out.update({k: path for k in f.keys()})
+    return out
+
+
+def _sharding_lookup(shardings: Any):
+    if shardings is None or isinstance(shardings, jax.sharding.Sharding):
+        return lambda path: shardings
+    if isinstance(shardings, nnx.State):
+        shardings = {_dotted(p): v.get_value() for p, v in nnx.to_flat_state(shardings)}
+    return lambda path: shardings[path]
+
+
+def _place(host: np.ndarray, sharding) -> jax.Array:
+    if sharding is None:
+        return jax.device_put(host)
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])

@@ -1,0 +1,220 @@
+"""Loading and exporting Hugging Face checkpoints (lsb_jax.models.lm.checkpoint)."""
+
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from flax import nnx  # noqa: E402
+from safetensors.numpy import load_file, save_file  # noqa: E402
+
+from lm_fixtures import FAST_COMPILE, build  # noqa: E402
+from lsb_jax.models.lm import (  # noqa: E402
+    LOGICAL_AXES, CheckpointError, ConfigError, Decoder, load_config, load_pretrained, load_tokenizer,
+    resolve_folder, save_pretrained,
+)
+
+ONE_PER_FAMILY = ["neox_parallel", "phi2_qk_layernorm_gqa", "llama_legacy_tied_headdim_bias",
+                  "qwen3_tied_gqa_sliding", "gemma3_softcap", "gemma3_legacy_linear"]
+
+
+def _flat_params(model) -> dict[str, np.ndarray]:
+    return {".".join(map(str, p)): np.asarray(v.get_value())
+            for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+def _hf_reload(folder):
+    return transformers.AutoModelForCausalLM.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
+def test_export_round_trip_is_exact(name, tmp_path):
+    hf = build(name, tmp_path / "src")
+    save_pretrained(load_pretrained(tmp_path / "src"), tmp_path / "out")
+    src = load_file(tmp_path / "src" / "model.safetensors")
+    out = load_file(tmp_path / "out" / "model.safetensors")
+    assert sorted(src) == sorted(out)
+    for key in src:
+        np.testing.assert_array_equal(out[key], src[key], err_msg=key)
+    again = _hf_reload(tmp_path / "out")
+    assert again.config.rope_parameters == hf.config.rope_parameters
+    ref, got = hf.state_dict(), again.state_dict()
+    assert sorted(ref) == sorted(got)
+    for key in ref:
+        assert torch.equal(ref[key], got[key]), key
+
+
+def test_sharded_checkpoint_loads_like_single_file(tmp_path):
+    build("llama3_gqa_scaled", tmp_path / "one")
+    build("llama3_gqa_scaled", tmp_path / "many", max_shard_size="20KB")
+    assert (tmp_path / "many" / "model.safetensors.index.json").exists()
+    assert len(list((tmp_path / "many").glob("*.safetensors"))) > 2
+    one = _flat_params(load_pretrained(tmp_path / "one"))
+    many = _flat_params(load_pretrained(tmp_path / "many"))
+    assert sorted(one) == sorted(many)
+    for key in one:
+        np.testing.assert_array_equal(one[key], many[key], err_msg=key)
+
+
+def test_bf16_load_export_and_forward(tmp_path):
+    hf = build("qwen3_tied_gqa_sliding", tmp_path / "src")
+    model = load_pretrained(tmp_path / "src", dtype=jnp.bfloat16)
+    assert {v.dtype for v in _flat_params(model).values()} == {jnp.dtype(jnp.bfloat16)}
+    save_pretrained(model, tmp_path / "out")
+    again = _hf_reload(tmp_path / "out")
+    assert again.dtype == torch.bfloat16
+    for key, ref in hf.state_dict().items():  # rounding on load matches torch's cast exactly
+        assert torch.equal(again.state_dict()[key], ref.to(torch.bfloat16)), key
+    tok_BxT = np.random.RandomState(0).randint(0, 96, (2, 12))
+    with torch.no_grad():
+        ref = hf(torch.tensor(tok_BxT)).logits.numpy()
+    graphdef, params = nnx.split(model)
+    forward = jax.jit(lambda p, t: nnx.merge(graphdef, p)(t), compiler_options=FAST_COMPILE)
+    out = np.asarray(forward(params, jnp.asarray(tok_BxT)), np.float32)
+    assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def test_bf16_checkpoint_loads_exactly_in_fp32(tmp_path):
+    hf = build("gemma3_softcap", tmp_path, dtype=torch.bfloat16)
+    params = _flat_params(load_pretrained(tmp_path))
+    assert params["embed"].dtype == np.float32
+    np.testing.assert_array_equal(params["embed"], hf.model.embed_tokens.weight.detach().float().numpy())
+
+
+def _rewrite(folder, edit):
+    path = folder / "model.safetensors"
+    tensors = load_file(path)
+    edit(tensors)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def test_missing_wrong_shape_and_unexpected_tensors_name_the_key(tmp_path):
+    key = "model.layers.1.mlp.up_proj.weight"
+    build("llama3_gqa_scaled", tmp_path)
+    weight = load_file(tmp_path / "model.safetensors")[key]
+
+    _rewrite(tmp_path, lambda t: t.pop(key))
+    with pytest.raises(CheckpointError, match=rf"{re.escape(key)}.*missing.*{re.escape(str(tmp_path))}"):
+        load_pretrained(tmp_path)
+
+    _rewrite(tmp_path, lambda t: t.update({key: weight.T.copy()}))
+    shapes = r"model\.safetensors has shape \(32, 64\), expected \(64, 32\)"
+    with pytest.raises(CheckpointError, match=rf"{re.escape(key)}.*{shapes}"):
+        load_pretrained(tmp_path)
+
+    _rewrite(tmp_path, lambda t: t.update({key: weight, "model.layers.0.extra.weight": weight}))
+    with pytest.raises(CheckpointError, match=r"model\.layers\.0\.extra\.weight"):
+        load_pretrained(tmp_path)
+
+
+def test_tied_checkpoint_with_redundant_lm_head_loads(tmp_path):
+    build("qwen3_tied_gqa_sliding", tmp_path)
+    _rewrite(tmp_path, lambda t: t.update({"lm_head.weight": t["model.embed_tokens.weight"]}))
+    assert load_pretrained(tmp_path).lm_head is None
+
+
+def test_config_errors_name_the_key(tmp_path):
+    gpt2 = transformers.AutoConfig.for_model("gpt2", n_embd=32, n_layer=1, n_head=2)
+    gpt2.save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(ConfigError, match=r"'model_type'='gpt2'"):
+        load_pretrained(tmp_path / "gpt2")
+
+    build("qwen3_tied_gqa_sliding", tmp_path / "q")
+    path = tmp_path / "q" / "config.json"
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, "num_key_value_heads": 3}))
+    with pytest.raises(ConfigError, match=r"num_key_value_heads"):
+        load_config(tmp_path / "q")
+    path.write_text(json.dumps({k: v for k, v in config.items() if k != "hidden_size"}))
+    with pytest.raises(ConfigError, match=r"'hidden_size' is missing from .*config.json"):
+        load_config(tmp_path / "q")
+    path.write_text(json.dumps({**config, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4,
+                                                              "factor": 2.0}}))
+    with pytest.raises(ConfigError, match=r"rope_type='yarn'"):
+        load_config(tmp_path / "q")
+
+
+def test_hub_id_goes_through_snapshot_download(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    build("neox_parallel", tmp_path)
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, **kw: calls.append((repo_id, kw)) or str(tmp_path))
+    assert load_config("EleutherAI/pythia-tiny").family == "gpt_neox"
+    assert calls[0][0] == "EleutherAI/pythia-tiny" and "*.safetensors" in calls[0][1]["allow_patterns"]
+    assert resolve_folder(tmp_path) == tmp_path and len(calls) == 1
+    with pytest.raises(FileNotFoundError):
+        resolve_folder(str(tmp_path / "missing"))
+
+
+def test_tokenizer_through_auto_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {w: i for i, w in enumerate(["[UNK]", "two", "plus", "is", "four"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path)
+    assert load_tokenizer(tmp_path)("two plus two is four")["input_ids"] == [1, 2, 1, 3, 4]
+
+
+def test_weights_are_placed_on_given_shardings(tmp_path):
+    build("gemma3_softcap", tmp_path)
+    mesh = jax.make_mesh((1,), ("model",), axis_types=(jax.sharding.AxisType.Auto,))
+    cfg = load_config(tmp_path)
+    abstract = nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0)))
+    mapping = {"vocab": "model", "mlp": "model", "q_heads": "model"}
+    with nnx.logical_axis_rules([(a, mapping.get(a)) for a in LOGICAL_AXES]):
+        shardings = nnx.get_named_sharding(nnx.state(abstract), mesh)
+    model = load_pretrained(tmp_path, shardings=shardings)
+    flat = {".".join(map(str, p)): v.get_value() for p, v in nnx.to_flat_state(nnx.state(model))}
+    assert flat["embed"].sharding.spec == jax.sharding.PartitionSpec("model", None)
+    assert flat["layers.0.mlp.down.kernel"].sharding.spec == jax.sharding.PartitionSpec("model", None)
+    assert flat["layers.0.attn.q.kernel"].sharding.spec == jax.sharding.PartitionSpec(None, "model", None)
+
+
+_SHARDED_SCRIPT = textwrap.dedent("""
+    import pickle, sys, jax, jax.numpy as jnp, numpy as np
+    from pathlib import Path
+    from flax import nnx
+    from lsb_jax.models.lm import LOGICAL_AXES, Decoder, read_params
+    folder = Path(sys.argv[1])
+    cfg = pickle.loads((folder / "cfg.pkl").read_bytes())  # no transformers import: fast
+    mesh = jax.make_mesh((2, 2), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    abstract = nnx.state(nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0))))
+    mapping = dict(embed="data", vocab="model", mlp="model", q_heads="model", kv_heads="model")
+    with nnx.logical_axis_rules([(a, mapping.get(a)) for a in LOGICAL_AXES]):
+        named = nnx.get_named_sharding(abstract, mesh)
+    dotted = lambda p: ".".join(map(str, p))
+    shapes = {dotted(p): v.get_value().shape for p, v in nnx.to_flat_state(abstract)}
+    shardings = {dotted(p): v.get_value() for p, v in nnx.to_flat_state(named)}
+    sharded = read_params(folder, cfg, shapes, jnp.float32, shardings.get)
+    plain = read_params(folder, cfg, shapes, jnp.float32)
+    for path, arr in sharded.items():
+        assert arr.sharding == shardings[path], path
+        assert len(arr.sharding.device_set) == 4, path
+        np.testing.assert_array_equal(np.asarray(arr), np.asarray(plain[path]))
+    q = sharded["layers.0.attn.q.kernel"]
+    assert {s.data.shape for s in q.addressable_shards} == {(16, 2, 16)}, q.addressable_shards
+    print("ok")
+""")
+
+
+def test_weights_shard_across_devices(tmp_path):
+    build("qwen3_tied_gqa_sliding", tmp_path)
+    (tmp_path / "cfg.pkl").write_bytes(pickle.dumps(load_config(tmp_path)))
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT, str(tmp_path)], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
