@@ -7,7 +7,7 @@
 SAM (Foret et al.): p <- p - lr * grad L(p + rho * g / ||g||), g = grad L(p). The norm is taken
 over all parameters (`norm="global"`, what SAM and `optax.contrib.sam` do) or separately for
 each head's (v_h, k_h, q_h) (`norm="per_head"`, the per-feature picture of the reduced ODEs).
-rho = 0 is GD (the second gradient is then skipped only by `method="gd"`). The loss is any
+SAM with rho = 0 computes GD's update with two gradients; `method="gd"` uses one. The loss is any
 `loss(params, data) -> scalar`: the closed-form population loss (data = a `Spectrum`) or a
 weighted loss on a finite pool of sequences (data = the pool).
 """
