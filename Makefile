@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # pip prints a warning per missing local index folder on this kind of machine: keep the log readable.
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
-EXTRAS ?= test,notebooks,llm
+EXTRAS ?= test,notebooks,llm,embed
 PYTEST_ARGS ?= -n 2
 
 .PHONY: install reproduce reproduce-full test test-serial bench clean

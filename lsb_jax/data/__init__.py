@@ -8,6 +8,11 @@
     Mixture(sizes, p, loss_weights)  domain ~ p, then uniform within it; weight = loss_weights[domain]
     Curriculum([(start, sampler)])   switch samplers at given steps
 
+Uniform subsets (seed 003): `kcenter_greedy(x, k)` picks k rows maximizing the minimum
+pairwise distance h_min (greedy farthest point, 2-approximation), `min_pairwise_distance`,
+`nearest_neighbor`, `select_uniform(features, x, k)`; sentence embeddings in `lsb_jax.data.embed`
+(optional extra `embed`).
+
 Numbers may be schedules (`schedules.py`) or traced arrays; `sample` works under jit, scan, vmap.
 """
 
@@ -26,11 +31,13 @@ from lsb_jax.data.samplers import (
     subsample_counts,
 )
 from lsb_jax.data.schedules import as_schedule, constant, doubling, piecewise
+from lsb_jax.data.selection import KCenter, kcenter_greedy, min_pairwise_distance, nearest_neighbor, select_uniform
 
 __all__ = [
     "Curriculum",
     "Draw",
     "Epochs",
+    "KCenter",
     "Mixture",
     "Sampler",
     "Subset",
@@ -40,9 +47,13 @@ __all__ = [
     "as_schedule",
     "constant",
     "doubling",
+    "kcenter_greedy",
+    "min_pairwise_distance",
+    "nearest_neighbor",
     "permute",
     "piecewise",
     "sample_indices_host",
+    "select_uniform",
     "subsample_counts",
     "unpermute",
 ]

