@@ -23,7 +23,7 @@ from lsb_jax.models.lm.generate import (  # noqa: E402
 )
 
 N, P = 10, 7
-FAMILIES = ["neox_parallel", "llama3_gqa_scaled", "qwen3_tied_gqa_sliding", "gemma3_softcap"]
+FAMILIES = ["neox_parallel", "phi2_qk_layernorm_gqa", "llama3_gqa_scaled", "qwen3_tied_gqa_sliding", "gemma3_softcap"]
 
 
 def _prompts():
