@@ -3,7 +3,8 @@
 For meshes (data, fsdp, tensor) = (2,2,2) and (1,1,8): parameters loaded straight onto
 their shardings carry the specs the rules give (mesh axes that do not divide a dimension are
 dropped) and are really split across devices; the jitted sharded forward and per-example loss
-equal the single-device ones within 1e-5.
+equal the single-device ones within 1e-5, and greedy KV-cache generation on the (2,2,2) mesh
+gives the single-device tokens.
 """
 
 import os
@@ -24,6 +25,7 @@ _SCRIPT = textwrap.dedent("""
     from jax.sharding import PartitionSpec as P
     from flax import nnx
     from lsb_jax.models.lm import load_config, load_pretrained, positions_from_mask, sequence_loss
+    from lsb_jax.models.lm.generate import generate
     from lsb_jax.models.lm.sharding import make_mesh, param_shardings, shard_batch
     assert jax.device_count() == 8
     folder = sys.argv[1]
@@ -42,6 +44,7 @@ _SCRIPT = textwrap.dedent("""
 
     run = jax.jit(forward_and_loss, static_argnums=0, compiler_options=fast)
     ref_logits, ref_loss = jax.device_get(run(*nnx.split(load_pretrained(folder)), batch))
+    ref_gen = jax.device_get(generate(load_pretrained(folder), tokens, attn, max_new_tokens=6, compiler_options=fast))
     cfg = load_config(folder)
     EXPECTED = {  # (data, fsdp, tensor) -> {param: spec}; llama D=32, N=4, K=2, H=8, F=64, V=96
         (2, 2, 2): {"embed": P("tensor", "fsdp"), "layers.0.attn.q.kernel": P("fsdp", "tensor", None),
@@ -74,6 +77,12 @@ _SCRIPT = textwrap.dedent("""
         np.testing.assert_allclose(np.asarray(logits), ref_logits, atol=1e-5, rtol=0)
         np.testing.assert_allclose(np.asarray(loss), ref_loss, atol=1e-5, rtol=1e-5)
         print(shape, "max |dlogit|", float(np.abs(np.asarray(logits) - ref_logits).max()))
+        if shape == (2, 2, 2):  # KV-cache generation with sharded weights and a sharded prompt batch
+            gen = generate(model, sharded["tokens"], sharded["attention_mask"], max_new_tokens=6,
+                           compiler_options=fast)
+            assert len(gen[0].sharding.device_set) == 8
+            np.testing.assert_array_equal(np.asarray(gen[0]), ref_gen[0])
+            np.testing.assert_array_equal(np.asarray(gen[1]), ref_gen[1])
     print("ok")
 """)
 
