@@ -13,11 +13,13 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath  # a dependency of orbax
 
 
 class Checkpointer:
     def __init__(self, directory: str | Path, max_to_keep: int = 2, async_save: bool = False):
-        self.directory = Path(directory).resolve()
+        # remote paths (gs://bucket/..., as on TPU VMs) go through etils' epath; local ones are absolutized
+        self.directory = epath.Path(directory) if "://" in str(directory) else Path(directory).resolve()
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                enable_async_checkpointing=async_save)
         self._mgr = ocp.CheckpointManager(self.directory, options=options)

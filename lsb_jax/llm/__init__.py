@@ -1,0 +1,58 @@
+"""The LLM pipeline (issue 8): instruction data, offline math sets, proxy loss trajectories,
+fine-tuning and generation-based evaluation, on the `lsb_jax.models.lm` decoder.
+
+    data.py      rows from the hub or local JSON/JSONL/parquet, validated (errors name file, row,
+                 field), chat/plain templates, response-only masks, example and domain ids,
+                 resumable batch iterators over any `lsb_jax.data` sampler, length bucketing
+    mathdata.py  hub specs (MathInstruct, GSM8K, MATH-500) and offline look-alikes (reasoning-gym)
+    scoring.py   the proxy run: per-example losses at K checkpoints into a resumable
+                 `TrajectoryStore`; ablation arms (hard/easy/final-loss/top-q/random) -> counts
+    finetune.py  full or LoRA fine-tuning on `train.fit`: AdamW/Muon/SAM, accumulation, bf16,
+                 mesh sharding, exact resume, multi-host
+    evaluate.py  answer extraction, math-verify equivalence, Wilson intervals, batched
+                 generation with per-example records, the arms comparison table
+"""
+
+from lsb_jax.llm.data import (
+    ALPACA,
+    BatchIterator,
+    DataError,
+    DatasetSpec,
+    Examples,
+    LengthBucketedEpochs,
+    PromptTemplate,
+    Row,
+    ValidationReport,
+    domain_mixture,
+    encode_example,
+    encode_examples,
+    encode_prompt,
+    load_examples,
+    pad_batch,
+    read_validated,
+    tokenize_rows,
+)
+from lsb_jax.llm.evaluate import (
+    ARMS,
+    accuracy_summary,
+    answers_match,
+    comparison_table,
+    evaluate_completions,
+    evaluate_generation,
+    extract_answer,
+    gold_answer,
+    model_generate_fn,
+    paired_difference,
+    to_jsonl,
+    wilson_interval,
+)
+from lsb_jax.llm.finetune import (
+    FinetuneConfig,
+    finetune,
+    finetune_split,
+    make_finetune_step,
+    maybe_initialize_distributed,
+    prepare,
+)
+from lsb_jax.llm.mathdata import GSM8K_TEST, MATH_TEST, MATHINSTRUCT, OfflineMathConfig, offline_specs, write_offline_math
+from lsb_jax.llm.scoring import ProxyConfig, ScoringHook, arm_counts, proxy_trajectories, score_into
