@@ -11,6 +11,8 @@ fine-tuning and generation-based evaluation, on the `lsb_jax.models.lm` decoder.
                  mesh sharding, exact resume, multi-host
     evaluate.py  answer extraction, math-verify equivalence, Wilson intervals, batched
                  generation with per-example records, the arms comparison table
+    pipeline.py  offline glue of llm/upsample_hard.py: local BPE tokenizer, from-scratch
+                 decoders, proxy -> target row alignment, arm mapping, figures
 """
 
 from lsb_jax.llm.data import (
@@ -54,5 +56,6 @@ from lsb_jax.llm.finetune import (
     maybe_initialize_distributed,
     prepare,
 )
+from lsb_jax.llm import pipeline  # noqa: F401  (module namespace: lsb_jax.llm.pipeline.*)
 from lsb_jax.llm.mathdata import GSM8K_TEST, MATH_TEST, MATHINSTRUCT, OfflineMathConfig, offline_specs, write_offline_math
 from lsb_jax.llm.scoring import ProxyConfig, ScoringHook, arm_counts, proxy_trajectories, score_into

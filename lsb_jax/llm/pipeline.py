@@ -1,0 +1,245 @@
+"""Glue for the end-to-end upsample-hard pipeline (`llm/upsample_hard.py`), offline or at scale.
+
+    tok = train_tokenizer(texts, vocab_size=384)                    # byte-level BPE, digits split
+    model = init_decoder(ScratchModel("qwen3").hf_config(tok), seed=0)  # no checkpoint, no download
+    save_model(model, tok, "models/target")                         # load_pretrained/load_tokenizer read it
+    batches = epoch_batches(examples, counts_N, key, B, pad_id=tok.pad_token_id, length=L)
+    counts_N = align_counts(counts_P, proxy_examples, target_examples)   # proxy rows -> target rows
+
+What is new here is small: a local tokenizer and a from-scratch decoder (so the whole pipeline
+runs without network), the mapping of the paper's arms onto `scoring.arm_counts` selections, the
+proxy -> target row alignment (two tokenizers may drop different too-long rows) and the
+pipeline's figures. Everything else is `llm.{data, mathdata, scoring, finetune, evaluate}`.
+
+Epochs of an upsampled arm: `data.Epochs(counts_N)` visits the multiset {example i repeated
+counts_N[i] times} without replacement, so in every E = sum(counts_N) consecutive draws example i
+appears exactly counts_N[i] times (`draw_counts` checks this from the trainer's `example_id`s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lsb_jax.data import Epochs
+from lsb_jax.llm.data import BatchIterator, Examples
+from lsb_jax.models.lm.config import DecoderConfig
+from lsb_jax.models.lm.model import Decoder
+
+# the paper's arms (`evaluate.ARMS`) -> (`scoring.arm_counts` selection, optimizer change)
+ARM_SELECTION = {"baseline": "uniform", "upsample_hard": "hard", "upsample_easy": "easy", "random": "random",
+                 "sam": "uniform"}
+SAM_ARMS = ("sam",)
+SPECIAL_TOKENS = ("<pad>", "<|endoftext|>")
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int = 384, *, split_digits: bool = True):
+    """A byte-level BPE `PreTrainedTokenizerFast` trained on `texts` (pad "<pad>" = id 0, eos
+    "<|endoftext|>" = id 1). `split_digits` makes every digit its own token (arithmetic is
+    learnable digit by digit). Decoding round-trips the text exactly."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
+    from transformers import PreTrainedTokenizerFast  # noqa: PLC0415
+
+    if not texts:
+        raise ValueError("train_tokenizer: no texts")
+    tok = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                         if split_digits else byte_level)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(list(texts), trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=SPECIAL_TOKENS[0], eos_token=SPECIAL_TOKENS[1],
+                                   clean_up_tokenization_spaces=False)
+
+
+# ----------------------------------------------------------------------------- from-scratch decoders
+
+
+@dataclasses.dataclass(frozen=True)
+class ScratchModel:
+    """A small decoder of one supported family (`models.lm.FAMILIES`), built without a checkpoint.
+
+    num_kv_heads 0 = num_heads. The HF config is made by `transformers.AutoConfig.for_model`, so
+    the model exports (`save_model`) to a folder that `transformers` and `load_pretrained` read.
+    """
+
+    family: str = "gpt_neox"
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 0
+    intermediate_size: int = 256
+    max_positions: int = 512
+    tie_embeddings: bool = False
+    init_std: float = 0.02
+
+    def __post_init__(self):
+        from lsb_jax.models.lm.config import FAMILIES  # noqa: PLC0415
+        if self.family not in FAMILIES:
+            raise ValueError(f"ScratchModel.family: unknown {self.family!r}; expected one of {FAMILIES}")
+        kv = self.num_kv_heads or self.num_heads
+        if self.hidden_size % self.num_heads or self.num_heads % kv:
+            raise ValueError(f"ScratchModel: hidden_size={self.hidden_size} must be divisible by num_heads="
+                             f"{self.num_heads}, and num_heads by num_kv_heads={kv}")
+        if min(self.hidden_size, self.num_layers, self.intermediate_size, self.max_positions) < 1 or \
+                not self.init_std > 0:
+            raise ValueError("ScratchModel: sizes must be >= 1 and init_std > 0")
+
+    def hf_config(self, tokenizer):
+        """The `transformers` config for `tokenizer`'s vocabulary (and its pad/eos ids)."""
+        from transformers import AutoConfig  # noqa: PLC0415
+
+        kw = dict(vocab_size=len(tokenizer), hidden_size=self.hidden_size, num_hidden_layers=self.num_layers,
+                  num_attention_heads=self.num_heads, intermediate_size=self.intermediate_size,
+                  max_position_embeddings=self.max_positions, tie_word_embeddings=self.tie_embeddings,
+                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                  bos_token_id=tokenizer.eos_token_id)
+        if self.family != "gpt_neox":
+            kw["num_key_value_heads"] = self.num_kv_heads or self.num_heads
+        if self.family in ("llama", "qwen3", "gemma3_text"):
+            kw["head_dim"] = self.hidden_size // self.num_heads
+        return AutoConfig.for_model(self.family, **kw)
+
+
+def init_decoder(hf_config, *, seed: int = 0, init_std: float = 0.02, dtype=jnp.float32) -> Decoder:
+    """A `Decoder` for a `transformers` config with weights drawn on the host (numpy, seeded):
+    embeddings and kernels ~ N(0, init_std^2), biases 0, norm scales 1 (0 for Gemma's (1 + w)
+    norms). Host init avoids compiling one threefry program per weight shape."""
+    cfg = DecoderConfig.from_hf(hf_config)
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Decoder(cfg, dtype=dtype, rngs=nnx.Rngs(0))))
+    rng = np.random.default_rng(seed)
+    leaves = []
+    for path, var in nnx.to_flat_state(abstract):
+        name, shape = str(path[-1]), var.get_value().shape
+        if name == "bias":
+            value = np.zeros(shape)
+        elif name == "scale":
+            value = np.full(shape, 0.0 if cfg.norm_unit_offset else 1.0)
+        else:
+            value = init_std * rng.standard_normal(shape)
+        leaves.append((path, var.replace(jnp.asarray(value, dtype))))
+    return nnx.merge(graphdef, nnx.from_flat_state(leaves))
+
+
+def save_model(model: Decoder, tokenizer, folder: str | Path) -> Path:
+    """`save_pretrained` + the tokenizer into `folder`, written beside it and renamed into place
+    (a reader never sees a half-written model folder)."""
+    from lsb_jax.models.lm.checkpoint import save_pretrained  # noqa: PLC0415
+
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_pretrained(model, tmp)
+    tokenizer.save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+# ----------------------------------------------------------------------------- batches and arms
+
+
+def batch_length(examples: Examples, multiple: int = 16) -> int:
+    """The longest example rounded up to `multiple` tokens: one fixed batch shape for `fit`."""
+    return int(-(-int(examples.lengths_N.max()) // multiple) * multiple)
+
+
+def epoch_batches(examples: Examples, counts_N, key, batch_size: int, *, pad_id: int, length: int,
+                  perm_seed: int = 0) -> BatchIterator:
+    """Padded batches over epochs of the multiset {example i x counts_N[i]} (`data.Epochs`)."""
+    counts_N = np.ones(len(examples), np.int64) if counts_N is None else np.asarray(counts_N)
+    if counts_N.shape != (len(examples),):
+        raise ValueError(f"epoch_batches: counts must be [N={len(examples)}], got shape {counts_N.shape}")
+    return BatchIterator(examples, Epochs(counts_N, perm_seed=perm_seed), key, batch_size, pad_id=pad_id,
+                         length=length)
+
+
+def draw_counts(example_id_SxB, num_examples: int, num_draws: int | None = None) -> np.ndarray:
+    """[N] how often each example was drawn in the first `num_draws` draws (row-major over steps
+    and batch slots) of a trainer's `example_id` history; all draws by default."""
+    ids = np.asarray(example_id_SxB).reshape(-1)
+    ids = ids if num_draws is None else ids[:num_draws]
+    if num_draws is not None and len(ids) < num_draws:
+        raise ValueError(f"draw_counts: only {len(ids)} draws recorded, asked for {num_draws}")
+    return np.bincount(ids, minlength=num_examples)
+
+
+def align_counts(counts_P, proxy_examples: Examples, target_examples: Examples) -> np.ndarray:
+    """Target counts [N_target] from proxy counts [N_proxy], matched by source row (the two
+    tokenizers may drop different too-long rows); target rows the proxy never saw keep 1."""
+    by_row = {r.source_row: int(c) for r, c in zip(proxy_examples.rows, np.asarray(counts_P), strict=True)}
+    return np.array([by_row.get(r.source_row, 1) for r in target_examples.rows], np.int64)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def plot_trajectories(losses_NxK, steps_K, hard_N, groups_N=None, group_names: Sequence[str] = ()):
+    """Left: mean +- std of the hard and easy clusters' loss trajectories (dashed: per group).
+    Right: histogram of the mean trajectory loss by cluster."""
+    from lsb_jax import plots  # noqa: PLC0415
+
+    losses_NxK, hard_N = np.asarray(losses_NxK, np.float64), np.asarray(hard_N, bool)
+    steps_K = np.asarray(steps_K)
+    fig, (ax, hx) = plots.figure(2)
+    for mask, name, color in ((hard_N, "hard", "C3"), (~hard_N, "easy", "C0")):
+        if mask.any():
+            plots.band(ax, steps_K, losses_NxK[mask].T, label=f"{name} (n={int(mask.sum())})", color=color)
+    if groups_N is not None:
+        for g, gname in enumerate(group_names):
+            for mask, color in ((hard_N, "C3"), (~hard_N, "C0")):
+                sel = mask & (np.asarray(groups_N) == g)
+                if sel.any():
+                    ax.plot(steps_K, losses_NxK[sel].mean(0), ls="--", lw=0.8, color=color, alpha=0.6)
+    ax.set(xlabel="proxy step", ylabel="per-example loss", title="proxy loss trajectories by cluster")
+    ax.legend(fontsize=7)
+    mean_N = losses_NxK.mean(1)
+    bins = np.linspace(mean_N.min(), mean_N.max(), 31)
+    for mask, name, color in ((hard_N, "hard", "C3"), (~hard_N, "easy", "C0")):
+        if mask.any():
+            hx.hist(mean_N[mask], bins=bins, alpha=0.6, color=color, label=name)
+    hx.set(xlabel="mean loss over the K checkpoints", ylabel="examples", title="loss by cluster")
+    hx.legend(fontsize=7)
+    return fig
+
+
+def plot_accuracy(results: Mapping[str, Mapping[str, Mapping]], arms: Sequence[str]):
+    """Accuracy per arm with its confidence interval, one group of bars per test set."""
+    from lsb_jax import plots  # noqa: PLC0415
+
+    sets = sorted({s for arm in arms for s in results.get(arm, {})})
+    fig, (ax,) = plots.figure(1, width=max(4.5, 1.2 * len(arms) * len(sets)))
+    width = 0.8 / max(1, len(sets))
+    for j, s in enumerate(sets):
+        x, acc, lo, hi = [], [], [], []
+        for i, arm in enumerate(arms):
+            r = results.get(arm, {}).get(s)
+            if r is not None:
+                x.append(i + (j - (len(sets) - 1) / 2) * width)
+                acc.append(100 * r["accuracy"])
+                lo.append(100 * (r["accuracy"] - r["ci_low"]))
+                hi.append(100 * (r["ci_high"] - r["accuracy"]))
+        ax.bar(x, acc, width=width, yerr=[lo, hi], capsize=3, label=s, color=f"C{j}", alpha=0.8)
+    ax.set_xticks(range(len(arms)), arms, rotation=20)
+    ax.set(ylabel="accuracy % (95% Wilson CI)", title="accuracy per arm")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def key_for(seed: int, stream: int) -> jax.Array:
+    """A named PRNG stream of the pipeline (data order of each phase)."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), stream)
