@@ -27,3 +27,22 @@ def test_theory_scan_benchmark_runs_and_matches_numpy():
     assert "ratio a/b" in out.stdout and "ratio c/d" in out.stdout
     diff = float(out.stdout.split("max |param diff| vs (a) after them: ")[1].split(")")[0])
     assert diff < 1e-4  # the compiled trainer and the numpy loop follow the same trajectory
+
+
+@pytest.mark.slow
+def test_parity_vmap_benchmark_runs():
+    out = subprocess.run([sys.executable, "benchmarks/parity_vmap.py", "--seeds", "2", "--steps", "20", "--repeats", "1",
+                          "--torch-seeds", "1", "--torch-steps", "5"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_kmeans_benchmark_runs_and_agrees_with_sklearn(tmp_path):
+    out = subprocess.run([sys.executable, "benchmarks/kmeans.py", "--n", "20000", "--repeats", "1",
+                          "--out", str(tmp_path / "km.json")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+    res = json.loads((tmp_path / "km.json").read_text())
+    assert abs(res["inertia_ours"] - res["inertia_sklearn"]) <= 1e-3 * res["inertia_sklearn"]
+    assert res["agree_ours_sklearn"] > 0.999

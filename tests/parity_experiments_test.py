@@ -1,0 +1,67 @@
+"""synthetic/parity_* experiments: registered with quick/full configs, quick differs from full only in
+scale, bad configs name the field, and each run() writes its headline numbers and figure (tiny configs)."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from lsb_jax import experiments
+from lsb_jax.tasks.parity import ParityConfig
+
+NAMES = ("parity_subsample", "parity_zipf", "parity_staircase", "parity_grad_bias", "parity_interventions")
+TINY = ParityConfig(dim=8, k=2, hidden=(16, 16), steps=60, seeds=2, test_size=64, eval_every=30, chunk_size=60,
+                    log_every=30)
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return dict(experiments.discover())
+
+
+def test_registered_with_quick_and_full(registry):
+    for name in NAMES:
+        exp = registry[name]
+        full, quick = exp.configs["full"], exp.configs["quick"]
+        # full is the paper's setup (App. B.2)
+        assert (full.parity.dim, full.parity.k, full.parity.hidden, full.parity.batch_size, full.parity.steps) == \
+            (20, 6, (40, 40), 20, 50_000)
+        assert full.parity.optim.name == "sgd" and full.parity.optim.lr == 0.1
+        assert quick.parity.steps * quick.parity.seeds <= 40_000   # CPU-sized
+
+
+def test_bad_sweeps_name_the_field(registry):
+    with pytest.raises(ValueError, match="rhos"):
+        type(registry["parity_subsample"].configs["full"])(rhos=(0.5, 0.1))
+    with pytest.raises(ValueError, match="alphas"):
+        type(registry["parity_zipf"].configs["full"])(alphas=(1.0,))
+    with pytest.raises(ValueError, match="interventions"):
+        type(registry["parity_interventions"].configs["full"])(interventions=("bogus",))
+
+
+def test_intervention_arms_configure_the_foundation_optimizers(registry):
+    exp = registry["parity_interventions"]
+    make_arms = exp.run.__globals__["arms"]   # the experiment module's own arm builder
+    arms = {a.name: a for a in make_arms(exp.configs["full"])}
+    assert arms["pcgrad"].optim.pcgrad and arms["pcgrad"].batch_size == 5
+    assert arms["frozen_readout"].optim.freeze == (r"^layers_2\.",)
+    assert arms["sam"].optim.sam_rho > 0 and arms["sgd"].optim is None
+
+
+@pytest.mark.parametrize("name", ["parity_grad_bias"])  # one end-to-end run: each arm compiles (~10 s)
+def test_run_writes_headline_and_figure(registry, tmp_path, name):
+    from lsb_jax.runner import RunContext
+
+    exp = registry[name]
+    cfg = dataclasses.replace(exp.configs["quick"], parity=TINY)
+    ctx = RunContext(tmp_path / "run", progress=False)
+    res = exp.run(cfg, ctx)
+    json.dumps(res, allow_nan=True)
+    head = res["headline"]
+    assert head["k"] == 2 and head["fastest_arm"] in res["per_arm"]
+    for arm in res["per_arm"].values():
+        assert 0.0 <= arm["final_test_acc_mean"] <= 1.0 and len(arm["steps_to_solve"]) == 2
+        assert arm["steps_to_solve_censored_mean"] <= TINY.steps
+    assert list((tmp_path / "run").rglob("parity_curves*"))
+    assert np.isfinite(head["speedup_fastest_vs_baseline"]) and isinstance(res["summary"], str)
