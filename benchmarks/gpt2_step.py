@@ -1,0 +1,251 @@
+"""GPT-2 training step: lsb_jax (`models.gpt2`) vs the same model in PyTorch, one run, same machine.
+
+The in-context regression step of seed 004 (Garg et al. 2022): prompts of P (x, y) pairs,
+x ~ N(0, I_d), y = <w, x> + noise, interleaved as T = 2P tokens of dimension d + 1
+([x, 0] then [0, y]); the prediction for y_i is read at x_i's position; MSE loss, Adam(1e-4).
+Both frameworks start from the same weights and see the same batch; their step-0 losses must agree.
+
+Measured (median seconds per step over --repeats timed runs of --steps steps, after warm-up/compile):
+  (a) lsb_jax: jitted step (value_and_grad + optax.adam, params/opt state donated)
+  (b) PyTorch eager (torch.optim.Adam), (c) torch.compile of the model (if it works here)
+  (d) lsb_jax: --seeds members vmapped in one jitted step, vs (e) the seeds run one after another
+      in PyTorch eager.
+Also forward-only and forward+backward times, to see where time goes. Both use the same number
+of threads (--threads; XLA's CPU pool is sized by the cores JAX sees, torch by set_num_threads).
+
+    .venv/bin/python benchmarks/gpt2_step.py [--layers 6 --heads 4 --width 128] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from lsb_jax import io
+from lsb_jax.models import gpt2
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def icl_batch(rng: np.random.Generator, B: int, P: int, d: int, noise: float = 1.0):
+    """tokens [B, 2P, d+1] ([x_i, 0], [0.., y_i] interleaved) and targets y [B, P] (float32)."""
+    x_BxPxd = rng.normal(size=(B, P, d)).astype(np.float32)
+    w_Bxd = rng.normal(size=(B, d)).astype(np.float32)
+    y_BxP = np.einsum("bpd,bd->bp", x_BxPxd, w_Bxd) + noise * rng.normal(size=(B, P)).astype(np.float32)
+    tok_BxPx2xI = np.zeros((B, P, 2, d + 1), np.float32)
+    tok_BxPx2xI[:, :, 0, :d] = x_BxPxd
+    tok_BxPx2xI[:, :, 1, d] = y_BxP
+    return tok_BxPx2xI.reshape(B, 2 * P, d + 1), y_BxP.astype(np.float32)
+
+
+def time_interleaved(thunks: dict, steps: int, repeats: int) -> dict:
+    """{name: (median, min) seconds per call}. Each thunk (fn, sync) is warmed up once, then the
+    repeats go round-robin over the thunks, so that load from other processes hits all alike."""
+    for fn, sync in thunks.values():
+        sync(fn())
+    times = {name: [] for name in thunks}
+    for _ in range(repeats):
+        for name, (fn, sync) in thunks.items():
+            t0 = time.perf_counter()
+            out = None
+            for _ in range(steps):
+                out = fn()
+            sync(out)
+            times[name].append((time.perf_counter() - t0) / steps)
+    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
+
+
+def jax_parts(cfg: gpt2.GPT2Config, lr: float):
+    graphdef, _ = jax.eval_shape(lambda k: gpt2.init_params(cfg, k), jax.random.key(0))
+    tx = optax.adam(lr)
+
+    def loss(params, x, y):
+        pred_BxP = gpt2.apply(graphdef, params, x)[:, ::2, 0]
+        return jnp.mean((pred_BxP - y) ** 2)
+
+    def step(params, opt_state, x, y):
+        l, g = jax.value_and_grad(loss)(params, x, y)
+        updates, opt_state = tx.update(g, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, l
+
+    init = lambda key: gpt2.init_params(cfg, key)[1]
+    return graphdef, tx, loss, step, init
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--pairs", type=int, default=41, help="(x, y) pairs per prompt; T = 2 * pairs tokens")
+    ap.add_argument("--dim", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--seeds", type=int, default=4, help="members of the vmapped run (0: skip)")
+    ap.add_argument("--steps", type=int, default=5, help="steps per timed repeat")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--out", default=str(ROOT / "runs/benchmarks/gpt2_step.json"))
+    args = ap.parse_args()
+
+    import torch
+    from _torch_gpt2 import TorchGPT2, load_jax_params
+    torch.set_num_threads(args.threads)
+
+    P, d, B, T = args.pairs, args.dim, args.batch, 2 * args.pairs
+    cfg = gpt2.GPT2Config(num_layers=args.layers, num_heads=args.heads, width=args.width, max_len=T,
+                          input_dim=d + 1, output_dim=1)
+    graphdef, tx, loss_fn, step_fn, init = jax_parts(cfg, 1e-4)
+    x_np, y_np = icl_batch(np.random.default_rng(0), B, P, d)
+    x, y = jnp.asarray(x_np), jnp.asarray(y_np)
+    params0 = jax.jit(init)(jax.random.key(0))
+    n_params = gpt2.num_params(params0)
+    res = {"config": vars(args) | {"T": T, "num_params": n_params}, "jax": {}, "torch": {}}
+    sync_jax = jax.block_until_ready
+
+    # ---- lsb_jax, one model
+    fwd = jax.jit(loss_fn)
+    fwd_bwd = jax.jit(jax.value_and_grad(loss_fn))
+    step = jax.jit(step_fn, donate_argnums=(0, 1))
+    t0 = time.perf_counter()
+    state = [jax.tree.map(jnp.copy, params0), tx.init(params0)]
+    sync_jax(step(jax.tree.map(jnp.copy, params0), tx.init(params0), x, y))
+    res["jax"]["compile_s"] = time.perf_counter() - t0
+    loss0_jax = float(fwd(params0, x, y))
+
+    def jstep():
+        state[0], state[1], l = step(state[0], state[1], x, y)
+        return l
+    thunks = {"jax.forward": (lambda: fwd(params0, x, y), sync_jax),
+              "jax.fwd_bwd": (lambda: fwd_bwd(params0, x, y), sync_jax),
+              "jax.step": (jstep, sync_jax)}
+
+    # ---- PyTorch, same weights and batch
+    pure0 = nnx.to_pure_dict(params0)
+    new_torch = lambda pure: load_jax_params(TorchGPT2(cfg.num_layers, cfg.num_heads, cfg.width, cfg.max_len,
+                                                       d + 1, 1), pure)
+    tmodel = new_torch(pure0)
+    xt, yt = torch.from_numpy(x_np), torch.from_numpy(y_np)
+    tloss = lambda m, xm=xt, ym=yt: ((m(xm)[:, ::2, 0] - ym) ** 2).mean()
+    with torch.no_grad():
+        loss0_torch = float(tloss(tmodel))
+    res["loss0"] = {"jax": loss0_jax, "torch": loss0_torch}
+
+    def torch_step_fn(model, opt, xm=xt, ym=yt):
+        def one():
+            opt.zero_grad(set_to_none=True)
+            l = tloss(model, xm, ym)
+            l.backward()
+            opt.step()
+            return l
+        return one
+
+    def torch_fwd():
+        with torch.no_grad():
+            return tloss(tmodel)
+
+    def torch_fwd_bwd():
+        tmodel.zero_grad(set_to_none=True)
+        l = tloss(tmodel)
+        l.backward()
+        return l
+
+    nosync = lambda _: None
+    thunks |= {"torch.eager_forward": (torch_fwd, nosync), "torch.eager_fwd_bwd": (torch_fwd_bwd, nosync),
+               "torch.eager_step": (torch_step_fn(tmodel, torch.optim.Adam(tmodel.parameters(), lr=1e-4)), nosync)}
+
+    if not args.no_compile:
+        try:
+            cmodel = new_torch(pure0)
+            cstep = torch_step_fn(torch.compile(cmodel), torch.optim.Adam(cmodel.parameters(), lr=1e-4))
+            t0 = time.perf_counter()
+            cstep(); cstep()
+            res["torch"]["compile_s"] = time.perf_counter() - t0
+            thunks["torch.compiled_step"] = (cstep, nosync)
+        except Exception as e:  # torch.compile needs a C++ toolchain; report, don't fail
+            res["torch"]["compiled_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+
+    # ---- seeds: vmapped lsb_jax vs PyTorch eager one seed after another (each seed --steps steps)
+    M = args.seeds
+    if M:
+        keys = jax.random.split(jax.random.key(1), M)
+        xs_np, ys_np = zip(*(icl_batch(np.random.default_rng(10 + m), B, P, d) for m in range(M)))
+        xs, ys = jnp.asarray(np.stack(xs_np)), jnp.asarray(np.stack(ys_np))
+        vstep = jax.jit(jax.vmap(step_fn), donate_argnums=(0, 1))
+        vparams = jax.jit(jax.vmap(init))(keys)
+        seed_steps = []
+        for m in range(M):
+            tm = new_torch(nnx.to_pure_dict(jax.tree.map(lambda a: a[m], vparams)))
+            seed_steps.append(torch_step_fn(tm, torch.optim.Adam(tm.parameters(), lr=1e-4),
+                                            torch.from_numpy(xs_np[m]), torch.from_numpy(ys_np[m])))
+        vstate = [vparams, jax.vmap(tx.init)(vparams)]
+
+        def jvstep():
+            vstate[0], vstate[1], l = vstep(vstate[0], vstate[1], xs, ys)
+            return l
+
+        def seq_torch():
+            for one in seed_steps:
+                for _ in range(args.steps):
+                    one()
+        thunks |= {"jax.vmap_step": (jvstep, sync_jax), "torch.sequential_seeds": (seq_torch, nosync)}
+
+    timed = time_interleaved({k: v for k, v in thunks.items() if k != "torch.sequential_seeds"},
+                             args.steps, args.repeats)
+    if M:  # one call runs --steps steps of every seed: per vmapped-step equivalent
+        med, best = time_interleaved({"s": thunks["torch.sequential_seeds"]}, 1, args.repeats)["s"]
+        timed["torch.sequential_seeds"] = (med / args.steps, best / args.steps)
+    for name, (med, best) in timed.items():
+        fw, key = name.split(".")
+        res[fw][key + "_s"], res[fw][key + "_min_s"] = med, best
+    j, t = res["jax"], res["torch"]
+    ratios = {
+        "step_vs_torch_eager": t["eager_step_s"] / j["step_s"],
+        "forward_vs_torch_eager": t["eager_forward_s"] / j["forward_s"],
+        "fwd_bwd_vs_torch_eager": t["eager_fwd_bwd_s"] / j["fwd_bwd_s"],
+    }
+    if "compiled_step_s" in t:
+        ratios["step_vs_torch_compile"] = t["compiled_step_s"] / j["step_s"]
+    if M:
+        ratios["vmap_seeds_vs_sequential_torch_eager"] = t["sequential_seeds_s"] / j["vmap_step_s"]
+    res["ratios"] = ratios  # > 1: lsb_jax is faster
+    res["env"] = {"jax": jax.__version__, "torch": torch.__version__, "device": jax.devices()[0].device_kind,
+                  "platform": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                  "torch_threads": torch.get_num_threads(), "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
+
+    print(f"GPT-2 {cfg.num_layers}L/{cfg.num_heads}H/{cfg.width}D, {n_params/1e6:.2f}M params, B={B}, T={T}, "
+          f"device={jax.devices()[0].platform}, threads={args.threads}")
+    print(f"step-0 loss: lsb_jax {loss0_jax:.6f}  torch {loss0_torch:.6f}  "
+          f"(|diff| {abs(loss0_jax - loss0_torch):.2e})")
+    print(f"{'':28s}{'lsb_jax':>12s}{'torch eager':>14s}{'ratio':>8s}")
+    for name, jk, tk in [("forward (s)", "forward_s", "eager_forward_s"), ("forward+backward (s)", "fwd_bwd_s", "eager_fwd_bwd_s"),
+                         ("train step (s)", "step_s", "eager_step_s")]:
+        print(f"{name:28s}{j[jk]:12.4f}{t[tk]:14.4f}{t[tk] / j[jk]:8.2f}x")
+    if "compiled_step_s" in t:
+        print(f"{'train step vs torch.compile':28s}{j['step_s']:12.4f}{t['compiled_step_s']:14.4f}"
+              f"{ratios['step_vs_torch_compile']:8.2f}x")
+    elif "compiled_error" in t:
+        print(f"torch.compile: failed ({t['compiled_error']})")
+    if M:
+        print(f"{f'{M} seeds: vmap vs sequential':28s}{j['vmap_step_s']:12.4f}{t['sequential_seeds_s']:14.4f}"
+              f"{ratios['vmap_seeds_vs_sequential_torch_eager']:8.2f}x")
+    print(f"(ratio = torch time / lsb_jax time; > 1 means lsb_jax is faster; jax compile {j['compile_s']:.1f}s)")
+    io.write_json(args.out, res)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
