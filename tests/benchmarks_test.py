@@ -46,3 +46,14 @@ def test_kmeans_benchmark_runs_and_agrees_with_sklearn(tmp_path):
     res = json.loads((tmp_path / "km.json").read_text())
     assert abs(res["inertia_ours"] - res["inertia_sklearn"]) <= 1e-3 * res["inertia_sklearn"]
     assert res["agree_ours_sklearn"] > 0.999
+
+
+@pytest.mark.slow
+def test_gpt2_step_benchmark_runs_and_torch_twin_matches(tmp_path):
+    out = subprocess.run([sys.executable, "benchmarks/gpt2_step.py", "--layers", "2", "--width", "64", "--batch", "16",
+                          "--pairs", "8", "--steps", "1", "--repeats", "1", "--seeds", "2", "--no-compile",
+                          "--out", str(tmp_path / "g.json")], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+    loss0 = json.loads((tmp_path / "g.json").read_text())["loss0"]
+    assert abs(loss0["jax"] - loss0["torch"]) < 1e-4 * max(1.0, abs(loss0["torch"]))  # same weights, same batch
