@@ -24,9 +24,8 @@ import dataclasses
 import numpy as np
 
 from lsb_jax.experiments import Experiment
-from lsb_jax.optim import OptimConfig
 from lsb_jax.tasks import icl_sweep
-from lsb_jax.tasks.icl_sweep import ModelConfig, SweepConfig
+from lsb_jax.tasks.icl_sweep import SweepConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +53,7 @@ def run(cfg: Config, ctx) -> dict:
     return {"headline": head, "summary": summary, **res}
 
 
-QUICK_SWEEP = SweepConfig(dim=4, num_points=9, model=ModelConfig(num_layers=2, num_heads=2, width=32),
-                          optim=OptimConfig(name="adam", lr=1e-3), batch_size=32, steps=1500, seeds=2,
-                          pool_size=1024, test_size=128, eval_every=50, threshold_frac=0.9, track_tasks=64,
-                          track_points=6, chunk_size=100, log_every=50)
+QUICK_SWEEP = icl_sweep.QUICK
 
 EXPERIMENT = Experiment(
     name="icl_correlated",
@@ -65,8 +61,7 @@ EXPERIMENT = Experiment(
     description=__doc__.splitlines()[0],
     configs={
         "quick": Config(sweep=QUICK_SWEEP, betas=(0.0, 0.5, 0.9, 1.0)),
-        "full": Config(sweep=SweepConfig(steps=30_000, eval_every=250, log_every=50, chunk_size=250,
-                                         checkpoint_every=5000)),
+        "full": Config(sweep=icl_sweep.FULL),
     },
     cost={"quick": "~3 min CPU (8-12 min measured on a heavily loaded 2-core machine)", "full": "GPU (not run)"},
     run=run,

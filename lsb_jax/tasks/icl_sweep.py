@@ -481,3 +481,11 @@ def format_arm(name: str, row: dict) -> str:
 __all__ = ["ARM_DEFAULTS", "LEVERS", "ModelConfig", "SweepConfig", "draw_pools", "format_arm", "headline", "make_loss_fn",
            "make_sample_batch", "member_arms", "pool_sampler", "run_sweep", "train_bayes_predictions", "uses_pool",
            "validate_arms"]
+
+
+# Shared presets of the ICL experiments (synthetic/icl_*.py): the CPU quick scale and the paper's.
+QUICK = SweepConfig(dim=4, num_points=9, model=ModelConfig(num_layers=2, num_heads=2, width=32),
+                    optim=OptimConfig(name="adam", lr=1e-3), batch_size=32, steps=1500, seeds=2,
+                    pool_size=1024, test_size=128, eval_every=50, threshold_frac=0.9, track_tasks=64,
+                    track_points=6, chunk_size=100, log_every=50)
+FULL = SweepConfig(steps=30_000, eval_every=250, log_every=50, chunk_size=250, checkpoint_every=5000)
