@@ -93,22 +93,9 @@ def main():
     except ImportError:
         print("(c) PyTorch not installed: skipped")
         return
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    t_steps = min(T, 1000)
-    t0 = time.perf_counter()
-    for i in range(S):
-        torch.manual_seed(i)
-        net = torch.nn.Sequential(torch.nn.Linear(20, 40), torch.nn.ReLU(), torch.nn.Linear(40, 40), torch.nn.ReLU(),
-                                  torch.nn.Linear(40, 1))
-        sgd = torch.optim.SGD(net.parameters(), lr=0.1)
-        for _ in range(t_steps):
-            x = torch.randint(0, 2, (20, 20)).float() * 2 - 1
-            y = x[:, :6].prod(dim=1)
-            loss = ((net(x)[:, 0] - y) ** 2).mean()
-            sgd.zero_grad()
-            loss.backward()
-            sgd.step()
-    rate_c = S * t_steps / (time.perf_counter() - t0)
+    from parity_vmap import torch_rate  # the same seed-by-seed PyTorch loop (benchmarks/ is the script's path)
+
+    rate_c = torch_rate(S, min(T, 1000), max(1, torch.get_num_threads()))
     print(f"(c) PyTorch eager   : {rate_c:12.0f} seed-steps/s")
     print(f"ratio a/c           : {rate_a / rate_c:8.1f}x")
 
