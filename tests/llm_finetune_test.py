@@ -158,7 +158,7 @@ def test_lora_trains_only_adapters_and_exports_merged(folder):
 
 def test_step_mixed_precision_sam_and_muon(folder):
     """One step each: bf16 compute keeps fp32 master weights and a loss close to fp32; SAM's
-    update differs from plain AdamW's; Muon changes the 2-D kernels."""
+    update differs from plain AdamW's; Muon orthogonalizes the MLP and the 3-D attention kernels."""
     path, _ = folder
     batch = {k: jnp.asarray(v) for k, v in make_batch(0).items()}
 
@@ -184,6 +184,13 @@ def test_step_mixed_precision_sam_and_muon(folder):
     s = np.linalg.svd(pmuon[k] - p0[k], compute_uv=False)
     s = s[s > 1e-3 * s.max()]   # the gradient of a 4-example batch may be rank-deficient
     assert len(s) > 16 and s.min() / s.max() > 0.5, s
+
+    def flat_spectrum(d, n_in):   # the top 80% of the reshaped matrix's singular values within 2x
+        s = np.linalg.svd(d.reshape(int(np.prod(d.shape[:n_in])), -1), compute_uv=False)
+        return s[int(0.8 * len(s)) - 1] / s[0] > 0.5
+
+    for k, n_in in (("layers.0.attn.q.kernel", 1), ("layers.0.attn.o.kernel", 2)):   # 3-D: Muon on D x NH
+        assert flat_spectrum(pmuon[k] - p0[k], n_in) and not flat_spectrum(p32[k] - p0[k], n_in), k
     _, params = prepare(load_pretrained(path), FinetuneConfig(param_dtype="bfloat16"))
     assert all(v.dtype == jnp.bfloat16 for v in _flat(params).values())
 

@@ -333,6 +333,47 @@ def test_muon_plain_momentum_and_custom_exclude():
         assert_tree_close(got, want, rtol=1e-8, atol=1e-10)
 
 
+def test_muon_orthogonalizes_multi_axis_kernels_as_reshaped_matrices():
+    """A 3-D kernel named in `in_axes` is the prod(input) x prod(output) matrix (attention q [D, N, H]
+    -> D x NH, o [N, H, D] -> NH x D); an unnamed 3-D leaf stays on AdamW. Reference: numpy on the
+    reshaped matrices, loss 0.5 |W - T|^2 (gradient W - T)."""
+    rng = np.random.default_rng(4)
+    shapes = {"attn.q.kernel": (6, 2, 4), "attn.o.kernel": (2, 4, 6), "conv": (3, 2, 2)}
+    target = {n: rng.normal(size=s) for n, s in shapes.items()}
+    params = {n: rng.normal(size=s) for n, s in shapes.items()}
+    in_axes = {r"q\.kernel$": 1, r"o\.kernel$": 2}
+    tx = muon(0.02, in_axes=in_axes, adam_weight_decay=0.0)
+    loss = lambda p: sum(0.5 * jnp.sum((p[n] - target[n]) ** 2) for n in p)  # noqa: E731
+
+    @jax.jit
+    def step(p, s):
+        u, s = tx.update(jax.grad(loss)(p), s, p)
+        return optax.apply_updates(p, u), s
+
+    p = jax.tree.map(jnp.asarray, params)
+    s = tx.init(p)
+    ref, adam = {n: params[n].copy() for n in shapes}, NpAdamW(0.02)
+    mu = {n: 0.0 for n in shapes}
+    for t in range(1, 4):
+        p, s = step(p, s)
+        for n, n_in in (("attn.q.kernel", 1), ("attn.o.kernel", 2), ("conv", None)):
+            g = ref[n] - target[n]
+            if n_in is None:
+                ref[n] = ref[n] + adam(n, g, ref[n], t)
+                continue
+            fan_in = int(np.prod(g.shape[:n_in]))
+            mu[n] = 0.95 * mu[n] + 0.05 * g
+            mu_hat = 0.95 * mu[n] / (1 - 0.95 ** (t + 1)) + 0.05 * g / (1 - 0.95 ** t)
+            m = mu_hat.reshape(fan_in, -1)
+            o = np_newton_schulz(m) * np.sqrt(max(1.0, m.shape[1] / m.shape[0]))
+            ref[n] = ref[n] - 0.02 * o.reshape(g.shape)
+        for n in shapes:
+            np.testing.assert_allclose(np.asarray(p[n]), ref[n], rtol=1e-5, atol=1e-6, err_msg=f"{n} step {t}")
+    assert muon_labels(params, (), in_axes) == {"attn.q.kernel": "muon", "attn.o.kernel": "muon", "conv": "adam"}
+    with pytest.raises(ValueError, match=r"muon_in_axes\['x'\]"):
+        OptimConfig(name="muon", muon_in_axes={"x": 0})
+
+
 # ----------------------------------------------------------------------------- PCGrad
 
 

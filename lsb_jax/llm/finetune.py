@@ -48,6 +48,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lsb_jax.models.lm.lora import ALL_LINEAR, ATTENTION_QV, LoRAConfig, add_lora, merge_lora
+from lsb_jax.models.lm.layers import MUON_IN_AXES
 from lsb_jax.models.lm.loss import sequence_loss
 from lsb_jax.models.lm.model import Decoder
 from lsb_jax.models.lm.sharding import batch_sharding, shard_model
@@ -119,6 +120,9 @@ class FinetuneConfig:
         if self.warmup_ratio > 0:   # at least 1 step, and fewer than num_steps (warmup_cosine needs a decay)
             warmup = min(max(1, round(self.warmup_ratio * num_steps)), max(0, num_steps - 1))
             optim = dataclasses.replace(optim, warmup_steps=warmup)
+        if optim.name == "muon":   # the decoder's 3-D attention kernels are Muon matrices too
+            defaults = {k: v for k, v in MUON_IN_AXES.items() if k not in optim.muon_in_axes}
+            optim = dataclasses.replace(optim, muon_in_axes={**optim.muon_in_axes, **defaults})
         return make_optimizer(optim, num_steps)
 
 

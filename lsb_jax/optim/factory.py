@@ -66,6 +66,7 @@ class OptimConfig:
     layer_lr: dict[str, float] = dataclasses.field(default_factory=dict)  # regex on param path -> lr factor
     freeze: tuple[str, ...] = ()  # regexes of frozen parameters
     muon_exclude: tuple[str, ...] = ("embed", "head")
+    muon_in_axes: dict[str, int] = dataclasses.field(default_factory=dict)  # regex -> leading input axes (>2-D)
     pcgrad_seed: int = 0  # PRNG seed of PCGrad's random projection orders
 
     def __post_init__(self):
@@ -127,6 +128,10 @@ def validate(cfg: OptimConfig, total_steps: int, overrides: dict) -> None:
     _check_regexes("layer_lr", cfg.layer_lr)
     _check_regexes("freeze", cfg.freeze)
     _check_regexes("muon_exclude", cfg.muon_exclude)
+    _check_regexes("muon_in_axes", cfg.muon_in_axes)
+    for pattern, n in cfg.muon_in_axes.items():
+        if not (isinstance(n, numbers.Integral) and n >= 1):
+            raise ValueError(f"OptimConfig.muon_in_axes[{pattern!r}] must be an integer >= 1, got {n!r}")
 
 
 def lr_schedule(cfg: OptimConfig, total_steps: int, lr):
@@ -158,7 +163,8 @@ def _base(cfg: OptimConfig, hp: dict, lr) -> optax.GradientTransformation:
     if cfg.name == "adamw":
         return optax.adamw(lr, b1=hp["b1"], b2=hp["b2"], eps=hp["eps"], weight_decay=hp["weight_decay"])
     return transforms.muon(lr, weight_decay=hp["weight_decay"], adam_b1=hp["b1"], adam_b2=hp["b2"], adam_eps=hp["eps"],
-                           adam_weight_decay=hp["weight_decay"], exclude=cfg.muon_exclude)
+                           adam_weight_decay=hp["weight_decay"], exclude=cfg.muon_exclude,
+                           in_axes=cfg.muon_in_axes)
 
 
 def make_optimizer(cfg: OptimConfig, total_steps: int, **overrides) -> Optimizer:

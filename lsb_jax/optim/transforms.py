@@ -9,8 +9,9 @@ of the flattened pytree.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import jax
@@ -174,23 +175,56 @@ def sam(
 # ----------------------------------------------------------------------------- Muon
 
 
-def _scale_by_width() -> optax.GradientTransformation:
-    """u <- sqrt(max(1, fan_out / fan_in)) u for a (fan_in, fan_out) kernel (Jordan's Muon scaling)."""
+def muon_input_axes(name: str, ndim: int, in_axes: Mapping[str, int]) -> int | None:
+    """Leading input (reduction) axes of a leaf for Muon, or None when it is not a Muon matrix.
+
+    A 2-D leaf is (fan_in, fan_out). A leaf of more dims is a matrix only if a regex of `in_axes`
+    matches its path: its first n axes are the input, the rest the output (e.g. an attention
+    kernel [D, N, H] has n = 1 and is the D x (N H) matrix; the output projection [N, H, D] has
+    n = 2). The first matching regex wins.
+    """
+    for pattern, n in in_axes.items():
+        if re.search(pattern, name):
+            return n if 1 <= n < ndim else None
+    return 1 if ndim == 2 else None
+
+
+def _dims(params, in_axes: Mapping[str, int]):
+    """Per-leaf `MuonDimensionNumbers` (masked leaves of `optax.partition` get a dummy)."""
+
+    def one(path, x):
+        n = muon_input_axes(param_path(path), getattr(x, "ndim", 0), in_axes) or 1
+        ndim = max(getattr(x, "ndim", 2), 2)
+        return optax.contrib.MuonDimensionNumbers(tuple(range(n)), tuple(range(n, ndim)))
+
+    return jax.tree_util.tree_map_with_path(one, params)
+
+
+def _scale_by_width(in_axes: Mapping[str, int]) -> optax.GradientTransformation:
+    """u <- sqrt(max(1, fan_out / fan_in)) u, fan_in / fan_out the products of the input / output
+    axes (Jordan's Muon scaling)."""
 
     def update_fn(updates, state, params=None):
         del params
-        return jax.tree.map(lambda u: u * max(1.0, u.shape[1] / u.shape[0]) ** 0.5, updates), state
+
+        def one(path, u):
+            n = muon_input_axes(param_path(path), u.ndim, in_axes) or 1
+            fan_in, fan_out = math.prod(u.shape[:n]), math.prod(u.shape[n:])
+            return u * max(1.0, fan_out / fan_in) ** 0.5
+
+        return jax.tree_util.tree_map_with_path(one, updates), state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
-def muon_labels(params, exclude: Sequence[str]):
-    """'muon' for 2-D leaves whose path matches no regex in `exclude`, else 'adam'."""
+def muon_labels(params, exclude: Sequence[str], in_axes: Mapping[str, int] = {}):  # noqa: B006 (read-only)
+    """'muon' for matrices (`muon_input_axes`) whose path matches no regex in `exclude`, else 'adam'."""
     exclude = tuple(exclude)
 
     def label(path, x):
         name = param_path(path)
-        return "muon" if x.ndim == 2 and not any(re.search(p, name) for p in exclude) else "adam"
+        matrix = muon_input_axes(name, x.ndim, in_axes) is not None
+        return "muon" if matrix and not any(re.search(p, name) for p in exclude) else "adam"
 
     return jax.tree_util.tree_map_with_path(label, params)
 
@@ -207,8 +241,9 @@ def muon(
     adam_eps=1e-8,
     adam_weight_decay=0.0,
     exclude: Sequence[str] = (r"embed", r"lm_head", r"head"),
+    in_axes: Mapping[str, int] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    """Muon (Jordan et al. 2024) on 2-D weight matrices; AdamW on everything else.
+    """Muon (Jordan et al. 2024) on weight matrices; AdamW on everything else.
 
     Matrix W (fan_in x fan_out) with gradient G, step t = 1, 2, ...:
         M <- beta M + (1 - beta) G
@@ -216,19 +251,22 @@ def muon(
         O  = NS5(M^)  (transpose if rows > cols, X <- X / (|X|_F + 1e-8), then 5 times
                         X <- a X + (b A + c A^2) X with A = X X^T, (a, b, c) = (3.4445, -4.7750, 2.0315))
         W <- W - lr (sqrt(max(1, fan_out / fan_in)) O + weight_decay W)
-    The momentum/Newton-Schulz part is `optax.contrib.scale_by_muon`. Leaves that are not 2-D or
-    whose path matches a regex in `exclude` (embeddings, read-out) get `optax.adamw(lr, adam_b1,
-    adam_b2, adam_eps, adam_weight_decay)` -- plain AdamW: `optax.contrib.muon` would instead
-    use Nesterov AdamW there and share its NS eps with Adam's eps. `learning_rate` may be a
-    schedule; all numeric arguments except `ns_steps` may be traced.
+    The matrices are the 2-D leaves and the leaves of more dims named in `in_axes` (regex on the
+    path -> number of leading input axes; the leaf is orthogonalized as the reshaped
+    prod(input) x prod(output) matrix, see `muon_input_axes`). The momentum/Newton-Schulz part is
+    `optax.contrib.scale_by_muon`. Other leaves and those whose path matches a regex in `exclude`
+    (embeddings, read-out) get `optax.adamw(lr, adam_b1, adam_b2, adam_eps, adam_weight_decay)` --
+    plain AdamW: `optax.contrib.muon` would instead use Nesterov AdamW there and share its NS eps
+    with Adam's eps. `learning_rate` may be a schedule; all numeric arguments except `ns_steps`
+    may be traced.
     """
-    exclude = tuple(exclude)
-    dims_fn = lambda tree: jax.tree.map(lambda _: optax.contrib.MuonDimensionNumbers(), tree)
+    exclude, in_axes = tuple(exclude), dict(in_axes or {})
     muon_tx = optax.chain(
-        optax.contrib.scale_by_muon(ns_steps=ns_steps, beta=beta, nesterov=nesterov, weight_dimension_numbers=dims_fn),
-        _scale_by_width(),
+        optax.contrib.scale_by_muon(ns_steps=ns_steps, beta=beta, nesterov=nesterov,
+                                    weight_dimension_numbers=lambda tree: _dims(tree, in_axes)),
+        _scale_by_width(in_axes),
         optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
     adam_tx = optax.adamw(learning_rate, b1=adam_b1, b2=adam_b2, eps=adam_eps, weight_decay=adam_weight_decay)
-    return optax.partition({"muon": muon_tx, "adam": adam_tx}, lambda tree: muon_labels(tree, exclude))
+    return optax.partition({"muon": muon_tx, "adam": adam_tx}, lambda tree: muon_labels(tree, exclude, in_axes))

@@ -15,7 +15,7 @@ from lsb_jax.models.lm.checkpoint import (
 )
 from lsb_jax.models.lm.config import FAMILIES, ConfigError, DecoderConfig, RopeConfig
 from lsb_jax.models.lm.generate import generate, generate_text, sample_logits, truncate_at_stop_strings
-from lsb_jax.models.lm.layers import LOGICAL_AXES, KVCache, init_cache
+from lsb_jax.models.lm.layers import LOGICAL_AXES, MUON_IN_AXES, KVCache, init_cache
 from lsb_jax.models.lm.lora import LoRAConfig, add_lora, lora_paths, merge_lora
 from lsb_jax.models.lm.loss import chunked_cross_entropy, make_loss_fn, sequence_loss
 from lsb_jax.models.lm.model import Decoder, positions_from_mask
@@ -25,7 +25,7 @@ from lsb_jax.models.lm.sharding import (
 
 __all__ = [
     "DEFAULT_RULES", "FAMILIES", "LOGICAL_AXES", "CheckpointError", "ConfigError", "Decoder", "DecoderConfig",
-    "KVCache", "LoRAConfig", "RopeConfig", "add_lora", "batch_sharding", "chunked_cross_entropy", "generate",
+    "KVCache", "LoRAConfig", "MUON_IN_AXES", "RopeConfig", "add_lora", "batch_sharding", "chunked_cross_entropy", "generate",
     "generate_text", "init_cache", "load_config", "load_pretrained", "load_tokenizer", "logical_to_spec",
     "lora_paths", "make_loss_fn", "make_mesh", "merge_lora", "param_shardings", "positions_from_mask",
     "read_params", "resolve_folder", "sample_logits", "save_pretrained", "sequence_loss", "shard_batch",

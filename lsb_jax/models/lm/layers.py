@@ -152,6 +152,11 @@ def init_cache(cfg: DecoderConfig, batch: int, max_len: int, dtype) -> KVCache:
     return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 
+# Muon (`OptimConfig.muon_in_axes`): the attention kernels are matrices over their input axes
+# (the leading ones of [*in_shape, *out_shape]): q/k/v [D, N, H] are D x (N H), o [N, H, D] is (N H) x D.
+MUON_IN_AXES = {r"attn\.[qkv]\.kernel$": 1, r"attn\.o\.kernel$": 2}
+
+
 class Attention(nnx.Module):
     """Multi-head attention with GQA, optional q/k norms, partial rotary and sliding window.
 
