@@ -29,6 +29,14 @@ class ConfigError(ValueError):
     """A config key or value the experiment does not accept."""
 
 
+def require_positive(cfg: Any, names: Iterable[str], where: str = "") -> None:
+    """Raises ValueError naming the field (`where.name`) of the first of `names` that is < 1."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value < 1:
+            raise ValueError(f"{where + '.' if where else ''}{name} must be >= 1, got {value}")
+
+
 def is_config(obj: Any) -> bool:
     return dataclasses.is_dataclass(obj) and not isinstance(obj, type)
 

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lsb_jax import plots
+from lsb_jax.config import require_positive
 from lsb_jax.data import Mixture
 from lsb_jax.experiments import Experiment
 from lsb_jax.models.mlp import init_mlp, mlp_apply
@@ -74,10 +75,8 @@ class Config:
         k = len(self.sizes)
         if k != 2 or len(self.noise) != k or len(self.shift) != k or len(self.target) != k:
             raise ValueError("sizes, noise, shift and target need exactly 2 entries (two domains)")
-        for name in ("seeds", "arm_seeds", "dim", "teacher_hidden", "width", "grid", "batch_size", "steps",
-                     "eval_every", "test_size", "chunk_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, ("seeds", "arm_seeds", "dim", "teacher_hidden", "width", "grid", "batch_size", "steps",
+                                "eval_every", "test_size", "chunk_size"))
         if min(self.sizes) < 1 or min(self.noise) < 0 or min(self.target) < 0:
             raise ValueError("sizes must be >= 1, noise and target >= 0")
         if not 0 < self.grid_lo < 0.5 or not 0 < self.tail <= 1 or self.lr <= 0:

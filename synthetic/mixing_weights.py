@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lsb_jax import plots
+from lsb_jax.config import require_positive
 from lsb_jax.data import Mixture
 from lsb_jax.experiments import Experiment
 from lsb_jax.optim import OptimConfig, make_optimizer
@@ -73,9 +74,8 @@ class Config:
             raise ValueError("sizes, noise, shift and target need exactly 2 entries (two domains)")
         if min(self.sizes) < self.dim or min(self.noise) < 0 or min(self.target) < 0:
             raise ValueError("each domain needs >= dim examples; noise and target must be >= 0")
-        for name in ("seeds", "grid", "batch_size", "steps", "eval_every", "erm_pools", "erm_points", "chunk_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, ("seeds", "grid", "batch_size", "steps", "eval_every", "erm_pools", "erm_points",
+                                "chunk_size"))
         if not 0 < self.grid_lo < 0.5 or not 0 < self.tail <= 1 or self.lr <= 0:
             raise ValueError("need 0 < grid_lo < 0.5, 0 < tail <= 1, lr > 0")
         if self.steps % self.eval_every:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lsb_jax import analysis, io, plots
+from lsb_jax.config import require_positive
 from lsb_jax.data import Curriculum, Epochs, Subset, Uniform, Zipf, doubling, subsample_counts
 from lsb_jax.experiments import Experiment
 from lsb_jax.models.mlp import ACTIVATIONS, init_mlp, mlp_apply
@@ -73,10 +74,9 @@ class Config:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got '{self.activation}'")
         if not 1 <= self.subset_k <= self.pool_size:
             raise ValueError(f"subset_k must be in [1, pool_size={self.pool_size}], got {self.subset_k}")
-        for name in ("seeds", "dim", "pool_size", "test_size", "batch_size", "steps", "track_points", "eval_every",
-                     "chunk_size", "checkpoint_every", "log_every", "curriculum_first", "curriculum_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, ("seeds", "dim", "pool_size", "test_size", "batch_size", "steps", "track_points",
+                                "eval_every", "chunk_size", "checkpoint_every", "log_every", "curriculum_first",
+                                "curriculum_every"))
         if self.noise < 0 or any(h < 1 for h in self.hidden) or any(lr <= 0 for lr in self.lrs):
             raise ValueError("noise must be >= 0, hidden sizes >= 1 and lrs > 0")
         validate_optim(self.optim, self.steps, {"lr": self.lrs[0]} if self.lrs else {})

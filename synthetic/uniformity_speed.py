@@ -31,6 +31,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from lsb_jax import analysis, plots
+from lsb_jax.config import require_positive
 from lsb_jax.data import selection
 from lsb_jax.experiments import Experiment
 from lsb_jax.models.mlp import init_mlp, mlp_apply
@@ -61,9 +62,8 @@ class Config:
     def __post_init__(self):
         if any(m < self.train_size or m > self.pool_size for m in self.subpools) or not self.subpools:
             raise ValueError(f"subpools must lie in [train_size={self.train_size}, pool_size={self.pool_size}]")
-        for name in ("seeds", "dim", "clusters", "train_size", "draws", "width", "steps", "log_every", "chunk_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, ("seeds", "dim", "clusters", "train_size", "draws", "width", "steps", "log_every",
+                                "chunk_size"))
         if self.train_size < 2 or self.lr <= 0 or self.threshold <= 0 or self.label_noise < 0:
             raise ValueError("need train_size >= 2, lr > 0, threshold > 0, label_noise >= 0")
 

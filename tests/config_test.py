@@ -97,3 +97,9 @@ def test_to_dict_recurses_into_containers_of_configs():
     d = C.to_dict(Sized())
     assert d["arms"][1] == {"lr": 0.5, "name": "adam", "groups": {}}
     assert C.from_dict(Sized, d) == Sized()
+
+
+def test_require_positive_names_the_field():
+    from lsb_jax.tasks.parity import ParityConfig
+    with pytest.raises(ValueError, match=r"ParityConfig\.steps must be >= 1, got 0"):
+        ParityConfig(steps=0)

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lsb_jax.config import require_positive
 from lsb_jax.models.lm.layers import param
 
 
@@ -55,9 +56,7 @@ class GPT2Config:
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self):
-        for name in ("num_layers", "num_heads", "width", "max_len", "mlp_ratio"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"GPT2Config.{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, ("num_layers", "num_heads", "width", "max_len", "mlp_ratio"), "GPT2Config")
         if (self.input_dim is None) == (self.vocab_size is None):
             raise ValueError("GPT2Config: give exactly one of input_dim (float inputs) and vocab_size "
                              f"(token inputs); got input_dim={self.input_dim}, vocab_size={self.vocab_size}")

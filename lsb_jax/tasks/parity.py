@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lsb_jax import analysis, plots
+from lsb_jax.config import require_positive
 from lsb_jax.data import Epochs, Zipf
 from lsb_jax.models.mlp import ACTIVATIONS, init_mlp, mlp_apply
 from lsb_jax.optim import OptimConfig, make_optimizer
@@ -164,9 +165,8 @@ class ParityConfig:
             raise ValueError(f"ParityConfig: need 1 <= k <= dim <= 32, got k={self.k}, dim={self.dim}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"ParityConfig.activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
-        for name in ("batch_size", "steps", "seeds", "test_size", "eval_every", "chunk_size", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ParityConfig.{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, ("batch_size", "steps", "seeds", "test_size", "eval_every", "chunk_size", "log_every"),
+                         "ParityConfig")
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"ParityConfig.hidden sizes must be >= 1, got {self.hidden}")
         if not 0.5 < self.solve_acc <= 1.0:
