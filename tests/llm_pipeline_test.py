@@ -67,7 +67,24 @@ def test_align_counts_matches_by_source_row(tok):
     np.testing.assert_array_equal(pl.align_counts([3, 1, 3, 1, 1], full, short), [3, 1, 1, 1])
 
 
-ARMS_RUN = ("baseline", "upsample_hard", "random")   # the other arms differ only in counts/optimizer
+def test_register_generator_equals_the_base_with_those_parameters():
+    import reasoning_gym
+    params = {"max_digits": 1, "max_terms": 3}
+    assert pl.register_generator("test_chain_sum_1d", "chain_sum", params) == "test_chain_sum_1d"
+    pl.register_generator("test_chain_sum_1d", "chain_sum", params)               # idempotent
+    ours = reasoning_gym.create_dataset("test_chain_sum_1d", size=6, seed=5)
+    ref = reasoning_gym.create_dataset("chain_sum", size=6, seed=5, **params)
+    assert [ours[i]["question"] for i in range(6)] == [ref[i]["question"] for i in range(6)]
+    assert [ours[i]["answer"] for i in range(6)] == [ref[i]["answer"] for i in range(6)]
+    with pytest.raises(ValueError, match="already registered"):
+        pl.register_generator("test_chain_sum_1d", "chain_sum", {"max_digits": 2})
+    with pytest.raises(ValueError, match="no parameters"):
+        pl.register_generator("test_bad", "chain_sum", {"digits": 2})
+    with pytest.raises(ValueError, match="unknown"):
+        pl.register_generator("test_bad", "no_such_generator", {})
+
+
+ARMS_RUN = tuple(pl.ARM_SELECTION)   # all six: the paper's five and upsample_hard+synth
 
 
 def wilson(k, n, z=statistics.NormalDist().inv_cdf(0.975)):
@@ -78,8 +95,31 @@ def wilson(k, n, z=statistics.NormalDist().inv_cdf(0.975)):
     return max(0.0, c - h), min(1.0, c + h)
 
 
+def bump_digits(text):
+    return "".join(str((int(c) + 1) % 10) if c.isdigit() else c for c in text)
+
+
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
+    """The quick pipeline at toy scale, all arms. The scratch generator (not pre-trained)
+    writes noise, so its real generations are followed by hand-made ones: per hard example a
+    variant with every digit bumped, the first test question (a leak the filter must drop), and
+    the source problem itself (a train duplicate)."""
+    from lsb_jax.llm import synthesis as syn
+    real = syn.generate_variants
+    calls = []
+
+    def generate_variants(model, tok, rows, cfg, key):
+        texts = real(model, tok, rows, cfg, key)
+        calls.append((len(rows), texts))
+        test_q = json.loads(next(out.rglob("data/test.jsonl")).read_text().splitlines()[0])["question"]
+        made = [[f" {bump_digits(r.prompt)}\nSolution: {bump_digits(r.response)}" for r in rows],
+                [f" {test_q}\nSolution: The answer is 1." for _ in rows],
+                [f" {r.prompt}\nSolution: {r.response}" for r in rows]]
+        return texts + made
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(syn, "generate_variants", generate_variants)
     exp = experiments.get("upsample_hard")
     q = exp.configs["quick"]
     scratch = lambda s, steps: dataclasses.replace(  # noqa: E731
@@ -89,9 +129,14 @@ def pipeline_run(tmp_path_factory):
         q, offline=dataclasses.replace(q.offline, train=(("chain_sum", 40), ("simple_equations", 30)), test_size=12),
         proxy_scratch=scratch(q.proxy_scratch, 3), target_scratch=scratch(q.target_scratch, 3),
         proxy_batch=8, target_batch=8, epoch_fraction=1.0, num_checkpoints=3, eval_batch=12, max_new_tokens=4,
-        tokenizer_vocab=300, arms=ARMS_RUN)
+        tokenizer_vocab=300, arms=ARMS_RUN, synth_scratch=scratch(q.synth_scratch, 0),
+        synth=dataclasses.replace(q.synth, max_new_tokens=4, q=0.0))
     out = tmp_path_factory.mktemp("uh") / "run"
-    run_dir, results = runner.run_experiment(exp, cfg, "quick", out=out, progress=False)
+    try:
+        run_dir, results = runner.run_experiment(exp, cfg, "quick", out=out, progress=False)
+    finally:
+        mp.undo()
+    assert len(calls) == 1 and calls[0][0] == len(calls[0][1][0])   # one real generation pass over the hard rows
     return cfg, run_dir, results
 
 
@@ -150,6 +195,11 @@ def test_arm_epochs_hold_the_upsampling_factor(pipeline_run):
 
     n = len(hard)   # one tokenizer: the target's rows are the proxy's rows
     np.testing.assert_array_equal(arm("upsample_hard"), np.where(hard, cfg.factor, 1))
+    kept = json.loads((run_dir / "synth" / "variants.json").read_text())
+    np.testing.assert_array_equal(arm("upsample_hard+synth"),   # + each kept variant once
+                                  np.concatenate([np.where(hard, cfg.factor, 1), np.ones(len(kept))]))
+    np.testing.assert_array_equal(arm("upsample_easy"), np.where(hard, 1, cfg.factor))
+    np.testing.assert_array_equal(arm("sam"), np.ones(n))
     np.testing.assert_array_equal(arm("baseline"), np.ones(n))
     rand = arm("random")
     assert (rand == cfg.factor).sum() == hard.sum() and set(np.unique(rand)) <= {1, cfg.factor}
@@ -183,3 +233,29 @@ def test_comparison_table_is_well_formed(pipeline_run):
         assert c[1].startswith(f"{100 * r['accuracy']:.1f} [") and f"(n={r['n']})" in c[1]
         if r["arm"] != "baseline":
             assert r["delta"] == pytest.approx(r["accuracy"] - base)
+
+
+@pytest.mark.slow
+def test_synthesis_keeps_hard_variants_and_never_a_test_problem(pipeline_run):
+    cfg, run_dir, results = pipeline_run
+    z = np.load(run_dir / "clusters.npz")
+    hard, losses = z["hard_N"].astype(bool), z["losses_NxK"]
+    n_hard = int(hard.sum())
+    report = json.loads((run_dir / "synth" / "report.json").read_text())
+    variants = [json.loads(x) for x in (run_dir / "synth" / "variants.jsonl").read_text().splitlines()]
+    train = [json.loads(x)["instruction"] for x in (run_dir / "data/train.jsonl").read_text().splitlines()]
+    test = [json.loads(x)["question"] for x in (run_dir / "data/test.jsonl").read_text().splitlines()]
+    assert report["generated"] == 4 * n_hard                         # one real + three hand-made per hard row
+    assert report["parsed"] >= 3 * n_hard
+    assert report["duplicates"]["test_exact"] >= n_hard and report["duplicates"]["train_exact"] >= n_hard
+    assert report["generated"] == report["parsed"] + sum(report["unparseable"].values())
+    assert report["parsed"] == report["unique"] + sum(report["duplicates"].values())
+    assert report["unique"] == report["scored"] + report["too_long"] and report["kept"] == len(variants)
+    norm = lambda t: " ".join(t.lower().split())  # noqa: E731
+    assert not {norm(v["prompt"]) for v in variants} & {norm(t) for t in test}           # no leak
+    assert not {v["prompt"] for v in variants} & set(train)
+    # q = 0: the threshold is the smallest final-checkpoint loss of the hard cluster
+    assert report["threshold"] == pytest.approx(float(losses[hard, -1].min()), rel=1e-6)
+    assert all(v["proxy_loss"] >= report["threshold"] for v in variants)
+    assert len(variants) > 0 and results["headline"]["synthesis"]["kept"] == len(variants)
+    assert [v["source_row"] for v in variants] == list(range(len(train), len(train) + len(variants)))

@@ -11,8 +11,11 @@ fine-tuning and generation-based evaluation, on the `lsb_jax.models.lm` decoder.
                  mesh sharding, exact resume, multi-host
     evaluate.py  answer extraction, math-verify equivalence, Wilson intervals, batched
                  generation with per-example records, the arms comparison table
+    synthesis.py variants of hard examples: generate (our decoding), parse, dedup vs train/test,
+                 re-score with the proxy, keep the hard ones
     pipeline.py  offline glue of llm/upsample_hard.py: local BPE tokenizer, from-scratch
-                 decoders, proxy -> target row alignment, arm mapping, figures
+                 decoders, proxy -> target row alignment, arm mapping, reasoning-gym generator
+                 variants, the synthesis arm, figures
 """
 
 from lsb_jax.llm.data import (
@@ -59,3 +62,4 @@ from lsb_jax.llm.finetune import (
 from lsb_jax.llm import pipeline  # noqa: F401  (module namespace: lsb_jax.llm.pipeline.*)
 from lsb_jax.llm.mathdata import GSM8K_TEST, MATH_TEST, MATHINSTRUCT, OfflineMathConfig, offline_specs, write_offline_math
 from lsb_jax.llm.scoring import ProxyConfig, ScoringHook, arm_counts, proxy_trajectories, score_into
+from lsb_jax.llm.synthesis import SynthesisConfig, SynthesisReport, synthesize

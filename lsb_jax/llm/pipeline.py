@@ -5,9 +5,11 @@
     save_model(model, tok, "models/target")                         # load_pretrained/load_tokenizer read it
     batches = epoch_batches(examples, counts_N, key, B, pad_id=tok.pad_token_id, length=L)
     counts_N = align_counts(counts_P, proxy_examples, target_examples)   # proxy rows -> target rows
+    register_generator("chain_sum_d1", "chain_sum", {"max_digits": 1})  # an easier offline generator
 
 What is new here is small: a local tokenizer and a from-scratch decoder (so the whole pipeline
-runs without network), the mapping of the paper's arms onto `scoring.arm_counts` selections, the
+runs without network), the mapping of the paper's arms onto `scoring.arm_counts` selections (and the
+synthesis arm, `llm.synthesis`), reasoning-gym generators with other parameters, the
 proxy -> target row alignment (two tokenizers may drop different too-long rows) and the
 pipeline's figures. Everything else is `llm.{data, mathdata, scoring, finetune, evaluate}`.
 
@@ -34,10 +36,12 @@ from lsb_jax.llm.data import BatchIterator, Examples
 from lsb_jax.models.lm.config import DecoderConfig
 from lsb_jax.models.lm.model import Decoder
 
-# the paper's arms (`evaluate.ARMS`) -> (`scoring.arm_counts` selection, optimizer change)
+# the paper's arms (`evaluate.ARMS`, plus hard upsampling with synthesized variants of the hard
+# examples added) -> (`scoring.arm_counts` selection, optimizer change, extra rows)
 ARM_SELECTION = {"baseline": "uniform", "upsample_hard": "hard", "upsample_easy": "easy", "random": "random",
-                 "sam": "uniform"}
+                 "sam": "uniform", "upsample_hard+synth": "hard"}
 SAM_ARMS = ("sam",)
+SYNTH_ARMS = ("upsample_hard+synth",)
 SPECIAL_TOKENS = ("<pad>", "<|endoftext|>")
 
 
@@ -148,6 +152,35 @@ def save_model(model: Decoder, tokenizer, folder: str | Path) -> Path:
         shutil.rmtree(folder)
     os.replace(tmp, folder)
     return folder
+
+
+# ----------------------------------------------------------------------------- offline generators
+
+
+def register_generator(name: str, base: str, params: Mapping[str, object] | Sequence[tuple[str, object]]) -> str:
+    """Registers reasoning-gym generator `name`: generator `base` with other default parameters
+    (e.g. `chain_sum` with max_digits=1), so `mathdata.OfflineMathConfig` can name it. Idempotent
+    for the same (base, params); a different definition under a taken name raises."""
+    import reasoning_gym.factory as rg  # noqa: PLC0415
+
+    params = dict(params)
+    if base not in rg.DATASETS:
+        raise ValueError(f"register_generator: unknown reasoning-gym generator {base!r}")
+    dataset_cls, config_cls = rg.DATASETS[base]
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    if set(params) - known:
+        raise ValueError(f"register_generator({name!r}): {base} has no parameters {sorted(set(params) - known)}")
+    if name in rg.DATASETS:
+        if getattr(rg.DATASETS[name][1], "_lsb_definition", None) != (base, params):
+            raise ValueError(f"register_generator: {name!r} is already registered differently")
+        return name
+    fields = [(k, type(v), dataclasses.field(default=v)) for k, v in params.items()]
+    variant = dataclasses.make_dataclass(f"{config_cls.__name__}_{name}", fields, bases=(config_cls,))
+    variant._lsb_definition = (base, params)
+    if hasattr(variant, "validate"):
+        variant().validate()    # bad parameter values fail here, not at the first draw
+    rg.register_dataset(name, dataset_cls, variant)
+    return name
 
 
 # ----------------------------------------------------------------------------- batches and arms
