@@ -13,6 +13,8 @@ fine-tuning and generation-based evaluation, on the `lsb_jax.models.lm` decoder.
                  generation with per-example records, the arms comparison table
     synthesis.py variants of hard examples: generate (our decoding), parse, dedup vs train/test,
                  re-score with the proxy, keep the hard ones
+    selection.py SFT subset selection (seed 003): MiniLM / hidden-state features, k-center vs
+                 random subsets, fine-tuning on exactly a subset with held-out loss curves
     pipeline.py  offline glue of llm/upsample_hard.py: local BPE tokenizer, from-scratch
                  decoders, proxy -> target row alignment, arm mapping, reasoning-gym generator
                  variants, the synthesis arm, figures
@@ -59,7 +61,7 @@ from lsb_jax.llm.finetune import (
     maybe_initialize_distributed,
     prepare,
 )
-from lsb_jax.llm import pipeline  # noqa: F401  (module namespace: lsb_jax.llm.pipeline.*)
+from lsb_jax.llm import pipeline, selection  # noqa: F401  (module namespaces: lsb_jax.llm.pipeline.*, .selection.*)
 from lsb_jax.llm.mathdata import GSM8K_TEST, MATH_TEST, MATHINSTRUCT, OfflineMathConfig, offline_specs, write_offline_math
 from lsb_jax.llm.scoring import ProxyConfig, ScoringHook, arm_counts, proxy_trajectories, score_into
 from lsb_jax.llm.synthesis import SynthesisConfig, SynthesisReport, synthesize
