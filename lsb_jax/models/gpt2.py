@@ -193,6 +193,18 @@ def init_params(cfg: GPT2Config, key: jax.Array) -> tuple[nnx.GraphDef, Any]:
     return nnx.split(GPT2(cfg, rngs=nnx.Rngs(params=key)))
 
 
+def abstract_graphdef(model_cfg: GPT2Config) -> nnx.GraphDef:
+    """The model's graphdef without materializing (or compiling) an eager initialization."""
+    box = {}
+
+    def init(key):
+        box["graphdef"], params = init_params(model_cfg, key)
+        return params
+
+    jax.eval_shape(init, jax.random.PRNGKey(0))
+    return box["graphdef"]
+
+
 def apply(graphdef: nnx.GraphDef, params: Any, inputs: jax.Array) -> jax.Array:
     """model(inputs) for the model `nnx.merge(graphdef, params)`; pure (jit/vmap/grad over params)."""
     return nnx.merge(graphdef, params)(inputs)
