@@ -10,7 +10,8 @@ import pytest
 from lsb_jax import experiments
 from lsb_jax.tasks.parity import ParityConfig
 
-NAMES = ("parity_subsample", "parity_zipf", "parity_staircase", "parity_grad_bias", "parity_interventions")
+NAMES = ("parity_subsample", "parity_zipf", "parity_staircase", "parity_grad_bias", "parity_interventions",
+         "parity_curriculum")
 TINY = ParityConfig(dim=8, k=2, hidden=(16, 16), steps=60, seeds=2, test_size=64, eval_every=30, chunk_size=60,
                     log_every=30)
 
@@ -38,6 +39,15 @@ def test_bad_sweeps_name_the_field(registry):
         type(registry["parity_zipf"].configs["full"])(alphas=(1.0,))
     with pytest.raises(ValueError, match="interventions"):
         type(registry["parity_interventions"].configs["full"])(interventions=("bogus",))
+    with pytest.raises(ValueError, match="switch"):
+        type(registry["parity_curriculum"].configs["full"])(switch=0)
+
+
+def test_curriculum_arms_pair_each_fixed_subsample_with_its_curriculum(registry):
+    exp = registry["parity_curriculum"]
+    arms = exp.run.__globals__["arms"](exp.configs["full"])      # the paper's: 0.02 until step 100, then 1
+    assert [(a.sampler, a.rho) for a in arms] == [("subsample", 1.0), ("subsample", 0.02), ("curriculum", 0.02)]
+    assert arms[2].switch == 100
 
 
 def test_intervention_arms_configure_the_foundation_optimizers(registry):
