@@ -1,27 +1,30 @@
-"""Fact memorization: optimizer interventions vs Adam: gradient bias, frozen readout, layer lr, SAM (seed 004 Fig. 2).
+"""Fact memorization: optimizer interventions vs Adam (gradient bias, PCGrad, readout freeze/lr, SAM; seed 004 Fig. 2).
 
 Reproduces: seed 004 Sec. 3 / Fig. 2 (gradient biasing on the facts task: g_t + gamma g_bias with
 g_bias the batch gradient refreshed every n = 25 steps, `OptimConfig.grad_bias_gamma` /
-`grad_bias_every`), plus the interventions of App. C.5 / Fig. 12 run on facts: the readout
-`lm_head` frozen at its initialization (`OptimConfig.freeze`), the readout's lr scaled by
+`grad_bias_every`), PCGrad at a 4x smaller batch (Fig. 3's setting, there for ICL; per-example
+gradients, Yu et al.'s conditional projection), plus the interventions of App. C.5 / Fig. 12 run
+on facts: the readout `lm_head` frozen at its initialization (`OptimConfig.freeze`), the readout's lr scaled by
 `readout_lr_scale` (`OptimConfig.layer_lr`), and SAM (`OptimConfig.sam_rho`) around Adam. All arms
 train on all subjects. The model is untied (`ModelConfig.tie_embeddings=False`) so that the readout
 is a parameter of its own; every arm, the baseline included, uses that model. Arms that differ
 only in gamma share one vmapped program (gamma traced); the others get one program each
-(`icl_sweep.group_arms`), all with the same seeds' keys and facts.
+(`train.arms.group_arms`), all with the same seeds' keys and facts.
 
 Expected (paper, Fig. 2): a medium gamma speeds up the escape from the plateau, a large gamma
-destabilizes, gamma -> 0 is plain Adam. Frozen readout / layer-wise lr / SAM: not in the paper's
-facts figures; measured, no direction claimed.
+destabilizes, gamma -> 0 is plain Adam. PCGrad / frozen readout / layer-wise lr / SAM: not in the
+paper's facts figures; measured, no direction claimed.
 Quick: the facts quick scale (50 subjects, 2x2x64 GPT-2, Adam lr 1e-3, batch 64) with 400 steps
 and 2 seeds, gammas (0.3, 1.0).
 Measured (quick, 2 seeds; steps to test accuracy 0.2 / 0.5, acc at step 100, final acc at 400):
 adam 150 +- 0 / 200, 0.13, 1.00; grad_bias gamma=0.3 162 +- 12 / 250, 0.12, 0.94; gamma=1 never /
 never, 0.03, 0.15; frozen_readout 100 +- 0 / 162, 0.29, 1.00; layer_lr (x0.1) 100 +- 0 / 175, 0.21,
-0.98; sam (rho 0.05) 200 +- 25 / 275, 0.12, 0.90. Gradient biasing does NOT help at quick scale
+0.98; sam (rho 0.05) 200 +- 25 / 275, 0.12, 0.90; pcgrad (batch 16; measured in a separate run with
+the same seeds) 238 +- 12 / 375, 0.11, 0.54. Gradient biasing does NOT help at quick scale
 (gamma = 1 destabilizes, as the paper's large gammas do; no medium gamma beat Adam); freezing or
-slowing the readout speeds up the escape, SAM slows it.
-Cost: quick ~3.5 min CPU (6 min wall on 2 heavily loaded cores; 4 compiled programs); full: GPU
+slowing the readout speeds up the escape, SAM and PCGrad (at a quarter of the batch) slow it.
+Cost: quick ~4.5 min CPU (6 min wall on 2 heavily loaded cores without PCGrad; 5 compiled
+programs); full: GPU
 (not run here).
 
     lsb run facts_interventions --config quick
@@ -34,9 +37,9 @@ import dataclasses
 from lsb_jax.experiments import Experiment
 from lsb_jax.tasks import facts
 from lsb_jax.tasks.facts import SweepConfig
-from lsb_jax.tasks.icl_sweep import ArmTraining
+from lsb_jax.train.arms import ArmTraining
 
-INTERVENTIONS = ("frozen_readout", "layer_lr", "sam")
+INTERVENTIONS = ("pcgrad", "frozen_readout", "layer_lr", "sam")
 READOUT = r"^lm_head$"
 
 
@@ -52,6 +55,7 @@ class Config:
     interventions: tuple[str, ...] = INTERVENTIONS
     readout_lr_scale: float = 0.1
     sam_rho: float = 0.05
+    pcgrad_batch_divisor: int = 4                   # PCGrad at a 4x smaller batch, as the paper runs it (Fig. 3)
 
     def __post_init__(self):
         bad = [i for i in self.interventions if i not in INTERVENTIONS]
@@ -62,8 +66,8 @@ class Config:
         if self.sweep.model.tie_embeddings and set(self.interventions) & {"frozen_readout", "layer_lr"}:
             raise ValueError("sweep.model.tie_embeddings must be False for frozen_readout / layer_lr "
                              "(the tied readout is the token embedding)")
-        if self.readout_lr_scale < 0 or self.sam_rho <= 0:
-            raise ValueError("readout_lr_scale must be >= 0 and sam_rho > 0")
+        if self.readout_lr_scale < 0 or self.sam_rho <= 0 or self.pcgrad_batch_divisor < 1:
+            raise ValueError("readout_lr_scale must be >= 0, sam_rho > 0 and pcgrad_batch_divisor >= 1")
 
 
 def arms(cfg: Config) -> tuple[list[str], list[ArmTraining | None]]:
@@ -73,13 +77,15 @@ def arms(cfg: Config) -> tuple[list[str], list[ArmTraining | None]]:
         names.append(f"grad_bias gamma={g:g}")
         training.append(ArmTraining(optim=dataclasses.replace(base, grad_bias_gamma=g)))
     make = {
+        "pcgrad": lambda: dataclasses.replace(base, pcgrad=True),
         "frozen_readout": lambda: dataclasses.replace(base, freeze=(READOUT,)),
         "layer_lr": lambda: dataclasses.replace(base, layer_lr={READOUT: cfg.readout_lr_scale}),
         "sam": lambda: dataclasses.replace(base, sam_rho=cfg.sam_rho),
     }
     for i in cfg.interventions:
         names.append(i)
-        training.append(ArmTraining(optim=make[i]()))
+        batch = max(1, cfg.sweep.batch_size // cfg.pcgrad_batch_divisor) if i == "pcgrad" else None
+        training.append(ArmTraining(optim=make[i](), batch_size=batch))
     return names, training
 
 
@@ -98,11 +104,12 @@ def run(cfg: Config, ctx) -> dict:
 
 EXPERIMENT = Experiment(
     name="facts_interventions",
-    reproduces="seed 004 Fig. 2 on fact memorization (gradient biasing, n = 25; frozen readout, layer-wise lr, SAM)",
+    reproduces=("seed 004 Fig. 2 on fact memorization (gradient biasing, n = 25; PCGrad, frozen readout, "
+                "layer-wise lr, SAM)"),
     description=__doc__.splitlines()[0],
     configs={"quick": Config(sweep=dataclasses.replace(_untied(facts.QUICK), steps=400, seeds=2), gammas=(0.3, 1.0)),
              "full": Config()},
-    cost={"quick": "~3.5 min CPU", "full": "GPU (not run)"},
+    cost={"quick": "~4.5 min CPU", "full": "GPU (not run)"},
     run=run,
     order=64,
 )

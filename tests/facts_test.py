@@ -259,6 +259,7 @@ def test_intervention_arms_configure_the_foundation_optimizers(registry):
     assert [by[f"grad_bias gamma={g:g}"].optim.grad_bias_gamma for g in full.gammas] == list(full.gammas)
     assert by["frozen_readout"].optim.freeze == (r"^lm_head$",)
     assert by["sam"].optim.sam_rho > 0 and by["layer_lr"].optim.layer_lr
+    assert by["pcgrad"].optim.pcgrad and by["pcgrad"].batch_size == full.sweep.batch_size // 4 == 16
     # the readout regex names exactly the untied model's lm_head
     untied = facts.ModelConfig(1, 2, 16, tie_embeddings=False).gpt2(TASK)
     params = jax.eval_shape(lambda k: gpt2.init_params(untied, k)[1], jax.random.PRNGKey(0))
