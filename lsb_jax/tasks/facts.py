@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lsb_jax import analysis, plots
+from lsb_jax.config import require_positive
 from lsb_jax.data import Subset, Zipf, piecewise
 from lsb_jax.models import gpt2
 from lsb_jax.optim import OptimConfig, make_optimizer
@@ -89,9 +90,7 @@ class FactsTask:
     k_noise: int = 4
 
     def __post_init__(self):
-        for name in ("num_subjects", "num_relations", "answers_per_relation", "num_noise"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"FactsTask.{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, ("num_subjects", "num_relations", "answers_per_relation", "num_noise"), "FactsTask")
         if self.k_noise < 0:
             raise ValueError(f"FactsTask.k_noise must be >= 0, got {self.k_noise}")
 
@@ -228,9 +227,8 @@ class SweepConfig:
     checkpoint_every: int = 0
 
     def __post_init__(self):
-        for name in ("batch_size", "steps", "seeds", "eval_every", "chunk_size", "log_every", "curriculum_start"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"sweep.{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, ("batch_size", "steps", "seeds", "eval_every", "chunk_size", "log_every",
+                                "curriculum_start"), "sweep")
         if self.loss_positions not in LOSS_POSITIONS:
             raise ValueError(f"sweep.loss_positions must be one of {LOSS_POSITIONS}, got {self.loss_positions!r}")
         if not self.thresholds or not all(0 < t <= 1 for t in self.thresholds):

@@ -65,6 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lsb_jax import analysis, plots
+from lsb_jax.config import require_positive
 from lsb_jax.data import Subset, Zipf, doubling
 from lsb_jax.models import gpt2
 from lsb_jax.optim import OptimConfig, label_params, make_optimizer
@@ -124,11 +125,9 @@ class SweepConfig:
     bayes_chunk: int = 16
 
     def __post_init__(self):
-        for name in ("dim", "num_points", "batch_size", "steps", "seeds", "pool_size", "test_size", "eval_every",
-                     "curriculum_start", "curriculum_every", "track_tasks", "track_points", "chunk_size",
-                     "log_every", "bayes_chunk"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"sweep.{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, ("dim", "num_points", "batch_size", "steps", "seeds", "pool_size", "test_size",
+                                "eval_every", "curriculum_start", "curriculum_every", "track_tasks", "track_points",
+                                "chunk_size", "log_every", "bayes_chunk"), "sweep")
         if not 0 < self.threshold_frac < 1:
             raise ValueError(f"sweep.threshold_frac must be in (0, 1), got {self.threshold_frac}")
         if self.track_tasks > self.pool_size:
