@@ -135,7 +135,7 @@ def run(cfg: Config, ctx) -> dict:
     result = fit(ensemble_step(member_step), state, cfg.steps, ctx=ctx, hooks=[evals, tracker],
                  step_args=(members.hparams, pool), chunk_size=cfg.chunk_size,
                  checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every, desc="toy_regression",
-                 nonfinite="continue" if cfg.lrs else "raise")  # in a sweep a diverging lr is a result
+                 on_divergence="continue" if cfg.lrs else "raise")  # in a sweep a diverging lr is a result
 
     # --- numbers and figures -----------------------------------------------------------------
     hist = result.history

@@ -191,6 +191,7 @@ def run(cfg: Config, ctx) -> dict:
     headline.update({f"pool_entropy[{n}]": mean(e) for n, e in zip(names, ent)})
     headline.update({f"pool_test_loss_rel[{n}]": mean(t) for n, t in zip(names, test)})
     headline["pool_hard_fraction"] = float(hard.mean())
+    headline["diverged_members"] = int(gd.diverged.sum() + sam.diverged.sum())
     g_last = gamma_star[-1]
     return {
         "headline": headline,

@@ -85,7 +85,8 @@ def run(cfg: Config, ctx) -> dict:
                                  "entropy_mean": float(np.nanmean(g.entropy[s, p])) if np.isfinite(g.entropy[s, p]).any() else float("nan"),
                                  "entropy_gain_mean": float(np.mean(gain[both])) if both.any() else float("nan"),
                                  "sam_higher_frac": float(np.mean(gain[both] > 0)) if both.any() else float("nan"),
-                                 "all_learned_frac": float(all_learned[s, p].mean())})
+                                 "all_learned_frac": float(all_learned[s, p].mean()),
+                                 "diverged": int(g.diverged[s, p].sum())})
 
     def theorem(init, norm, inside=True):
         sel = [r for r in rows if r["init"] == init and r["norm"] == norm and r["rho"] > 0
@@ -119,7 +120,7 @@ def run(cfg: Config, ctx) -> dict:
     headline = {"theorem_holds_frac_ansatz_global": theorem("ansatz", "global") if ("ansatz", "global") in grids else None,
                 "theorem_holds_frac_random_global": theorem("random", "global") if ("random", "global") in grids else None,
                 "theorem_holds_frac_ansatz_per_head": theorem("ansatz", "per_head") if ("ansatz", "per_head") in grids else None,
-                "rho_max": float(rho_max)}
+                "rho_max": float(rho_max), "diverged_members": sum(r["diverged"] for r in rows)}
     for norm in cfg.norms:
         big = [r for r in rows if r["rho"] >= rho_max and r["norm"] == norm]
         headline[f"all_learned_frac_beyond_rho_max_{norm}"] = float(np.mean([r["all_learned_frac"] for r in big])) if big else None

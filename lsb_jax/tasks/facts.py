@@ -337,6 +337,7 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
         return jax.vmap(one)(state.params, hp, state.step)
 
     hist_parts = []
+    diverged_M = np.full(m, -1, np.int64)   # first divergent step (DivergenceGuard), -1: none
     for g, group in enumerate(groups):
         idx_G, gm = group_members(members, group)
         gctx = ctx if len(groups) == 1 or ctx is None else ctx.child(f"group{g}")
@@ -355,8 +356,9 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
         result = fit(ensemble_step(member_step), ensemble_init(member_init, gm), cfg.steps, ctx=gctx, hooks=[hook],
                      step_args=(gm.hparams, phi_XxSxR), chunk_size=cfg.chunk_size,
                      checkpoint_every=cfg.checkpoint_every or None, log_every=cfg.log_every,
-                     desc=f"facts {lever} g{g}", nonfinite="continue")
+                     desc=f"facts {lever} g{g}", on_divergence="continue")
         hist_parts.append((idx_G, result.history))
+        diverged_M[idx_G] = result.diverged_at
 
     steps_E = np.asarray(hist_parts[0][1]["test_acc_step"])
     curves = {n: np.full((len(steps_E), m), np.nan) for n in ("test_acc", "train_acc", "answer_loss")}
@@ -364,7 +366,9 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
         for n in curves:
             curves[n][:, idx_G] = np.asarray(hist[n]).reshape(len(steps_E), len(idx_G))
     res = summarize(cfg, steps_E, curves, members, arm_names, baseline_arm, chance_X)
-    res["per_arm"] = {name: {**{k: arms[a][k] for k in ("k", "alpha", "curriculum")}, **row}
+    arm_M = np.asarray([lab["arm"] for lab in members.labels])
+    res["per_arm"] = {name: {**{k: arms[a][k] for k in ("k", "alpha", "curriculum")}, **row,
+                             "diverged": int((diverged_M[arm_M == a] >= 0).sum())}
                       for a, (name, row) in enumerate(res["per_arm"].items())}
     res["program_groups"] = [{"arms": [arm_names[a] for a in gr.arms], "batch_size": gr.batch_size,
                               "traced": list(gr.traced)} for gr in groups]

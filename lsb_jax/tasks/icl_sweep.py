@@ -413,6 +413,7 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
     hist_parts, final_params = [], [None] * m
     traj_MxNxK = np.full((m, cfg.track_tasks, len(steps_K)), np.nan, np.float32)
     batch_M = np.zeros(m, np.int64)
+    diverged_M = np.full(m, -1, np.int64)   # first divergent step (DivergenceGuard), -1: none
     for g, group in enumerate(groups):
         idx_G, gm = group_members(members, group)
         gctx = ctx if len(groups) == 1 else ctx.child(f"group{g}")
@@ -434,8 +435,9 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
         result = fit(ensemble_step(member_step), state, cfg.steps, ctx=gctx, hooks=hooks,
                      step_args=(gm.hparams, pools, v_D), chunk_size=cfg.chunk_size,
                      checkpoint_every=cfg.checkpoint_every or None, log_every=cfg.log_every,
-                     desc=gctx.dir.name, nonfinite="continue")
+                     desc=gctx.dir.name, on_divergence="continue")
         hist_parts.append((idx_G, result.history))
+        diverged_M[idx_G] = result.diverged_at
         traj_MxNxK[idx_G] = store.losses
         for j, i in enumerate(idx_G):
             final_params[i] = jax.tree.map(lambda x, j=j: x[j], result.state.params)
@@ -475,6 +477,7 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
             "steps_to_threshold_mean": r_mean, "steps_to_threshold_std": r_std,
             "datapoints_to_threshold_mean": r_mean * b,
             "reached": int(np.isfinite(reach_M[cols]).sum()), "seeds": int(cols.sum()),
+            "diverged": int((diverged_M[cols] >= 0).sum()),
             "speedup_vs_baseline": (base_reach / r_mean) if np.isfinite(r_mean) and np.isfinite(base_reach) else math.nan,
             "final_test_loss_mean": analysis.mean_std(loss_ExM[-1, cols])[0],
             "final_test_loss_std": analysis.mean_std(loss_ExM[-1, cols])[1],

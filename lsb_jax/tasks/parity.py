@@ -251,7 +251,7 @@ def train_arm(cfg: ParityConfig, arm: Arm, ctx=None, desc: str = "parity"):
     hook = EvalHook(lambda s, x, y: {"test_" + k: v for k, v in metrics(s.params, x, y).items()},
                     every=cfg.eval_every, args=(x_test, y_test))
     return fit(jax.vmap(step), state, cfg.steps, ctx=ctx, hooks=[hook], chunk_size=cfg.chunk_size,
-               checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every, desc=desc, nonfinite="continue")
+               checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every, desc=desc, on_divergence="continue")
 
 
 def summarize_arm(cfg: ParityConfig, hist: dict) -> dict:
@@ -279,8 +279,9 @@ def run_sweep(cfg: ParityConfig, ctx, arms: Sequence[Arm], title: str) -> dict:
     per_arm, curves = {}, {}
     fig, (ax0, ax1) = plots.figure(2)
     for arm in arms:
-        hist = train_arm(cfg, arm, ctx.child(arm.name) if ctx is not None else None, desc=f"parity {arm.name}").history
-        per_arm[arm.name] = summarize_arm(cfg, hist)
+        result = train_arm(cfg, arm, ctx.child(arm.name) if ctx is not None else None, desc=f"parity {arm.name}")
+        hist = result.history
+        per_arm[arm.name] = summarize_arm(cfg, hist) | {"diverged": result.num_diverged}
         curves[arm.name] = {"step": [int(s) for s in hist["test_acc_step"]],
                             "test_acc_mean": [float(v) for v in np.mean(hist["test_acc"], axis=1)]}
         plots.band(ax0, hist["test_acc_step"], hist["test_acc"], label=arm.name)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lsb_jax.theory import dynamics, learning_times, mlsa
+from lsb_jax.train.guard import trajectory_divergence
 
 
 class Grid(NamedTuple):
@@ -27,7 +28,7 @@ class Grid(NamedTuple):
     targets: np.ndarray    # [S, D] m*_i
     times: np.ndarray      # [S, P, n, D]
     entropy: np.ndarray    # [S, P, n]
-    diverged: np.ndarray   # [S, P, n] bool (non-finite loss at some recorded step)
+    diverged: np.ndarray   # [S, P, n] bool (a recorded loss diverged: `train.guard.trajectory_divergence`)
     params: dict           # final parameters, leaves [S, P, n, ...]
 
 
@@ -59,7 +60,7 @@ def sweep(specs: Sequence[mlsa.Spectrum], *, rhos: Sequence[float], seeds: int, 
     loss = np.asarray(out.loss, np.float64)
     targets = np.asarray(jax.vmap(mlsa.optimal_features)(stacked), np.float64)
     times = learning_times.crossing_times(np.asarray(out.steps[0, 0, 0]), feats, targets[:, None, None, :], fraction)
-    diverged = ~np.isfinite(loss).all(-1)
+    diverged = trajectory_divergence(loss)   # NaN/inf, or a loss 1000x its start (train.DivergenceGuard)
     times[diverged] = np.nan
     return Grid(np.asarray(out.steps[0, 0, 0]), feats, loss, targets, times, learning_times.entropy(times), diverged,
                 out.params)

@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 
 from lsb_jax.analysis import history_from_rows
 from lsb_jax.train.checkpoint import Checkpointer
+from lsb_jax.train.guard import DivergenceGuard, LossExplodedError, NonFiniteLossError, TrainingDiverged
 
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN/inf loss; raised with the step and the last good checkpoint."""
+__all__ = ["DivergenceGuard", "EvalHook", "FitResult", "Hook", "LossExplodedError", "NonFiniteLossError",
+           "TrainingDiverged", "fit", "segment_boundaries"]
 
 
 class Hook:
@@ -87,6 +87,11 @@ class FitResult:
     state: Any
     history: dict[str, np.ndarray]   # name -> [rows, ...] and name_step -> [rows]
     resumed_from: int | None = None
+    diverged_at: np.ndarray | None = None   # [M] first divergent step per member (-1: none); see `on_divergence`
+
+    @property
+    def num_diverged(self) -> int:
+        return 0 if self.diverged_at is None else int((np.asarray(self.diverged_at) >= 0).sum())
 
 
 def _host_step(state) -> int:
@@ -145,16 +150,20 @@ def _build_program(step_fn: Callable, chunk: int, host: bool, metric_shapes):
     return jax.jit(run, donate_argnums=0)
 
 
-def _first_bad(loss_LxM: np.ndarray, params_finite: bool) -> tuple[int, str | None]:
-    """(steps of the segment to keep, reason to stop or None): the first non-finite loss, else
-    non-finite parameters after the segment's last update (its loss was computed before it)."""
-    bad_L = ~np.isfinite(loss_LxM).all(axis=1)
-    if bad_L.any():
-        i = int(np.argmax(bad_L))
-        return i, "loss became " + ("NaN" if np.isnan(loss_LxM[i]).any() else "inf") + " at"
+def _first_bad(first_M: np.ndarray, reasons: list, params_finite: bool, length: int, start: int
+               ) -> tuple[int, str | None, type | None]:
+    """(steps of the segment to keep, why training stops or None, the error type): the first
+    divergent loss of any member (`DivergenceGuard.scan`), else non-finite parameters after the
+    segment's last update (its loss was computed before it)."""
+    if (first_M >= 0).any():
+        m = int(np.argmin(np.where(first_M >= 0, first_M, length)))
+        i = int(first_M[m])
+        member = f" (member {m})" if len(first_M) > 1 else ""
+        kind = NonFiniteLossError if reasons[m].startswith("loss became") else LossExplodedError
+        return i, f"{reasons[m]} at step {start + i + 1}{member}", kind
     if not params_finite:
-        return len(loss_LxM) - 1, "parameters became non-finite by"
-    return len(loss_LxM), None
+        return length - 1, f"parameters became non-finite by step {start + length}", NonFiniteLossError
+    return length, None, None
 
 
 def _copy_tree(tree):
@@ -163,7 +172,8 @@ def _copy_tree(tree):
 
 def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Sequence[Hook] = (),
         batches: Iterator | None = None, step_args: tuple = (), chunk_size: int = 100,
-        checkpoint_every: int | None = None, log_every: int = 1, nonfinite: str = "raise", desc: str = "train",
+        checkpoint_every: int | None = None, log_every: int = 1, on_divergence: str = "raise",
+        divergence: DivergenceGuard | None = DivergenceGuard(), desc: str = "train",
         checkpoint_dir=None, resume: bool | None = None, donate_state: bool = False,
         prepare_batches: Callable | None = None) -> FitResult:
     """Trains `state` for `num_steps` updates (in total, counting steps before a resume).
@@ -182,15 +192,21 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
       chunk_size: the most steps per compiled segment (1 = one dispatch per step).
       checkpoint_every: save every this many steps (and always at the end when checkpointing).
       log_every: write train metrics every this many steps (the NaN guard checks every step).
-      nonfinite: "raise" stops with NonFiniteLossError naming the step (a state that went bad is
-        never checkpointed); "continue" keeps going (for sweeps where divergence is data).
+      on_divergence: "raise" stops at the first divergent loss of any member (NaN/inf:
+        `NonFiniteLossError`; a finite loss above the guard's bound: `LossExplodedError`), naming
+        the step and the newest checkpoint that verifies (a state that went bad is never
+        checkpointed); "continue" keeps going (sweeps where divergence is data) and records each
+        member's first divergent step in `FitResult.diverged_at`.
+      divergence: the rule for a finite loss that explodes (`DivergenceGuard`, on by default;
+        None: only NaN/inf count). Its per-member references are saved in every checkpoint.
       donate_state: False (default) copies `state` once so the caller's arrays survive (the
         segments donate their input); True skips the copy (saves memory for large models).
       prepare_batches: optional function applied to each segment's stacked host batches before
         the device call (e.g. `jax.device_put` with a sharding).
     """
-    if nonfinite not in ("raise", "continue"):
-        raise ValueError(f"nonfinite must be 'raise' or 'continue', got {nonfinite!r}")
+    if on_divergence not in ("raise", "continue"):
+        raise ValueError(f"on_divergence must be 'raise' or 'continue', got {on_divergence!r}")
+    guard = divergence if divergence is not None else DivergenceGuard(factor=math.inf)
     if chunk_size < 1 or log_every < 1:
         raise ValueError("chunk_size and log_every must be >= 1")
     if checkpoint_every is not None and checkpoint_every < 1:
@@ -214,21 +230,29 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
 
     # --- resume -------------------------------------------------------------------------------
     resumed_from = None
+    meta: dict = {}
     if resume and host and not (hasattr(batches, "get_state") and hasattr(batches, "set_state")):
         raise ValueError("cannot resume exactly: the data iterator has no get_state()/set_state()")
     if ckpt is not None and resume and ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(state)
+        state, meta = ckpt.restore(state)     # the newest intact checkpoint (corrupt ones moved aside)
         resumed_from = _host_step(state)
+        if metrics_writer is not None:        # first: a run whose metrics were lost must not go on
+            if "metrics" in meta:
+                metrics_writer.rewind(meta["metrics"], resumed_from)
+            else:                             # checkpoints of older versions
+                metrics_writer.truncate_after(resumed_from)
         saved = meta.get("hooks", {})
         for i, hook in enumerate(hooks):
             hook.load_state_dict(saved.get(f"{i}.{hook.name}", {}))
         if host:
             batches.set_state(meta["data"])
-    elif not donate_state:
-        state = _copy_tree(state)
-    if metrics_writer is not None and resume:
-        metrics_writer.truncate_after(resumed_from if resumed_from is not None else -1)
+    else:
+        if not donate_state:
+            state = _copy_tree(state)
+        if metrics_writer is not None and resume:
+            metrics_writer.truncate_after(-1)
     start = _host_step(state)
+    guard_state = None if not meta.get("guard") else meta["guard"]
 
     hook_steps = [h.fire_steps(num_steps) for h in hooks]
     ckpt_steps = set(range(checkpoint_every, num_steps + 1, checkpoint_every)) if (ckpt and checkpoint_every) else set()
@@ -238,8 +262,10 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
         meta = {"step": step, "hooks": {f"{i}.{h.name}": h.state_dict() for i, h in enumerate(hooks)}}
         if host and hasattr(batches, "get_state"):
             meta["data"] = batches.get_state()
+        if guard_state is not None:
+            meta["guard"] = DivergenceGuard.state_to_json(guard_state)
         if metrics_writer is not None:
-            metrics_writer.flush()
+            meta["metrics"] = metrics_writer.position()   # flushes: nothing logged before it can be lost
         ckpt.save(step, state, meta)
 
     def run_hooks(step: int) -> None:
@@ -281,20 +307,23 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
                 program = _segment_program(step_fn, chunk, host, shapes)
             state, metrics, params_finite = program(state, np.int32(length), step_args, xs)
             metrics = jax.tree.map(lambda m: np.asarray(m)[:length], jax.device_get(metrics))
-            loss = np.asarray(metrics.get("loss", np.zeros(length)))
-            stop_at, what = (_first_bad(loss.reshape(length, -1), bool(params_finite)) if nonfinite == "raise"
-                             else (length, None))
+            loss_LxM = np.asarray(metrics.get("loss", np.zeros(length))).reshape(length, -1)
+            if guard_state is None or not isinstance(guard_state.get("start"), np.ndarray):
+                guard_state = DivergenceGuard.state_from_json(guard_state or {}, loss_LxM.shape[1])
+            first_M, reasons, guard_state = guard.scan(loss_LxM, guard_state, first_step=current + 1)
+            stop_at, what, error = (_first_bad(first_M, reasons, bool(params_finite), length, current)
+                                    if on_divergence == "raise" else (length, None, None))
             for i in range(stop_at):
                 s = current + i + 1
                 if s % log_every == 0 or s == num_steps:
                     log(s, {k: np.asarray(v[i]) for k, v in metrics.items()})
             if what is not None:
-                last = ckpt.latest_step() if ckpt is not None else None
+                last = ckpt.newest_intact(state) if ckpt is not None else None
                 where = f"; last good checkpoint: step {last} in {ckpt.directory}" if last is not None else ""
-                raise NonFiniteLossError(f"{desc}: {what} step {current + stop_at + 1}; stopped{where}")
+                raise error(f"{desc}: {what}; stopped{where}")
             current = boundary
             bar.update(length)
-            bar.set_postfix(loss=f"{float(np.nanmean(loss[-1])):.4g}", refresh=False)
+            bar.set_postfix(loss=f"{float(np.nanmean(loss_LxM[-1])):.4g}", refresh=False)
             run_hooks(current)
             if current in ckpt_steps or (ckpt is not None and current == num_steps):
                 save(current)
@@ -306,4 +335,5 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
             metrics_writer.flush()
 
     history = metrics_writer.history() if metrics_writer is not None else history_from_rows(memory_rows)
-    return FitResult(state=state, history=history, resumed_from=resumed_from)
+    diverged_at = None if guard_state is None else np.asarray(guard_state["diverged_at"]).copy()
+    return FitResult(state=state, history=history, resumed_from=resumed_from, diverged_at=diverged_at)
