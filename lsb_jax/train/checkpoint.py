@@ -1,19 +1,118 @@
-"""Orbax checkpoints of the train state plus JSON metadata (hook, data-iterator and run state).
+"""Verified orbax checkpoints of the train state plus JSON metadata (hook, data-iterator and run state).
 
-One checkpoint = one step directory with two items: `state` (the TrainState pytree: params,
-optimizer state, step, PRNG key) and `meta` (JSON: hook states, host data-iterator state).
-Orbax writes into a temporary directory and renames it when complete, so a run killed while
-saving leaves the previous checkpoint as the latest valid one.
+One checkpoint = one step directory with three items: `state` (the TrainState pytree: params,
+optimizer state, step, PRNG key), `meta` (JSON: hook states, host data-iterator state, guard and
+metrics positions) and `checksums` (JSON: one checksum per state leaf and one of the meta item,
+computed from the values being saved). Orbax writes into a temporary directory and renames it
+when complete, so a run killed while saving leaves the previous checkpoint as the latest one.
+
+`restore` verifies what it read against the checksums: a checkpoint whose files are missing,
+truncated or unreadable, or whose values do not match (a flipped bit), is reported by step and
+item, moved aside to `<directory>-corrupt/<step>` (kept for inspection; out of the manager's
+way, so the step can be written again) and the newest intact checkpoint is used instead; with
+none intact `CheckpointCorrupt` names every problem. Checkpoints written before checksums
+existed restore unverified (with a warning).
+
+The leaf checksum is computed on the devices (works for sharded arrays on any number of hosts):
+the leaf's bits as uint32 words w_i, two sums mod 2^32 of w_i times odd position-dependent
+multipliers. Any single flipped bit changes both sums (2^k times an odd number is never 0 mod
+2^32), and summation order does not matter in modular arithmetic, so the value is the same on
+every backend and sharding.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath  # a dependency of orbax
+
+from lsb_jax import io
+from lsb_jax.errors import RunFailure
+
+
+class CheckpointCorrupt(RunFailure, RuntimeError):
+    """No intact checkpoint to restore (each problem named by step and item)."""
+
+
+class CheckpointWriteError(RunFailure, OSError):
+    """Saving a checkpoint failed (disk full, permissions); names the step and directory."""
+
+
+def _words(x: jax.Array) -> jax.Array:
+    """The leaf's bits as a flat uint32 vector (narrow dtypes widened, 64-bit ones split)."""
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    if jnp.iscomplexobj(x):
+        x = jnp.stack([jnp.real(x), jnp.imag(x)], -1)
+    if x.dtype == jnp.bool_:
+        x = x.astype(jnp.uint8)
+    size = x.dtype.itemsize
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}
+    if size in unsigned:
+        w = jax.lax.bitcast_convert_type(x, unsigned[size]).astype(jnp.uint32)
+    else:  # 8-byte dtypes (x64 mode) -> [..., 2] uint32
+        w = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    return w.reshape(-1)
+
+
+def _leaf_checksum(x: jax.Array) -> jax.Array:
+    w = _words(x)
+    i = jnp.arange(w.shape[0], dtype=jnp.uint32)
+    a = jnp.sum(w * (i * jnp.uint32(0x9E3779B1) | jnp.uint32(1)), dtype=jnp.uint32)
+    rotated = (w << jnp.uint32(13)) | (w >> jnp.uint32(19))
+    b = jnp.sum(rotated * ((i ^ jnp.uint32(0x5BD1E995)) * jnp.uint32(0x85EBCA77) | jnp.uint32(1)), dtype=jnp.uint32)
+    return jnp.stack([a, b])
+
+
+_checksum_tree = jax.jit(lambda tree: jax.tree.map(_leaf_checksum, tree))
+
+
+def _host(x) -> np.ndarray:
+    """A replicated (or single-device) array's value on this host, also when it spans other hosts."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(x.addressable_data(0))
+    return np.asarray(jax.device_get(x))
+
+
+def _dotted(path) -> str:
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return ".".join(parts)
+
+
+def tree_checksums(tree: Any) -> dict[str, str]:
+    """{dotted leaf path: 16 hex digits} of a pytree of arrays (see the module docstring)."""
+    leaves = [(_dotted(p), x) for p, x in jax.tree_util.tree_leaves_with_path(tree) if hasattr(x, "dtype")]
+    sums = _checksum_tree([jnp.asarray(x) if not isinstance(x, jax.Array) else x for _, x in leaves])
+    return {path: "".join(f"{int(v):08x}" for v in _host(s)) for (path, _), s in zip(leaves, sums)}
+
+
+def meta_checksum(meta: dict) -> str:
+    """sha256 of the meta item's canonical JSON (what JsonSave writes and JsonRestore returns)."""
+    canonical = json.loads(json.dumps(io.to_jsonable(meta)))
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    text = str(e).strip().splitlines()
+    text = text[0].split(" See full TensorStore details")[0] if text else ""
+    return f"{type(e).__name__}: {text[:limit]}" if text else type(e).__name__
 
 
 class Checkpointer:
@@ -23,26 +122,109 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                enable_async_checkpointing=async_save)
         self._mgr = ocp.CheckpointManager(self.directory, options=options)
+        self._async = async_save
+        self.problems: list[str] = []     # corrupt checkpoints found by restore (by step)
 
     def latest_step(self) -> int | None:
         return self._mgr.latest_step()
 
     def all_steps(self) -> list[int]:
-        return list(self._mgr.all_steps())
+        return sorted(self._mgr.all_steps())
 
     def save(self, step: int, state: Any, meta: dict | None = None) -> None:
-        self._mgr.save(int(step), args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {})))
+        meta = io.to_jsonable(meta or {})
+        sums = {"state": tree_checksums(state), "meta": meta_checksum(meta)}
+        try:
+            self._mgr.save(int(step), args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta), checksums=ocp.args.JsonSave(sums)))
+            if not self._async:
+                self._mgr.wait_until_finished()
+        except Exception as e:  # disk full, permissions, a remote store failing
+            raise CheckpointWriteError(f"writing checkpoint step {step} to {self.directory}: {_first_line(e)}") from e
+
+    def _step_dir(self, step: int):
+        return self.directory / str(int(step))
+
+    def _read(self, step: int, target: Any) -> tuple[Any, dict, str | None]:
+        """(state, meta, problem or None): one checkpoint read and checked against its checksums."""
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        verified = (self._step_dir(step) / "checksums").exists()
+        items = dict(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+        if verified:
+            items["checksums"] = ocp.args.JsonRestore()
+        try:
+            out = self._mgr.restore(step, args=ocp.args.Composite(**items))
+        except Exception as e:  # missing/truncated files, bad metadata, wrong structure
+            return None, {}, f"unreadable ({_first_line(e)})"
+        meta = dict(out.meta or {})
+        if not verified:
+            print(f"warning: checkpoint step {step} in {self.directory} has no checksums (written by an older "
+                  "version): restored unverified", file=sys.stderr)
+            return out.state, meta, None
+        sums = dict(out.checksums or {})
+        bad = [p for p, c in tree_checksums(out.state).items() if sums.get("state", {}).get(p) != c]
+        if bad:
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            return None, {}, f"checksum mismatch in state item {', '.join(bad[:3])}{more}"
+        if sums.get("meta") != meta_checksum(meta):
+            return None, {}, "checksum mismatch in the meta item"
+        return out.state, meta, None
+
+    def verify(self, step: int, target: Any) -> str | None:
+        """The problem of checkpoint `step` (None if intact), read into `target`'s structure."""
+        return self._read(step, target)[2]
+
+    def newest_intact(self, target: Any) -> int | None:
+        """The newest step that reads back and verifies (no side effects), or None."""
+        for step in reversed(self.all_steps()):
+            if self.verify(step, target) is None:
+                return step
+        return None
+
+    def _quarantine(self, step: int) -> Any:
+        """Moves a corrupt step directory to `<directory>-corrupt/<step>[-<time>]`."""
+        src = self._step_dir(step)
+        parent = self.directory.parent / f"{self.directory.name}-corrupt"
+        dst = parent / str(step)
+        if dst.exists():
+            dst = parent / f"{step}-{int(time.time())}"
+        if jax.process_index() == 0:       # one host moves it; every host then rescans
+            parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(src, Path):
+                shutil.move(str(src), str(dst))
+            else:
+                src.rename(dst)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices(f"lsb_quarantine_{step}")
+        self._mgr.reload()
+        return dst
 
     def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
-        """Restores into the structure, shapes, dtypes and shardings of `target`."""
-        step = self.latest_step() if step is None else step
-        if step is None:
+        """Restores into the structure, shapes, dtypes and shardings of `target`.
+
+        `step=None`: the newest intact checkpoint; corrupt newer ones are reported on stderr,
+        recorded in `problems` and moved aside. An explicit `step` must be intact.
+        """
+        steps = self.all_steps() if step is None else [int(step)]
+        if not steps:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        out = self._mgr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        return out.state, dict(out.meta or {})
+        found = []
+        for s in reversed(steps):
+            state, meta, problem = self._read(s, target)
+            if problem is None:
+                if found:
+                    print(f"resuming from checkpoint step {s}, the newest intact one in {self.directory}",
+                          file=sys.stderr)
+                return state, meta
+            found.append(f"step {s}: {problem}")
+            self.problems.append(found[-1])
+            if step is None:
+                moved = self._quarantine(s)
+                print(f"warning: checkpoint step {s} in {self.directory} is corrupt ({problem}); moved to {moved}",
+                      file=sys.stderr)
+        raise CheckpointCorrupt(f"no intact checkpoint in {self.directory} ({'; '.join(found)}): "
+                                "start over with --force")
 
     def wait(self) -> None:
         self._mgr.wait_until_finished()
