@@ -6,7 +6,10 @@
     lsb reproduce [--quick|--full] [--only PATTERN] [--force]
 
 Bad input (unknown experiment, unknown --set key, ill-typed value, an unfinished run in the
-way) prints one line `lsb: error: ...`, exits with code 2 and writes nothing.
+way, a run directory in use, an unreadable data file or model path) prints one line
+`lsb: error: ...`, exits with code 2 and writes nothing. A run that fails on an error the project
+names (divergence, corrupt checkpoints, run files inconsistent with them, a full disk) prints one
+line, is marked "failed" in its status.json and exits with code 1 (`lsb_jax.errors`).
 """
 
 from __future__ import annotations
@@ -23,9 +26,7 @@ from lsb_jax import io
 from lsb_jax import experiments as exp_lib
 from lsb_jax import report as report_lib
 from lsb_jax import runner
-from lsb_jax.train.loop import NonFiniteLossError
-
-USAGE_ERRORS = (exp_lib.UnknownExperiment, config_lib.ConfigError, runner.RunExists)
+from lsb_jax.errors import RunFailure, UsageError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -125,7 +126,10 @@ def cmd_reproduce(args) -> int:
             entry.update(status="complete", results=results, run_dir=str(run_dir))
         except Exception as e:  # keep going: the report shows what failed
             failed += 1
-            traceback.print_exc()
+            if isinstance(e, (UsageError, RunFailure, OSError)):
+                print(f"lsb: error: {error_line(e)}", file=sys.stderr)
+            else:
+                traceback.print_exc()
             entry.update(status="failed", error=f"{type(e).__name__}: {e}")
         entries.append(entry)
     order = {name: i for i, name in enumerate(everything)}
@@ -136,15 +140,23 @@ def cmd_reproduce(args) -> int:
     return 1 if failed else 0
 
 
+def error_line(e: BaseException) -> str:
+    """One line for an error the project names (OSErrors with their file)."""
+    if isinstance(e, OSError) and not isinstance(e, (UsageError, RunFailure)):
+        where = f"{e.filename}: " if e.filename else ""
+        return f"{where}{e.strerror or e}"
+    return " ".join(str(e).split("\n"))
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"list": cmd_list, "show": cmd_show, "run": cmd_run, "reproduce": cmd_reproduce}[args.command](args)
-    except USAGE_ERRORS as e:
-        print(f"lsb: error: {e}", file=sys.stderr)
+    except UsageError as e:
+        print(f"lsb: error: {error_line(e)}", file=sys.stderr)
         return 2
-    except NonFiniteLossError as e:
-        print(f"lsb: error: {e}", file=sys.stderr)
+    except (RunFailure, OSError) as e:
+        print(f"lsb: error: {error_line(e)}", file=sys.stderr)
         return 1
 
 

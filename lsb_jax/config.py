@@ -4,7 +4,8 @@ A config is a (possibly nested) frozen dataclass. Overrides address fields by do
 (`optim.lr=0.1`) and are parsed according to the field's annotation:
 
     bool            true/false/1/0/yes/no
-    int, float      Python literals (`1e-3`, `inf`); an int field rejects `1.5`
+    int, float      Python literals (`1e-3`); an int field rejects `1.5` and values outside
+                    int32 (step counts, sizes and seeds are int32 in JAX); floats must be finite
     str             taken verbatim
     Literal[...]    one of the listed values
     X | None        `none` or `null` gives None
@@ -24,8 +25,10 @@ import types
 import typing
 from typing import Any, Iterable, Literal, get_args, get_origin, get_type_hints
 
+from lsb_jax.errors import UsageError
 
-class ConfigError(ValueError):
+
+class ConfigError(UsageError, ValueError):
     """A config key or value the experiment does not accept."""
 
 
@@ -92,24 +95,7 @@ def coerce(value: Any, tp: Any) -> Any:
             return _parse_bool(value)
         raise ValueError("expected a bool")
     if tp is int:
-        if isinstance(value, bool):
-            raise ValueError("expected an int")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip().replace("_", ""))
-            except ValueError:
-                pass
-            try:
-                f = float(value)
-            except ValueError:
-                raise ValueError("expected an int") from None
-            if f.is_integer() and abs(f) < 2**63:
-                return int(f)
-        raise ValueError("expected an int")
+        return _in_int32(_parse_int(value))
     if tp is float:
         if isinstance(value, bool):
             raise ValueError("expected a float")
@@ -163,6 +149,37 @@ def coerce(value: Any, tp: Any) -> Any:
             raise ValueError(f"expected a JSON object for {tp.__name__}")
         return from_dict(tp, value)
     raise TypeError(f"unsupported config type {tp!r}")
+
+
+INT_RANGE = (-2**31, 2**31 - 1)   # config ints become step counts, sizes and seeds: JAX's int32
+
+
+def _parse_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an int")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip().replace("_", ""))
+        except ValueError:
+            pass
+        try:
+            f = float(value)
+        except ValueError:
+            raise ValueError("expected an int") from None
+        if math.isfinite(f) and f.is_integer():
+            return int(f)
+    raise ValueError("expected an int")
+
+
+def _in_int32(value: int) -> int:
+    lo, hi = INT_RANGE
+    if not lo <= value <= hi:
+        raise ValueError(f"expected an int in [{lo}, {hi}] (JAX's default int32)")
+    return value
 
 
 def _as_list(value: Any) -> list:

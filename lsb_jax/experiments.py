@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from lsb_jax.errors import UsageError
+
 EXPERIMENT_DIRS = ("theory", "synthetic", "llm")
 
 
@@ -37,6 +39,9 @@ class Experiment:
     description: str = ""
     source: str = ""                     # file it was declared in (set by the loader)
     order: int = 100                     # position in `lsb reproduce` and the report
+    # check(cfg) raises a UsageError for inputs the config's own validation cannot judge (model
+    # paths, data files); the runner calls it before anything is written or computed
+    check: Callable[[Any], None] | None = None
 
     def __post_init__(self):
         missing = {"quick", "full"} - set(self.configs)
@@ -44,7 +49,7 @@ class Experiment:
             raise ValueError(f"experiment '{self.name}' lacks configs {sorted(missing)}")
 
 
-class UnknownExperiment(KeyError):
+class UnknownExperiment(UsageError, KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
 

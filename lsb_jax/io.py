@@ -27,15 +27,47 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+            with open(tmp_path, "rb") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
+            os.replace(tmp_path, path)
+        except OSError as e:
+            raise named(e, path) from e
         _fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def named(error: OSError, path) -> OSError:
+    """The same OSError with `path` as its filename (a failed write to a temporary file, or to an
+    open file, otherwise names no file: "[Errno 28] No space left on device")."""
+    if error.filename is not None and Path(error.filename) == Path(path):
+        return error
+    out = type(error)(error.errno, error.strerror or str(error), str(path))
+    return out
+
+
+def open_append(path: str | os.PathLike):
+    """A binary append handle (for JSONL logs); OSErrors name the file."""
+    try:
+        return open(path, "ab")
+    except OSError as e:
+        raise named(e, path) from e
+
+
+def append(f, data: bytes, path: str | os.PathLike, sync: bool = False) -> None:
+    """Writes and flushes `data` to the handle (fsync with `sync`); OSErrors name `path`."""
+    try:
+        if data:
+            f.write(data)
+        f.flush()
+        if sync:
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise named(e, path) from e
 
 
 def _umask() -> int:
@@ -118,3 +150,15 @@ def flatten_tree(tree: Any) -> dict[str, np.ndarray]:
                 parts.append(str(k))
         out[".".join(parts)] = np.asarray(jax.device_get(leaf))
     return out
+
+
+def looks_local(text: str) -> bool:
+    """Whether a model/dataset name is a local path rather than a Hugging Face hub id ("name" or
+    "org/name"): it exists, starts like a path (/ . ~), has more than one "/", or its first
+    component is an existing local folder (so a typo in runs/x/model is reported as a missing
+    folder, never looked up on the hub)."""
+    text = str(text)
+    if Path(text).expanduser().exists() or text.startswith((".", "/", "~")):
+        return True
+    parts = text.split("/")
+    return len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir())

@@ -18,6 +18,20 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _validation_lines(validation: Any) -> list[str]:
+    """What the experiment's data readers kept and skipped (`llm.data.ValidationReport.to_json()`,
+    one or a list of them)."""
+    reports = validation if isinstance(validation, list) else [validation] if isinstance(validation, dict) else []
+    out = []
+    for r in reports:
+        if not isinstance(r, dict) or "read" not in r:
+            continue
+        skipped = ", ".join(f"{n} {why}" for why, n in (r.get("skipped") or {}).items())
+        out.append(f"- `{r.get('source', '?')}`: read {r['read']}, kept {r.get('kept', '?')}, "
+                   f"skipped {r.get('num_skipped', 0)}" + (f" ({skipped})" if skipped else ""))
+    return (["", "Data read:"] + out) if out else []
+
+
 def write_report(path: str | Path, entries: Sequence[dict], mode: str) -> Path:
     """entries: {"experiment", "reproduces", "run_dir", "status", "results", "error"} in order.
 
@@ -42,6 +56,7 @@ def write_report(path: str | Path, entries: Sequence[dict], mode: str) -> Path:
             lines += ["", f"**Failed:** `{e['error']}`"]
         if res.get("summary"):
             lines += ["", res["summary"]]
+        lines += _validation_lines(res.get("validation"))
         head = res.get("headline", {})
         if head:
             lines += ["", "| quantity | value |", "|---|---|"]

@@ -18,6 +18,8 @@ A run directory holds:
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import hashlib
 import json
 import math
 import os
@@ -34,12 +36,22 @@ from lsb_jax import analysis
 from lsb_jax import config as config_lib
 from lsb_jax import experiments as exp_lib
 from lsb_jax import io
+from lsb_jax.errors import ResumeMismatch, UsageError
 
 DEFAULT_RUNS = Path("runs")
 
 
-class RunExists(RuntimeError):
-    """An unfinished run is in the way and neither --resume nor --force was given."""
+MARKER = ".lsb-run"     # written first into every run directory: what --force may delete
+LOCK = ".lsb-lock"
+
+
+class RunExists(UsageError, RuntimeError):
+    """The run directory is in the way: an unfinished run (no --resume/--force), a folder that is
+    not a run, a file, or a directory that cannot be written."""
+
+
+class RunLocked(RunExists):
+    """Another process holds the run directory's lock."""
 
 
 class MetricsWriter:
@@ -47,6 +59,10 @@ class MetricsWriter:
 
     Values may be scalars or per-member vectors (vmapped seeds/hyperparameters): JSONL keeps the
     vector, TensorBoard gets its mean under `name` and each member under `name/m<i>` (up to 16).
+    `position()` (saved in every checkpoint) is the file's length and sha256; `rewind(position)`
+    on resume checks that the file still holds exactly those bytes and drops what follows, so a
+    deleted, truncated or edited metrics file stops the resume instead of silently shortening
+    the run's history.
     """
 
     def __init__(self, directory: Path, tensorboard: bool = True):
@@ -56,23 +72,60 @@ class MetricsWriter:
         self._tb = None
         self._file = None
         self._purge_step = None
+        self._hash = None       # sha256 of the file's bytes so far (set on first use)
+        self._size = 0
+
+    def _sync_hash(self) -> None:
+        if self._hash is None:
+            data = self.path.read_bytes() if self.path.exists() else b""
+            self._hash, self._size = hashlib.sha256(data), len(data)
 
     def truncate_after(self, step: int) -> None:
-        """On resume: drop rows logged after the checkpoint (and a torn last line) so none appear
-        twice; TensorBoard events after it are purged when the writer reopens."""
+        """On resume from a checkpoint without a metrics position (older versions): drop rows
+        logged after the checkpoint (and a torn last line) so none appear twice; TensorBoard
+        events after it are purged when the writer reopens."""
         self.close()
         rows = [r for r in self.read() if r.get("step", -1) <= step]
         io.write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+        self._hash, self._purge_step = None, step + 1
+
+    def position(self) -> dict:
+        """{"bytes", "sha256"} of everything written so far (flushed to disk first)."""
+        self.flush()
+        self._sync_hash()
+        return {"bytes": self._size, "sha256": self._hash.hexdigest()}
+
+    def rewind(self, position: dict, step: int) -> None:
+        """Back to `position` (recorded by the checkpoint of `step`); raises `ResumeMismatch` when
+        the file no longer starts with the bytes the checkpoint saw."""
+        self.close()
+        size, digest = int(position["bytes"]), position["sha256"]
+        data = self.path.read_bytes() if self.path.exists() else b""
+        if len(data) < size:
+            what = "is missing" if not self.path.exists() else f"has {len(data)} bytes"
+            raise ResumeMismatch(f"{self.path} {what}, but the checkpoint of step {step} recorded {size} bytes of "
+                                 "metrics (deleted or truncated): the run's history cannot be rebuilt; "
+                                 "start over with --force")
+        if hashlib.sha256(data[:size]).hexdigest() != digest:
+            raise ResumeMismatch(f"{self.path}: the rows logged before the checkpoint of step {step} were changed "
+                                 "(checksum mismatch): start over with --force")
+        if len(data) > size:
+            with io.atomic_path(self.path) as tmp:
+                tmp.write_bytes(data[:size])
+        self._hash, self._size = hashlib.sha256(data[:size]), size
         self._purge_step = step + 1
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         row = {"step": int(step)}
         row.update(io.to_jsonable(metrics))
+        line = (json.dumps(row) + "\n").encode("utf-8")
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
+            self._sync_hash()
+            self._file = io.open_append(self.path)
+        io.append(self._file, line, self.path)
+        self._hash.update(line)
+        self._size += len(line)
         if self._tensorboard:
             self._write_tb(step, metrics)
 
@@ -115,8 +168,7 @@ class MetricsWriter:
     def flush(self) -> None:
         """Called before each checkpoint, so nothing logged before it can be lost to a kill."""
         if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            io.append(self._file, b"", self.path, sync=True)
         if self._tb is not None:
             self._tb.flush()
 
@@ -217,12 +269,107 @@ def resolve(name: str, config_name: str = "quick", sets: Iterable[str] = (), roo
 
 def status_of(run_dir: Path) -> str | None:
     path = Path(run_dir) / "status.json"
-    if not path.exists():
+    if not path.is_file():
         return None
     try:
         return io.read_json(path).get("status")
-    except (json.JSONDecodeError, OSError):
+    except (json.JSONDecodeError, OSError, AttributeError, UnicodeDecodeError):
         return None
+
+
+def is_run_dir(run_dir: Path) -> bool:
+    """Whether `run_dir` carries this project's run marker (or is a run written before markers
+    existed: a config.json naming an experiment and config hash, next to a status.json)."""
+    run_dir = Path(run_dir)
+    if (run_dir / MARKER).is_file():
+        return True
+    try:
+        stored = io.read_json(run_dir / "config.json")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return (isinstance(stored, dict) and {"experiment", "config_hash", "config"} <= set(stored)
+            and (run_dir / "status.json").is_file())
+
+
+class RunLock:
+    """An exclusive lock on `<run_dir>/.lsb-lock`, held for a whole run.
+
+    `fcntl.flock` is released by the OS when its process dies, so the lock of a killed run is
+    stale by construction and the next run takes it over (saying whose it was). The file holds
+    the holder's PID and command; it is never deleted (deleting a lock file others may have
+    opened would let two processes hold "the" lock).
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+        self._fd = None
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text(encoding="utf-8").strip() or "unknown process"
+        except OSError:
+            return "unknown process"
+
+    def acquire(self) -> "RunLock":
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunExists(f"cannot write to the run directory {self.path.parent}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunLocked(f"{self.path.parent} is in use by {self.holder()}: wait for it to finish or choose "
+                            "another --out") from None
+        previous = os.read(fd, 4096).decode("utf-8", "replace").strip()
+        if previous:
+            print(f"taking over the stale lock of a run that ended without releasing it ({previous})",
+                  file=sys.stderr)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} ({' '.join(sys.argv)[:200]})".encode())
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                os.ftruncate(self._fd, 0)   # empty = released cleanly (not stale)
+            except OSError:
+                pass
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _clear(run_dir: Path) -> None:
+    """Deletes a run directory's contents except its lock (held by the caller)."""
+    for child in run_dir.iterdir():
+        if child.name == LOCK:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _write_status(run_dir: Path, status: dict) -> None:
+    """status.json, atomically; when even that fails (a full disk), overwritten in place (a few
+    hundred bytes into the blocks the file already has), so a failed run never says "running"."""
+    path = Path(run_dir) / "status.json"
+    try:
+        io.write_json(path, status)
+        return
+    except OSError:
+        if not path.is_file():
+            raise
+    data = (json.dumps(io.to_jsonable(status)) + "\n").encode()
+    with open(path, "r+b") as f:
+        f.write(data)
+        f.truncate(len(data))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def run_experiment(exp: exp_lib.Experiment, cfg: Any, config_name: str, *, out: str | Path | None = None,
@@ -232,37 +379,63 @@ def run_experiment(exp: exp_lib.Experiment, cfg: Any, config_name: str, *, out: 
 
     An existing complete run with the same resolved config is reused (use force to rerun);
     an unfinished one needs resume=True (continue from its last checkpoint) or force=True.
+    The run holds `RunLock` from its first check to its last write: a second run (or resume)
+    of the same directory is refused with the holder's PID. `force` deletes only directories
+    that carry the run marker. The experiment's `check(cfg)` runs before anything is written.
     """
     run_dir = Path(out) if out is not None else default_run_dir(Path(runs_root), exp.name, config_name, cfg)
-    status = status_of(run_dir)
+    if "://" in str(out or runs_root):
+        raise RunExists(f"run directories must be local paths, got {out or runs_root} (checkpoints inside a run "
+                        "may go to remote storage; see docs/tpu.md)")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunExists(f"--out {run_dir} is a file, not a directory")
+    if exp.check is not None:
+        exp.check(cfg)
+    if run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()) and not is_run_dir(run_dir):
+        raise RunExists(f"{run_dir} exists and is not a run directory (no {MARKER} marker): "
+                        f"{'--force deletes only run directories; ' if force else ''}choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunExists(f"cannot create the run directory {run_dir}: {e.strerror}") from None
+    lock = RunLock(run_dir).acquire()
+    try:
+        return _run_locked(exp, cfg, config_name, run_dir, resume=resume, force=force, progress=progress)
+    finally:
+        lock.release()
+
+
+def _run_locked(exp, cfg, config_name: str, run_dir: Path, *, resume: bool, force: bool, progress: bool):
     chash = config_lib.config_hash(cfg)
-    if run_dir.exists() and force:
-        if status is None and any(run_dir.iterdir()) and not (run_dir / "config.json").exists():
-            raise RunExists(f"--force would delete {run_dir}, which is not a run directory (no status.json)")
-        shutil.rmtree(run_dir)
-        status = None
-    elif status is not None:
+    if force and is_run_dir(run_dir):
+        _clear(run_dir)
+    status = status_of(run_dir)
+    if status is None and (run_dir / "status.json").exists():
+        status = "unreadable status.json"          # e.g. torn by a full disk: treated as unfinished
+    if status is not None:
         stored = _stored_identity(run_dir)
         if stored != (exp.name, chash):
             raise RunExists(f"{run_dir} holds a run of {stored[0]} with another config (hash {stored[1]}, "
                             f"this one {chash}): choose another --out or pass --force to replace it")
         if status == "complete":
-            print(f"{exp.name}: up to date in {run_dir} (use --force to rerun)", file=sys.stderr)
-            return run_dir, io.read_json(run_dir / "results.json")
+            if (run_dir / "results.json").is_file():
+                print(f"{exp.name}: up to date in {run_dir} (use --force to rerun)", file=sys.stderr)
+                return run_dir, io.read_json(run_dir / "results.json")
+            raise RunExists(f"{run_dir} says complete but has no results.json: pass --force to rerun")
         if not resume:
             raise RunExists(f"an unfinished run ({status}) exists in {run_dir}: pass --resume to continue it "
                             "or --force to start over")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise RunExists(f"{run_dir} exists and is not a run directory")
+    else:                                          # empty, or a run killed before it wrote its status
+        _clear(run_dir)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     if status is None:
+        io.write_json(run_dir / MARKER, {"project": "lsb_jax", "experiment": exp.name, "created": time.time()})
         io.write_json(run_dir / "config.json", {
             "experiment": exp.name, "reproduces": exp.reproduces, "config_name": config_name,
             "config_hash": chash, "config": config_lib.to_dict(cfg),
             "command": " ".join(sys.argv), "python": platform.python_version(), "versions": _versions(),
         })
-    io.write_json(run_dir / "status.json", {"status": "running", "started": time.time()})
+    _write_status(run_dir, {"status": "running", "started": time.time(), "pid": os.getpid()})
     ctx = RunContext(run_dir, cfg, config_name, resume=resume and status is not None, progress=progress)
     t0 = time.time()
     try:
@@ -273,11 +446,17 @@ def run_experiment(exp: exp_lib.Experiment, cfg: Any, config_name: str, *, out: 
         results["wall_seconds"] = round(time.time() - t0, 2)
         io.write_json(run_dir / "results.json", results)
     except BaseException as e:
-        io.write_json(run_dir / "status.json", {"status": "failed", "error": f"{type(e).__name__}: {e}"})
+        try:
+            _write_status(run_dir, {"status": "failed", "error": f"{type(e).__name__}: {e}"})
+        except OSError as status_error:  # nothing more can be written; the original error matters
+            print(f"warning: could not mark {run_dir} failed: {status_error}", file=sys.stderr)
         raise
     finally:
-        ctx.close()
-    io.write_json(run_dir / "status.json", {"status": "complete", "finished": time.time()})
+        try:
+            ctx.close()
+        except OSError:
+            pass
+    _write_status(run_dir, {"status": "complete", "finished": time.time()})
     return run_dir, io.read_json(run_dir / "results.json")
 
 
