@@ -71,7 +71,7 @@ from lsb_jax.llm.data import PromptTemplate, load_examples, read_validated
 from lsb_jax.llm.evaluate import comparison_table, evaluate_generation, model_generate_fn, to_jsonl
 from lsb_jax.llm.finetune import FinetuneConfig, steps_for_epochs
 from lsb_jax.llm.mathdata import GSM8K_TEST, MATHINSTRUCT, OfflineMathConfig, offline_specs, write_offline_math
-from lsb_jax.models.lm import load_pretrained, load_tokenizer
+from lsb_jax.models.lm import check_source, load_pretrained, load_tokenizer
 from lsb_jax.optim import OptimConfig
 
 SCRATCH = "scratch"
@@ -90,6 +90,10 @@ class Config:
     template: Literal["auto", "chat", "plain"] = "plain"
     max_length: int = 80                     # longer pool rows are skipped (and counted)
     heldout_max_length: int = 160            # longer test rows are left out of the held-out loss
+    # max_length is a length filter here: the offline generators write some rows longer than it, by
+    # design; more skipped rows than this fraction (of the pool, the held-out set or the
+    # pretraining corpus) fails the run; the counts are in results.json's "validation"
+    max_skip_fraction: float = 0.25
     tokenizer_vocab: int = 384
     target: str = SCRATCH                    # hub id / folder, or "scratch"
     target_model: pl.ScratchModel = pl.ScratchModel("qwen3", hidden_size=64, num_layers=2, num_heads=4,
@@ -124,6 +128,8 @@ class Config:
             raise ValueError("Config: a 'scratch' target needs the offline data (its tokenizer is trained on it)")
         if self.subset_size < 2 or self.batch_size < 1 or self.epochs <= 0 or self.num_evals < 1:
             raise ValueError("Config: subset_size >= 2, batch_size >= 1, epochs > 0 and num_evals >= 1")
+        if not 0 <= self.max_skip_fraction <= 1:
+            raise ValueError(f"Config.max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
         PromptTemplate(kind=self.template, prompt_format=self.prompt_format)   # validates
 
     def arm_names(self) -> list[str]:
@@ -131,6 +137,12 @@ class Config:
         for a in self.arms:
             out += [f"random_{s}" for s in self.random_seeds] if a == "random" else [a]
         return out
+
+
+def check(cfg: Config) -> None:
+    """Before anything is written: a target that is not built from scratch resolves."""
+    if cfg.target != SCRATCH:
+        check_source(cfg.target)
 
 
 def target_folder(cfg: Config, template, tokenizer, ctx) -> str:
@@ -142,7 +154,8 @@ def target_folder(cfg: Config, template, tokenizer, ctx) -> str:
         return str(folder)
     write_offline_math(ctx.dir / "data" / "pretrain", dataclasses.replace(cfg.offline, seed=cfg.offline.seed + 1))
     corpus_spec, _ = offline_specs(ctx.dir / "data" / "pretrain")
-    corpus, _ = load_examples(corpus_spec, tokenizer, template, max_length=cfg.max_length, on_error="skip")
+    corpus, _ = load_examples(corpus_spec, tokenizer, template, max_length=cfg.max_length, on_error="skip",
+                              max_skip_fraction=cfg.max_skip_fraction)
     model = sel.pretrain_scratch(cfg.target_model, tokenizer, corpus, cfg.pretrain, cfg.pretrain_steps,
                                  batch_size=cfg.batch_size, key=pl.key_for(cfg.seed, PRETRAIN_STREAM), seed=cfg.seed,
                                  ctx=ctx.child("pretrain"))
@@ -285,8 +298,10 @@ def run(cfg: Config, ctx) -> dict:
                                        cfg.tokenizer_vocab)
     folder = target_folder(cfg, template, tokenizer, ctx)
     tok = load_tokenizer(folder)
-    examples, report = load_examples(pool_spec, tok, template, max_length=cfg.max_length, on_error="skip")
-    heldout, _ = load_examples(test_spec, tok, template, max_length=cfg.heldout_max_length, on_error="skip")
+    examples, report = load_examples(pool_spec, tok, template, max_length=cfg.max_length, on_error="skip",
+                                     max_skip_fraction=cfg.max_skip_fraction)
+    heldout, heldout_report = load_examples(test_spec, tok, template, max_length=cfg.heldout_max_length,
+                                            on_error="skip", max_skip_fraction=cfg.max_skip_fraction)
     test_rows, _ = read_validated(test_spec)
     test = (test_spec, test_rows[:cfg.test_limit] if cfg.test_limit else test_rows)
     if cfg.subset_size > len(examples):
@@ -339,7 +354,8 @@ def run(cfg: Config, ctx) -> dict:
                + (f" Full pool: final held-out loss {arms['full']['heldout_loss'][-1]:.4f}." if "full" in arms else "")
                + " Generation accuracy: " + ", ".join(f"{r['arm']} {100 * r['accuracy']:.1f}%" for r in rows)
                + " (Wilson CIs in comparison.md).")
-    return {"headline": headline, "summary": summary, "table": rows, "arms": arms, "validation": report.to_json()}
+    return {"headline": headline, "summary": summary, "table": rows, "arms": arms,
+            "validation": [report.to_json(), heldout_report.to_json()]}
 
 
 FULL = Config(
@@ -348,7 +364,7 @@ FULL = Config(
     train=FinetuneConfig(optim=OptimConfig(name="adamw", lr=2e-5, schedule="warmup_cosine"), warmup_ratio=0.03,
                          accum_steps=4, compute_dtype="bfloat16"),
     batch_size=32, subset_size=10_000, epochs=3.0, random_seeds=(0, 1, 2), num_evals=10, score_batch=64,
-    eval_batch=64, max_new_tokens=512)
+    eval_batch=64, max_new_tokens=512, max_skip_fraction=0.05)
 
 EXPERIMENT = Experiment(
     name="sft_selection",
@@ -358,5 +374,6 @@ EXPERIMENT = Experiment(
     cost={"quick": "~3.5 min CPU (offline; 4.7 min wall measured on a loaded machine)",
           "full": "hours on one GPU/TPU (network; not measured)"},
     run=run,
+    check=check,
     order=75,
 )

@@ -71,7 +71,7 @@ from lsb_jax.llm.finetune import FinetuneConfig, finetune, steps_for_epochs
 from lsb_jax.llm.mathdata import GSM8K_TEST, MATH_TEST, MATHINSTRUCT, OfflineMathConfig, offline_specs, write_offline_math
 from lsb_jax.llm.scoring import ProxyConfig, arm_counts, jit_scorer, make_score_loss, proxy_trajectories
 from lsb_jax.llm.synthesis import SynthesisConfig, synthesize, variant_pairs
-from lsb_jax.models.lm import load_pretrained, load_tokenizer
+from lsb_jax.models.lm import check_source, load_pretrained, load_tokenizer
 from lsb_jax.optim import OptimConfig
 
 SCRATCH = "scratch"
@@ -107,6 +107,7 @@ class Config:
     prompt_format: str = "Question: {prompt}\nAnswer: "
     template: Literal["auto", "chat", "plain"] = "plain"
     max_length: int = 80                          # longer train rows are skipped (and counted)
+    max_skip_fraction: float = 0.01               # more skipped train/pretraining rows than this fails the run
     tokenizer_vocab: int = 384                    # scratch models: BPE trained on the train texts
     proxy: str = SCRATCH                          # hub id / folder, or "scratch"
     proxy_scratch: Scratch = Scratch(pl.ScratchModel("gpt_neox", hidden_size=32, num_layers=2, num_heads=4,
@@ -154,11 +155,21 @@ class Config:
             raise ValueError("Config: 'scratch' models need the offline data (their tokenizer is trained on it)")
         if self.factor < 1 or self.epochs <= 0 or not self.targets or self.max_new_tokens < 1:
             raise ValueError("Config: factor >= 1, epochs > 0, max_new_tokens >= 1 and at least one target")
+        if not 0 <= self.max_skip_fraction <= 1:
+            raise ValueError(f"Config.max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
         PromptTemplate(kind=self.template, prompt_format=self.prompt_format)   # validates
 
     @property
     def synth_arms(self) -> tuple[str, ...]:
         return tuple(a for a in self.arms if a in pl.SYNTH_ARMS)
+
+
+def check(cfg: Config) -> None:
+    """Before anything is written: every model that is not built from scratch resolves."""
+    models = [cfg.proxy, *cfg.targets] + ([cfg.synth_generator] if cfg.synth_arms else [])
+    for name in models:
+        if name != SCRATCH:
+            check_source(name)
 
 
 def datasets(cfg: Config, ctx):
@@ -262,7 +273,8 @@ def run(cfg: Config, ctx) -> dict:
         tokenizer = pl.train_tokenizer([cfg.prompt_format.replace("{prompt}", r.prompt) + r.response for r in rows],
                                        cfg.tokenizer_vocab)
     def pretrain_examples():
-        return load_examples(pretrain_spec, tokenizer, template, max_length=cfg.max_length, on_error="skip")[0]
+        return load_examples(pretrain_spec, tokenizer, template, max_length=cfg.max_length, on_error="skip",
+                             max_skip_fraction=cfg.max_skip_fraction)[0]
 
     def pair_examples():   # the scratch generator learns "example -> another example of its source"
         rows, _ = read_validated(pretrain_spec)
@@ -281,7 +293,7 @@ def run(cfg: Config, ctx) -> dict:
     # --- proxy: ~1/3 epoch, per-example losses at K checkpoints
     proxy_tok = load_tokenizer(folders["proxy"])
     proxy_examples, proxy_report = load_examples(train_spec, proxy_tok, template, max_length=cfg.max_length,
-                                                 on_error="skip")
+                                                 on_error="skip", max_skip_fraction=cfg.max_skip_fraction)
     pcfg = ProxyConfig(finetune=cfg.proxy_train, epoch_fraction=cfg.epoch_fraction,
                        num_checkpoints=cfg.num_checkpoints, score_batch_size=64, bucket=16)
     length = pl.batch_length(proxy_examples)
@@ -314,7 +326,8 @@ def run(cfg: Config, ctx) -> dict:
     for i, t in enumerate(cfg.targets):
         folder = folders[f"target{i}"]
         tok = load_tokenizer(folder)
-        examples, _ = load_examples(train_spec, tok, template, max_length=cfg.max_length, on_error="skip")
+        examples, _ = load_examples(train_spec, tok, template, max_length=cfg.max_length, on_error="skip",
+                                    max_skip_fraction=cfg.max_skip_fraction)
         tname = "scratch_target" if t == SCRATCH else t.split("/")[-1]
         tctx = ctx.child(tname)
         for arm in cfg.arms:
@@ -385,5 +398,6 @@ EXPERIMENT = Experiment(
     configs={"quick": Config(), "full": FULL},
     cost={"quick": "~3.2 min CPU, ~6 min wall on a loaded 2-core machine (offline)", "full": "hours per target on one GPU/TPU (network; not measured)"},
     run=run,
+    check=check,
     order=60,
 )

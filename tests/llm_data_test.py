@@ -94,8 +94,11 @@ def test_skip_mode_counts_bad_rows_and_numbers_the_rest(tok, tmp_path):
     path = write_jsonl(tmp_path / "train.jsonl", rows, raw)
     with open(path, "ab") as f:
         f.write(b"\n\n")  # blank lines are not rows
+    with pytest.raises(D.DataError, match=r"7 of 12 rows skipped \(.*\), more than max_skip_fraction=0.01"):
+        D.load_examples(D.DatasetSpec(str(path), **SPEC), tok, D.PromptTemplate(kind="plain"), max_length=128,
+                        on_error="skip")   # the default limit: bad rows never vanish into a count
     ex, report = D.load_examples(D.DatasetSpec(str(path), **SPEC), tok, D.PromptTemplate(kind="plain"),
-                                 max_length=128, on_error="skip")
+                                 max_length=128, on_error="skip", max_skip_fraction=0.6)
     assert report.read == 12 and report.kept == 5 == len(ex)
     assert report.skipped == {"invalid UTF-8": 1, "invalid JSON": 1, "missing field": 1, "wrong type": 1,
                               "empty response": 1, "too long": 1, "expected an object, got str": 1}

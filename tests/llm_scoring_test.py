@@ -164,7 +164,13 @@ def test_proxy_trajectories_resume_after_a_failure_mid_scoring(proxy, tmp_path):
     assert resumed.train.fit.resumed_from == 1
     # only the 4 missing rows of step 2 and the 12 of step 3 were scored after the resume
     assert calls == [(4, 4), (4, N), (8, N), (12, N)]
-    assert resumed.cost["score_rows"] == 2 * N + 4 + N    # cumulative: steps 0, 1 restored from the checkpoint
+    # the counters live in the store with the rows they count: the 8 rows of step 2 scored before the
+    # failure still count, so the totals and the logged per-step counts equal the uninterrupted run's
+    assert resumed.cost["score_rows"] == 4 * N == full.cost["score_rows"]
+    assert resumed.cost["score_tokens"] == full.cost["score_tokens"]
+    logged = dict(zip(resumed.train.fit.history["score_rows_step"], resumed.train.fit.history["score_rows"]))
+    assert logged == {2: N, 3: N}
+    assert resumed.train.tokens == full.train.tokens    # train tokens restored with the iterator state
     np.testing.assert_allclose(resumed.store.losses, full.store.losses, atol=1e-6, rtol=1e-6)
 
 

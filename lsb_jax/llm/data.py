@@ -34,21 +34,27 @@ step, so a resumed iterator continues identically. Lengths are padded up to a mu
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import jax
 import numpy as np
 
+from lsb_jax import io
 from lsb_jax.data.samplers import Draw, Mixture
+from lsb_jax.errors import UsageError
 
 ALPACA = ("Below is an instruction that describes a task. Write a response that appropriately "
           "completes the request.\n\n### Instruction:\n{prompt}\n\n### Response:\n")
-LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
+FORMATS = {".json": "json", ".jsonl": "jsonl", ".json.gz": "json", ".jsonl.gz": "jsonl", ".parquet": "parquet"}
+DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".arrow", ".gz", ".zip", ".zst", ".bz2", ".xz", ".ndjson")  # local-looking too
+MAX_SKIP_FRACTION = 0.01   # load_examples(on_error="skip") fails when more rows than this are dropped
 
 
-class DataError(ValueError):
+class DataError(UsageError, ValueError):
     """A bad row: names the file, the row (0-based; JSONL: also the 1-based line) and the field."""
 
     def __init__(self, file: str, row: int | None, field: str | None, reason: str, line: int | None = None):
@@ -68,8 +74,9 @@ class DataError(ValueError):
 class DatasetSpec:
     """Where rows come from and which fields they use.
 
-    path: a hub id (`datasets.load_dataset(path, config, split=split)`) or a local .json/.jsonl/
-    .parquet file. The prompt is `prompt_field` (plus `input_field` after a blank line when that
+    path: a hub id (`datasets.load_dataset(path, config, split=split)`) or a local .json/.jsonl
+    (optionally gzipped: .json.gz/.jsonl.gz) or .parquet file; suffixes in any case, a UTF-8 BOM
+    is ignored. A path that looks local (see `is_local`) is never sent to the hub. The prompt is `prompt_field` (plus `input_field` after a blank line when that
     is given and non-empty, as Alpaca-style sets store extra context); the response (train) or
     the reference solution (test) is `response_field`. `answer_format` says how evaluation reads
     the gold answer from the response: "gsm8k" (after "####"), "boxed" (last \\boxed{}),
@@ -139,8 +146,23 @@ class RawRow:
     value: Any
 
 
+def file_format(path: str | Path) -> str | None:
+    """"json" / "jsonl" / "parquet" from the (case-insensitive, possibly .gz) suffix, else None."""
+    name = Path(path).name.lower()
+    for suffix in sorted(FORMATS, key=len, reverse=True):
+        if name.endswith(suffix):
+            return FORMATS[suffix]
+    return None
+
+
 def is_local(path: str) -> bool:
-    return Path(path).suffix in LOCAL_SUFFIXES or Path(path).exists()
+    """A local file, not a hub id: it has a data-file suffix or `io.looks_local` (a typo in
+    data/trian.jsonl is reported as a missing file, never looked up on the hub)."""
+    return bool(file_format(path)) or Path(path).name.lower().endswith(DATA_SUFFIXES) or io.looks_local(path)
+
+
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
 
 def _decode(raw: bytes) -> str:
@@ -151,7 +173,7 @@ def _decode(raw: bytes) -> str:
 
 def read_rows(spec: DatasetSpec) -> Iterator[RawRow]:
     """The source's records in order (local files read here, hub datasets through `datasets`)."""
-    path, label = Path(spec.path), spec.label
+    path, label = Path(spec.path).expanduser(), spec.label
     if not is_local(spec.path):
         import datasets  # noqa: PLC0415 (heavy; only for hub sources)
 
@@ -159,34 +181,76 @@ def read_rows(spec: DatasetSpec) -> Iterator[RawRow]:
         for i, value in enumerate(ds):
             yield RawRow(i, None, value)
         return
-    if not path.exists():
-        raise FileNotFoundError(f"{label}: no such file")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq  # noqa: PLC0415
+    check_local_file(spec)
+    fmt = file_format(path)
+    try:
+        if fmt == "parquet":
+            yield from _parquet_rows(path, label)
+        elif fmt == "jsonl":
+            yield from _jsonl_rows(path, label)
+        else:
+            yield from _json_rows(path, label)
+    except (OSError, EOFError, zlib.error) as e:   # e.g. a truncated .gz
+        raise DataError(label, None, None, f"unreadable ({type(e).__name__}: {e})") from None
 
-        for i, value in enumerate(pq.read_table(path).to_pylist()):
-            yield RawRow(i, None, value)
-    elif path.suffix == ".jsonl":
-        row = 0
-        with open(path, "rb") as f:
-            for line_no, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    value = json.loads(_decode(raw))
-                except json.JSONDecodeError as e:
-                    value = DataError(label, row, None, f"invalid JSON ({e.msg} at column {e.colno})", line_no)
-                yield RawRow(row, line_no, value)
-                row += 1
-    else:  # .json: a list of objects
-        try:
-            values = json.loads(_decode(path.read_bytes()))
-        except json.JSONDecodeError as e:
-            raise DataError(label, None, None, f"invalid JSON ({e.msg} at line {e.lineno})") from None
-        if not isinstance(values, list):
-            raise DataError(label, None, None, f"a .json file must hold a list of objects, got {type(values).__name__}")
-        for i, value in enumerate(values):
-            yield RawRow(i, None, value)
+
+def check_local_file(spec: DatasetSpec) -> None:
+    """A `DataError` unless the spec's local path is a readable file of a known format (checked
+    before any compute: a missing file, a folder, an unknown suffix)."""
+    path, label = Path(spec.path).expanduser(), spec.label
+    if not path.exists():
+        raise DataError(label, None, None, "no such file")
+    if path.is_dir():
+        raise DataError(label, None, None, f"is a folder; expected a file ({', '.join(FORMATS)})")
+    if file_format(path) is None:
+        raise DataError(label, None, None, f"unknown file type (expected one of {', '.join(FORMATS)}, any case)")
+
+
+def _strip_bom(text: str) -> str:
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _parquet_rows(path: Path, label: str) -> Iterator[RawRow]:
+    import pyarrow  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    try:
+        table = pq.read_table(path)
+    except (pyarrow.ArrowException, OSError) as e:
+        raise DataError(label, None, None, f"not a readable parquet file ({type(e).__name__}: {e})") from None
+    for i, value in enumerate(table.to_pylist()):
+        yield RawRow(i, None, value)
+
+
+def _jsonl_rows(path: Path, label: str) -> Iterator[RawRow]:
+    row = 0
+    with _open_binary(path) as f:
+        for line_no, raw in enumerate(f, start=1):
+            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
+                continue
+            try:
+                value = json.loads(_decode(raw))
+            except json.JSONDecodeError as e:
+                value = DataError(label, row, None, f"invalid JSON ({e.msg} at column {e.colno})", line_no)
+            yield RawRow(row, line_no, value)
+            row += 1
+
+
+def _json_rows(path: Path, label: str) -> Iterator[RawRow]:
+    """A .json file: a list of objects."""
+    with _open_binary(path) as f:
+        text = _strip_bom(_decode(f.read()))
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as e:
+        hint = " (one object per line? name the file .jsonl)" if e.msg == "Extra data" else ""
+        raise DataError(label, None, None, f"invalid JSON ({e.msg} at line {e.lineno}){hint}") from None
+    if not isinstance(values, list):
+        raise DataError(label, None, None, f"a .json file must hold a list of objects, got {type(values).__name__}")
+    for i, value in enumerate(values):
+        yield RawRow(i, None, value)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -305,6 +369,8 @@ def read_validated(spec: DatasetSpec, *, on_error: Literal["raise", "skip"] = "r
                 raise
             report.skip(e)
     report.kept = len(rows)
+    if report.read == 0:
+        raise DataError(spec.label, None, None, "no rows")
     return rows, report
 
 
@@ -430,13 +496,31 @@ def tokenize_rows(rows: Sequence[Row], tokenizer, template: PromptTemplate, *, m
         domain_names=names, rows=tuple(kept))
 
 
+def check_skipped(report: ValidationReport, max_skip_fraction: float | None, what: str = "") -> None:
+    """A `DataError` when more than `max_skip_fraction` of the rows read were skipped (None: any
+    number may be), naming the reasons and the first skipped row."""
+    if report.read == 0:
+        raise DataError(report.source, None, None, "no rows")
+    if max_skip_fraction is None or report.num_skipped <= max_skip_fraction * report.read:
+        return
+    reasons = ", ".join(f"{n} {r}" for r, n in sorted(report.skipped.items(), key=lambda x: -x[1]))
+    first = f"; first: {report.errors[0]}" if report.errors else ""
+    raise DataError(report.source, None, None,
+                    f"{report.num_skipped} of {report.read} rows skipped ({reasons}), more than "
+                    f"max_skip_fraction={max_skip_fraction:g}{what}{first}")
+
+
 def load_examples(spec: DatasetSpec, tokenizer, template: PromptTemplate = PromptTemplate(), *,
                   max_length: int = 512, on_error: Literal["raise", "skip"] = "raise",
-                  max_chars: int | None = None) -> tuple[Examples, ValidationReport]:
-    """Read, validate and tokenize a source: (examples numbered 0..N-1, report)."""
+                  max_chars: int | None = None, max_skip_fraction: float | None = MAX_SKIP_FRACTION
+                  ) -> tuple[Examples, ValidationReport]:
+    """Read, validate and tokenize a source: (examples numbered 0..N-1, report). With
+    `on_error="skip"` bad rows are dropped and counted, and more than `max_skip_fraction` of
+    them (None: no limit) is a `DataError`."""
     rows, report = read_validated(spec, on_error=on_error, max_chars=max_chars)
     examples = tokenize_rows(rows, tokenizer, template, max_length=max_length, on_error=on_error,
                              report=report, spec=spec)
+    check_skipped(report, max_skip_fraction, f" (max_length={max_length})" if "too long" in report.skipped else "")
     if len(examples) == 0:
         raise DataError(spec.label, None, None, f"no valid rows (read {report.read}, skipped {report.skipped})")
     return examples, report

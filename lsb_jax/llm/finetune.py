@@ -38,6 +38,7 @@ import dataclasses
 import math
 import os
 import time
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import jax
@@ -294,7 +295,7 @@ def stacked_batch_put(mesh: Mesh | None) -> Callable[[dict], dict]:
 class FinetuneResult:
     split: Split
     fit: FitResult
-    tokens: int            # target tokens (loss_mask) seen, over all steps of this call
+    tokens: int            # target tokens (loss_mask) seen, over all steps (also those before a resume)
     seconds: float
 
     @property
@@ -339,10 +340,15 @@ class HostBatches:
         return batch
 
     def get_state(self) -> dict:
-        return self._it.get_state()
+        # the token count travels with the iterator position it describes (restored on resume)
+        return {"iterator": self._it.get_state(), "tokens": self.tokens}
 
     def set_state(self, state) -> None:
-        self._it.set_state(state)
+        if isinstance(state, dict) and set(state) == {"iterator", "tokens"}:
+            self._it.set_state(state["iterator"])
+            self.tokens = int(state["tokens"])
+        else:   # checkpoints of older versions: the iterator's state alone
+            self._it.set_state(state)
 
 
 def finetune(model: Decoder, batches: Iterator[dict], cfg: FinetuneConfig, num_steps: int, *,
@@ -356,7 +362,7 @@ def finetune(model: Decoder, batches: Iterator[dict], cfg: FinetuneConfig, num_s
 def finetune_split(split: Split, params, batches: Iterator[dict], cfg: FinetuneConfig, num_steps: int, *, ctx=None,
                    mesh: Mesh | None = None, hooks: Sequence[Hook] = (), checkpoint_every: int | None = None,
                    checkpoint_dir=None, resume: bool | None = None, chunk_size: int = 10, log_every: int = 1,
-                   pad_length: int | None = None, desc: str = "finetune") -> FinetuneResult:
+                   pad_length: int | None = None, desc: str | None = None) -> FinetuneResult:
     """Trains the `params` of a prepared model for `num_steps` steps on the shared `fit` loop.
 
     `batches` yields host batches (dicts of [B, ...] numpy arrays); for an exact resume it needs
@@ -367,6 +373,8 @@ def finetune_split(split: Split, params, batches: Iterator[dict], cfg: FinetuneC
     or `checkpoint_dir`; with `resume` (default: `ctx.resume`) the latest one is restored and
     training continues to a bit-identical end. Hooks see `state.params` (the trainable part).
     """
+    if desc is None:   # progress bars and errors name the phase: the run folder (e.g. pretrain_proxy, an arm)
+        desc = Path(ctx.dir).name if ctx is not None else "finetune"
     optimizer = cfg.optimizer(num_steps)
     state = init_state(params, optimizer, cfg.seed)
     step = make_finetune_step(split.graphdef, cfg, optimizer)

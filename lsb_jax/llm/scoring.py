@@ -125,7 +125,7 @@ def score_into(store: TrajectoryStore, step: int, score: Callable, args: tuple, 
         raise ValueError(f"the pool has {pool_size(pool)} examples but the store expects {store.num_examples}")
     missing = store.missing_rows(step)
     missing = missing[np.argsort(pool_lengths(pool)[missing], kind="stable")]
-    cost = ScoreCost()
+    cost, done_cost = ScoreCost(), ScoreCost()
     t0 = time.perf_counter()
     block = max(batch_size, rows_per_save // batch_size * batch_size)
     for start in range(0, len(missing), block):
@@ -141,9 +141,14 @@ def score_into(store: TrajectoryStore, step: int, score: Callable, args: tuple, 
                 else batch["tokens"][:len(idx)].size
             cost.padded_tokens += batch["tokens"].size
         store.write(step, np.concatenate(losses), rows=rows, save=False)
+        cost.rows += len(rows)
+        block_cost = ScoreCost(rows=len(rows), tokens=cost.tokens - done_cost.tokens,
+                               padded_tokens=cost.padded_tokens - done_cost.padded_tokens,
+                               seconds=time.perf_counter() - t0 - done_cost.seconds)
+        store.add_stats(step, **block_cost.to_metrics())   # saved with the rows it describes
+        done_cost.add(block_cost)
         if jax.process_index() == 0:
             store.save()
-        cost.rows += len(rows)
         if on_block is not None:
             on_block(start + len(rows), len(missing))
     cost.seconds = time.perf_counter() - t0
@@ -159,21 +164,29 @@ class ScoringHook(Hook):
     def __init__(self, store: TrajectoryStore, score: Callable, pool: Pool, args: tuple = (), **score_kw):
         super().__init__(at=store.steps)
         self.store, self.score, self.pool, self.args, self.score_kw = store, score, pool, tuple(args), score_kw
-        self.cost = ScoreCost()
+
+    @property
+    def cost(self) -> ScoreCost:
+        """The scoring cost of every column so far (from the store: a resumed run counts the rows
+        scored before the kill too)."""
+        stats = self.store.stats
+        return ScoreCost(**{f.name: (type(getattr(ScoreCost(), f.name)))(stats[f"score_{f.name}"].sum())
+                            for f in dataclasses.fields(ScoreCost) if f"score_{f.name}" in stats})
 
     def __call__(self, state, step):
-        cost = score_into(self.store, step, self.score, (state.params, *self.args), self.pool, **self.score_kw)
-        self.cost.add(cost)
+        score_into(self.store, step, self.score, (state.params, *self.args), self.pool, **self.score_kw)
         losses = self.store.losses[..., self.store.column(step)]
-        return {"pool_loss": float(np.mean(losses)), **cost.to_metrics()}
+        column = self.store.column_stats(step)
+        counts = {k: (int(v) if not k.endswith("seconds") else v) for k, v in column.items()}
+        return {"pool_loss": float(np.mean(losses)), **counts}
 
     def state_dict(self) -> dict:
-        return dataclasses.asdict(self.cost)
+        return {"store": self.store.snapshot()}
 
     def load_state_dict(self, d: dict) -> None:
-        self.cost = ScoreCost(**d) if d else ScoreCost()
         if self.store.path is not None and self.store.path.exists():
             self.store.load()
+        self.store.verify(d.get("store", {}))
 
 
 # ----------------------------------------------------------------------------- proxy trajectories

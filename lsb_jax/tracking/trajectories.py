@@ -10,6 +10,8 @@ scored in one jitted pass) and the LLM path (host-side scoring, rows written in 
 
 from __future__ import annotations
 
+import hashlib
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -18,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lsb_jax import io
+from lsb_jax.errors import ResumeMismatch
 from lsb_jax.train.loop import Hook
 
 
@@ -35,6 +38,10 @@ class TrajectoryStore:
 
     Every write is atomic (the whole file is replaced), so a killed run leaves the last
     consistent store; `load()` of an existing file resumes without recomputing filled rows.
+    `stats` holds per-column counters saved with the rows they describe (e.g. the scoring cost
+    of each column), so a resumed run reports the same totals as an uninterrupted one.
+    `snapshot()` (kept in a checkpoint) and `verify(snapshot)` (on resume) catch a store that was
+    deleted, truncated or replaced since the checkpoint.
     """
 
     def __init__(self, path: str | Path | None, num_examples: int, steps: Sequence[int], member_shape: tuple = ()):
@@ -44,20 +51,64 @@ class TrajectoryStore:
         self.member_shape = tuple(member_shape)
         self.losses = np.full(self.member_shape + (self.num_examples, len(self.steps)), np.nan, np.float32)
         self.done = np.zeros((self.num_examples, len(self.steps)), bool)
+        self.stats: dict[str, np.ndarray] = {}
         if self.path is not None and self.path.exists():
             self.load()
 
     def load(self) -> None:
-        with np.load(self.path) as data:
-            if tuple(data["steps"]) != self.steps or data["losses"].shape != self.losses.shape:
-                raise ValueError(f"{self.path}: trajectory store has steps {tuple(data['steps'])} and shape "
-                                 f"{data['losses'].shape}, expected {self.steps} and {self.losses.shape}")
-            self.losses = data["losses"].copy()
-            self.done = data["done"].copy()
+        try:
+            with np.load(self.path) as data:
+                steps, losses, done = tuple(data["steps"]), data["losses"].copy(), data["done"].copy()
+                stats = {k[len("stat_"):]: data[k].copy() for k in data.files if k.startswith("stat_")}
+        except (zipfile.BadZipFile, EOFError, KeyError, ValueError, OSError) as e:
+            raise ResumeMismatch(f"{self.path}: unreadable trajectory store ({type(e).__name__}: {e}); it cannot be "
+                                 "rebuilt without retraining: start over with --force") from None
+        if steps != self.steps or losses.shape != self.losses.shape:
+            raise ValueError(f"{self.path}: trajectory store has steps {steps} and shape "
+                             f"{losses.shape}, expected {self.steps} and {self.losses.shape}")
+        self.losses, self.done, self.stats = losses, done, stats
 
     def save(self) -> None:
         if self.path is not None:
-            io.save_npz(self.path, losses=self.losses, done=self.done, steps=np.asarray(self.steps))
+            io.save_npz(self.path, losses=self.losses, done=self.done, steps=np.asarray(self.steps),
+                        **{f"stat_{k}": v for k, v in self.stats.items()})
+
+    def add_stats(self, step: int, **values: float) -> None:
+        """Adds to the per-column counters of `step` (saved with the next `save`)."""
+        k = self.column(step)
+        for name, value in values.items():
+            col = self.stats.setdefault(name, np.zeros(len(self.steps), np.float64))
+            col[k] += value
+
+    def column_stats(self, step: int) -> dict[str, float]:
+        k = self.column(step)
+        return {name: float(v[k]) for name, v in self.stats.items()}
+
+    def _digest(self, columns: Sequence[int]) -> str:
+        h = hashlib.sha256()
+        for k in columns:
+            h.update(np.ascontiguousarray(self.losses[..., k]).tobytes())
+        return h.hexdigest()
+
+    def snapshot(self) -> dict:
+        """The complete columns and a sha256 of their losses (what a checkpoint depends on)."""
+        cols = [k for k in range(len(self.steps)) if self.done[:, k].all()]
+        return {"complete_steps": [self.steps[k] for k in cols], "sha256": self._digest(cols)}
+
+    def verify(self, snapshot: dict) -> None:
+        """Raises `ResumeMismatch` unless the columns complete at the snapshot still are, unchanged."""
+        if not snapshot or "complete_steps" not in snapshot:
+            return   # a checkpoint of an older version
+        cols = [self.column(s) for s in snapshot["complete_steps"]]
+        lost = [self.steps[k] for k in cols if not self.done[:, k].all()]
+        where = self.path if self.path is not None else "the trajectory store"
+        if lost:
+            raise ResumeMismatch(f"{where}: the columns of steps {lost} were complete at the checkpoint but are not "
+                                 "now (file deleted or replaced?); they cannot be rescored without retraining: "
+                                 "start over with --force")
+        if self._digest(cols) != snapshot["sha256"]:
+            raise ResumeMismatch(f"{where}: losses scored before the checkpoint changed (checksum mismatch): "
+                                 "start over with --force")
 
     def column(self, step: int) -> int:
         try:
@@ -123,6 +174,10 @@ class LossTracker(Hook):
         self.store.write(step, losses)
         return {"pool_loss": losses.mean(axis=-1)}
 
+    def state_dict(self) -> dict:
+        return {"store": self.store.snapshot()}
+
     def load_state_dict(self, d: dict) -> None:
         if self.store.path is not None and self.store.path.exists():
             self.store.load()
+        self.store.verify(d.get("store", {}))

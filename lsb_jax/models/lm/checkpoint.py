@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lsb_jax import io
+from lsb_jax.errors import UsageError
 from lsb_jax.models.lm import names
 from lsb_jax.models.lm.config import FAMILIES, ConfigError, DecoderConfig
 from lsb_jax.models.lm.model import Decoder
@@ -27,17 +29,46 @@ _HUB_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.ti
 _REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError, ValueError):
     """A checkpoint tensor is missing, unexpected or of the wrong shape; names key and file."""
 
 
+class ModelNotFound(UsageError, FileNotFoundError):
+    """A model path that is not a checkpoint folder, or a hub id that cannot be resolved."""
+
+
+def check_source(path_or_id: str | Path, *, revision: str | None = None) -> None:
+    """Raises `ModelNotFound` (one line, before any compute) unless `path_or_id` is a local
+    folder with a config.json or a well-formed hub id; with HF_HUB_OFFLINE=1 a hub id must be in
+    the local Hugging Face cache. (An online hub id is resolved when the model is loaded.)"""
+    text = str(path_or_id)
+    if io.looks_local(text):
+        path = Path(text).expanduser()
+        if not path.is_dir():
+            raise ModelNotFound(f"model {text}: no such folder" if not path.exists() else
+                                f"model {text}: not a folder (a checkpoint is a folder with config.json)")
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(f"model {text}: no config.json in the folder")
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    try:
+        validate_repo_id(text)
+    except HFValidationError as e:
+        raise ModelNotFound(f"model {text}: neither a local folder nor a hub id ({e})") from None
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(text, "config.json", revision=revision), str):
+        raise ModelNotFound(f"model {text}: not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                            "HF_HUB_OFFLINE is set")
+
+
 def resolve_folder(path_or_id: str | Path, *, revision: str | None = None) -> Path:
-    """A local folder as is; otherwise a hub id fetched with `huggingface_hub.snapshot_download`."""
+    """A local folder as is; otherwise a hub id fetched with `huggingface_hub.snapshot_download`
+    (a name that looks like a local path is never sent to the hub: `io.looks_local`)."""
     path = Path(path_or_id).expanduser()
     if path.is_dir():
         return path
-    if path.exists() or str(path_or_id).startswith((".", "/", "~")):
-        raise FileNotFoundError(f"{path_or_id} is not a checkpoint folder")
+    if io.looks_local(str(path_or_id)):
+        raise ModelNotFound(f"{path_or_id} is not a checkpoint folder")
     from huggingface_hub import snapshot_download
     return Path(snapshot_download(str(path_or_id), revision=revision, allow_patterns=_HUB_FILES))
 

@@ -12,12 +12,14 @@ import dataclasses
 import json
 from typing import Any, Literal
 
+from lsb_jax.errors import UsageError
+
 FAMILIES = ("gpt_neox", "phi", "llama", "qwen3", "gemma3_text")
 FULL, SLIDING = "full_attention", "sliding_attention"
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "silu", "swish", "relu")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A Hugging Face config that this decoder cannot represent; the message names the key."""
 
 
