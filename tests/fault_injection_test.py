@@ -114,22 +114,24 @@ def assert_same(a, b):
 # ----------------------------------------------------------------------------- divergence
 
 
-def reference_first_bad(loss_TxM, factor, reference, floor):
+def reference_first_bad(loss_TxM, factor, reference, floor, warmup=10):
     """An independent loop over steps: the first index where a member's loss is non-finite or
-    above factor x max(|reference|, floor) (reference: its first loss, or its running minimum)."""
+    above factor x max(|reference|, floor) (reference: the largest of its losses at steps
+    1 .. min(t - 1, warmup), the loss itself at step 1; or its running minimum)."""
     out = []
     for m in range(loss_TxM.shape[1]):
-        start, lo, bad = None, np.inf, -1
+        earlier, lo, bad = [], np.inf, -1
         for t, x in enumerate(loss_TxM[:, m]):
             if not np.isfinite(x):
                 bad = t
                 break
-            start = x if start is None else start
             lo = min(lo, x)
-            ref = start if reference == "start" else lo
+            ref = (max(earlier) if earlier else x) if reference == "start" else lo
             if x > factor * max(abs(ref), floor):
                 bad = t
                 break
+            if t < warmup:          # step t + 1 <= warmup
+                earlier.append(x)
         out.append(bad)
     return np.asarray(out)
 
@@ -142,11 +144,16 @@ def test_divergence_guard_against_a_loop_and_across_segments(reference):
     loss[45, 2] = np.nan
     loss[50:, 3] = np.inf
     loss[20:, 4] *= 3e3           # 3000x: above the start for reference "start" only when large enough
+    loss[0, 5] *= 1e-2            # a lucky first minibatch is no start level (the warmup's largest loss is):
+    loss[25:, 5] *= 1e3           # 1000x above the lucky first loss, far below the start level
+    loss[1:, 6] *= 1e6            # explodes at step 2, inside the warmup
     guard = DivergenceGuard(factor=1e3, reference=reference)
     want = reference_first_bad(loss, 1e3, reference, guard.floor)
     first, reasons, _ = guard.scan(loss, DivergenceGuard.init(8))
     np.testing.assert_array_equal(first, want)
-    assert (want >= 0).sum() >= 3 and want[0] == -1
+    assert (want >= 0).sum() >= 3 and want[0] == -1 and want[6] == 1
+    if reference == "start":
+        assert want[5] == -1 and (loss[1:, 5] > 1e3 * loss[0, 5]).any()   # a first-loss rule would have fired
     # the same verdicts when the losses arrive in segments (a resumed run continues the references)
     state, seen = DivergenceGuard.init(8), np.full(8, -1)
     for a, b in ((0, 7), (7, 33), (33, 60)):
@@ -187,7 +194,8 @@ def test_fit_stops_on_an_exploding_loss_and_names_the_verified_checkpoint(tmp_pa
         train.fit(train.make_sampled_step(loss_fn, SGD(lr), sample), state, 200, chunk_size=every,
                   checkpoint_every=every, checkpoint_dir=ckpt_dir, hooks=[CorruptNewest(at=(last + 1,))])
     msg = str(e.value)
-    assert f"loss exploded to" in msg and f"(> 1000 x its first loss {losses[0]:.4g})" in msg, msg
+    level = max(losses[:min(bad - 1, 10)])
+    assert f"loss exploded to" in msg and f"(> 1000 x its start level (largest of its first 10 losses) {level:.4g})" in msg, msg
     assert f"at step {bad}; stopped; last good checkpoint: step {last - every} in {ckpt_dir}" in msg, (bad, msg)
     assert train.Checkpointer(ckpt_dir).latest_step() == last   # the newest exists but does not verify
 
@@ -202,6 +210,20 @@ def test_sweeps_count_divergent_members_instead_of_stopping():
     # the theory sweeps apply the same rule to recorded trajectories
     traj = np.stack([np.linspace(1.0, 0.1, 50), np.r_[np.ones(10), np.full(40, 5e3)]])
     np.testing.assert_array_equal(trajectory_divergence(traj), [False, True])
+
+
+def test_a_diverging_theory_proxy_stops_before_its_losses_are_clustered(tmp_path):
+    """The theory pool pipeline: a proxy at a huge lr must not hand exploded per-example losses to
+    k-means (the issue's LLM failure, on the theory path)."""
+    from lsb_jax import experiments
+    exp = experiments.get("mlsa_data_lever")
+    q = exp.configs["quick"]
+    cfg = dataclasses.replace(q, model=dataclasses.replace(q.model, lr=50.0, steps=200, record_every=10),
+                              pool_size=64, track_points=4, proxy_fraction=0.5)
+    mod = sys.modules[exp.run.__module__]
+    with pytest.raises(train.TrainingDiverged, match=r"pool proxy: mean loss diverged at step \d+"):
+        mod.pool_pipeline(cfg, runner.RunContext(tmp_path))
+    assert not (tmp_path / "trajectories.npz").exists()
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -36,6 +36,7 @@ from lsb_jax.experiments import Experiment
 from lsb_jax.theory import dynamics, learning_times, mlsa, sweeps
 from lsb_jax.theory.setup import ModelConfig
 from lsb_jax.tracking import TrajectoryStore, evenly_spaced_steps, hard_mask, kmeans, normalize, pool_scorer, upsample_counts
+from lsb_jax.train.guard import TrainingDiverged, trajectory_divergence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,13 +118,18 @@ def pool_pipeline(cfg: Config, ctx):
     store = TrajectoryStore(ctx.dir / "trajectories.npz", cfg.pool_size, steps_K)
     score = jax.jit(pool_scorer(mlsa.example_loss, 512))
     params = jax.tree.map(lambda x: x[0], params0)
-    done = 0
+    done, mean_K = 0, []
     for s in steps_K:
         if s > done:
             seg = dynamics.simulator(dynamics.pool_loss, num_steps=s - done, record_every=s - done, method="gd")
             params = seg(params, pool, m.lr, 0.0).params
             done = s
-        store.write(s, np.asarray(score(params, pool)), save=False)
+        losses = np.asarray(score(params, pool))
+        mean_K.append(float(losses.mean()))
+        if trajectory_divergence(np.asarray(mean_K)[None])[0]:   # never cluster a diverged proxy's losses
+            raise TrainingDiverged(f"pool proxy: mean loss diverged at step {s} ({mean_K[-1]:.4g}, "
+                                   f"started at {mean_K[0]:.4g}); lower model.lr")
+        store.write(s, losses, save=False)
     store.save()
     labels, _, _ = kmeans(normalize(store.losses, cfg.cluster_on), 2, key=jax.random.PRNGKey(cfg.seed))
     hard = hard_mask(store.losses, labels)
@@ -147,18 +153,20 @@ def pool_pipeline(cfg: Config, ctx):
     finals = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out_gd.params, out_sam.params)
     targets = np.stack([mlsa.pool_optimal_features(dict(pool, weight=w)) for w in list(arms.values()) + [np.ones(cfg.pool_size)]])
     times = learning_times.crossing_times(np.asarray(out_gd.steps[0, 0]), feats, targets[:, None, :], m.fraction)
+    diverged = trajectory_divergence(np.concatenate([np.asarray(out_gd.loss), np.asarray(out_sam.loss)]))  # [A, n]
+    times[diverged] = np.nan
     test = jax.vmap(jax.vmap(lambda p: mlsa.population_loss(p, spec_n)))(finals)
     test = np.asarray(test) / float(mlsa.null_loss(spec_n))
     # which directions the hard cluster loads on: mean w_i^2 (hard) / mean w_i^2 (all)
     w2 = np.asarray(seqs["w"], np.float64) ** 2
     loading = w2[hard].mean(0) / w2.mean(0)
-    return names, times, learning_times.entropy(times), test, hard, loading, store, steps_K
+    return names, times, learning_times.entropy(times), test, hard, loading, store, steps_K, int(diverged.sum())
 
 
 def run(cfg: Config, ctx) -> dict:
     m = cfg.model
     gd, sam, h_gd, h_sam, gamma_star, gd_test, sam_test, cost = distribution_lever(cfg)
-    names, times, ent, test, hard, loading, store, steps_K = pool_pipeline(cfg, ctx)
+    names, times, ent, test, hard, loading, store, steps_K, pool_diverged = pool_pipeline(cfg, ctx)
 
     fig, (ax0, ax1, ax2) = plots.figure(3)
     ax0.errorbar(cfg.gammas, h_gd, yerr=np.nanstd(gd.entropy[:, 0], -1), marker="o", label="GD, Omega_gamma")
@@ -191,7 +199,7 @@ def run(cfg: Config, ctx) -> dict:
     headline.update({f"pool_entropy[{n}]": mean(e) for n, e in zip(names, ent)})
     headline.update({f"pool_test_loss_rel[{n}]": mean(t) for n, t in zip(names, test)})
     headline["pool_hard_fraction"] = float(hard.mean())
-    headline["diverged_members"] = int(gd.diverged.sum() + sam.diverged.sum())
+    headline["diverged_members"] = int(gd.diverged.sum() + sam.diverged.sum()) + pool_diverged
     g_last = gamma_star[-1]
     return {
         "headline": headline,

@@ -8,11 +8,13 @@ A member diverges at the first step t where its loss is not finite or
 
     loss_t > factor * max(|reference_t|, floor)
 
-with reference_t its first loss (`reference="start"`, the default) or the running minimum of its
-losses up to t (`reference="min"`). The start reference catches what the NaN guard misses (an
-lr too large drives a loss to 1e13 long before it overflows) without false alarms when a
-curriculum or a data switch raises the loss of a converged model by orders of magnitude above its
-minimum; `reference="min"` is stricter (for fine-tuning, where the loss should never climb back
+with reference_t its start level (`reference="start"`, the default: the largest of its losses
+at steps 1 .. min(t - 1, warmup), so a lucky first minibatch of a noisy weighted loss is no
+reference; at step 1 the loss itself) or the running minimum of its losses up to t
+(`reference="min"`). The start reference catches what the NaN guard misses (an lr too large
+drives a loss to 1e13 long before it overflows) without false alarms when a curriculum or a data
+switch raises the loss of a converged model by orders of magnitude above its minimum;
+`reference="min"` is stricter (for fine-tuning, where the loss should never climb back
 far above its best value). The state is a small dict of per-member floats saved in every
 checkpoint, so a resumed run judges against the same references as an uninterrupted one.
 """
@@ -47,6 +49,7 @@ class DivergenceGuard:
     factor: float = 1e3
     reference: Literal["start", "min"] = "start"
     floor: float = 1e-8
+    warmup: int = 10       # steps whose losses set the start level
 
     def __post_init__(self):
         if not self.factor > 1:
@@ -55,6 +58,8 @@ class DivergenceGuard:
             raise ValueError(f"DivergenceGuard.reference must be 'start' or 'min', got {self.reference!r}")
         if not self.floor >= 0:
             raise ValueError(f"DivergenceGuard.floor must be >= 0, got {self.floor}")
+        if not (isinstance(self.warmup, int) and self.warmup >= 1):
+            raise ValueError(f"DivergenceGuard.warmup must be an int >= 1, got {self.warmup!r}")
 
     @staticmethod
     def init(num_members: int) -> dict[str, np.ndarray]:
@@ -73,13 +78,19 @@ class DivergenceGuard:
         loss = np.asarray(loss_LxM, np.float64)
         L, M = loss.shape
         finite = np.isfinite(loss)
-        start = np.where(np.isnan(state["start"]), loss[0] if L else np.nan, state["start"])
+        in_warmup = (first_step + np.arange(L))[:, None] <= self.warmup
+        # start level: running max of the warmup losses strictly before the row (the row itself
+        # when none came before: a loss never exceeds factor x itself)
+        prior_start = np.where(np.isnan(state["start"]), -np.inf, state["start"])
+        warm = np.where(finite & in_warmup, loss, -np.inf)
+        before = np.maximum.accumulate(np.vstack([prior_start[None], warm]), axis=0)[:-1]
+        start_ref = np.where(np.isneginf(before), loss, before)
         prior_min = state["min"]
         # running minimum including the current row (a loss at its minimum never exceeds factor x itself)
         masked = np.where(finite, loss, np.inf)
         run_min = np.minimum.accumulate(np.vstack([np.where(np.isnan(prior_min), np.inf, prior_min)[None], masked]),
                                         axis=0)[1:]
-        ref = np.broadcast_to(start, loss.shape) if self.reference == "start" else run_min
+        ref = start_ref if self.reference == "start" else run_min
         with np.errstate(invalid="ignore", over="ignore"):
             exploded = finite & (loss > self.factor * np.maximum(np.abs(ref), self.floor))
         bad = ~finite | exploded
@@ -92,16 +103,18 @@ class DivergenceGuard:
             elif not finite[i, m]:
                 reasons.append("loss became " + ("NaN" if np.isnan(loss[i, m]) else "inf"))
             else:
-                what = "its first loss" if self.reference == "start" else "its running minimum"
+                what = (f"its start level (largest of its first {self.warmup} losses)" if self.reference == "start"
+                        else "its running minimum")
                 reasons.append(f"loss exploded to {loss[i, m]:.4g} (> {self.factor:g} x {what} "
                                f"{float(ref[i, m]):.4g})")
         counted = (np.arange(L)[:, None] < np.where(first >= 0, first, L)[None, :]) & finite   # rows before the bad one
         new_min = np.minimum(np.where(np.isnan(prior_min), np.inf, prior_min),
                              np.where(counted, loss, np.inf).min(axis=0, initial=np.inf))
+        new_start = np.maximum(prior_start, np.where(counted & in_warmup, loss, -np.inf).max(axis=0, initial=-np.inf))
         diverged_at = state["diverged_at"].copy()
         newly = (first >= 0) & (diverged_at < 0)
         diverged_at[newly] = first_step + first[newly]
-        out = {"start": start, "min": np.where(np.isinf(new_min), np.nan, new_min), "diverged_at": diverged_at}
+        out = {"start": np.where(np.isneginf(new_start), np.nan, new_start), "min": np.where(np.isinf(new_min), np.nan, new_min), "diverged_at": diverged_at}
         return first, reasons, out
 
     @staticmethod
