@@ -107,7 +107,7 @@ class Config:
     prompt_format: str = "Question: {prompt}\nAnswer: "
     template: Literal["auto", "chat", "plain"] = "plain"
     max_length: int = 80                          # longer train rows are skipped (and counted)
-    max_skip_fraction: float = 0.01               # more skipped train/pretraining rows than this fails the run
+    max_skip_fraction: float = 0.01               # more skipped train rows than this fails the run
     tokenizer_vocab: int = 384                    # scratch models: BPE trained on the train texts
     proxy: str = SCRATCH                          # hub id / folder, or "scratch"
     proxy_scratch: Scratch = Scratch(pl.ScratchModel("gpt_neox", hidden_size=32, num_layers=2, num_heads=4,
@@ -272,9 +272,9 @@ def run(cfg: Config, ctx) -> dict:
         rows, _ = read_validated(train_spec)
         tokenizer = pl.train_tokenizer([cfg.prompt_format.replace("{prompt}", r.prompt) + r.response for r in rows],
                                        cfg.tokenizer_vocab)
-    def pretrain_examples():
+    def pretrain_examples():   # our own generated corpus: max_length is a length filter on it, no skip limit
         return load_examples(pretrain_spec, tokenizer, template, max_length=cfg.max_length, on_error="skip",
-                             max_skip_fraction=cfg.max_skip_fraction)[0]
+                             max_skip_fraction=None)[0]
 
     def pair_examples():   # the scratch generator learns "example -> another example of its source"
         rows, _ = read_validated(pretrain_spec)

@@ -130,7 +130,8 @@ def pipeline_run(tmp_path_factory):
         proxy_scratch=scratch(q.proxy_scratch, 3), target_scratch=scratch(q.target_scratch, 3),
         proxy_batch=8, target_batch=8, epoch_fraction=1.0, num_checkpoints=3, eval_batch=12, max_new_tokens=4,
         tokenizer_vocab=300, arms=ARMS_RUN, synth_scratch=scratch(q.synth_scratch, 0),
-        synth=dataclasses.replace(q.synth, max_new_tokens=4, q=0.0))
+        synth=dataclasses.replace(q.synth, max_new_tokens=4, q=0.0),
+        max_skip_fraction=0.75)   # default chain_sum rows are often longer than max_length: a length filter here
     out = tmp_path_factory.mktemp("uh") / "run"
     try:
         run_dir, results = runner.run_experiment(exp, cfg, "quick", out=out, progress=False)
@@ -153,6 +154,13 @@ def test_pipeline_writes_every_stage(pipeline_run):
     train = [json.loads(line) for line in (run_dir / "data/train.jsonl").read_text().splitlines()]
     test = [json.loads(line) for line in (run_dir / "data/test.jsonl").read_text().splitlines()]
     assert {r["source"] for r in train} == {"rg_chain_sum", "rg_simple_equations"} and len(test) == 12
+    # the length filter's skipped rows are reported: read = the file's rows, kept = the proxy's examples
+    v, n_scored = results["validation"], len(np.load(run_dir / "clusters.npz")["hard_N"])
+    assert v["read"] == len(train) and v["kept"] == n_scored and v["num_skipped"] == len(train) - n_scored > 0
+    from lsb_jax.report import write_report
+    md = write_report(run_dir / "report_check.md", [{"experiment": "upsample_hard", "reproduces": "", "run_dir": run_dir,
+                                                   "status": "complete", "results": results}], "quick").read_text()
+    assert f"read {len(train)}, kept {n_scored}, skipped {len(train) - n_scored} (" in md
     assert all(r["answer"].split("####")[-1].strip() for r in test)
     assert json.loads((run_dir / "status.json").read_text())["status"] == "complete"
     head = results["headline"]
