@@ -569,6 +569,17 @@ def test_an_lr_explosion_in_an_llm_phase_stops_the_run_with_one_line(tmp_path, c
     assert not (tmp_path / "u" / "proxy").exists()    # nothing after the failed phase ran
 
 
+@pytest.mark.slow
+def test_a_max_length_that_drops_every_row_is_one_usage_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, err = run_cli(capsys, "run", "upsample_hard", "--set", "max_length=5",
+                      "--set", 'offline={"train": [["chain_sum_1d", 50]], "test_generator": "chain_sum_1d", '
+                               '"test_size": 10}', "--out", "u", "--no-progress")
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("lsb: error: ") and "Traceback" not in err, err
+    assert "no valid rows" in err and "too long" in err and "(max_length=5)" in err and ".jsonl" in err
+    assert json.loads((tmp_path / "u" / "status.json").read_text())["status"] == "failed"
+
+
 # ----------------------------------------------------------------------------- data files
 
 

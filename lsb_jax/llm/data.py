@@ -520,9 +520,10 @@ def load_examples(spec: DatasetSpec, tokenizer, template: PromptTemplate = Promp
     rows, report = read_validated(spec, on_error=on_error, max_chars=max_chars)
     examples = tokenize_rows(rows, tokenizer, template, max_length=max_length, on_error=on_error,
                              report=report, spec=spec)
-    check_skipped(report, max_skip_fraction, f" (max_length={max_length})" if "too long" in report.skipped else "")
+    hint = f" (max_length={max_length})" if "too long" in report.skipped else ""
+    check_skipped(report, max_skip_fraction, hint)
     if len(examples) == 0:
-        raise DataError(spec.label, None, None, f"no valid rows (read {report.read}, skipped {report.skipped})")
+        raise DataError(spec.label, None, None, f"no valid rows (read {report.read}, skipped {dict(report.skipped)}){hint}")
     return examples, report
 
 
