@@ -541,6 +541,33 @@ def test_a_full_disk_names_the_file_and_marks_the_run_failed(tmp_path, monkeypat
     assert json.loads((tmp_path / "run" / "status.json").read_text()) == {"status": "failed", "error": "x"}
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs (Linux, as root; skipped elsewhere): a real ENOSPC, not a monkeypatch."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if sys.platform != "linux" or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                                                 capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_checkpoint_on_a_full_disk_is_one_error_and_the_disk_freed_saves_again(small_disk, capfd):
+    state = {"w": jnp.arange(64 * 1024, dtype=jnp.float32)}     # 256 KiB: does not fit
+    ckpt = train.Checkpointer(small_disk / "ckpt")
+    with pytest.raises(train.CheckpointWriteError) as e:
+        ckpt.save(8, state, {"a": 1})
+    assert str(e.value) == f"writing checkpoint step 8 to {small_disk / 'ckpt'}: No space left on device (errno 28)"
+    assert "Traceback" not in capfd.readouterr().err            # orbax's per-thread error logs held back
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)
+    ckpt = train.Checkpointer(small_disk / "ckpt")               # the half-written step is no checkpoint
+    assert ckpt.latest_step() is None
+    ckpt.save(8, state, {"a": 1})
+    got, meta = ckpt.restore(state)
+    assert np.array_equal(got["w"], state["w"]) and meta == {"a": 1}
+
+
 def test_an_unwritable_run_directory_is_a_usage_error(tmp_path, monkeypatch):
     real_open = os.open
 

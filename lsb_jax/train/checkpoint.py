@@ -22,8 +22,12 @@ every backend and sharding.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import os
+import re
 import shutil
 import sys
 import time
@@ -110,9 +114,26 @@ def meta_checksum(meta: dict) -> str:
 
 
 def _first_line(e: BaseException, limit: int = 160) -> str:
+    """A short cause: the OS error when tensorstore names one (ENOSPC, EACCES), else the first line."""
+    code = re.search(r"os_error_code='(\d+)'", str(e))
+    if code:
+        return f"{os.strerror(int(code.group(1)))} (errno {code.group(1)})"
     text = str(e).strip().splitlines()
     text = text[0].split(" See full TensorStore details")[0] if text else ""
     return f"{type(e).__name__}: {text[:limit]}" if text else type(e).__name__
+
+
+@contextlib.contextmanager
+def _orbax_errors_raised_not_logged():
+    """orbax logs a failed write from each of its threads (a traceback per thread) and then raises;
+    we raise one error naming the step and the cause, so its ERROR logs are held back meanwhile."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class Checkpointer:
@@ -135,10 +156,12 @@ class Checkpointer:
         meta = io.to_jsonable(meta or {})
         sums = {"state": tree_checksums(state), "meta": meta_checksum(meta)}
         try:
-            self._mgr.save(int(step), args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta), checksums=ocp.args.JsonSave(sums)))
-            if not self._async:
-                self._mgr.wait_until_finished()
+            with _orbax_errors_raised_not_logged():
+                self._mgr.save(int(step), args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
+                    checksums=ocp.args.JsonSave(sums)))
+                if not self._async:
+                    self._mgr.wait_until_finished()
         except Exception as e:  # disk full, permissions, a remote store failing
             raise CheckpointWriteError(f"writing checkpoint step {step} to {self.directory}: {_first_line(e)}") from e
 
