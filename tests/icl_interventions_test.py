@@ -116,7 +116,14 @@ def _reference_run(optim, batch_size, key, pools, v_D, hp, steps):
 
 
 def _max_diff(p, q):
-    return max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(q)))
+    """max |p - q| over the parameters except the attention key bias (qkv_bias[1]): softmax is invariant
+    to it, so its gradient is exactly 0 and in float32 pure rounding noise, which differs between programs
+    and CPUs (reduction order, vector width, FMA). Adam divides that noise by its own RMS, so the key bias
+    moves by an arbitrary fraction of lr in each run (~1e-6 to 1e-5 apart here): not comparable."""
+    def leaves(tree):
+        return [x[::2] if "qkv_bias" in jax.tree_util.keystr(path) else x   # q and v biases only
+                for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    return max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(leaves(p), leaves(q)))
 
 
 def test_gamma_zero_arm_equals_a_plain_adam_run_and_gamma_changes_training(trained):
@@ -126,8 +133,8 @@ def test_gamma_zero_arm_equals_a_plain_adam_run_and_gamma_changes_training(train
     jax.tree.map(np.testing.assert_array_equal, init0.params, init5.params)  # common random numbers
     plain_init, plain = _reference_run(ADAM, ONE.batch_size, init0.rng, pools, v_D, hp, STEPS)
     jax.tree.map(np.testing.assert_array_equal, init0.params, plain_init)
-    # equal up to float reassociation: Adam turns rounding in near-zero gradients into ~1e-6 changes of
-    # parameters that move by ~lr = 1e-2 per step
+    # equal up to float reassociation: Adam turns rounding in small gradients into <~1e-6 changes of
+    # parameters that move by ~lr = 1e-2 per step; budget 2e-3 lr (observed 3e-7; key bias excluded)
     assert _max_diff(end0.params, plain) < 2e-5
     assert _max_diff(end5.params, plain) > 1e-3
 

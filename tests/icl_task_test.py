@@ -67,7 +67,10 @@ def test_correlated_task_covariance(beta):
     v = np.asarray(icl.random_direction(jax.random.PRNGKey(3), 5))
     np.testing.assert_allclose(np.linalg.norm(v), 1.0, rtol=1e-6)
     w = np.asarray(task.sample_tasks(jax.random.PRNGKey(4), 200_000, beta=beta, v_D=v), np.float64)
-    want = 2.0 * ((1 - beta) * np.eye(5) + beta * np.outer(v, v))
+    # the reference in float64, as prior_cov: beta * np.outer(v, v) of the float32 v rounds twice in float32
+    # (up to 2 u = 1.2e-7 relative, past the default rtol 1e-7 of the float64 check below)
+    v64 = v.astype(np.float64)
+    want = 2.0 * ((1 - beta) * np.eye(5) + beta * np.outer(v64, v64))
     np.testing.assert_allclose(np.cov(w.T), want, atol=0.03)
     np.testing.assert_allclose(task.prior_cov(beta, v), want, atol=1e-12)
 

@@ -95,8 +95,12 @@ def test_accumulated_gradient_equals_big_batch_gradient(folder):
         np.testing.assert_allclose(np.asarray(loss_B), np.asarray(ref_loss_B), rtol=1e-6)
         ref, got = _flat(ref_g), _flat(g)
         assert sorted(ref) == sorted(got)
+        # float32: each entry sums over 8 examples x T tokens in another order (4 microbatches); entries
+        # that cancel keep an absolute error of a few ulps of the leaf's scale (observed <= 5 eps * max|g|,
+        # and the blocking / vector width of the contractions depend on the CPU): atol 32 eps * max|g|
         for k in ref:
-            np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-6 * np.abs(ref[k]).max(), err_msg=k)
+            atol = 32 * np.finfo(np.float32).eps * np.abs(ref[k]).max()
+            np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=atol, err_msg=k)
     with pytest.raises(ValueError, match="not divisible"):
         acc(params, 3)
 
@@ -248,8 +252,11 @@ _SHARDED = _COMMON + textwrap.dedent("""
         leaf = jax.tree.leaves(out.params)[0]
         assert len(leaf.sharding.device_set) == 8
         assert any(not x.sharding.is_fully_replicated for x in jax.tree.leaves(out.params))
+        # AdamW divides each gradient entry by its own RMS: a rounding difference d in an entry g (another
+        # reduction order across shards) moves the parameter by ~lr d / |g|, large for the few entries with
+        # small |g| (one lm_head entry of 3072 is 2.2e-6 apart, the 99.9% quantile 1.4e-7): budget 2e-3 lr
         for k in a:
-            np.testing.assert_allclose(b[k], a[k], atol=2e-6, rtol=1e-5, err_msg=f"{shape} {k}")
+            np.testing.assert_allclose(b[k], a[k], atol=2e-5, rtol=1e-5, err_msg=f"{shape} {k}")
         np.testing.assert_allclose(out.fit.history["example_loss"], ref.fit.history["example_loss"], atol=1e-5)
         print(shape, "max |dparam|", max(float(np.abs(b[k] - a[k]).max()) for k in a))
     print("ok")

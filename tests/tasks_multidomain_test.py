@@ -104,7 +104,12 @@ def test_weights_reach_sampler_and_loss_exactly():
         return make_sampled_step(md.loss_fn, opt, sb)(state)[0].params["w"]
 
     both = jax.jit(jax.vmap(member))(jnp.asarray([p, p[::-1]], jnp.float32), jnp.asarray([w, w[::-1]], jnp.float32))
-    np.testing.assert_allclose(both[0], new_state.params["w"], rtol=1e-6)
+    # float32: the same SGD step from another program (vmapped, traced weights) may round differently, by a
+    # few ulps of the step's terms |theta| + lr |w r x| / B (error budget 16 eps of them; rtol alone would
+    # demand ~1e-6 * |w_i| of a parameter near 0)
+    step_scale = np.abs(theta) + 0.1 * (np.abs(w[domain] * resid) @ np.abs(x)) / batch_size
+    np.testing.assert_allclose(both[0], new_state.params["w"], rtol=1e-6,
+                               atol=16 * np.finfo(np.float32).eps * step_scale.max())
 
 
 def test_pool_gradient_variance_matches_minibatch_monte_carlo():
@@ -229,6 +234,14 @@ def test_teacher_domains_match_their_definition():
     np.testing.assert_allclose(np.asarray(batch["f"]), f, atol=1e-5)
     np.testing.assert_array_equal(dom, np.repeat([0, 1], [300, 200]))
     resid = np.asarray(batch["y"]) - f
-    np.testing.assert_allclose(resid[dom == 1], 0.0, atol=1e-6)              # noiseless domain
+    # noiseless domain: y is the float32 teacher, f its float64 value; error budget 8 eps of the sum of |terms|
+    # |v| (|tanh| + |W| |x| / sqrt(D)) / sqrt(H) per point (observed <= 0.6 eps; sigma_0 = 0.5 noise: ~1e5 x it)
+    w_BxHxD, v_BxH = t.w_KxHxD[dom], t.v_KxH[dom]
+    terms_BxH = np.abs(np.tanh(np.einsum("bhd,bd->bh", w_BxHxD, x) / np.sqrt(5))) + \
+        np.einsum("bhd,bd->bh", np.abs(w_BxHxD), np.abs(x)) / np.sqrt(5)
+    scale_B = np.einsum("bh,bh->b", np.abs(v_BxH), terms_BxH) / np.sqrt(7)
+    quiet = dom == 1
+    assert np.all(np.abs(resid[quiet]) <= 8 * np.finfo(np.float32).eps * scale_B[quiet]), \
+        (np.abs(resid[quiet]) / scale_B[quiet]).max()
     assert 0.4 < resid[dom == 0].std() < 0.6                                  # sigma_0 = 0.5 (300 draws)
     assert np.abs(x.mean()) < 0.1 and 0.9 < x.std() < 1.1
