@@ -134,22 +134,25 @@ def save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
     return Path(path)
 
 
+def dotted_path(path) -> str:
+    """A pytree key path as "a.b.0" (dict keys, attribute names, sequence indices)."""
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return ".".join(parts)
+
+
 def flatten_tree(tree: Any) -> dict[str, np.ndarray]:
     """{dotted.path: array} of a pytree's leaves (for npz dumps and comparisons)."""
     import jax
 
-    out = {}
-    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        parts = []
-        for k in path:
-            for attr in ("key", "name", "idx"):
-                if hasattr(k, attr):
-                    parts.append(str(getattr(k, attr)))
-                    break
-            else:
-                parts.append(str(k))
-        out[".".join(parts)] = np.asarray(jax.device_get(leaf))
-    return out
+    return {dotted_path(path): np.asarray(jax.device_get(leaf))
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def looks_local(text: str) -> bool:

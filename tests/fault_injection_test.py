@@ -33,6 +33,7 @@ from lsb_jax import cli, io, runner, train
 from lsb_jax.errors import ResumeMismatch, RunFailure, UsageError
 from lsb_jax.experiments import Experiment
 from lsb_jax.llm import data as D
+from lsb_jax.optim import Optimizer
 from lsb_jax.tracking import LossTracker, TrajectoryStore
 from lsb_jax.train.guard import DivergenceGuard, trajectory_divergence
 
@@ -54,24 +55,12 @@ def sample(key, step):
     return {"x": jnp.asarray(X)[idx], "y": jnp.asarray(Y)[idx]}
 
 
-@dataclasses.dataclass(frozen=True)
-class Adam:
-    lr: float
-    grad_mode: str = "mean"
-
-    @property
-    def tx(self):
-        return optax.with_extra_args_support(optax.adam(self.lr))
+def Adam(lr):
+    return Optimizer(optax.with_extra_args_support(optax.adam(lr)))
 
 
-@dataclasses.dataclass(frozen=True)
-class SGD:
-    lr: float
-    grad_mode: str = "mean"
-
-    @property
-    def tx(self):
-        return optax.with_extra_args_support(optax.sgd(self.lr))
+def SGD(lr):
+    return Optimizer(optax.with_extra_args_support(optax.sgd(lr)))
 
 
 STEP = train.make_sampled_step(loss_fn, Adam(1e-2), sample)

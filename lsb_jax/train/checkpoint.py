@@ -88,21 +88,9 @@ def _host(x) -> np.ndarray:
     return np.asarray(jax.device_get(x))
 
 
-def _dotted(path) -> str:
-    parts = []
-    for k in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-        else:
-            parts.append(str(k))
-    return ".".join(parts)
-
-
 def tree_checksums(tree: Any) -> dict[str, str]:
     """{dotted leaf path: 16 hex digits} of a pytree of arrays (see the module docstring)."""
-    leaves = [(_dotted(p), x) for p, x in jax.tree_util.tree_leaves_with_path(tree) if hasattr(x, "dtype")]
+    leaves = [(io.dotted_path(p), x) for p, x in jax.tree_util.tree_leaves_with_path(tree) if hasattr(x, "dtype")]
     sums = _checksum_tree([jnp.asarray(x) if not isinstance(x, jax.Array) else x for _, x in leaves])
     return {path: "".join(f"{int(v):08x}" for v in _host(s)) for (path, _), s in zip(leaves, sums)}
 
