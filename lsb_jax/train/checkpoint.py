@@ -113,8 +113,8 @@ def _first_line(e: BaseException, limit: int = 160) -> str:
 
 @contextlib.contextmanager
 def _orbax_errors_raised_not_logged():
-    """orbax logs a failed write from each of its threads (a traceback per thread) and then raises;
-    we raise one error naming the step and the cause, so its ERROR logs are held back meanwhile."""
+    """orbax logs a failed write or read from each of its threads (a traceback per thread) and then
+    raises; we report one line naming the step and the cause, so its ERROR logs are held back meanwhile."""
     logger = logging.getLogger("absl")
     level = logger.level
     logger.setLevel(logging.CRITICAL)
@@ -164,7 +164,8 @@ class Checkpointer:
         if verified:
             items["checksums"] = ocp.args.JsonRestore()
         try:
-            out = self._mgr.restore(step, args=ocp.args.Composite(**items))
+            with _orbax_errors_raised_not_logged():   # the problem is reported once, by step, by `restore`
+                out = self._mgr.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # missing/truncated files, bad metadata, wrong structure
             return None, {}, f"unreadable ({_first_line(e)})"
         meta = dict(out.meta or {})
