@@ -13,13 +13,9 @@ gamma destabilizes training.
 Quick differs from the paper: `icl_sweep.QUICK_ESCAPE` (d = 2, 8 points, sigma^2 = 0.25, a
 2-layer 32-wide GPT-2, Adam lr 1e-3, batch 32, 1500 steps, 2 seeds; threshold = ridge + 0.7 (zero -
 ridge)): at QUICK's d = 4 Adam never leaves the plateau in 2000 steps; here it does after ~600.
-Measured (quick, 2 seeds, 1500 steps; threshold = ridge + 0.7 (zero - ridge) = 0.991, ridge 0.461,
-zero 1.218): steps to threshold gamma=0 800 (1/2 seeds), gamma=0.01 1150 +- 50 (2/2), gamma=0.03 1300
-(1/2), gamma=0.1 never; share of the zero -> ridge gap closed at the best evaluation: 35.6%, 42.4%,
-29.5%, 14.6%. So a small gamma (0.01) gets both seeds off the plateau and ends lower than Adam, larger
-gammas slow training (gamma >= 0.3 keeps it on the plateau, measured in a first run: gap closed 2%):
-the paper's direction, but weak at 2 seeds (the escape step is chaotic: plain Adam in
-icl_interventions, the same training up to float rounding, closes 28.7%).
+Measured: the run computes it; results.json and the report (`lsb reproduce`) give each arm's
+steps to threshold and share of the zero -> ridge gap closed, with the seeds that reached.
+
 Cost: quick ~2-3 min on 2 idle CPU cores (one program; 405 s measured under load average ~7);
 full (`icl_sweep.FULL`, 12-layer GPT-2, d = 20, 30k steps): GPU.
 

@@ -18,12 +18,9 @@ Expected (paper): PCGrad improves faster per step than Adam despite the 4x small
 frozen readout gives a moderate speed-up. Layer-wise lr and SAM: no direction claimed, measured.
 Quick differs from the paper: `icl_sweep.QUICK_ESCAPE` (d = 2, 8 points, sigma^2 = 0.25, 2-layer
 32-wide GPT-2, Adam lr 1e-3, batch 32 (PCGrad 8), 1500 steps, 2 seeds).
-Measured (quick, 2 seeds, 1500 steps; threshold = ridge + 0.7 (zero - ridge) = 0.991, ridge 0.461,
-zero 1.218): adam reaches it at step 1000 (1/2 seeds), layer_lr (readout lr x 0.1) at 1200 (1/2);
-share of the zero -> ridge gap closed at the best evaluation: adam 28.7%, layer_lr 31.2%,
-frozen_readout 17.9%, pcgrad (batch 8) 0.7%, sam (rho 0.05) 0.1%. The paper's direction is NOT
-seen at this scale: PCGrad at batch 8 and SAM stay on the plateau for 1500 steps, the frozen
-readout is slower; only the smaller readout lr edges out Adam. The full config is for a GPU.
+Measured: the run computes it; results.json and the report (`lsb reproduce`) give each arm's
+steps to threshold and share of the zero -> ridge gap closed, with the seeds that reached.
+
 Cost: quick ~12 min measured on a heavily loaded 2-core machine (load average 5-8; 5 programs,
 PCGrad and SAM cost 2-3x a plain step), est. ~4 min idle; full
 (`icl_sweep.FULL`: PCGrad's per-example gradients of a 9.5M-parameter model at batch 32): GPU.

@@ -10,12 +10,9 @@ the Bayes predictor of the arm's own pool (dMMSE), the steps to reach ridge + 1/
 Expected: small k memorizes the pool (tracks dMMSE, test loss stalls above the threshold);
 large k behaves like k = infinity; an intermediate k reaches the threshold in fewer steps than
 k = infinity (then drifts toward memorization, its distance to ridge rising again).
-Measured (quick = `icl_sweep.QUICK_ESCAPE`: d = 2, 8 points, sigma^2 = 0.25, 1,500 steps, 2 seeds;
-ridge 0.461, zero 1.218, threshold ridge + 0.7 (zero - ridge)): share of the zero -> ridge gap closed
-at step 1,500: k=inf 26%, k=4 9% (memorizes: final loss 2.91), k=32 70%, k=256 44% -- the
-intermediate k's learn much faster, as in the paper; both seeds of k=32 (1300 steps) and k=256
-(1150 +- 50) reach the threshold, only one of k=inf's (at 900; the other never). (At the older `QUICK`
-scale, d = 4 and sigma^2 = 1, nothing leaves the plateau in 1,500 steps: k=32 3.7% vs k=inf 1.2%.)
+Measured: the run computes it; results.json and the report (`lsb reproduce`) give each arm's
+steps to threshold and share of the zero -> ridge gap closed, with the seeds that reached.
+
 Cost: quick ~3 min on 2 idle CPU cores (8-12 min measured under heavy load) (tiny model, d = 2); full: 12-layer 256-wide GPT-2 (9.5M
 parameters without GPT2Model's unused token table), d = 20, 41 points, batch 128, 3 seeds x 6 arms,
 30k steps: GPU only (not run here).
