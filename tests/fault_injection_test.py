@@ -184,7 +184,7 @@ def test_fit_stops_on_an_exploding_loss_and_names_the_verified_checkpoint(tmp_pa
                   checkpoint_every=every, checkpoint_dir=ckpt_dir, hooks=[CorruptNewest(at=(last + 1,))])
     msg = str(e.value)
     level = max(losses[:min(bad - 1, 10)])
-    assert f"loss exploded to" in msg and f"(> 1000 x its start level (largest of its first 10 losses) {level:.4g})" in msg, msg
+    assert "loss exploded to" in msg and f"(> 1000 x its start level (largest of its first 10 losses) {level:.4g})" in msg, msg
     assert f"at step {bad}; stopped; last good checkpoint: step {last - every} in {ckpt_dir}" in msg, (bad, msg)
     assert train.Checkpointer(ckpt_dir).latest_step() == last   # the newest exists but does not verify
 
