@@ -19,7 +19,6 @@ of threads (--threads; XLA's CPU pool is sized by the cores JAX sees, torch by s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics

@@ -18,7 +18,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from lsb_jax import train
 from lsb_jax.models.mlp import init_mlp, mlp_apply

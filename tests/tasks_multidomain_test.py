@@ -8,7 +8,6 @@ approximations within 4 SE plus a stated relative slack.
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from lsb_jax.data import Mixture
 from lsb_jax.optim import OptimConfig, make_optimizer

@@ -176,7 +176,6 @@ def test_epochs_sampler_through_the_step_visits_each_item_once_per_epoch():
 
     n, b = 48, 8  # one epoch = 6 steps
     sampler = Epochs(np.ones(n, np.int32), perm_seed=1)
-    seen = []
 
     def sample_batch(key, step):
         return {"i": sampler.sample(key, step, b).index}
