@@ -65,14 +65,16 @@ import numpy as np
 from lsb_jax import io
 from lsb_jax.experiments import Experiment
 from lsb_jax.llm import pipeline as pl
+from lsb_jax.llm.arms import ARMS, PAPER_ARMS, check_arms
 from lsb_jax.llm.data import PromptTemplate, Row, load_examples, read_validated, tokenize_rows
-from lsb_jax.llm.evaluate import ARMS, comparison_table, evaluate_generation, model_generate_fn, to_jsonl
+from lsb_jax.llm.evaluate import comparison_table, evaluate_generation, model_generate_fn, to_jsonl
 from lsb_jax.llm.finetune import FinetuneConfig, finetune, steps_for_epochs
 from lsb_jax.llm.mathdata import GSM8K_TEST, MATH_TEST, MATHINSTRUCT, OfflineMathConfig, offline_specs, write_offline_math
-from lsb_jax.llm.scoring import ProxyConfig, arm_counts, jit_scorer, make_score_loss, proxy_trajectories
+from lsb_jax.llm.scoring import ProxyConfig, jit_scorer, make_score_loss, proxy_trajectories
 from lsb_jax.llm.synthesis import SynthesisConfig, synthesize, variant_pairs
 from lsb_jax.models.lm import check_source, load_pretrained, load_tokenizer
 from lsb_jax.optim import OptimConfig
+from lsb_jax.tracking.clustering import selection_counts
 
 SCRATCH = "scratch"
 GENERATOR_TEMPLATE = PromptTemplate(kind="plain", prompt_format="{prompt}")   # synthesis prompts are complete
@@ -125,7 +127,7 @@ class Config:
     target_batch: int = 16
     epochs: float = 1.0
     sam_rho: float = 0.05
-    arms: tuple[str, ...] = ARMS
+    arms: tuple[str, ...] = PAPER_ARMS
     factor: int = 2
     # arm "upsample_hard+synth": the hard arm's data plus variants of the hard examples written by
     # `synth_generator` (hub id / folder, or "scratch": a small model trained on pairs of examples
@@ -145,9 +147,7 @@ class Config:
     def __post_init__(self):
         if self.data not in ("offline", "hub"):
             raise ValueError(f"Config.data must be 'offline' or 'hub', got {self.data!r}")
-        unknown = [a for a in self.arms if a not in pl.ARM_SELECTION]
-        if unknown or not self.arms:
-            raise ValueError(f"Config.arms: unknown {unknown}; expected some of {tuple(pl.ARM_SELECTION)}")
+        check_arms(self.arms, "Config.arms")
         if self.data == "hub" and set(self.test_sets) - set(HUB_TESTS):
             raise ValueError(f"Config.test_sets: expected some of {tuple(HUB_TESTS)}, got {self.test_sets}")
         if self.data == "hub" and SCRATCH in (self.proxy, *self.targets) + (
@@ -161,7 +161,7 @@ class Config:
 
     @property
     def synth_arms(self) -> tuple[str, ...]:
-        return tuple(a for a in self.arms if a in pl.SYNTH_ARMS)
+        return tuple(a for a in self.arms if ARMS[a].synth)
 
 
 def check(cfg: Config) -> None:
@@ -236,7 +236,7 @@ def run_arm(arm: str, folder: str, examples, counts_N, tests: dict, cfg: Config,
         return io.read_json(done)
     tok = load_tokenizer(folder)
     train = cfg.target_train
-    if arm in pl.SAM_ARMS:
+    if ARMS[arm].sam:
         train = dataclasses.replace(train, optim=dataclasses.replace(train.optim, sam_rho=cfg.sam_rho))
     num_steps = steps_for_epochs(int(counts_N.sum()), cfg.target_batch, cfg.epochs)
     batches = pl.epoch_batches(examples, counts_N, pl.key_for(cfg.seed, ARM_STREAM), cfg.target_batch,
@@ -304,7 +304,7 @@ def run(cfg: Config, ctx) -> dict:
     losses_NxK, steps_K = proxy.store.losses, np.asarray(proxy.store.steps)
     groups_N = proxy_examples.domain_N if cfg.per_source and proxy_examples.domain_names else None
     arm_kw = dict(factor=cfg.factor, groups_N=groups_N, features=cfg.features, seed=cfg.seed)
-    _, hard_N = arm_counts(losses_NxK, "hard", **arm_kw)
+    _, hard_N = selection_counts(losses_NxK, "hard", **arm_kw)
     ctx.save_arrays("clusters", losses_NxK=losses_NxK, steps_K=steps_K, hard_N=hard_N,
                     domain_N=proxy_examples.domain_N,
                     source_row_N=np.array([r.source_row for r in proxy_examples.rows]))
@@ -331,9 +331,9 @@ def run(cfg: Config, ctx) -> dict:
         tname = "scratch_target" if t == SCRATCH else t.split("/")[-1]
         tctx = ctx.child(tname)
         for arm in cfg.arms:
-            counts_P, _ = arm_counts(losses_NxK, pl.ARM_SELECTION[arm], **arm_kw)
+            counts_P, _ = selection_counts(losses_NxK, ARMS[arm].selection, **arm_kw)
             arm_examples = examples
-            if arm in pl.SYNTH_ARMS:   # + the kept variants, once each (source rows after the train rows)
+            if ARMS[arm].synth:   # + the kept variants, once each (source rows after the train rows)
                 arm_examples = tokenize_rows(list(examples.rows) + synth_rows, tok, template,
                                              max_length=cfg.max_length, on_error="skip")
             counts_N = pl.align_counts(counts_P, proxy_examples, arm_examples)

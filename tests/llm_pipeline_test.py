@@ -17,6 +17,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from lsb_jax import experiments, runner  # noqa: E402
 from lsb_jax.llm import pipeline as pl  # noqa: E402
+from lsb_jax.llm.arms import ARMS  # noqa: E402
 from lsb_jax.llm.data import Row, tokenize_rows, PromptTemplate  # noqa: E402
 from lsb_jax.models.lm import load_pretrained, load_tokenizer  # noqa: E402
 
@@ -84,7 +85,7 @@ def test_register_generator_equals_the_base_with_those_parameters():
         pl.register_generator("test_bad", "no_such_generator", {})
 
 
-ARMS_RUN = tuple(pl.ARM_SELECTION)   # all six: the paper's five and upsample_hard+synth
+ARMS_RUN = tuple(ARMS)   # all six: the paper's five and upsample_hard+synth
 
 
 def wilson(k, n, z=statistics.NormalDist().inv_cdf(0.975)):

@@ -12,7 +12,7 @@ import jax  # noqa: E402
 from lm_fixtures import VOCAB, build  # noqa: E402
 from lsb_jax.llm.finetune import FinetuneConfig, prepare  # noqa: E402
 from lsb_jax.llm.scoring import (  # noqa: E402
-    ProxyConfig, arm_counts, jit_scorer, make_score_loss, pool_batch, proxy_trajectories, score_into,
+    ProxyConfig, jit_scorer, make_score_loss, pool_batch, proxy_trajectories, score_into,
 )
 from lsb_jax.models.lm import load_pretrained  # noqa: E402
 from lsb_jax.optim import OptimConfig  # noqa: E402
@@ -172,47 +172,3 @@ def test_proxy_trajectories_resume_after_a_failure_mid_scoring(proxy, tmp_path):
     assert logged == {2: N, 3: N}
     assert resumed.train.tokens == full.train.tokens    # train tokens restored with the iterator state
     np.testing.assert_allclose(resumed.store.losses, full.store.losses, atol=1e-6, rtol=1e-6)
-
-
-def test_arm_counts_against_scikit_learn():
-    from sklearn.cluster import KMeans
-    r = np.random.RandomState(0)
-    K = 5
-    decay = np.exp(-np.arange(K) / 1.5)
-    easy = 2.0 * decay * r.uniform(0.8, 1.2, (30, 1)) + 0.05 * r.randn(30, K)
-    hard = 2.0 + 0.1 * r.randn(12, K)
-    losses = np.concatenate([easy, hard]).astype(np.float32)
-    perm = r.permutation(len(losses))
-    losses = losses[perm]
-    truth = perm >= 30
-
-    def sk_hard(x):
-        labels = KMeans(2, n_init=10, random_state=0).fit_predict(x)
-        means = [losses[labels == c].mean() for c in range(2)]
-        return labels == int(np.argmax(means))
-
-    counts, mask = arm_counts(losses, "hard", factor=3)
-    np.testing.assert_array_equal(mask, sk_hard(losses))
-    np.testing.assert_array_equal(mask, truth)
-    np.testing.assert_array_equal(counts, np.where(truth, 3, 1))
-    np.testing.assert_array_equal(arm_counts(losses, "easy")[1], ~sk_hard(losses))
-    np.testing.assert_array_equal(arm_counts(losses, "final_loss")[1], sk_hard(losses[:, -1:]))
-    top = arm_counts(losses, "top_q", q=0.25)[1]
-    np.testing.assert_array_equal(np.flatnonzero(top), np.sort(np.argsort(-losses[:, -1])[:round(0.25 * 42)]))
-    assert arm_counts(losses, "top_q")[1].sum() == truth.sum()         # matched to the hard cluster
-    rand = arm_counts(losses, "random", seed=3)[1]
-    assert rand.sum() == truth.sum() and np.array_equal(rand, arm_counts(losses, "random", seed=3)[1])
-    assert not np.array_equal(rand, arm_counts(losses, "random", seed=4)[1])
-    np.testing.assert_array_equal(arm_counts(losses, "uniform")[0], np.ones(42, np.int32))
-    # per group: each group's own hard cluster
-    groups = np.arange(42) % 2
-    grouped = arm_counts(losses, "hard", groups_N=groups)[1]
-    for g in (0, 1):
-        rows = groups == g
-        labels = KMeans(2, n_init=10, random_state=0).fit_predict(losses[rows])
-        means = [losses[rows][labels == c].mean() for c in range(2)]
-        np.testing.assert_array_equal(grouped[rows], labels == int(np.argmax(means)))
-    with pytest.raises(ValueError, match="unknown arm"):
-        arm_counts(losses, "hardest")
-    with pytest.raises(ValueError, match="NaN"):
-        arm_counts(np.full((4, 2), np.nan), "hard")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lsb_jax.tracking import hard_mask, kmeans, normalize, upsample_counts
+from lsb_jax.tracking import hard_mask, kmeans, normalize, selection_counts, upsample_counts
 
 
 def planted(n_easy=700, n_hard=300, k=6, seed=0):
@@ -38,3 +38,47 @@ def test_upsample_counts_and_normalize():
         normalize(x, "zscore")
     with pytest.raises(ValueError, match="NaN"):
         kmeans(np.array([[np.nan], [1.0], [2.0]]), 2)
+
+
+def test_selection_counts_against_scikit_learn():
+    KMeans = pytest.importorskip("sklearn.cluster").KMeans
+    r = np.random.RandomState(0)
+    K = 5
+    decay = np.exp(-np.arange(K) / 1.5)
+    easy = 2.0 * decay * r.uniform(0.8, 1.2, (30, 1)) + 0.05 * r.randn(30, K)
+    hard = 2.0 + 0.1 * r.randn(12, K)
+    losses = np.concatenate([easy, hard]).astype(np.float32)
+    perm = r.permutation(len(losses))
+    losses = losses[perm]
+    truth = perm >= 30
+
+    def sk_hard(x):
+        labels = KMeans(2, n_init=10, random_state=0).fit_predict(x)
+        means = [losses[labels == c].mean() for c in range(2)]
+        return labels == int(np.argmax(means))
+
+    counts, mask = selection_counts(losses, "hard", factor=3)
+    np.testing.assert_array_equal(mask, sk_hard(losses))
+    np.testing.assert_array_equal(mask, truth)
+    np.testing.assert_array_equal(counts, np.where(truth, 3, 1))
+    np.testing.assert_array_equal(selection_counts(losses, "easy")[1], ~sk_hard(losses))
+    np.testing.assert_array_equal(selection_counts(losses, "final_loss")[1], sk_hard(losses[:, -1:]))
+    top = selection_counts(losses, "top_q", q=0.25)[1]
+    np.testing.assert_array_equal(np.flatnonzero(top), np.sort(np.argsort(-losses[:, -1])[:round(0.25 * 42)]))
+    assert selection_counts(losses, "top_q")[1].sum() == truth.sum()         # matched to the hard cluster
+    rand = selection_counts(losses, "random", seed=3)[1]
+    assert rand.sum() == truth.sum() and np.array_equal(rand, selection_counts(losses, "random", seed=3)[1])
+    assert not np.array_equal(rand, selection_counts(losses, "random", seed=4)[1])
+    np.testing.assert_array_equal(selection_counts(losses, "uniform")[0], np.ones(42, np.int32))
+    # per group: each group's own hard cluster
+    groups = np.arange(42) % 2
+    grouped = selection_counts(losses, "hard", groups_N=groups)[1]
+    for g in (0, 1):
+        rows = groups == g
+        labels = KMeans(2, n_init=10, random_state=0).fit_predict(losses[rows])
+        means = [losses[rows][labels == c].mean() for c in range(2)]
+        np.testing.assert_array_equal(grouped[rows], labels == int(np.argmax(means)))
+    with pytest.raises(ValueError, match="unknown selection"):
+        selection_counts(losses, "hardest")
+    with pytest.raises(ValueError, match="NaN"):
+        selection_counts(np.full((4, 2), np.nan), "hard")

@@ -35,7 +35,7 @@ from lsb_jax import plots
 from lsb_jax.experiments import Experiment
 from lsb_jax.theory import dynamics, learning_times, mlsa, sweeps
 from lsb_jax.theory.setup import ModelConfig
-from lsb_jax.tracking import TrajectoryStore, evenly_spaced_steps, hard_mask, kmeans, normalize, pool_scorer, upsample_counts
+from lsb_jax.tracking import TrajectoryStore, evenly_spaced_steps, pool_scorer, selection_counts
 from lsb_jax.train.guard import TrainingDiverged, trajectory_divergence
 
 
@@ -131,14 +131,10 @@ def pool_pipeline(cfg: Config, ctx):
                                    f"started at {mean_K[0]:.4g}); lower model.lr")
         store.write(s, losses, save=False)
     store.save()
-    labels, _, _ = kmeans(normalize(store.losses, cfg.cluster_on), 2, key=jax.random.PRNGKey(cfg.seed))
-    hard = hard_mask(store.losses, labels)
-    rng = np.random.default_rng(cfg.seed)
-    random_set = np.zeros(cfg.pool_size, bool)
-    random_set[rng.choice(cfg.pool_size, int(hard.sum()), replace=False)] = True
-    arms = {"GD": np.ones(cfg.pool_size, np.int32), f"GD, hard x{cfg.upsample_factor}": upsample_counts(hard, cfg.upsample_factor),
-            f"GD, easy x{cfg.upsample_factor}": upsample_counts(~hard, cfg.upsample_factor),
-            f"GD, random x{cfg.upsample_factor}": upsample_counts(random_set, cfg.upsample_factor)}
+    select = {s: selection_counts(store.losses, s, factor=cfg.upsample_factor, features=cfg.cluster_on, seed=cfg.seed)
+              for s in ("uniform", "hard", "easy", "random")}       # the LLM pipeline's selections
+    hard = select["hard"][1]
+    arms = {"GD": select["uniform"][0], **{f"GD, {s} x{cfg.upsample_factor}": select[s][0] for s in ("hard", "easy", "random")}}
 
     def train(method, weights_AxP, rho):
         run = dynamics.simulator(dynamics.pool_loss, num_steps=m.steps, record_every=m.record_every, method=method)

@@ -6,7 +6,8 @@ fine-tuning and generation-based evaluation, on the `lsb_jax.models.lm` decoder.
                  resumable batch iterators over any `lsb_jax.data` sampler, length bucketing
     mathdata.py  hub specs (MathInstruct, GSM8K, MATH-500) and offline look-alikes (reasoning-gym)
     scoring.py   the proxy run: per-example losses at K checkpoints into a resumable
-                 `TrajectoryStore`; ablation arms (hard/easy/final-loss/top-q/random) -> counts
+                 `TrajectoryStore` (which examples an arm upsamples: `tracking.selection_counts`)
+    arms.py      the arm table: arm name -> selection, SAM, synthesized variants
     finetune.py  full or LoRA fine-tuning on `train.fit`: AdamW/Muon/SAM, accumulation, bf16,
                  mesh sharding, exact resume, multi-host
     evaluate.py  answer extraction, math-verify equivalence, Wilson intervals, batched
@@ -16,7 +17,7 @@ fine-tuning and generation-based evaluation, on the `lsb_jax.models.lm` decoder.
     selection.py SFT subset selection (seed 003): MiniLM / hidden-state features, k-center vs
                  random subsets, fine-tuning on exactly a subset with held-out loss curves
     pipeline.py  offline glue of llm/upsample_hard.py: local BPE tokenizer, from-scratch
-                 decoders, proxy -> target row alignment, arm mapping, reasoning-gym generator
+                 decoders, proxy -> target row alignment, reasoning-gym generator
                  variants, the synthesis arm, figures
 """
 
@@ -39,8 +40,8 @@ from lsb_jax.llm.data import (
     read_validated,
     tokenize_rows,
 )
+from lsb_jax.llm.arms import ARMS, PAPER_ARMS, LLMArm
 from lsb_jax.llm.evaluate import (
-    ARMS,
     accuracy_summary,
     answers_match,
     comparison_table,
@@ -63,5 +64,5 @@ from lsb_jax.llm.finetune import (
 )
 from lsb_jax.llm import pipeline, selection  # noqa: F401  (module namespaces: lsb_jax.llm.pipeline.*, .selection.*)
 from lsb_jax.llm.mathdata import GSM8K_TEST, MATH_TEST, MATHINSTRUCT, OfflineMathConfig, offline_specs, write_offline_math
-from lsb_jax.llm.scoring import ProxyConfig, ScoringHook, arm_counts, proxy_trajectories, score_into
+from lsb_jax.llm.scoring import ProxyConfig, ScoringHook, proxy_trajectories, score_into
 from lsb_jax.llm.synthesis import SynthesisConfig, SynthesisReport, synthesize

@@ -33,9 +33,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from lsb_jax.llm.arms import ordered
 from lsb_jax.llm.data import PromptTemplate, Row, encode_prompt
-
-ARMS = ("baseline", "upsample_hard", "upsample_easy", "random", "sam")
 
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _ANSWER_IS = re.compile(r"the (?:final )?answer is\s*:?\s*", re.IGNORECASE)
@@ -273,12 +272,12 @@ def comparison_table(results: Mapping[str, Mapping[str, Mapping]], *, baseline: 
     """Markdown and JSON tables of accuracy over arms x test sets.
 
     results[arm][test_set] is an `accuracy_summary`. Arms are listed in `arms` order (default:
-    `ARMS` first, then the others as given). Each cell is "acc% [ci_low, ci_high]"; the
+    `lsb_jax.llm.arms.ARMS` first, then the others as given). Each cell is "acc% [ci_low, ci_high]"; the
     delta columns are accuracy - baseline accuracy in points and the relative gain
     (acc / baseline - 1) in %. JSON rows: {arm, test_set, n, correct, accuracy, ci_low, ci_high,
     ci_method, delta, relative_gain} (delta fields None without a baseline)."""
     if arms is None:
-        arms = [a for a in ARMS if a in results] + [a for a in results if a not in ARMS]
+        arms = ordered(results)
     sets: list[str] = []
     for arm in arms:
         sets += [s for s in results.get(arm, {}) if s not in sets]

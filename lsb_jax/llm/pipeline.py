@@ -8,8 +8,7 @@
     register_generator("chain_sum_d1", "chain_sum", {"max_digits": 1})  # an easier offline generator
 
 What is new here is small: a local tokenizer and a from-scratch decoder (so the whole pipeline
-runs without network), the mapping of the paper's arms onto `scoring.arm_counts` selections (and the
-synthesis arm, `llm.synthesis`), reasoning-gym generators with other parameters, the
+runs without network), reasoning-gym generators with other parameters, the
 proxy -> target row alignment (two tokenizers may drop different too-long rows) and the
 pipeline's figures. Everything else is `llm.{data, mathdata, scoring, finetune, evaluate}`.
 
@@ -36,12 +35,6 @@ from lsb_jax.llm.data import BatchIterator, Examples
 from lsb_jax.models.lm.config import DecoderConfig
 from lsb_jax.models.lm.model import Decoder
 
-# the paper's arms (`evaluate.ARMS`, plus hard upsampling with synthesized variants of the hard
-# examples added) -> (`scoring.arm_counts` selection, optimizer change, extra rows)
-ARM_SELECTION = {"baseline": "uniform", "upsample_hard": "hard", "upsample_easy": "easy", "random": "random",
-                 "sam": "uniform", "upsample_hard+synth": "hard"}
-SAM_ARMS = ("sam",)
-SYNTH_ARMS = ("upsample_hard+synth",)
 SPECIAL_TOKENS = ("<pad>", "<|endoftext|>")
 
 

@@ -4,7 +4,7 @@
                       epoch_fraction=1 / 3, num_checkpoints=5)
     out = proxy_trajectories(load_pretrained("EleutherAI/pythia-70m"), batches, examples, cfg,
                              batch_size=32, ctx=ctx)                 # out.store.losses: [N, K]
-    counts_N, hard_N = arm_counts(out.store.losses, "hard", factor=2)  # -> data.Epochs(counts_N)
+    counts_N, hard_N = selection_counts(out.store.losses, "hard", factor=2)  # tracking.clustering
 
 Scoring (`score_into`) is host-driven and resumable: the rows of a column that are not yet in
 the `TrajectoryStore` are sorted by length, cut into blocks of `rows_per_save`, each block into
@@ -19,9 +19,9 @@ checkpoint steps (`checkpoint_every` = their spacing): a run killed while scorin
 from the checkpoint before s, retrains to the bit-identical parameters of step s and scores only
 the missing rows.
 
-Ablation arms (`arm_counts`): which examples get extra copies, from the trajectories through
-`tracking.clustering` (k-means on trajectories or on the final loss, top-q by final loss, random
-subsets of the same size, optionally per group such as MathInstruct's `source`).
+Which examples an ablation arm upsamples is `tracking.clustering.selection_counts` (k-means on the
+trajectories or on the final loss, top-q by final loss, random subsets of the same size, optionally
+per group such as MathInstruct's `source`), shared with the theory and synthetic experiments.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -40,7 +39,6 @@ from lsb_jax.llm.finetune import (FinetuneConfig, FinetuneResult, Split, finetun
                                   steps_for_epochs)
 from lsb_jax.models.lm.model import Decoder
 from lsb_jax.models.lm.sharding import batch_sharding
-from lsb_jax.tracking.clustering import hard_mask, kmeans, normalize, upsample_counts
 from lsb_jax.tracking.trajectories import TrajectoryStore
 from lsb_jax.train import Hook
 
@@ -269,67 +267,3 @@ def proxy_trajectories(model: Decoder, batches: Iterator[dict], pool: Pool, cfg:
                            f"{int((~store.done).sum())} entries)")
     cost = {"train_tokens": result.tokens, "train_seconds": result.seconds, **hook.cost.to_metrics()}
     return ProxyResult(store, result, cost)
-
-
-# ----------------------------------------------------------------------------- ablation arms
-
-ARMS = ("uniform", "hard", "easy", "final_loss", "top_q", "random")
-
-
-def _select(losses_NxK: np.ndarray, arm: str, q: float | None, rng: np.random.Generator, features: str,
-            n_init: int, seed: int) -> np.ndarray:
-    """Boolean mask of the upsampled examples of one group."""
-    n = len(losses_NxK)
-    if arm == "uniform" or n < 2:
-        return np.zeros(n, bool)
-    key = jax.random.PRNGKey(seed)
-    if arm in ("hard", "easy"):
-        labels, _, _ = kmeans(normalize(losses_NxK, features), 2, key=key, n_init=n_init)
-        hard = hard_mask(losses_NxK, labels)
-        return hard if arm == "hard" else ~hard
-    if arm == "final_loss":
-        final_Nx1 = normalize(losses_NxK, "final")
-        labels, _, _ = kmeans(final_Nx1, 2, key=key, n_init=n_init)
-        return hard_mask(final_Nx1, labels)
-    # matched-size arms: q * n examples, or as many as the trajectory-hard cluster
-    size = round(q * n) if q is not None else int(_select(losses_NxK, "hard", None, rng, features, n_init, seed).sum())
-    mask = np.zeros(n, bool)
-    if arm == "top_q":
-        mask[np.argsort(-losses_NxK[:, -1], kind="stable")[:size]] = True
-    else:
-        mask[rng.choice(n, size, replace=False)] = True
-    return mask
-
-
-def arm_counts(losses_NxK, arm: str, *, factor: int = 2, q: float | None = None, groups_N=None, features: str = "none",
-               seed: int = 0, n_init: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """(counts_N, mask_N): duplication counts for `data.Epochs` (`factor` copies of the selected
-    examples, 1 of the others) and the selection, for one ablation arm:
-
-      uniform     nothing selected (every count 1);
-      hard / easy the higher / lower mean-loss cluster of k-means (k=2) on the trajectories
-                  (`features`: "none" raw, "log" log-losses, see `clustering.normalize`);
-      final_loss  the higher cluster of k-means on the final loss alone;
-      top_q       the `q` fraction with the highest final loss (default q: the hard cluster's size);
-      random      a random subset of the same size (seeded by `seed`).
-
-    With `groups_N` (e.g. MathInstruct source ids) each group is selected separately.
-    """
-    if arm not in ARMS:
-        raise ValueError(f"arm_counts: unknown arm {arm!r}; expected one of {ARMS}")
-    if q is not None and not 0.0 <= q <= 1.0:
-        raise ValueError(f"arm_counts: q must be in [0, 1], got {q}")
-    losses_NxK = np.asarray(losses_NxK, np.float32)
-    if losses_NxK.ndim != 2:
-        raise ValueError(f"arm_counts: losses must be [N, K], got shape {losses_NxK.shape}")
-    if not np.isfinite(losses_NxK).all():
-        raise ValueError("arm_counts: the trajectories contain NaN/inf (unscored rows?)")
-    groups_N = np.zeros(len(losses_NxK), np.int64) if groups_N is None else np.asarray(groups_N)
-    if groups_N.shape != (len(losses_NxK),):
-        raise ValueError(f"arm_counts: groups must be [N={len(losses_NxK)}], got shape {groups_N.shape}")
-    rng = np.random.default_rng(seed)
-    mask_N = np.zeros(len(losses_NxK), bool)
-    for g in np.unique(groups_N):
-        rows = np.flatnonzero(groups_N == g)
-        mask_N[rows] = _select(losses_NxK[rows], arm, q, rng, features, n_init, seed)
-    return upsample_counts(mask_N, factor), mask_N

@@ -3,6 +3,12 @@
     labels, centers, inertia = kmeans(losses_NxK, k=2, key=key, n_init=4)
     hard_N = hard_mask(losses_NxK, labels)          # the cluster with the higher mean loss
     counts_N = upsample_counts(hard_N, factor=2)     # duplication counts for `data.Epochs`
+    counts_N, mask_N = selection_counts(losses_NxK, "hard", factor=2)   # the same, as one call
+
+`selection_counts` is the one definition of what each ablation arm upsamples (`SELECTIONS`: uniform,
+hard, easy, final_loss, top_q, random), used by the theory data-lever experiment, the ICL sweep's
+trajectory clusters and the LLM pipeline (whose arm table, `lsb_jax.llm.arms`, maps arm names to
+these selections).
 
 k-means is Lloyd's algorithm with k-means++ seeding, jitted, restarts vmapped (the best inertia
 wins); the only temporaries are [N, k] distances (no N x N matrix), so N can be in the millions. The same code serves the theory model, the synthetic tasks and
@@ -96,3 +102,68 @@ def upsample_counts(mask_N, factor: int = 2) -> np.ndarray:
     if factor < 1:
         raise ValueError(f"upsampling factor must be >= 1, got {factor}")
     return np.where(np.asarray(mask_N, bool), int(factor), 1).astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- ablation selections
+
+SELECTIONS = ("uniform", "hard", "easy", "final_loss", "top_q", "random")
+
+
+def _select(losses_NxK: np.ndarray, selection: str, q: float | None, rng: np.random.Generator, features: str,
+            n_init: int, seed: int) -> np.ndarray:
+    """Boolean mask of the upsampled examples of one group."""
+    n = len(losses_NxK)
+    if selection == "uniform" or n < 2:
+        return np.zeros(n, bool)
+    key = jax.random.PRNGKey(seed)
+    if selection in ("hard", "easy"):
+        labels, _, _ = kmeans(normalize(losses_NxK, features), 2, key=key, n_init=n_init)
+        hard = hard_mask(losses_NxK, labels)
+        return hard if selection == "hard" else ~hard
+    if selection == "final_loss":
+        final_Nx1 = normalize(losses_NxK, "final")
+        labels, _, _ = kmeans(final_Nx1, 2, key=key, n_init=n_init)
+        return hard_mask(final_Nx1, labels)
+    # matched-size selections: q * n examples, or as many as the trajectory-hard cluster
+    size = round(q * n) if q is not None else int(_select(losses_NxK, "hard", None, rng, features, n_init, seed).sum())
+    mask = np.zeros(n, bool)
+    if selection == "top_q":
+        mask[np.argsort(-losses_NxK[:, -1], kind="stable")[:size]] = True
+    else:
+        mask[rng.choice(n, size, replace=False)] = True
+    return mask
+
+
+def selection_counts(losses_NxK, selection: str, *, factor: int = 2, q: float | None = None, groups_N=None,
+                     features: str = "none", seed: int = 0, n_init: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(counts_N, mask_N): duplication counts for `data.Epochs` (`factor` copies of the selected
+    examples, 1 of the others) and the selection, for one ablation arm:
+
+      uniform     nothing selected (every count 1);
+      hard / easy the higher / lower mean-loss cluster of k-means (k=2) on the trajectories
+                  (`features`: "none" raw, "log" log-losses, "final", see `normalize`), k-means
+                  keyed by PRNGKey(seed) with `n_init` restarts;
+      final_loss  the higher cluster of k-means on the final loss alone;
+      top_q       the `q` fraction with the highest final loss (default q: the hard cluster's size);
+      random      a random subset of the same size (numpy generator seeded by `seed`).
+
+    With `groups_N` (e.g. MathInstruct source ids) each group is selected separately.
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection_counts: unknown selection {selection!r}; expected one of {SELECTIONS}")
+    if q is not None and not 0.0 <= q <= 1.0:
+        raise ValueError(f"selection_counts: q must be in [0, 1], got {q}")
+    losses_NxK = np.asarray(losses_NxK, np.float32)
+    if losses_NxK.ndim != 2:
+        raise ValueError(f"selection_counts: losses must be [N, K], got shape {losses_NxK.shape}")
+    if not np.isfinite(losses_NxK).all():
+        raise ValueError("selection_counts: the trajectories contain NaN/inf (unscored rows?)")
+    groups_N = np.zeros(len(losses_NxK), np.int64) if groups_N is None else np.asarray(groups_N)
+    if groups_N.shape != (len(losses_NxK),):
+        raise ValueError(f"selection_counts: groups must be [N={len(losses_NxK)}], got shape {groups_N.shape}")
+    rng = np.random.default_rng(seed)
+    mask_N = np.zeros(len(losses_NxK), bool)
+    for g in np.unique(groups_N):
+        rows = np.flatnonzero(groups_N == g)
+        mask_N[rows] = _select(losses_NxK[rows], selection, q, rng, features, n_init, seed)
+    return upsample_counts(mask_N, factor), mask_N
