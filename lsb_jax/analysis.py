@@ -1,4 +1,15 @@
-"""Small numeric summaries used across experiments (steps to threshold, mean +- std)."""
+"""Small numeric summaries used across experiments: steps to threshold (censored), mean +- std.
+
+One convention everywhere: a spread is the *sample* standard deviation (ddof = 1) over seeds; it is
+NaN for a single value (one seed says nothing about the spread).
+
+Steps to threshold are *right-censored* at the training horizon tau (the last step): a seed that
+never reaches the threshold is known only to need more than tau steps. `censored_summary` never
+averages only the seeds that made it; it reports the restricted mean E[min(T, tau)] (unreached
+seeds count tau: with every seed observed up to the same tau this is the Kaplan-Meier restricted
+mean survival time) and the Kaplan-Meier median (the first step by which at least half of the
+seeds reached; NaN, with `median_censored`, when fewer than half did), with the reached count.
+"""
 
 from __future__ import annotations
 
@@ -37,8 +48,30 @@ def history_from_rows(rows, names=None) -> dict[str, np.ndarray]:
 
 
 def mean_std(x) -> tuple[float, float]:
-    """(mean, std) ignoring NaNs; (nan, nan) when every value is NaN."""
-    x = np.asarray(x, np.float64)
-    if not np.isfinite(x).any():
+    """(mean, sample std with ddof = 1) ignoring NaNs; std NaN for one value; (nan, nan) for none."""
+    x = np.asarray(x, np.float64).ravel()
+    x = x[~np.isnan(x)]
+    if x.size == 0:
         return math.nan, math.nan
-    return float(np.nanmean(x)), float(np.nanstd(x))
+    return float(np.mean(x)), float(np.std(x, ddof=1)) if x.size > 1 else math.nan
+
+
+def censored_summary(times, horizon: float) -> dict:
+    """Right-censored steps to threshold of one arm's seeds (NaN = not reached by `horizon`).
+
+    Returns {"n", "reached", "restricted_mean" (E[min(T, tau)], tau = horizon), "restricted_std"
+    (ddof 1 of min(T, tau)), "median" (Kaplan-Meier; NaN when fewer than half reached),
+    "median_censored" (True then), "horizon"}. A reached time above the horizon is an error.
+    """
+    t = np.asarray(times, np.float64).ravel()
+    if np.any(t[~np.isnan(t)] > horizon):
+        raise ValueError(f"censored_summary: a time exceeds the horizon {horizon}: {t.max()}")
+    n, hit = t.size, ~np.isnan(t)
+    capped = np.where(hit, t, horizon)
+    reached_sorted = np.sort(t[hit])
+    need = math.ceil(n / 2)                      # first time the reached fraction is >= 1/2
+    median = float(reached_sorted[need - 1]) if n and hit.sum() >= need else math.nan
+    return {"n": int(n), "reached": int(hit.sum()), "horizon": float(horizon),
+            "restricted_mean": float(capped.mean()) if n else math.nan,
+            "restricted_std": float(capped.std(ddof=1)) if n > 1 else math.nan,
+            "median": median, "median_censored": bool(n and hit.sum() < need)}

@@ -10,10 +10,6 @@ Expected (paper): the curriculum is competitive with or better than every fixed 
 as fast as k0 early, and it goes on to memorize all facts like the full arm.
 Quick differs from the paper: the quick scale of `facts_subjects` (50 subjects, 2x2x64 GPT-2,
 Adam lr 1e-3, 500 steps, 3 seeds) with k0 = 10 until step 100.
-Measured (quick, 3 seeds; steps to test accuracy 0.2 / 0.5, acc at step 125, final acc at 500):
-k=all 192 +- 24 / 283 +- 12, 0.12, 0.94; k=10 150 +- 0 / never, 0.15, 0.25; curriculum 10->all@100
-158 +- 12 / 258 +- 12, 0.17, 1.00. As in the paper: the curriculum is within 0.02 of (or above) the
-better fixed arm at every evaluation, as fast as k=10 early and ahead of all subjects at the end.
 Cost: quick ~100 s CPU (137 s wall on 2 loaded cores); full (S = 100, k0 = 20 until step 100, 6x6x192,
 lr 5e-5, 20k steps, 5 seeds): GPU (not run here).
 
@@ -27,8 +23,8 @@ import dataclasses
 import numpy as np
 
 from lsb_jax.experiments import Experiment
-from lsb_jax.tasks import facts
-from lsb_jax.tasks.facts import SweepConfig
+from lsb_jax.sweeps import facts
+from lsb_jax.sweeps.facts import SweepConfig
 
 
 

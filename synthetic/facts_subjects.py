@@ -11,10 +11,6 @@ eventually memorizes everything.
 Quick differs from the paper: 50 subjects, 4 relations x 16 answers, 32 noise tokens, k_noise 3;
 GPT-2 2 layers x 2 heads x width 64, Adam lr 1e-3 (paper 5e-5), 500 steps, 3 seeds. At this lr
 there is no flat plateau, only a slow start (accuracy ~0 for the first ~50 steps).
-Measured (quick, 3 seeds; steps to test accuracy 0.2 / 0.5, acc at step 125, final acc at 500):
-k=all 192 +- 24 / 283 +- 12, 0.12, 0.94; k=10 150 +- 0 / never, 0.15, 0.25; k=25 175 +- 0 / 308 +- 24,
-0.14, 0.53 (subject-blind chance 0.125). The paper's direction shows: truncation is ahead early,
-then stalls near k/S + chance while all subjects go on to ~0.94.
 Cost: quick ~97 s CPU (181 s wall on 2 heavily loaded cores); full (S = 100, 6x6x192, lr 5e-5, 20k steps, 5 seeds,
 4 arms): GPU (not run here).
 
@@ -26,8 +22,8 @@ from __future__ import annotations
 import dataclasses
 
 from lsb_jax.experiments import Experiment
-from lsb_jax.tasks import facts
-from lsb_jax.tasks.facts import SweepConfig
+from lsb_jax.sweeps import facts
+from lsb_jax.sweeps.facts import SweepConfig
 
 
 @dataclasses.dataclass(frozen=True)

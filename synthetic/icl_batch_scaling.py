@@ -4,22 +4,17 @@ Reproduces: seed 004 App. C.2 / Fig. 9. Arm k trains on k tasks (`data.Subset`) 
 B = k / `k_over_b` (k / B the same for every arm), so each batch holds the same
 expected number of sequences per task; learning curves are compared against datapoints seen
 (steps x B). Every arm runs the same number of steps (one compiled program per batch size,
-`icl_sweep.group_arms`; seeds, test set and baselines shared), so the arms are compared at equal
+`train.arms.group_arms`; seeds, test set and baselines shared), so the arms are compared at equal
 data up to the smallest arm's budget (`data_budget` = steps x min B): the test loss there
 (interpolated on the evaluation curve) and the datapoints to the threshold.
 
 Expected (paper): lower k still reaches low test loss with fewer datapoints, i.e. the speed-up of
 fewer tasks is not explained by how many tasks a batch mixes.
-Quick differs from the paper: `icl_sweep.QUICK_ESCAPE` (d = 2, 8 points, sigma^2 = 0.25, 2-layer
+Quick differs from the paper: `sweeps.icl.QUICK_ESCAPE` (d = 2, 8 points, sigma^2 = 0.25, 2-layer
 32-wide GPT-2, Adam lr 1e-3, 1500 steps, 2 seeds), k = 8, 32, 128 with B = k.
-Measured (quick, 2 seeds, 1500 steps, threshold 0.991, ridge 0.461, zero 1.218): test loss at the
-common budget of 12,000 datapoints: k=8,B=8 1.703 (memorizes: its pool's Bayes predictor scores
-1.064 on the test prior), k=32,B=32 1.281, k=128,B=128 1.238; datapoints to the threshold: k=8 never,
-k=32 41,600 (1/2 seeds), k=128 51,200 (2/2 seeds). The paper's direction is NOT shown at this scale:
-at k = 8 the model memorizes, and k = 32 is ahead of k = 128 at equal data in one seed only.
 Cost: quick ~2 min on 2 idle CPU cores (3 programs, 168 sequences per step over the arms; 219 s
 measured under load); full
-(`icl_sweep.FULL`, k = 32, 128, 512 with B = k): GPU.
+(`sweeps.icl.FULL`, k = 32, 128, 512 with B = k): GPU.
 
     lsb run icl_batch_scaling --config quick
 """
@@ -31,8 +26,8 @@ import dataclasses
 import numpy as np
 
 from lsb_jax.experiments import Experiment
-from lsb_jax.tasks import icl_sweep
-from lsb_jax.tasks.icl_sweep import ArmTraining, SweepConfig
+from lsb_jax.sweeps import icl as icl_sweep
+from lsb_jax.sweeps.icl import ArmTraining, SweepConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,13 +59,13 @@ def run(cfg: Config, ctx) -> dict:
     head["data_budget"] = res["data_budget"]
     for n in names:
         head[f"loss_at_data_budget[{n}]"] = per[n]["test_loss_at_data_budget"]
-        head[f"data_to_threshold[{n}]"] = per[n]["datapoints_to_threshold_mean"]
+        head[f"data_to_threshold[{n}]"] = per[n]["datapoints_to_threshold_rmean"]
     at_budget = [per[n]["test_loss_at_data_budget"] for n in names]
     head["lowest_k_best_at_equal_data"] = bool(np.argmin(at_budget) == 0)
     summary = (f"Test loss at {res['data_budget']} datapoints (ridge {res['ridge_test_loss']:.3f}, zero "
                f"{res['zero_test_loss']:.3f}): " + ", ".join(f"{n} {v:.3f}" for n, v in zip(names, at_budget))
                + ". Datapoints to threshold: " + ", ".join(
-                   f"{n} {per[n]['datapoints_to_threshold_mean']:.0f}" if np.isfinite(per[n]["datapoints_to_threshold_mean"])
+                   f"{n} {per[n]['datapoints_to_threshold_rmean']:.0f}" if per[n]["steps_to_threshold_reached"]
                    else f"{n} never" for n in names) + ".")
     return {"headline": head, "summary": summary, **res}
 

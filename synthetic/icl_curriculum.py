@@ -8,8 +8,6 @@ fresh w ~ N(0, I).
 
 Expected: the curriculum reaches ridge + 1/2 (zero - ridge) no later than any fixed k and ends
 near ridge, while small fixed k stall (memorize) and k = infinity is slower.
-Measured: the run computes it; results.json and the report (`lsb reproduce`) give each arm's
-steps to threshold and share of the zero -> ridge gap closed, with the seeds that reached.
 
 Cost: quick ~3 min on 2 idle CPU cores (8-12 min measured under heavy load) (tiny model, d = 4; curriculum 4 tasks for 100 steps, x2
 every 100 steps); full: paper-scale GPT-2, d = 20, pool 2^15, 30k steps: GPU only (not run here).
@@ -21,11 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 
 from lsb_jax.experiments import Experiment
-from lsb_jax.tasks import icl_sweep
-from lsb_jax.tasks.icl_sweep import SweepConfig
+from lsb_jax.sweeps import icl as icl_sweep
+from lsb_jax.sweeps.icl import SweepConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +43,9 @@ def run(cfg: Config, ctx) -> dict:
     arms = [{"k": k} for k in cfg.ks] + [{"curriculum": 1}]
     res = icl_sweep.run_sweep(s, ctx, "curriculum", arms, names, title="task-count curriculum (Fig. 7)")
     head = icl_sweep.headline(res, names[0])
-    steps = {n: res["per_arm"][n]["steps_to_threshold_mean"] for n in names}
+    steps = {n: res["per_arm"][n]["steps_to_threshold_rmean"] for n in names}
     cur = steps[names[-1]]
-    fixed = [v for n, v in steps.items() if n != names[-1] and np.isfinite(v)]
+    fixed = [v for n, v in steps.items() if n != names[-1] and res["per_arm"][n]["steps_to_threshold_reached"] > 0]
     head["curriculum_steps"] = cur
     head["best_fixed_steps"] = min(fixed) if fixed else float("nan")
     head["curriculum_final_vs_ridge"] = res["per_arm"][names[-1]]["final_test_loss_mean"] / res["ridge_test_loss"]

@@ -4,20 +4,18 @@ Reproduces: seed 004 Sec. 3 / Fig. 2 (in-context linear regression panel). Adam 
 u_t = g_t + gamma g_bias, where g_bias is the batch gradient stored every n = 100 steps
 (`optim.gradient_bias` via `OptimConfig.grad_bias_gamma/grad_bias_every`); fresh tasks
 w ~ N(0, I) for every sequence (k = infinity). gamma = 0 is plain Adam (the baseline). All gammas
-are traced hyperparameters of ONE vmapped program (`icl_sweep.ArmTraining` + `group_arms`: the
+are traced hyperparameters of ONE vmapped program (`train.arms.ArmTraining` + `group_arms`: the
 gamma = 0 arm runs the same program with gamma = 0, which is exactly g_t), seeds shared across arms.
 The seed gives no gamma values: we sweep them.
 
 Expected (paper): a medium gamma leaves the initial plateau in fewer steps than gamma = 0; a high
 gamma destabilizes training.
-Quick differs from the paper: `icl_sweep.QUICK_ESCAPE` (d = 2, 8 points, sigma^2 = 0.25, a
+Quick differs from the paper: `sweeps.icl.QUICK_ESCAPE` (d = 2, 8 points, sigma^2 = 0.25, a
 2-layer 32-wide GPT-2, Adam lr 1e-3, batch 32, 1500 steps, 2 seeds; threshold = ridge + 0.7 (zero -
 ridge)): at QUICK's d = 4 Adam never leaves the plateau in 2000 steps; here it does after ~600.
-Measured: the run computes it; results.json and the report (`lsb reproduce`) give each arm's
-steps to threshold and share of the zero -> ridge gap closed, with the seeds that reached.
 
 Cost: quick ~2-3 min on 2 idle CPU cores (one program; 405 s measured under load average ~7);
-full (`icl_sweep.FULL`, 12-layer GPT-2, d = 20, 30k steps): GPU.
+full (`sweeps.icl.FULL`, 12-layer GPT-2, d = 20, 30k steps): GPU.
 
     lsb run icl_grad_bias --config quick
 """
@@ -29,8 +27,9 @@ import dataclasses
 import numpy as np
 
 from lsb_jax.experiments import Experiment
-from lsb_jax.tasks import icl_sweep
-from lsb_jax.tasks.icl_sweep import ArmTraining, SweepConfig
+from lsb_jax.sweeps import icl as icl_sweep
+from lsb_jax.sweeps.icl import SweepConfig
+from lsb_jax.train.arms import grad_bias_arms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +49,7 @@ class Config:
 
 def run(cfg: Config, ctx) -> dict:
     names = [f"gamma={g:g}" for g in cfg.gammas]
-    training = [ArmTraining(optim=dataclasses.replace(cfg.sweep.optim, grad_bias_gamma=g,
-                                                      grad_bias_every=cfg.refresh_every)) for g in cfg.gammas]
+    training = list(grad_bias_arms(cfg.gammas, cfg.sweep.optim, cfg.refresh_every).values())
     res = icl_sweep.run_sweep(cfg.sweep, ctx, "subset", [{"k": cfg.k}] * len(names), names, training=training,
                               title=f"gradient biasing, n = {cfg.refresh_every} (Fig. 2)")
     head = icl_sweep.headline(res, names[0])

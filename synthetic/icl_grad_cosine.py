@@ -6,23 +6,14 @@ Reproduces: seed 004 App. C.1 / Fig. 8 and the decomposition of App. C.5. Arms t
 never uses, so the runs are the same as without the diagnostic) and logs the cosine of the two
 batch gradients, cos = <g_1, g_2> / (|g_1| |g_2|), averaged over the pairs, together with its
 readout and rest terms <g_1p, g_2p> / (|g_1| |g_2|) (they sum to cos) and the cosine within each
-group (`icl_sweep.GradCosine`). Reported: the mean over seeds and evaluations, and the curves.
+group (`tasks.icl_levers.GradCosine`). Reported: the mean over seeds and evaluations, and the curves.
 
 Expected (paper): the cosine is much lower for high task counts, high for low ones; it is noisy
 early in training (-0.5..0.5 within one run); most of the noise sits in the readout term.
-Quick differs from the paper: `icl_sweep.QUICK_ESCAPE` (d = 2, 8 points, sigma^2 = 0.25, 2-layer
+Quick differs from the paper: `sweeps.icl.QUICK_ESCAPE` (d = 2, 8 points, sigma^2 = 0.25, 2-layer
 32-wide GPT-2, Adam lr 1e-3, batch 32, 1500 steps, 2 seeds), 4 batch pairs per evaluation.
-Measured (quick, 2 seeds, 16 evaluations x 4 pairs): mean cosine (readout / rest terms) k=4 0.350
-(0.053 / 0.297), k=32 0.173 (0.031 / 0.143), k=256 0.115 (0.037 / 0.079), k=inf 0.141 (0.059 /
-0.082): rank correlation with k -0.80, the paper's direction (fewer tasks, more aligned gradients),
-with k=inf slightly above k=256. Single evaluations swing from -0.5 to 0.96 as in the paper. The
-C.5 observation (noise concentrated in the readout) shows only early: the readout term spikes in the
-first ~250 steps (up to 0.8) and then stays near 0, while later swings sit in the rest term (std over
-evaluations per member: readout 0.09-0.22, rest 0.07-0.34). Same run:
-k=32 closes 70% of the zero -> ridge gap (2/2 seeds reach the threshold, 1300 steps), k=256 44%
-(2/2, 1150), k=inf 26% (1/2, 900), k=4 memorizes (test loss 2.9).
 Cost: quick ~3 min on 2 idle CPU cores (one program; the diagnostic adds 2 x pairs gradients per
-member per evaluation; 429 s measured under load average ~7); full (`icl_sweep.FULL`): GPU.
+member per evaluation; 429 s measured under load average ~7); full (`sweeps.icl.FULL`): GPU.
 
     lsb run icl_grad_cosine --config quick
 """
@@ -34,8 +25,8 @@ import dataclasses
 import numpy as np
 
 from lsb_jax.experiments import Experiment
-from lsb_jax.tasks import icl_sweep
-from lsb_jax.tasks.icl_sweep import GradCosine, SweepConfig
+from lsb_jax.sweeps import icl as icl_sweep
+from lsb_jax.sweeps.icl import GradCosine, SweepConfig
 
 
 @dataclasses.dataclass(frozen=True)

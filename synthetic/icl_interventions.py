@@ -11,19 +11,17 @@ fresh tasks (k = infinity); arms differ only in the optimizer (and PCGrad's batc
     layer_lr        the readout's lr scaled by `readout_lr_scale`
     sam             SAM with radius `sam_rho` around Adam
 
-Each arm is its own compiled program (`icl_sweep.group_arms`: static differences); all arms share
+Each arm is its own compiled program (`train.arms.group_arms`: static differences); all arms share
 the seeds (same initialization and data key), the test set and the baselines.
 
 Expected (paper): PCGrad improves faster per step than Adam despite the 4x smaller batch; the
 frozen readout gives a moderate speed-up. Layer-wise lr and SAM: no direction claimed, measured.
-Quick differs from the paper: `icl_sweep.QUICK_ESCAPE` (d = 2, 8 points, sigma^2 = 0.25, 2-layer
+Quick differs from the paper: `sweeps.icl.QUICK_ESCAPE` (d = 2, 8 points, sigma^2 = 0.25, 2-layer
 32-wide GPT-2, Adam lr 1e-3, batch 32 (PCGrad 8), 1500 steps, 2 seeds).
-Measured: the run computes it; results.json and the report (`lsb reproduce`) give each arm's
-steps to threshold and share of the zero -> ridge gap closed, with the seeds that reached.
 
 Cost: quick ~12 min measured on a heavily loaded 2-core machine (load average 5-8; 5 programs,
 PCGrad and SAM cost 2-3x a plain step), est. ~4 min idle; full
-(`icl_sweep.FULL`: PCGrad's per-example gradients of a 9.5M-parameter model at batch 32): GPU.
+(`sweeps.icl.FULL`: PCGrad's per-example gradients of a 9.5M-parameter model at batch 32): GPU.
 
     lsb run icl_interventions --config quick
 """
@@ -33,11 +31,9 @@ from __future__ import annotations
 import dataclasses
 
 from lsb_jax.experiments import Experiment
-from lsb_jax.tasks import icl_sweep
-from lsb_jax.tasks.icl_sweep import ArmTraining, SweepConfig
-
-INTERVENTIONS = ("pcgrad", "frozen_readout", "layer_lr", "sam")
-
+from lsb_jax.sweeps import icl as icl_sweep
+from lsb_jax.sweeps.icl import ArmTraining, SweepConfig
+from lsb_jax.train.arms import INTERVENTIONS, check_interventions, intervention_arms
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -49,24 +45,14 @@ class Config:
     k: int = 0                             # training tasks (0 = a fresh task per sequence)
 
     def __post_init__(self):
-        bad = [i for i in self.interventions if i not in INTERVENTIONS]
-        if bad:
-            raise ValueError(f"interventions: unknown {bad}; expected a subset of {INTERVENTIONS}")
-        if self.pcgrad_batch_divisor < 1 or self.readout_lr_scale < 0 or self.sam_rho <= 0:
-            raise ValueError("pcgrad_batch_divisor must be >= 1, readout_lr_scale >= 0 and sam_rho > 0")
+        check_interventions(self.interventions, self.pcgrad_batch_divisor, self.readout_lr_scale, self.sam_rho)
         icl_sweep.validate_arms([{"k": self.k}], self.sweep.pool_size, "k")
 
 
 def trainings(cfg: Config) -> dict[str, ArmTraining | None]:
-    base, readout = cfg.sweep.optim, icl_sweep.READOUT
-    make = {
-        "pcgrad": lambda: ArmTraining(optim=dataclasses.replace(base, pcgrad=True),
-                                      batch_size=max(1, cfg.sweep.batch_size // cfg.pcgrad_batch_divisor)),
-        "frozen_readout": lambda: ArmTraining(optim=dataclasses.replace(base, freeze=(readout,))),
-        "layer_lr": lambda: ArmTraining(optim=dataclasses.replace(base, layer_lr={readout: cfg.readout_lr_scale})),
-        "sam": lambda: ArmTraining(optim=dataclasses.replace(base, sam_rho=cfg.sam_rho)),
-    }
-    return {"adam": None, **{i: make[i]() for i in cfg.interventions}}
+    return {"adam": None, **intervention_arms(cfg.interventions, cfg.sweep.optim, cfg.sweep.batch_size,
+                                              icl_sweep.READOUT, pcgrad_batch_divisor=cfg.pcgrad_batch_divisor,
+                                              readout_lr_scale=cfg.readout_lr_scale, sam_rho=cfg.sam_rho)}
 
 
 def run(cfg: Config, ctx) -> dict:

@@ -10,8 +10,6 @@ the Bayes predictor of the arm's own pool (dMMSE), the steps to reach ridge + 1/
 Expected: small k memorizes the pool (tracks dMMSE, test loss stalls above the threshold);
 large k behaves like k = infinity; an intermediate k reaches the threshold in fewer steps than
 k = infinity (then drifts toward memorization, its distance to ridge rising again).
-Measured: the run computes it; results.json and the report (`lsb reproduce`) give each arm's
-steps to threshold and share of the zero -> ridge gap closed, with the seeds that reached.
 
 Cost: quick ~3 min on 2 idle CPU cores (8-12 min measured under heavy load) (tiny model, d = 2); full: 12-layer 256-wide GPT-2 (9.5M
 parameters without GPT2Model's unused token table), d = 20, 41 points, batch 128, 3 seeds x 6 arms,
@@ -24,11 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 
 from lsb_jax.experiments import Experiment
-from lsb_jax.tasks import icl_sweep
-from lsb_jax.tasks.icl_sweep import SweepConfig
+from lsb_jax.sweeps import icl as icl_sweep
+from lsb_jax.sweeps.icl import SweepConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +44,11 @@ def run(cfg: Config, ctx) -> dict:
     res = icl_sweep.run_sweep(cfg.sweep, ctx, "subset", [{"k": k} for k in cfg.ks], names,
                               title="task count k (Figs. 1, 4)")
     head = icl_sweep.headline(res, names[0])
-    steps = {n: res["per_arm"][n]["steps_to_threshold_mean"] for n in names}
+    steps = {n: res["per_arm"][n]["steps_to_threshold_rmean"] for n in names}
     base = steps[names[0]]
-    faster = [n for n in names[1:] if np.isfinite(steps[n]) and (not np.isfinite(base) or steps[n] < base)]
+    faster = [n for n in names[1:] if steps[n] < base]     # censored restricted means: never-reached = horizon
     head["finite_k_faster_than_infinite"] = ", ".join(faster) or "none"
-    stalls = [n for n in names[1:] if not np.isfinite(steps[n])]
+    stalls = [n for n in names[1:] if res["per_arm"][n]["steps_to_threshold_reached"] == 0]
     head["finite_k_never_reaching"] = ", ".join(stalls) or "none"
     summary = ("Steps to threshold: " + "; ".join(icl_sweep.format_arm(n, res["per_arm"][n]) for n in names)
                + f". Faster than k=inf: {head['finite_k_faster_than_infinite']}; never reach it: "

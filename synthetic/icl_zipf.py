@@ -8,8 +8,6 @@ pool, steps to ridge + 1/2 (zero - ridge) over vmapped seeds.
 
 Expected: alpha around 1 reaches the threshold sooner than alpha = 0 (uniform) and than a large
 alpha (close to a single task, which memorizes and never generalizes).
-Measured (quick, 1,500 steps, 2 seeds): no arm reaches the threshold; gap closed: alpha=0 0.6%,
-alpha=1 8.0%, alpha=2.5 -0.3% (memorizes): the paper's direction, at small scale.
 Cost: quick ~3 min on 2 idle CPU cores (8-12 min measured under heavy load) (tiny model, d = 4); full: paper-scale GPT-2, d = 20, pool
 2^15, 3 seeds x 5 alphas, 30k steps: GPU only (not run here).
 
@@ -20,11 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 
 from lsb_jax.experiments import Experiment
-from lsb_jax.tasks import icl_sweep
-from lsb_jax.tasks.icl_sweep import SweepConfig
+from lsb_jax.sweeps import icl as icl_sweep
+from lsb_jax.sweeps.icl import SweepConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +40,7 @@ def run(cfg: Config, ctx) -> dict:
     res = icl_sweep.run_sweep(cfg.sweep, ctx, "zipf", [{"alpha": a} for a in cfg.alphas], names,
                               title=f"Zipf over {cfg.sweep.pool_size} tasks (Fig. 5)")
     head = icl_sweep.headline(res, names[0])
-    steps = np.array([res["per_arm"][n]["steps_to_threshold_mean"] for n in names])
-    best = int(np.nanargmin(np.where(np.isfinite(steps), steps, np.inf))) if np.isfinite(steps).any() else -1
+    best = names.index(head["fastest_arm"]) if head["fastest_arm"] in names else -1   # -1: no arm reached
     head["fastest_alpha"] = float(cfg.alphas[best]) if best >= 0 else float("nan")
     head["medium_alpha_fastest"] = bool(0 < best < len(names) - 1)
     summary = ("Steps to threshold: " + "; ".join(icl_sweep.format_arm(n, res["per_arm"][n]) for n in names)

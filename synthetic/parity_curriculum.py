@@ -14,11 +14,6 @@ subsample, still converges (best of both).
 Quick differs from the paper: k = 4 instead of 6, 2,500 steps, 8 seeds; the switch is later
 (500) and a second, tinier r0 (0.002, which alone never generalizes) is added so the "best of
 both" part is visible at this scale.
-Measured (quick, 8 seeds, censored mean steps to 95% test accuracy): rho=1 1100 (8/8 solved);
-rho=0.02 fixed 1762 (4/8); 0.02->1@500 750 (8/8, the fastest: 1.47x the full data); rho=0.002
-fixed never (acc 0.49, memorizes 100 points); 0.002->1@500 1325 (8/8). The curriculum is the
-best of both: faster than the full data and, unlike the fixed subsample, it always generalizes.
-~2-3 min on 2 loaded CPU cores.
 
     lsb run parity_curriculum --config quick
 """
@@ -28,10 +23,9 @@ from __future__ import annotations
 import dataclasses
 
 from lsb_jax.experiments import Experiment
-from lsb_jax.tasks import parity
-from lsb_jax.tasks.parity import Arm, ParityConfig
+from lsb_jax.sweeps import parity
+from lsb_jax.sweeps.parity import QUICK, ParityConfig
 
-QUICK = ParityConfig(k=4, steps=2500, seeds=8, test_size=1024, eval_every=100, chunk_size=500, log_every=100)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +41,11 @@ class Config:
             raise ValueError(f"switch must be in (0, parity.steps={self.parity.steps}), got {self.switch}")
 
 
-def arms(cfg: Config) -> list[Arm]:
-    out = [Arm("rho=1", "subsample", rho=1.0)]
+def arms(cfg: Config) -> list[parity.Arm]:
+    out = [parity.arm("rho=1", "subsample", rho=1.0)]
     for r in cfg.rho0s:
-        out += [Arm(f"rho={r:g}", "subsample", rho=r),
-                Arm(f"{r:g}->1@{cfg.switch}", "curriculum", rho=r, switch=cfg.switch)]
+        out += [parity.arm(f"rho={r:g}", "subsample", rho=r),
+                parity.arm(f"{r:g}->1@{cfg.switch}", "curriculum", rho=r, switch=cfg.switch)]
     return out
 
 
@@ -60,7 +54,7 @@ def run(cfg: Config, ctx) -> dict:
     res = parity.run_sweep(cfg.parity, ctx, arm_list, f"curriculum over rho, k={cfg.parity.k} (Fig. 7)")
     head = parity.headline(res, cfg.parity)
     per = res["per_arm"]
-    steps = {a.name: per[a.name]["steps_to_solve_censored_mean"] for a in arm_list}
+    steps = {a.name: per[a.name]["steps_to_solve_rmean"] for a in arm_list}
     base = steps["rho=1"]
     for r in cfg.rho0s:
         cur, fixed = f"{r:g}->1@{cfg.switch}", f"rho={r:g}"

@@ -10,8 +10,6 @@ Expected: a medium alpha (0.75-1) reaches the solve threshold in fewer steps tha
 batches repeat does not matter, only that some do.
 Quick differs from the paper: k = 4 instead of 6, 2500 steps, 8 seeds (d = 20, width 40, SGD lr 0.1,
 batch 20 as in the paper). Cost: quick ~1 min on 2 CPU cores; full (k = 6, 50k steps): GPU or ~15 min CPU.
-Measured (quick, 8 seeds, censored mean steps to 95% test accuracy): alpha=0 1050, alpha=0.75 788,
-alpha=1.5 1738 (7/8 solved); ~98 s on 2 loaded CPU cores.
 
     lsb run parity_zipf --config quick
 """
@@ -21,10 +19,9 @@ from __future__ import annotations
 import dataclasses
 
 from lsb_jax.experiments import Experiment
-from lsb_jax.tasks import parity
-from lsb_jax.tasks.parity import Arm, ParityConfig
+from lsb_jax.sweeps import parity
+from lsb_jax.sweeps.parity import QUICK, ParityConfig
 
-QUICK = ParityConfig(k=4, steps=2500, seeds=8, test_size=1024, eval_every=100, chunk_size=500, log_every=100)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,12 +35,12 @@ class Config:
 
 
 def run(cfg: Config, ctx) -> dict:
-    arms = [Arm(f"alpha={a:g}", "zipf", alpha=a) for a in cfg.alphas]
+    arms = [parity.arm(f"alpha={a:g}", "zipf", alpha=a) for a in cfg.alphas]
     res = parity.run_sweep(cfg.parity, ctx, arms, f"Zipf over batches, k={cfg.parity.k} (Fig. 5)")
     head = parity.headline(res, cfg.parity)
     per = res["per_arm"]
-    base = per[arms[0].name]["steps_to_solve_censored_mean"]
-    head["zipf_faster_than_uniform"] = any(per[a.name]["steps_to_solve_censored_mean"] < base for a in arms[1:])
+    base = per[arms[0].name]["steps_to_solve_rmean"]
+    head["zipf_faster_than_uniform"] = any(per[a.name]["steps_to_solve_rmean"] < base for a in arms[1:])
     summary = ("Steps to solve: " + "; ".join(parity.format_arm(a.name, per[a.name]) for a in arms) + ". "
                + ("Some alpha > 0 solves in fewer steps than uniform batches, as in the paper."
                   if head["zipf_faster_than_uniform"] else "No alpha > 0 beat uniform batches at this scale."))

@@ -27,7 +27,7 @@ import numpy as np
 
 from lsb_jax import analysis, io, plots
 from lsb_jax.config import require_positive
-from lsb_jax.data import Curriculum, Epochs, Subset, Uniform, Zipf, doubling, subsample_counts
+from lsb_jax.data import Epochs, Subset, Uniform, Zipf, doubling
 from lsb_jax.experiments import Experiment
 from lsb_jax.models.mlp import ACTIVATIONS, init_mlp, mlp_apply
 from lsb_jax.optim import OptimConfig, make_optimizer
@@ -160,12 +160,13 @@ def run(cfg: Config, ctx) -> dict:
     ctx.save_figure(fig, "loss_curves")
 
     mean, std = analysis.mean_std(final_M)
-    reach_mean, reach_std = analysis.mean_std(reach_M)
+    # seeds that never reach the threshold are censored at the last evaluation, not dropped
+    reach = analysis.censored_summary(reach_M, float(np.asarray(hist["test_mse_step"])[-1]))
     return {
         "headline": {
             "test_mse_final_mean": mean, "test_mse_final_std": std, "least_squares_test_mse": ols,
-            "noise_floor": cfg.noise ** 2, "steps_to_threshold_mean": reach_mean,
-            "steps_to_threshold_std": reach_std, "threshold": cfg.threshold_factor * ols, "members": members.size,
+            "noise_floor": cfg.noise ** 2, "steps_to_threshold_rmean": reach["restricted_mean"],
+            "steps_to_threshold_rstd": reach["restricted_std"], "steps_to_threshold_reached": reach["reached"], "threshold": cfg.threshold_factor * ols, "members": members.size,
             "diverged_members": int(np.sum(~np.isfinite(final_M))),  # excluded from the means above
         },
         "summary": (f"{members.size} members ({cfg.sampler} sampler, {cfg.optim.name}) reach test MSE "

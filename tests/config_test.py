@@ -100,6 +100,6 @@ def test_to_dict_recurses_into_containers_of_configs():
 
 
 def test_require_positive_names_the_field():
-    from lsb_jax.tasks.parity import ParityConfig
+    from lsb_jax.sweeps.parity import ParityConfig
     with pytest.raises(ValueError, match=r"ParityConfig\.steps must be >= 1, got 0"):
         ParityConfig(steps=0)

@@ -1,4 +1,4 @@
-"""lsb_jax.tasks.facts and synthetic/facts_*: documents, levers, loss and accuracy against numpy
+"""lsb_jax.tasks.facts, lsb_jax.sweeps.facts and synthetic/facts_*: documents, levers, loss and accuracy against numpy
 references, one tiny end-to-end sweep, and the experiments' registration."""
 
 import functools
@@ -17,17 +17,19 @@ from lsb_jax import experiments
 from lsb_jax.models import gpt2
 from lsb_jax.optim import OptimConfig
 from lsb_jax.optim.partition import param_path
-from lsb_jax.tasks import facts
 from lsb_jax.models.gpt2 import abstract_graphdef
-from lsb_jax.tasks.icl_sweep import member_arms, validate_arms
+from lsb_jax.sweeps import facts as fsweep
+from lsb_jax.tasks import facts
+from lsb_jax.tasks.facts import validate_arms
+from lsb_jax.train.arms import member_arms
 
 TASK = facts.FactsTask(num_subjects=12, num_relations=3, answers_per_relation=5, num_noise=7, k_noise=2)
 
 
 def _sweep(**kw):
-    base = dict(task=TASK, model=facts.ModelConfig(1, 2, 16), batch_size=8, steps=10, seeds=2, eval_every=5,
+    base = dict(task=TASK, model=fsweep.ModelConfig(1, 2, 16), batch_size=8, steps=10, seeds=2, eval_every=5,
                 chunk_size=10, log_every=5, curriculum_start=3, curriculum_switch=4)
-    return facts.SweepConfig(**{**base, **kw})
+    return fsweep.SweepConfig(**{**base, **kw})
 
 
 def _hp(**lever):
@@ -141,7 +143,7 @@ def test_sample_batch_uses_the_members_own_facts():
 @functools.lru_cache(maxsize=1)
 def _tiny_model():
     """(graphdef, params x 5): a 1-layer model with non-trivial logits, initialized by one jitted call."""
-    cfg = facts.ModelConfig(1, 2, 16).gpt2(TASK)
+    cfg = fsweep.ModelConfig(1, 2, 16).gpt2(TASK)
     params = jax.jit(lambda k: jax.tree.map(lambda x: 5.0 * x, gpt2.init_params(cfg, k)[1]))(jax.random.PRNGKey(0))
     return abstract_graphdef(cfg), params
 
@@ -190,9 +192,9 @@ def test_bad_configs_name_the_field():
     with pytest.raises(ValueError, match="curriculum_start"):
         _sweep(curriculum_start=100)
     with pytest.raises(ValueError, match="arms\\[0\\]"):
-        facts.run_sweep(_sweep(), None, "subset", [{"beta": 0.5}], ["a"])
+        fsweep.run_sweep(_sweep(), None, "subset", [{"beta": 0.5}], ["a"])
     with pytest.raises(ValueError, match="lever"):
-        facts.run_sweep(_sweep(), None, "bogus", [{}], ["a"])
+        fsweep.run_sweep(_sweep(), None, "bogus", [{}], ["a"])
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -203,19 +205,19 @@ def test_tiny_model_memorizes_its_training_facts(tmp_path):
     from lsb_jax.runner import RunContext
 
     task = facts.FactsTask(num_subjects=8, num_relations=2, answers_per_relation=4, num_noise=4, k_noise=1)
-    cfg = facts.SweepConfig(task=task, model=facts.ModelConfig(1, 2, 32), optim=OptimConfig(name="adam", lr=3e-3),
+    cfg = fsweep.SweepConfig(task=task, model=fsweep.ModelConfig(1, 2, 32), optim=OptimConfig(name="adam", lr=3e-3),
                             batch_size=32, steps=300, seeds=2, eval_every=50, chunk_size=150, log_every=50,
                             thresholds=(0.5, 0.95), curriculum_start=2)
     ctx = RunContext(tmp_path / "run", progress=False)
-    res = facts.run_sweep(cfg, ctx, "subset", [{"k": math.inf}, {"k": 2}], ["all", "k=2"])
+    res = fsweep.run_sweep(cfg, ctx, "subset", [{"k": math.inf}, {"k": 2}], ["all", "k=2"])
     json.dumps(res, allow_nan=True)
     assert res["per_arm"]["all"]["final_test_acc_mean"] >= 0.95
     assert res["per_arm"]["k=2"]["final_train_acc_mean"] >= 0.95      # its own 2 subjects' facts
     assert res["per_arm"]["k=2"]["final_test_acc_mean"] < 0.8          # cannot know the other 6
-    assert np.isfinite(res["per_arm"]["all"]["steps_to_0.5_mean"])
+    assert np.isfinite(res["per_arm"]["all"]["steps_to_0.5_rmean"])
     assert (tmp_path / "run" / "accuracy_curves.png").exists() and ctx.figures == ["accuracy_curves.png"]
     assert any(tmp_path.rglob("curves.npz"))
-    head = facts.headline(res, cfg)
+    head = fsweep.headline(res, cfg)
     assert head["all/final_acc"] >= 0.95 and head["fastest_arm"] in ("all", "k=2")
 
 
@@ -261,9 +263,9 @@ def test_intervention_arms_configure_the_foundation_optimizers(registry):
     assert by["sam"].optim.sam_rho > 0 and by["layer_lr"].optim.layer_lr
     assert by["pcgrad"].optim.pcgrad and by["pcgrad"].batch_size == full.sweep.batch_size // 4 == 16
     # the readout regex names exactly the untied model's lm_head
-    untied = facts.ModelConfig(1, 2, 16, tie_embeddings=False).gpt2(TASK)
+    untied = fsweep.ModelConfig(1, 2, 16, tie_embeddings=False).gpt2(TASK)
     params = jax.eval_shape(lambda k: gpt2.init_params(untied, k)[1], jax.random.PRNGKey(0))
     paths = [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     assert [p for p in paths if re.search(r"^lm_head$", p)] == ["lm_head"]
     with pytest.raises(ValueError, match="tie_embeddings"):
-        type(full)(sweep=facts.FULL)
+        type(full)(sweep=fsweep.FULL)

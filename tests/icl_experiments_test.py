@@ -1,4 +1,4 @@
-"""lsb_jax.tasks.icl_sweep and the synthetic/icl_* experiments: the data levers draw what they
+"""lsb_jax.tasks.icl_levers, lsb_jax.sweeps.icl and the synthetic/icl_* experiments: the data levers draw what they
 claim, and a short training run learns in context (beats predicting 0, approaches ridge)."""
 
 import dataclasses
@@ -11,9 +11,10 @@ import pytest
 from lsb_jax import config as config_lib
 from lsb_jax import experiments
 from lsb_jax.data import Subset
-from lsb_jax.tasks import icl, icl_sweep
 from lsb_jax.optim import OptimConfig
-from lsb_jax.tasks.icl_sweep import ModelConfig, SweepConfig
+from lsb_jax.sweeps import icl as icl_sweep
+from lsb_jax.sweeps.icl import ModelConfig, SweepConfig
+from lsb_jax.tasks import icl, icl_levers
 
 SMALL = SweepConfig(dim=3, num_points=6, model=ModelConfig(1, 1, 8), batch_size=256, steps=10, seeds=2,
                     pool_size=64, test_size=32, eval_every=5, track_tasks=8, track_points=2,
@@ -27,9 +28,9 @@ def _sampler(lever, cfg):
     """(jitted sample_batch, pools, v): one compilation per lever and config, the arm is traced."""
     key = (lever, repr(cfg))  # configs hold a dict (optim.layer_lr): not hashable
     if key not in _SAMPLERS:
-        pools = icl_sweep.draw_pools(cfg)
+        pools = icl_levers.draw_pools(cfg)
         v = icl.random_direction(jax.random.PRNGKey(5), cfg.dim)
-        _SAMPLERS[key] = jax.jit(icl_sweep.make_sample_batch(lever, cfg, perm_seed=7)), pools, v
+        _SAMPLERS[key] = jax.jit(icl_levers.make_sample_batch(lever, cfg, perm_seed=7)), pools, v
     return _SAMPLERS[key]
 
 
@@ -37,8 +38,8 @@ QUIET = dataclasses.replace(SMALL, noise_var=1e-6)
 
 
 def _draw(lever, arm, step, cfg=SMALL, seed=0):
-    arm = icl_sweep.validate_arms([arm], cfg.pool_size)[0]
-    hp = {n: jnp.float32(arm[n]) for n in icl_sweep.ARM_DEFAULTS}
+    arm = icl_levers.validate_arms([arm], cfg.pool_size)[0]
+    hp = {n: jnp.float32(arm[n]) for n in icl_levers.ARM_DEFAULTS}
     hp["seed"] = jnp.float32(seed)
     sample, pools, v = _sampler(lever, cfg)
     batch = sample(jax.random.PRNGKey(3), jnp.int32(step), hp, pools, v)
@@ -109,11 +110,11 @@ def test_zipf_arm_frequencies_follow_the_rank_law():
 
 def test_bad_arms_name_the_field():
     with pytest.raises(ValueError, match=r"ks\[1\].k"):
-        icl_sweep.validate_arms([{"k": 0}, {"k": 3.5}], 64, "ks")
+        icl_levers.validate_arms([{"k": 0}, {"k": 3.5}], 64, "ks")
     with pytest.raises(ValueError, match=r"arms\[0\].beta"):
-        icl_sweep.validate_arms([{"beta": 2.0}], 64)
+        icl_levers.validate_arms([{"beta": 2.0}], 64)
     with pytest.raises(ValueError, match="unknown lever"):
-        icl_sweep.validate_arms([{"gamma": 1.0}], 64)
+        icl_levers.validate_arms([{"gamma": 1.0}], 64)
     with pytest.raises(ValueError, match="sweep.track_tasks"):
         SweepConfig(pool_size=4, track_tasks=8)
 

@@ -1,4 +1,4 @@
-"""lsb_jax.tasks.icl_sweep optimizer arms and diagnostics (seed 004 Figs. 2, 3, 8, 9, 12): arms really
+"""ICL optimizer arms (lsb_jax.train.arms on the ICL task, lsb_jax.sweeps.icl) and diagnostics (seed 004 Figs. 2, 3, 8, 9, 12): arms really
 train with their own optimizer / batch size, the gradient cosine equals an independent computation,
 and the synthetic/icl_{grad_bias,interventions,grad_cosine,batch_scaling} experiments run end to end."""
 
@@ -13,8 +13,12 @@ from lsb_jax import experiments
 from lsb_jax.models import gpt2
 from lsb_jax.optim import OptimConfig
 from lsb_jax.runner import RunContext
-from lsb_jax.tasks import icl, icl_sweep
-from lsb_jax.tasks.icl_sweep import ArmTraining, GradCosine, ModelConfig, SweepConfig
+from lsb_jax.sweeps import icl as icl_sweep
+from lsb_jax.sweeps.icl import ModelConfig, SweepConfig
+from lsb_jax.tasks import icl, icl_levers
+from lsb_jax.tasks.icl_levers import GradCosine
+from lsb_jax.train.arms import ArmTraining, group_arms, group_members, member_arms
+from lsb_jax.train.sweep import SweepTask, group_program
 from lsb_jax.train import ensemble_init, ensemble_step
 from lsb_jax.train.state import data_key
 
@@ -22,6 +26,10 @@ TINY = SweepConfig(dim=3, num_points=5, model=ModelConfig(1, 2, 8), batch_size=1
                    test_size=16, eval_every=3, track_tasks=4, track_points=2, chunk_size=6, log_every=3,
                    optim=OptimConfig(name="adam", lr=1e-2))
 ADAM = TINY.optim
+
+
+def _groups(cfg, training, num_arms):
+    return group_arms(training, num_arms, optim=cfg.optim, batch_size=cfg.batch_size, steps=cfg.steps)
 
 
 def _opt(**kw):
@@ -33,8 +41,8 @@ def _opt(**kw):
 
 def test_group_arms_traces_numeric_fields_and_splits_static_ones():
     training = [None, _opt(grad_bias_gamma=0.3), _opt(grad_bias_gamma=1.0, lr=3e-3), _opt(pcgrad=True),
-                ArmTraining(batch_size=4), _opt(freeze=(icl_sweep.READOUT,)), _opt(sam_rho=0.05), _opt(sam_rho=0.1)]
-    groups = icl_sweep.group_arms(TINY, training, len(training))
+                ArmTraining(batch_size=4), _opt(freeze=(icl_levers.READOUT,)), _opt(sam_rho=0.05), _opt(sam_rho=0.1)]
+    groups = _groups(TINY, training, len(training))
     by_arm = {a: g for g in groups for a in g.arms}
     # plain Adam and both gamma arms share one program: gamma (0 for the plain arm) and lr are traced
     g = by_arm[0]
@@ -47,17 +55,17 @@ def test_group_arms_traces_numeric_fields_and_splits_static_ones():
     assert by_arm[6] is by_arm[7] and by_arm[6].traced == ("sam_rho",)
     assert by_arm[4].batch_size == 4 and by_arm[3].batch_size == TINY.batch_size
     # a single plain arm: no traced overrides at all (the existing experiments' program)
-    (plain,) = icl_sweep.group_arms(TINY, None, 1)
+    (plain,) = _groups(TINY, None, 1)
     assert plain.traced == () and plain.optim == ADAM
 
 
 def test_group_arms_errors_name_the_arm():
     with pytest.raises(ValueError, match=r"training\[1\]\.batch_size"):
-        icl_sweep.group_arms(TINY, [None, ArmTraining(batch_size=0)], 2)
+        _groups(TINY, [None, ArmTraining(batch_size=0)], 2)
     with pytest.raises(ValueError, match=r"training\[0\]\.optim: .*warmup_steps"):   # > sweep.steps
-        icl_sweep.group_arms(TINY, [_opt(schedule="warmup_cosine", warmup_steps=100)], 1)
+        _groups(TINY, [_opt(schedule="warmup_cosine", warmup_steps=100)], 1)
     with pytest.raises(ValueError, match="2 entries for 3 arms"):
-        icl_sweep.group_arms(TINY, [None, None], 3)
+        _groups(TINY, [None, None], 3)
 
 
 # ----------------------------------------------------------------------------- per-arm training
@@ -73,21 +81,25 @@ def trained():
     {name: (state at init, state after STEPS, its ArmGroup)} with the member axis dropped, plus
     what a hand-made reference needs (pools, v_D, the arm's hyperparameters)."""
     names = ["gamma=0", "gamma=0.5", "frozen", "pcgrad"]
-    training = [_opt(grad_bias_gamma=0.0), _opt(grad_bias_gamma=0.5), _opt(freeze=(icl_sweep.READOUT,)),
+    training = [_opt(grad_bias_gamma=0.0), _opt(grad_bias_gamma=0.5), _opt(freeze=(icl_levers.READOUT,)),
                 ArmTraining(optim=dataclasses.replace(ADAM, pcgrad=True), batch_size=ONE.batch_size // 4)]
-    arms = icl_sweep.validate_arms([{"k": 0}] * len(names), ONE.pool_size)
-    members = icl_sweep.member_arms(ONE.seeds, ONE.seed, arms)
-    pools, v_D = jax.jit(lambda: (icl_sweep.draw_pools(ONE), icl.random_direction(jax.random.PRNGKey(2), ONE.dim)))()
+    arms = icl_levers.validate_arms([{"k": 0}] * len(names), ONE.pool_size)
+    members = member_arms(ONE.seeds, ONE.seed, arms)
+    pools, v_D = jax.jit(lambda: (icl_levers.draw_pools(ONE), icl.random_direction(jax.random.PRNGKey(2), ONE.dim)))()
+    graphdef = gpt2.abstract_graphdef(ONE.model.gpt2(ONE.task))
+    task = SweepTask(init_params=lambda k: gpt2.init_params(ONE.model.gpt2(ONE.task), k)[1],
+                     loss_fn=icl_levers.make_loss_fn(graphdef, ONE.dim),
+                     sampler=lambda g: icl_levers.make_sample_batch("subset", ONE, 7, g.batch_size), evaluate=None)
     out = {}
-    for group in icl_sweep.group_arms(ONE, training, len(arms)):
-        _, gm = icl_sweep.group_members(members, group)
-        init, step = icl_sweep.group_program(ONE, "subset", group, perm_seed=7)
+    for group in _groups(ONE, training, len(arms)):
+        _, gm = group_members(members, group)
+        init, step = group_program(task, group, ONE.steps)
         state0 = ensemble_init(init, gm)
         run = jax.jit(lambda s, hp: jax.lax.fori_loop(0, STEPS, lambda _, s: ensemble_step(step)(s, hp, pools, v_D)[0], s))
         state = run(state0, gm.hparams)
         for j, lab in enumerate(gm.labels):
             out[names[lab["arm"]]] = (jax.tree.map(lambda x: x[j], state0), jax.tree.map(lambda x: x[j], state), group)
-    hp = {n: jnp.float32(arms[0][n]) for n in icl_sweep.ARM_DEFAULTS} | {"seed": jnp.float32(0)}
+    hp = {n: jnp.float32(arms[0][n]) for n in icl_levers.ARM_DEFAULTS} | {"seed": jnp.float32(0)}
     return out, pools, v_D, hp
 
 
@@ -98,8 +110,8 @@ def _reference_run(optim, batch_size, key, pools, v_D, hp, steps):
     from lsb_jax.optim import make_optimizer
     from lsb_jax.train import init_state, make_train_step
     model_cfg = ONE.model.gpt2(ONE.task)
-    loss_fn = icl_sweep.make_loss_fn(gpt2.abstract_graphdef(model_cfg), ONE.dim)
-    sample = icl_sweep.make_sample_batch("subset", ONE, 7, batch_size)
+    loss_fn = icl_levers.make_loss_fn(gpt2.abstract_graphdef(model_cfg), ONE.dim)
+    sample = icl_levers.make_sample_batch("subset", ONE, 7, batch_size)
     opt = make_optimizer(optim, ONE.steps)
 
     def one_step(_, state):
@@ -171,15 +183,15 @@ def _flat(tree, keep=lambda name: True):
 
 def test_gradient_cosine_equals_numpy_on_two_independent_batches():
     cfg = TINY
-    graphdef, params = icl_sweep.gpt2.init_params(cfg.model.gpt2(cfg.task), jax.random.PRNGKey(1))
-    loss_fn = icl_sweep.make_loss_fn(graphdef, cfg.dim)
-    pools = icl_sweep.draw_pools(cfg)
+    graphdef, params = gpt2.init_params(cfg.model.gpt2(cfg.task), jax.random.PRNGKey(1))
+    loss_fn = icl_levers.make_loss_fn(graphdef, cfg.dim)
+    pools = icl_levers.draw_pools(cfg)
     v_D = icl.random_direction(jax.random.PRNGKey(2), cfg.dim)
-    arm = icl_sweep.validate_arms([{"k": 4}], cfg.pool_size)[0]
-    hp = {n: jnp.float32(arm[n]) for n in icl_sweep.ARM_DEFAULTS} | {"seed": jnp.float32(1)}
-    sample = icl_sweep.make_sample_batch("subset", cfg, 7, 8)
+    arm = icl_levers.validate_arms([{"k": 4}], cfg.pool_size)[0]
+    hp = {n: jnp.float32(arm[n]) for n in icl_levers.ARM_DEFAULTS} | {"seed": jnp.float32(1)}
+    sample = icl_levers.make_sample_batch("subset", cfg, 7, 8)
     rng, step, pairs = jax.random.PRNGKey(9), jnp.int32(5), 3
-    got = jax.jit(icl_sweep.make_grad_cosine(loss_fn, sample, GradCosine(pairs=pairs)))(params, rng, step, hp, pools, v_D)
+    got = jax.jit(icl_levers.make_grad_cosine(loss_fn, sample, GradCosine(pairs=pairs)))(params, rng, step, hp, pools, v_D)
 
     @jax.jit
     def grad(batch):   # independent: the mean of the per-example losses (loss weights are 1 for Subset)
@@ -187,7 +199,7 @@ def test_gradient_cosine_equals_numpy_on_two_independent_batches():
 
     is_readout = lambda name: name.startswith("read_out_")  # noqa: E731
     cos, part_r, within_r, within_rest = [], [], [], []
-    for k_a, k_b in np.asarray(icl_sweep.diagnostic_keys(rng, step, pairs)):
+    for k_a, k_b in np.asarray(icl_levers.diagnostic_keys(rng, step, pairs)):
         b_a, b_b = (jax.jit(sample)(k, step, hp, pools, v_D) for k in (k_a, k_b))
         assert not np.allclose(b_a["tokens"], b_b["tokens"])           # two independent batches,
         train = jax.jit(sample)(data_key(rng), step, hp, pools, v_D)   # neither of them the training batch
@@ -210,10 +222,10 @@ def test_gradient_cosine_equals_numpy_on_two_independent_batches():
 
 def test_gradient_cosine_of_identical_and_opposite_gradients():
     g = {"read_out_kernel": jnp.array([[1.0], [2.0]]), "blocks": {"w": jnp.array([3.0, -1.0])}}
-    same = icl_sweep.gradient_cosine(g, g)
+    same = icl_levers.gradient_cosine(g, g)
     np.testing.assert_allclose(same["grad_cos"], 1.0, rtol=1e-6)
     np.testing.assert_allclose(same["grad_cos_part_readout"], 5.0 / 15.0, rtol=1e-6)   # |g_r|^2 / |g|^2
-    flip = icl_sweep.gradient_cosine(g, {"read_out_kernel": -g["read_out_kernel"], "blocks": g["blocks"]})
+    flip = icl_levers.gradient_cosine(g, {"read_out_kernel": -g["read_out_kernel"], "blocks": g["blocks"]})
     np.testing.assert_allclose(flip["grad_cos"], (10.0 - 5.0) / 15.0, rtol=1e-6)
     np.testing.assert_allclose(flip["grad_cos_within_readout"], -1.0, rtol=1e-6)
 

@@ -12,8 +12,8 @@ import pytest
 
 from lsb_jax.optim import OptimConfig
 from lsb_jax.runner import RunContext
-from lsb_jax.tasks import icl_sweep
-from lsb_jax.tasks.icl_sweep import ModelConfig, SweepConfig
+from lsb_jax.sweeps import icl as icl_sweep
+from lsb_jax.sweeps.icl import ModelConfig, SweepConfig
 
 
 @pytest.mark.slow

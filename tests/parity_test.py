@@ -10,6 +10,8 @@ import pytest
 
 from lsb_jax.models.mlp import init_mlp
 from lsb_jax.optim import OptimConfig
+from lsb_jax.sweeps import parity as S
+from lsb_jax.sweeps.parity import ParityConfig
 from lsb_jax.tasks import parity as P
 
 
@@ -79,22 +81,14 @@ def test_evaluate_and_losses_match_numpy_forward():
     assert float(m["mse"]) == pytest.approx(np.mean((f - y) ** 2), rel=1e-5)
 
 
-def test_steps_to_solve_is_the_first_step_at_or_above_the_threshold():
-    steps = np.array([0, 10, 20, 30])
-    acc = np.array([[0.5, 0.5, 0.5], [0.96, 0.6, 0.5], [0.9, 0.95, 0.5], [1.0, 1.0, 0.94]])
-    got = P.steps_to_solve(steps, acc, 0.95)
-    np.testing.assert_array_equal(got[:2], [10, 20])
-    assert np.isnan(got[2])
-
-
 def _points(cfg, arm, steps, key=jax.random.PRNGKey(3)):
     sample = jax.jit(P.batch_sampler(cfg, arm))
     return [np.asarray(sample(key, jnp.int32(s))["x"]) for s in range(steps)]
 
 
 def test_subsample_visits_round_rho_n_points_once_per_epoch():
-    cfg = P.ParityConfig(dim=32, k=3, batch_size=4, steps=50)   # pool of 200 points
-    xs = _points(cfg, P.Arm("r", "subsample", rho=0.1), 10)     # K = 20 points, 5 steps per epoch
+    cfg = ParityConfig(dim=32, k=3, batch_size=4, steps=50)   # pool of 200 points
+    xs = _points(cfg, P.Lever("subsample", rho=0.1), 10)     # K = 20 points, 5 steps per epoch
     rows = [tuple(r) for x in xs for r in x]
     assert len(set(rows)) == 20
     first, second = rows[:20], rows[20:]
@@ -102,10 +96,10 @@ def test_subsample_visits_round_rho_n_points_once_per_epoch():
 
 
 def test_online_points_are_fresh_and_zipf_batches_are_fixed_blocks():
-    cfg = P.ParityConfig(dim=32, k=3, batch_size=4, steps=64)
-    online = _points(cfg, P.Arm("o"), 20)
+    cfg = ParityConfig(dim=32, k=3, batch_size=4, steps=64)
+    online = _points(cfg, P.Lever(), 20)
     assert len({tuple(r) for x in online for r in x}) == 80
-    zipf = _points(cfg, P.Arm("z", "zipf", alpha=3.0), 200)   # p(top batch) = 1/zeta(3) ~ 0.83
+    zipf = _points(cfg, P.Lever("zipf", alpha=3.0), 200)   # p(top batch) = 1/zeta(3) ~ 0.83
     batches = [tuple(map(tuple, x)) for x in zipf]
     top, count = max(((b, batches.count(b)) for b in set(batches)), key=lambda t: t[1])
     assert 0.7 < count / 200 < 0.95
@@ -113,36 +107,36 @@ def test_online_points_are_fresh_and_zipf_batches_are_fixed_blocks():
 
 
 def test_curriculum_switches_from_the_small_set_to_the_full_pool():
-    cfg = P.ParityConfig(dim=32, k=3, batch_size=4, steps=100)
-    xs = _points(cfg, P.Arm("c", "curriculum", rho=0.02, switch=10), 30)   # K = 8 points
+    cfg = ParityConfig(dim=32, k=3, batch_size=4, steps=100)
+    xs = _points(cfg, P.Lever("curriculum", rho=0.02, switch=10), 30)   # K = 8 points
     early = {tuple(r) for x in xs[:10] for r in x}
     late = {tuple(r) for x in xs[10:] for r in x}
     assert len(early) == 8 and len(late) == 80 and len(late - early) > 70
 
 
 def test_staircase_arm_trains_on_the_staircase_target():
-    cfg = P.ParityConfig(dim=20, k=4, batch_size=16, steps=10)
-    batch = P.batch_sampler(cfg, P.Arm("s", eps=0.2))(jax.random.PRNGKey(0), 3)
+    cfg = ParityConfig(dim=20, k=4, batch_size=16, steps=10)
+    batch = P.batch_sampler(cfg, P.Lever(eps=0.2))(jax.random.PRNGKey(0), 3)
     np.testing.assert_allclose(np.asarray(batch["y"]), _np_staircase(np.asarray(batch["x"]), 4, 0.2), atol=1e-6)
 
 
 def test_bad_configs_name_the_field():
     with pytest.raises(ValueError, match="rho"):
-        P.Arm("a", "subsample", rho=0.0)
+        P.Lever("subsample", rho=0.0)
     with pytest.raises(ValueError, match="sampler"):
-        P.Arm("a", "bogus")
+        P.Lever("bogus")
     with pytest.raises(ValueError, match="k <= dim"):
-        P.ParityConfig(dim=4, k=6)
+        ParityConfig(dim=4, k=6)
     with pytest.raises(ValueError, match="solve_acc"):
-        P.ParityConfig(solve_acc=0.3)
+        ParityConfig(solve_acc=0.3)
 
 
 def test_vmapped_seeds_learn_a_two_sparse_parity():
-    cfg = P.ParityConfig(dim=8, k=2, hidden=(32, 32), steps=600, seeds=3, test_size=512, eval_every=100,
+    cfg = ParityConfig(dim=8, k=2, hidden=(32, 32), steps=600, seeds=3, test_size=512, eval_every=100,
                          chunk_size=300, optim=OptimConfig(name="sgd", lr=0.1))
-    hist = P.train_arm(cfg, P.Arm("online")).history
-    assert hist["test_acc"].shape == (7, 3)
-    assert np.all(hist["test_acc"][0] < 0.75)         # chance at init
-    assert np.all(hist["test_acc"][-1] >= 0.99)       # x1 x2 is learned by every seed
-    s = P.summarize_arm(cfg, hist)
-    assert s["solved_fraction"] == 1.0 and s["steps_to_solve_mean"] <= 600
+    res = S.run_sweep(cfg, None, [S.arm("online")], "")
+    acc = np.asarray([c for c in res["curves"]["online"]["test_acc_mean"]])
+    assert acc.shape == (7,) and acc[0] < 0.75           # chance at init (mean over the 3 seeds)
+    s = res["per_arm"]["online"]
+    assert s["final_test_acc_mean"] >= 0.99 and s["solved_fraction"] == 1.0   # x1 x2 learned by every seed
+    assert s["steps_to_solve_rmean"] <= 600 and s["steps_to_solve_reached"] == 3

@@ -5,19 +5,21 @@ A sweep trains every (seed, arm) member in one `jax.vmap`ped program per *group*
     member_arms(S, seed, arms)   seeds x arms (seed-major), lever values traced per member, seed i
                                  with the same key in every arm (common random numbers)
     ArmTraining(optim, batch)    how an arm trains (None: the sweep's own optimizer / batch size)
-    group_arms(cfg, training, A) arms split by static signature (PCGrad, freeze, layer_lr,
-                                 schedule, SAM / clipping on or off, batch size): one compiled
-                                 program each; numeric optimizer fields that differ inside a group
-                                 (`TRACED_OPTIM`: lr, gamma, rho, ...) are traced per member
+    group_arms(training, A, optim=, batch_size=, steps=, static=)
+                                 arms split by static signature (PCGrad, freeze, layer_lr,
+                                 schedule, SAM / clipping on or off, batch size, the task's own
+                                 static per-arm key): one compiled program each; numeric optimizer
+                                 fields that differ inside a group (`TRACED_OPTIM`: lr, gamma,
+                                 rho, ...) are traced per member
     group_members(members, g)    the group's members, with "optim.<field>" hparams for `make_optimizer`
 
-Used by the ICL (`tasks.icl_sweep`) and fact (`tasks.facts`) sweeps.
+The sweep engine (`train.sweep`) is their one user.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from typing import Hashable, Mapping, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -73,54 +75,62 @@ class ArmGroup:
     batch_size: int
     traced: tuple[str, ...]
     values: tuple[dict, ...]      # per arm of the group: {field: value} for the traced fields
+    static: Hashable = None       # the task's static key shared by the group's arms (e.g. a sampler kind)
 
 
-def _static_signature(optim: OptimConfig, batch_size: int) -> str:
+def _static_signature(optim: OptimConfig, batch_size: int, static: Hashable) -> str:
     blank = {f: 0 for f in TRACED_OPTIM}
     blank.update({g: float(getattr(optim, g) > 0) for g in _GATES})
-    return repr((dataclasses.replace(optim, **blank), batch_size))
+    return repr((dataclasses.replace(optim, **blank), batch_size, static))
 
 
-def group_arms(cfg: SweepConfig, training: Sequence[ArmTraining | None] | None, num_arms: int) -> list[ArmGroup]:
+def group_arms(training: Sequence[ArmTraining | None] | None, num_arms: int, *, optim: OptimConfig,
+               batch_size: int, steps: int, static: Sequence[Hashable] | None = None) -> list[ArmGroup]:
     """Splits arms into groups of equal static signature (order of first appearance).
 
-    training[a] = None (or training = None) trains arm a with cfg.optim and cfg.batch_size. `cfg` may
-    be any config with fields `optim`, `batch_size` and `steps` (the facts sweep passes its own).
-    Errors name the arm: a bad optimizer field, a batch size < 1.
+    training[a] = None (or training = None) trains arm a with `optim` and `batch_size` (the sweep's);
+    `steps` is the run length the optimizers are validated against (schedules); static[a] is an
+    optional hashable the task needs fixed at trace time (arms with different values never share a
+    program). Errors name the arm: a bad optimizer field, a batch size < 1.
     """
+    base_optim, base_batch = optim, batch_size
+    static = [None] * num_arms if static is None else list(static)
+    if len(static) != num_arms:
+        raise ValueError(f"static: {len(static)} entries for {num_arms} arms")
     training = [None] * num_arms if training is None else list(training)
     if len(training) != num_arms:
         raise ValueError(f"training: {len(training)} entries for {num_arms} arms")
     resolved = []
     for a, t in enumerate(training):
         t = t or ArmTraining()
-        optim = t.optim or cfg.optim
-        b = cfg.batch_size if t.batch_size is None else t.batch_size
+        optim = t.optim or base_optim
+        b = base_batch if t.batch_size is None else t.batch_size
         if b < 1:
             raise ValueError(f"training[{a}].batch_size must be >= 1, got {b}")
         try:
-            validate_optim(optim, cfg.steps, {})
+            validate_optim(optim, steps, {})
         except ValueError as e:
             raise ValueError(f"training[{a}].optim: {e}") from None
         resolved.append((optim, b))
     order, members = [], {}
     for a, (optim, b) in enumerate(resolved):
-        sig = _static_signature(optim, b)
+        sig = _static_signature(optim, b, static[a])
         if sig not in members:
             order.append(sig)
             members[sig] = []
         members[sig].append(a)
-    groups = []
+    static_of, groups = static, []
     for sig in order:
         idx = tuple(members[sig])
         optims = [resolved[a][0] for a in idx]
-        static = optims[0]
+        program_optim = optims[0]
         gates = {g: max(getattr(o, g) for o in optims) for g in _IDENTITY_AT_ZERO if g != "weight_decay"
-                 or static.name in ("sgd", "momentum", "adam")}
-        static = dataclasses.replace(static, **gates)
+                 or program_optim.name in ("sgd", "momentum", "adam")}
+        program_optim = dataclasses.replace(program_optim, **gates)
         traced = tuple(f for f in TRACED_OPTIM if len({getattr(o, f) for o in optims}) > 1)
         values = tuple({f: float(getattr(o, f)) for f in traced} for o in optims)
-        groups.append(ArmGroup(arms=idx, optim=static, batch_size=resolved[idx[0]][1], traced=traced, values=values))
+        groups.append(ArmGroup(arms=idx, optim=program_optim, batch_size=resolved[idx[0]][1], traced=traced, values=values,
+                               static=static_of[idx[0]]))
     return groups
 
 
@@ -135,3 +145,52 @@ def group_members(members: Members, group: ArmGroup) -> tuple[np.ndarray, Member
         hp["optim." + f] = jnp.asarray([group.values[pos[arm_of[i]]][f] for i in idx], jnp.float32)
     labels = tuple(members.labels[i] for i in idx)
     return idx, Members(keys=members.keys[idx], hparams=hp, labels=labels)
+
+
+# ----------------------------------------------------------------------------- intervention arms
+
+# The optimizer interventions of seed 004 (Figs. 2, 3, 12) as arms, defined once for every task.
+INTERVENTIONS = ("pcgrad", "frozen_readout", "layer_lr", "sam")
+
+
+def check_interventions(names: Sequence[str], pcgrad_batch_divisor: int, readout_lr_scale: float,
+                        sam_rho: float) -> None:
+    """Errors name the field: unknown intervention, divisor < 1, negative lr scale, rho <= 0."""
+    bad = [i for i in names if i not in INTERVENTIONS]
+    if bad:
+        raise ValueError(f"interventions: unknown {bad}; expected a subset of {INTERVENTIONS}")
+    if pcgrad_batch_divisor < 1 or readout_lr_scale < 0 or sam_rho <= 0:
+        raise ValueError("pcgrad_batch_divisor must be >= 1, readout_lr_scale >= 0 and sam_rho > 0")
+
+
+def intervention_arms(names: Sequence[str], base: OptimConfig, batch_size: int, readout: str, *,
+                      pcgrad_batch_divisor: int = 4, readout_lr_scale: float = 0.1,
+                      sam_rho: float = 0.05) -> dict[str, ArmTraining]:
+    """{name: ArmTraining} of the interventions around the optimizer `base`:
+
+        pcgrad          per-example PCGrad (Yu et al.) before `base`, at batch_size // divisor
+                        ("run at a 4x lower batch size", Fig. 3)
+        frozen_readout  the parameters matching the regex `readout` kept at their init (Fig. 12)
+        layer_lr        the readout's learning rate scaled by `readout_lr_scale`
+        sam             SAM with radius `sam_rho` around `base`
+    """
+    check_interventions(names, pcgrad_batch_divisor, readout_lr_scale, sam_rho)
+    make = {
+        "pcgrad": lambda: ArmTraining(dataclasses.replace(base, pcgrad=True),
+                                      max(1, batch_size // pcgrad_batch_divisor)),
+        "frozen_readout": lambda: ArmTraining(dataclasses.replace(base, freeze=(readout,))),
+        "layer_lr": lambda: ArmTraining(dataclasses.replace(base, layer_lr={readout: readout_lr_scale})),
+        "sam": lambda: ArmTraining(dataclasses.replace(base, sam_rho=sam_rho)),
+    }
+    return {i: make[i]() for i in names}
+
+
+def grad_bias_arms(gammas: Sequence[float], base: OptimConfig, every: int,
+                   name: str = "gamma={:g}") -> dict[str, ArmTraining]:
+    """{name.format(gamma): ArmTraining} of gradient biasing (seed 004 Fig. 2): g + gamma g_bias with
+    the bias gradient refreshed every `every` steps; gamma = 0 is `base` itself (one group with the
+    others when only gamma differs: it is traced)."""
+    if any(g < 0 for g in gammas) or every < 1:
+        raise ValueError(f"gammas must be >= 0 and the refresh period >= 1, got {list(gammas)}, {every}")
+    return {name.format(g): ArmTraining(dataclasses.replace(base, grad_bias_gamma=g, grad_bias_every=every))
+            for g in gammas}
