@@ -36,21 +36,15 @@ and hidden features [N, F]), subsets.npz (each arm's example ids), per arm <arm>
 (0/1 counts and the trainer's example ids [steps, B]), heldout.npz ([N_test, K] losses),
 eval_<test>.jsonl, summary.json}, comparison.{md,json} (geometry, loss, accuracy per arm),
 accuracy.md (`evaluate.comparison_table`), figures heldout_loss (curves) and hmin_vs_loss.
-Expected (quick, measured): 508 valid pool rows (92 longer than 80 tokens skipped). h_min (MiniLM)
-of k-center 0.771 vs random 0.382 +- 0.026 (3 seeds); held-out loss 3.340 at step 0 -> final
-k-center (MiniLM) 3.256, k-center (hidden) 3.283, random 3.221 +- 0.020, full pool 3.198: the
-k-center subsets end ABOVE every random seed, i.e. the quick run does not show seed 003's claim.
-Why (subsets.npz by source): k-center spreads its picks over the generators (chain_sum 15,
-simple_equations 57, basic_arithmetic 48 of 120) while random keeps the pool's mix (~57 chain_sum)
-and the test set is chain_sum only, so uniformity here trades away in-distribution data. With
-the pool's source mix kept (kcenter_minilm_bysource: h_min 0.621) the k-center subset ends at
-3.210 (mean over steps 3.256 vs random 3.273 +- 0.024): below the random mean, inside the seeds'
-range -- no loss from uniformity, a gain within noise at this scale.
-Generation accuracy is 0% for every arm (Wilson CI [0, 3.7%], n = 100). With 150 pre-training
-steps fine-tuning raised the held-out loss of every arm (3.09 -> 3.14..3.23), so the comparison
-only measured the perturbation. Cost: quick 4.7 min wall / 3.5 min CPU on a loaded 2-core machine
-(load ~8: data + model 50 s, features 60 s, six arms 162 s); full: hours on one accelerator (not
-measured).
+What the run reports (results.json, comparison.md, the report): valid and skipped pool rows, h_min
+of every subset (k-center vs random seeds, mean +- std), held-out loss per arm at every evaluation
+and at the end, generation accuracy with Wilson intervals, and each subset's mix over the pool's
+sources. What to look for: seed 003 expects the k-center subsets (larger h_min) to end below the
+random subsets' held-out loss. A k-center subset may spread its picks over the sources while the
+test set is of one source, trading away in-distribution data; `kcenter_minilm_bysource` keeps the
+pool's source mix and separates that effect from uniformity. Accuracy near 0 at the quick scale
+makes the held-out loss the primary metric there. Cost: quick a few minutes of CPU; full: hours on
+one accelerator (not run here).
 
     lsb run sft_selection --config quick
 """

@@ -37,18 +37,15 @@ models after pre-training, HF format), proxy/trajectories.npz, clusters.npz, syn
 report.json} (with the synth arm), per arm
 <target>/<arm>/{counts.npz, eval.jsonl, summary.json}, comparison.{md,json}, figures
 (trajectories by cluster + loss histogram, accuracy per arm with CIs).
-Expected (quick): the hard cluster has the higher mean loss (measured 1.39 vs 1.24, 48% of the
-rows); the target reaches clearly non-zero accuracy but the arms' differences are within their
-CIs (measured, n = 100, Wilson CI about +-8.5 points: baseline 25%, upsample_hard 28%,
-upsample_easy 27%, random 25%, sam 20%, upsample_hard+synth 23%). Reasoning-gym's default
-chain_sum (up to 6 terms of up to 4 digits) gave 0% in every arm at this scale; 1-2 digit terms
-3-7%. Synthesis (measured): 351 variants generated, 264 parsed (87 without a solution), 30
-test problems and 105 train problems dropped, 38 repeats, 91 new, 47 kept (loss >= the hard
-cluster's median final loss); the scratch generator writes well-formed problems with mostly
-wrong solutions, so at this scale the synth arm adds noise, not signal. Cost: quick 3.2 min of
-CPU (186 s user; 6.1 min wall on a 2-core machine at load ~8: data + models 144 s, proxy 49 s,
-five arms 158 s); the synth arm adds about a minute (generator pre-training, synthesis 22 s, one
-more arm); full: hours on one accelerator per target (not measured).
+What the run reports (results.json, comparison.md, the report): the hard cluster's size and mean
+loss vs the easy cluster's, per arm and test set the accuracy with its 95% Wilson interval and the
+difference to the baseline, the synthesis counts (generated, parsed, dropped as train/test repeats,
+kept) with the synth arm, and the time of each phase. What to look for: seeds 000/001 expect
+upsample_hard above the baseline and upsample_easy / random not; at the quick scale (n = 100 test
+items) intervals of several points make most differences undecided. Reasoning-gym's default
+chain_sum (up to 6 terms of up to 4 digits) is not learned at this scale, hence the one-digit
+generator. Cost: quick a few minutes of CPU (the synth arm adds generator pre-training, synthesis
+and one more arm); full: hours on one accelerator per target (not run here).
 
     lsb run upsample_hard --config quick
     lsb run upsample_hard --config quick --set 'arms=["baseline","upsample_hard","upsample_hard+synth"]'
