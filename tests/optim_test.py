@@ -264,6 +264,22 @@ def test_normalize_is_safe_at_zero():
     np.testing.assert_allclose(u["a"], [0.6, 0.8], rtol=1e-12)
 
 
+def test_per_head_normalize_against_numpy():
+    r = np.random.default_rng(3)
+    g = {"v": r.normal(size=3), "k": r.normal(size=(3, 4)), "q": r.normal(size=(3, 2, 2))}
+    g["k"][1] = g["q"][1] = g["v"][1] = 0.0                          # a head with zero gradient stays 0
+    u, _ = normalize(norm="per_head").update(jax.tree.map(jnp.asarray, g), optax.EmptyState())
+    norm_H = np.sqrt(g["v"] ** 2 + (g["k"] ** 2).sum(1) + (g["q"] ** 2).sum((1, 2)))
+    for h in range(3):
+        for name in g:
+            want = g[name][h] / norm_H[h] if norm_H[h] > 0 else np.zeros_like(g[name][h])
+            np.testing.assert_allclose(np.asarray(u[name][h]), want, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="leading"):
+        normalize(norm="per_head").update({"a": jnp.ones(3), "b": jnp.ones((2, 3))}, optax.EmptyState())
+    with pytest.raises(ValueError, match="sam_norm"):
+        OptimConfig(name="sgd", sam_rho=0.1, sam_norm="per_layer")
+
+
 # ----------------------------------------------------------------------------- Muon
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)

@@ -59,6 +59,7 @@ class OptimConfig:
     warmup_steps: int = 0
     clip_norm: float = 0.0  # 0 disables global-norm clipping
     sam_rho: float = 0.0  # > 0 wraps the optimizer in SAM
+    sam_norm: str = "global"  # SAM's ascent norm: global | per_head (leaves share a leading head axis)
     grad_bias_gamma: float = 0.0  # > 0 enables gradient biasing
     grad_bias_every: int = 100
     pcgrad: bool = False  # per-example PCGrad (sets grad_mode="per_example")
@@ -95,6 +96,8 @@ def validate(cfg: OptimConfig, total_steps: int, overrides: dict) -> None:
     """Raises ValueError naming the field for any config or override the factory cannot honour."""
     if cfg.name not in NAMES:
         raise ValueError(f"OptimConfig.name: unknown optimizer {cfg.name!r}; expected one of {NAMES}")
+    if cfg.sam_norm not in transforms.SAM_NORMS:
+        raise ValueError(f"OptimConfig.sam_norm: unknown norm {cfg.sam_norm!r}; expected one of {transforms.SAM_NORMS}")
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"OptimConfig.schedule: unknown schedule {cfg.schedule!r}; expected one of {SCHEDULES}")
     unknown = sorted(set(overrides) - set(OVERRIDABLE))
@@ -188,7 +191,7 @@ def make_optimizer(cfg: OptimConfig, total_steps: int, **overrides) -> Optimizer
         adv_pre = transforms.reduce_leading_axis() if cfg.pcgrad else None
         if cfg.freeze:
             adv_pre = partition.freeze(adv_pre or optax.identity(), cfg.freeze)
-        tx = transforms.sam(tx, hp["sam_rho"], adv_pre=adv_pre)
+        tx = transforms.sam(tx, hp["sam_rho"], adv_pre=adv_pre, norm=cfg.sam_norm)
     return Optimizer(
         tx=optax.with_extra_args_support(tx),
         grad_mode="per_example" if cfg.pcgrad else "mean",

@@ -134,16 +134,36 @@ def reduce_leading_axis(reduce: str = "mean") -> optax.GradientTransformation:
 # ----------------------------------------------------------------------------- normalize, SAM
 
 
-def normalize(eps: float = 1e-12) -> optax.GradientTransformation:
-    """u = g / (|g| + eps), |g| the global L2 norm over all leaves; 0 at g = 0.
+SAM_NORMS = ("global", "per_head")
 
+
+def _per_head_norm(updates) -> jax.Array:
+    """[H] L2 norms of the slices g[h] taken together over every leaf (all leaves share axis 0 = H)."""
+    leaves = jax.tree.leaves(updates)
+    heads = {x.shape[0] if x.ndim else None for x in leaves}
+    if len(heads) != 1 or None in heads:
+        raise ValueError(f"normalize(per_head): every leaf needs the same leading (head) axis, got sizes {heads}")
+    return jnp.sqrt(sum(jnp.sum(jnp.reshape(x, (x.shape[0], -1)) ** 2, axis=1) for x in leaves))
+
+
+def normalize(eps: float = 1e-12, norm: str = "global") -> optax.GradientTransformation:
+    """u = g / (|g| + eps); 0 at g = 0.
+
+    norm="global": |g| the L2 norm over all leaves (what SAM does). norm="per_head": every leaf has
+    the same leading axis H and head h is normalized by the norm of (g_leaf[h] for every leaf)
+    (e.g. the MLSA model's (v_h, k_h, q_h), the per-feature picture of its reduced ODEs).
     (`optax.contrib.normalize` divides by |g| and returns NaN at a zero gradient.)
     """
+    if norm not in SAM_NORMS:
+        raise ValueError(f"normalize: norm must be one of {SAM_NORMS}, got {norm!r}")
 
     def update_fn(updates, state, params=None):
         del params
-        g_norm = optax.tree.norm(updates)
-        return jax.tree.map(lambda g: (g / (g_norm + eps)).astype(g.dtype), updates), state
+        if norm == "global":
+            g_norm = optax.tree.norm(updates)
+            return jax.tree.map(lambda g: (g / (g_norm + eps)).astype(g.dtype), updates), state
+        inv_H = 1.0 / (_per_head_norm(updates) + eps)
+        return jax.tree.map(lambda g: (g * inv_H.reshape((-1,) + (1,) * (g.ndim - 1))).astype(g.dtype), updates), state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
@@ -154,11 +174,15 @@ def sam(
     adv_eps: float = 1e-12,
     *,
     adv_pre: optax.GradientTransformation | None = None,
+    norm: str = "global",
 ) -> optax.GradientTransformationExtraArgs:
     """Sharpness-aware minimization (Foret et al. 2021, arXiv:2010.01412), one ascent step.
 
         e = rho * g / (|g| + adv_eps),   g = grad L(w)     (the incoming gradient)
         u = base(grad L(w + e))                           (grad_fn(w + e, 0))
+
+    |g| is the global norm, or with norm="per_head" the norm of each head's slice of every leaf
+    (`normalize`): each head then moves rho along its own gradient direction.
 
     Built on `optax.contrib.sam(base, chain(normalize, sgd(rho)), sync_period=2,
     opaque_mode=True)`: sgd(rho) gives -e and optax.contrib.sam negates it, so w + e is an
@@ -166,7 +190,7 @@ def sam(
     `adv_pre` (optional) is applied to g before normalizing, e.g. reducing per-example
     gradients or zeroing frozen leaves; its state is reset every step.
     """
-    adv = [normalize(adv_eps), optax.sgd(rho)]
+    adv = [normalize(adv_eps, norm), optax.sgd(rho)]
     if adv_pre is not None:
         adv.insert(0, adv_pre)
     return optax.contrib.sam(base, optax.chain(*adv), sync_period=2, opaque_mode=True)

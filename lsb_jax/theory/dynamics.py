@@ -1,15 +1,18 @@
-"""GD and SAM on the MLSA model: whole trajectories as one compiled `lax.scan`.
+"""GD and SAM on the MLSA model: whole trajectories as one compiled `lax.scan` of the train core's step.
 
     run = simulator(mlsa.population_loss, num_steps=20_000, record_every=20)
     out = run(params0, spec, lr, rho)          # jitted; jax.vmap it over seeds, rho, spectra
     out.features  # [R+1, D] m_i = M_ii at steps out.steps [R+1];  out.loss [R+1]
 
+Every update is `lsb_jax.train.make_train_step` with `lsb_jax.optim`'s SGD (method "gd") or its
+SAM (method "sam", `OptimConfig(name="sgd", sam_rho=rho, sam_norm=norm)`), lr and rho traced:
 SAM (Foret et al.): p <- p - lr * grad L(p + rho * g / ||g||), g = grad L(p). The norm is taken
 over all parameters (`norm="global"`, what SAM and `optax.contrib.sam` do) or separately for
 each head's (v_h, k_h, q_h) (`norm="per_head"`, the per-feature picture of the reduced ODEs).
 SAM with rho = 0 computes GD's update with two gradients; `method="gd"` uses one. The loss is any
 `loss(params, data) -> scalar`: the closed-form population loss (data = a `Spectrum`) or a
-weighted loss on a finite pool of sequences (data = the pool).
+weighted loss on a finite pool of sequences (data = the pool); the train step sees it as a batch
+of one loss.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lsb_jax.optim import OptimConfig, make_optimizer
+from lsb_jax.optim.transforms import SAM_NORMS
 from lsb_jax.theory import mlsa
+from lsb_jax.train.state import TrainState
+from lsb_jax.train.step import make_train_step
 
-NORMS = ("global", "per_head")
+NORMS = SAM_NORMS
 METHODS = ("gd", "sam")
 
 
@@ -32,38 +39,32 @@ class Trajectory(NamedTuple):
     params: dict          # final parameters
 
 
-def _global_norm(tree) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(tree)))
+def _updater(loss: Callable, method: str, norm: str) -> Callable:
+    """(init(params, lr, rho) -> TrainState, update(state, data, lr, rho) -> TrainState)."""
+    if method not in METHODS or norm not in NORMS:
+        raise ValueError(f"method must be in {METHODS} and norm in {NORMS}, got {method!r}, {norm!r}")
+    sam = method == "sam"
+    cfg = OptimConfig(name="sgd", lr=1.0, sam_rho=1.0 if sam else 0.0, sam_norm=norm)
 
+    def optimizer(lr, rho):
+        return make_optimizer(cfg, 1, lr=lr, **({"sam_rho": rho} if sam else {}))
 
-def _head_norms(grads) -> jax.Array:
-    """||(dv_h, dk_h, dq_h)|| per head -> [H]."""
-    return jnp.sqrt(grads["v"] ** 2 + jnp.sum(grads["k"] ** 2, -1) + jnp.sum(grads["q"] ** 2, -1))
+    def init(params, lr, rho):
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer(lr, rho).tx.init(params),
+                          rng=jnp.zeros((2,), jnp.uint32))
 
+    def update(state, data, lr, rho):
+        step = make_train_step(lambda p, d: loss(p, d)[None], optimizer(lr, rho))
+        return step(state, data)[0]
 
-def sam_perturbation(grads, rho, norm: str = "global", eps: float = 1e-12):
-    """rho * g / ||g|| (global or per-head norm); zero where the gradient is zero."""
-    if norm == "global":
-        scale = rho / jnp.maximum(_global_norm(grads), eps)
-        return jax.tree.map(lambda g: scale * g, grads)
-    scale_H = rho / jnp.maximum(_head_norms(grads), eps)
-    return {"v": scale_H * grads["v"], "k": scale_H[:, None] * grads["k"], "q": scale_H[:, None] * grads["q"]}
+    return init, update
 
 
 def make_step(loss: Callable, method: str = "gd", norm: str = "global") -> Callable:
-    """step(params, data, lr, rho) -> params (one GD or SAM update)."""
-    if method not in METHODS or norm not in NORMS:
-        raise ValueError(f"method must be in {METHODS} and norm in {NORMS}, got {method!r}, {norm!r}")
-    grad = jax.grad(loss)
-
-    def step(params, data, lr, rho):
-        g = grad(params, data)
-        if method == "sam":
-            eps = sam_perturbation(g, rho, norm)
-            g = grad(jax.tree.map(jnp.add, params, eps), data)
-        return jax.tree.map(lambda p, d: p - lr * d, params, g)
-
-    return step
+    """step(params, data, lr, rho) -> params: one GD or SAM update (SGD's and SAM's optimizer
+    states are empty, so a fresh state per call is exact)."""
+    init, update = _updater(loss, method, norm)
+    return lambda params, data, lr, rho: update(init(params, lr, rho), data, lr, rho).params
 
 
 def simulator(loss: Callable, *, num_steps: int, record_every: int, method: str = "gd", norm: str = "global",
@@ -76,20 +77,22 @@ def simulator(loss: Callable, *, num_steps: int, record_every: int, method: str 
     """
     if num_steps < 1 or record_every < 1 or num_steps % record_every:
         raise ValueError(f"num_steps ({num_steps}) must be a positive multiple of record_every ({record_every})")
-    step = make_step(loss, method, norm)
+    init, update = _updater(loss, method, norm)
 
     def run(params0, data, lr, rho):
         def record(params):
             return features(params), loss(params, data)
 
-        def segment(params, _):
-            params = jax.lax.fori_loop(0, record_every, lambda _, p: step(p, data, lr, rho), params)
-            return params, record(params)
+        def segment(state, _):
+            state = jax.lax.fori_loop(0, record_every, lambda _, s: update(s, data, lr, rho), state)
+            return state, record(state.params)
 
-        params, (feats_RxD, loss_R) = jax.lax.scan(segment, params0, None, length=num_steps // record_every)
+        state, (feats_RxD, loss_R) = jax.lax.scan(segment, init(params0, lr, rho), None,
+                                                  length=num_steps // record_every)
         f0, l0 = record(params0)
         steps_R = jnp.arange(0, num_steps + 1, record_every)
-        return Trajectory(steps_R, jnp.concatenate([f0[None], feats_RxD]), jnp.concatenate([l0[None], loss_R]), params)
+        return Trajectory(steps_R, jnp.concatenate([f0[None], feats_RxD]), jnp.concatenate([l0[None], loss_R]),
+                          state.params)
 
     return jax.jit(run)
 
