@@ -1,6 +1,6 @@
 # Two commands on a fresh machine (only Python >= 3.11 needed):
 #   make reproduce   - create .venv, install, run every experiment's quick config, write runs/report.md
-#   make test        - create .venv, install with test extras, run the test suite
+#   make test        - create .venv, install with test extras, lint (ruff), run the test suite
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
@@ -12,7 +12,7 @@ QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || 
 EXTRAS ?= test,notebooks,llm,embed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install reproduce reproduce-full test test-serial bench clean
+.PHONY: install reproduce reproduce-full lint test test-serial bench clean
 
 $(VENV)/.stamp-$(EXTRAS): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,10 @@ reproduce: install
 reproduce-full: install
 	$(VENV)/bin/lsb reproduce --full
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-serial: install

@@ -171,7 +171,8 @@ def main():
             cmodel = new_torch(pure0)
             cstep = torch_step_fn(torch.compile(cmodel), torch.optim.Adam(cmodel.parameters(), lr=1e-4))
             t0 = time.perf_counter()
-            cstep(); cstep()
+            cstep()
+            cstep()
             res["torch"]["compile_s"] = time.perf_counter() - t0
             thunks["torch.compiled_step"] = (cstep, nosync)
         except Exception as e:  # torch.compile needs a C++ toolchain; report, don't fail
@@ -230,7 +231,8 @@ def main():
     print(f"step-0 loss: lsb_jax {loss0_jax:.6f}  torch {loss0_torch:.6f}  "
           f"(|diff| {abs(loss0_jax - loss0_torch):.2e})")
     print(f"{'':28s}{'lsb_jax':>12s}{'torch eager':>14s}{'ratio':>8s}")
-    for name, jk, tk in [("forward (s)", "forward_s", "eager_forward_s"), ("forward+backward (s)", "fwd_bwd_s", "eager_fwd_bwd_s"),
+    for name, jk, tk in [("forward (s)", "forward_s", "eager_forward_s"),
+                         ("forward+backward (s)", "fwd_bwd_s", "eager_fwd_bwd_s"),
                          ("train step (s)", "step_s", "eager_step_s")]:
         print(f"{name:28s}{j[jk]:12.4f}{t[tk]:14.4f}{t[tk] / j[jk]:8.2f}x")
     if "compiled_step_s" in t:

@@ -145,10 +145,12 @@ def main():
     first_diff = int(np.argmin(same)) if not same.all() else None
     data_gb = args.n * args.dim * 4 / 2**30
     print(f"N={args.n} D={args.dim} k={args.k} (data {data_gb:.2f} GiB float32) device={a['device']}")
-    print(f"(a) lsb_jax kcenter_greedy : {a['seconds']:9.2f} s for k picks ({a['seconds_per_pick'] * 1e3:.2f} ms/pick), "
+    print(f"(a) lsb_jax kcenter_greedy : {a['seconds']:9.2f} s for k picks "
+          f"({a['seconds_per_pick'] * 1e3:.2f} ms/pick), "
           f"compile {a['compile_s']:.2f} s; RSS before {a['rss_before_gb']:.2f} GiB, peak {a['peak_rss_gb']:.2f} GiB")
     note = "" if b["picks_timed"] == args.k else f" (timed {b['picks_timed']} picks, extrapolated)"
-    print(f"(b) numpy loop             : {b['seconds_for_k']:9.2f} s for k picks ({b['seconds_per_pick'] * 1e3:.2f} ms/pick)"
+    print(f"(b) numpy loop             : {b['seconds_for_k']:9.2f} s for k picks "
+          f"({b['seconds_per_pick'] * 1e3:.2f} ms/pick)"
           f"{note}; RSS before {b['rss_before_gb']:.2f} GiB, peak {b['peak_rss_gb']:.2f} GiB")
     print(f"speedup a/b                : {b['seconds_for_k'] / a['seconds']:8.1f}x")
     print(f"extra memory (peak - before): jax {a['peak_rss_gb'] - a['rss_before_gb']:.3f} GiB, "

@@ -80,7 +80,8 @@ def main():
     seq0 = init(keys[0])
     for _ in range(T):
         seq0, _ = one(seq0)
-    err = max(float(jnp.max(jnp.abs(a[0] - b))) for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(seq0.params)))
+    err = max(float(jnp.max(jnp.abs(a[0] - b)))
+              for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(seq0.params)))
 
     print(f"seeds={S} steps={T} device={jax.devices()[0].platform}")
     print(f"(a) vmap, train.fit : {rate_a:12.0f} seed-steps/s")

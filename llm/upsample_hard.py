@@ -66,7 +66,8 @@ from lsb_jax.llm.arms import ARMS, PAPER_ARMS, check_arms
 from lsb_jax.llm.data import PromptTemplate, Row, load_examples, read_validated, tokenize_rows
 from lsb_jax.llm.evaluate import comparison_table, evaluate_generation, model_generate_fn, to_jsonl
 from lsb_jax.llm.finetune import FinetuneConfig, finetune, steps_for_epochs
-from lsb_jax.llm.mathdata import GSM8K_TEST, MATH_TEST, MATHINSTRUCT, OfflineMathConfig, offline_specs, write_offline_math
+from lsb_jax.llm.mathdata import (GSM8K_TEST, MATH_TEST, MATHINSTRUCT, OfflineMathConfig, offline_specs,
+                                  write_offline_math)
 from lsb_jax.llm.scoring import ProxyConfig, jit_scorer, make_score_loss, proxy_trajectories
 from lsb_jax.llm.synthesis import SynthesisConfig, synthesize, variant_pairs
 from lsb_jax.models.lm import check_source, load_pretrained, load_tokenizer
@@ -365,7 +366,8 @@ def run(cfg: Config, ctx) -> dict:
     summary = (f"Proxy ({cfg.proxy}) trained {steps_K[-1]} steps (~{cfg.epoch_fraction:.2g} epoch) on "
                f"{len(proxy_examples)} examples; k-means on its {len(steps_K)}-checkpoint loss trajectories put "
                f"{hard_N.mean():.0%} in the hard cluster (mean loss {headline['hard_mean_loss']:.2f} vs "
-               f"{headline['easy_mean_loss']:.2f}). Target {cfg.targets[0]} on {first} (n={results[best][first]['n']}): "
+               f"{headline['easy_mean_loss']:.2f}). Target {cfg.targets[0]} on {first} "
+               f"(n={results[best][first]['n']}): "
                + ", ".join(f"{arm} {100 * a:.1f}%" for arm, a in acc.items())
                + f"; best arm {best} (95% Wilson CIs in comparison.md)."
                + (f" Synthesis: {synth_report['generated']} variants of the hard examples generated, "
@@ -393,7 +395,8 @@ EXPERIMENT = Experiment(
     reproduces="seeds 000/001 LLM protocol: upsample the proxy's hard cluster, fine-tune, evaluate (issue 8)",
     description=__doc__.splitlines()[0],
     configs={"quick": Config(), "full": FULL},
-    cost={"quick": "~3.2 min CPU, ~6 min wall on a loaded 2-core machine (offline)", "full": "hours per target on one GPU/TPU (network; not measured)"},
+    cost={"quick": "~3.2 min CPU, ~6 min wall on a loaded 2-core machine (offline)",
+          "full": "hours per target on one GPU/TPU (network; not measured)"},
     run=run,
     check=check,
     order=60,

@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     add_config_args(run)
     run.add_argument("--out", default=None, help="run directory (default: runs/NAME/CONFIG-HASH)")
     run.add_argument("--resume", action="store_true", help="continue an unfinished run from its last checkpoint")
-    run.add_argument("--force", action="store_true", help="delete an existing run directory and start over (wins over --resume)")
+    run.add_argument("--force", action="store_true",
+                     help="delete an existing run directory and start over (wins over --resume)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     rep = sub.add_parser("reproduce", help="run every experiment's quick (or full) config and write a report")

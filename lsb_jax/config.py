@@ -68,7 +68,8 @@ def coerce(value: Any, tp: Any) -> Any:
         return value
     if _is_union(tp):
         args = get_args(tp)
-        if type(None) in args and (value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null"))):
+        if type(None) in args and (value is None
+                                   or (isinstance(value, str) and value.strip().lower() in ("none", "null"))):
             return None
         errors = []
         for arg in args:

@@ -116,5 +116,6 @@ def get(name: str, root: str | os.PathLike | None = None) -> Experiment:
     exps = discover(root, broken)
     if name not in exps:
         hint = "".join(f"; {f} failed to load ({msg})" for f, msg in broken.items() if Path(f).stem == name)
-        raise UnknownExperiment(f"unknown experiment '{name}' (see `lsb list`; known: {', '.join(exps) or 'none'}){hint}")
+        raise UnknownExperiment(f"unknown experiment '{name}' "
+                                f"(see `lsb list`; known: {', '.join(exps) or 'none'}){hint}")
     return exps[name]

@@ -41,14 +41,17 @@ def write_report(path: str | Path, entries: Sequence[dict], mode: str) -> Path:
     import jax
 
     lines = [f"# lsb_jax reproduction report ({mode})", "",
-             f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} on {platform.node() or 'unknown host'}: "
-             f"python {platform.python_version()}, jax {jax.__version__}, devices {[d.platform for d in jax.devices()]}.", "",
+             f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} "
+             f"on {platform.node() or 'unknown host'}: "
+             f"python {platform.python_version()}, jax {jax.__version__}, "
+             f"devices {[d.platform for d in jax.devices()]}.", "",
              "| experiment | reproduces | status | wall s | headline |", "|---|---|---|---|---|"]
     for e in entries:
         res = e.get("results") or {}
         head = res.get("headline", {})
         headline = "; ".join(f"{k} = {_fmt(v)}" for k, v in list(head.items())[:4])
-        lines.append(f"| {e['experiment']} | {e['reproduces']} | {e['status']} | {_fmt(res.get('wall_seconds', ''))} | {headline} |")
+        lines.append(f"| {e['experiment']} | {e['reproduces']} | {e['status']} | "
+                     f"{_fmt(res.get('wall_seconds', ''))} | {headline} |")
     for e in entries:
         res = e.get("results") or {}
         lines += ["", f"## {e['experiment']}", "", f"Reproduces: {e['reproduces']}. Run directory: `{e['run_dir']}`."]

@@ -80,7 +80,8 @@ def main() -> None:
     assert full.wait() == 0
     full_s = time.time() - t_first              # training after the first checkpoint
     rng = random.Random(args.seed)
-    total = {"trials": args.trials, "bit_identical": 0, "injected": 0, "detected": 0, "training_s_after_first_checkpoint": round(full_s, 1)}
+    total = {"trials": args.trials, "bit_identical": 0, "injected": 0, "detected": 0,
+             "training_s_after_first_checkpoint": round(full_s, 1)}
     for i in range(args.trials):
         out, kind = f"k{i}", DAMAGES[i % len(DAMAGES)]
         proc = start(out)
@@ -102,8 +103,8 @@ def main() -> None:
         ok = r.returncode == 0 and identical(work / "full", work / out)
         total["bit_identical"] += ok
         total["detected"] += moved
-        print(json.dumps({"trial": i, "killed": killed, "after_first_checkpoint_s": round(delay, 1), "damage": kind, "damaged_step": hit,
-                          "detected": moved, "rc": r.returncode, "identical": ok,
+        print(json.dumps({"trial": i, "killed": killed, "after_first_checkpoint_s": round(delay, 1), "damage": kind,
+                          "damaged_step": hit, "detected": moved, "rc": r.returncode, "identical": ok,
                           "stderr": [l[:160] for l in r.stderr.splitlines() if "corrupt" in l or "resuming" in l
                                      or "error" in l]}), flush=True)
     print(json.dumps(total))

@@ -40,7 +40,8 @@ class Config:
         if not self.ks or any(k < 1 for k in self.ks):
             raise ValueError(f"ks must be finite task counts >= 1, got {self.ks}")
         icl_sweep.validate_arms([{"k": k} for k in self.ks], self.sweep.pool_size, "ks")
-        bad = [k for k in self.ks if round(k / self.k_over_b) < 1 or abs(k / self.k_over_b - round(k / self.k_over_b)) > 1e-9]
+        bad = [k for k in self.ks
+               if round(k / self.k_over_b) < 1 or abs(k / self.k_over_b - round(k / self.k_over_b)) > 1e-9]
         if not self.k_over_b > 0 or bad:
             raise ValueError(f"k_over_b={self.k_over_b} must be > 0 and give an integer batch size >= 1 for every k; "
                              f"bad k: {bad}")

@@ -8,9 +8,9 @@ Bayes predictor of the correlated prior (the Gaussian posterior mean), steps to 
 
 Expected: an intermediate beta reaches the threshold much sooner than beta = 0; beta = 1 learns
 only the direction v and never reaches it.
-Cost: quick ~3 min on 2 idle CPU cores (8-12 min measured under heavy load) (tiny model, d = 4); full: paper-scale GPT-2, d = 20,
-3 seeds x 6 betas, 30k steps: GPU only (not run here). The seed gives no beta grid: ours is
-(0, 0.25, 0.5, 0.75, 0.9, 1).
+Cost: quick ~3 min on 2 idle CPU cores (8-12 min measured under heavy load) (tiny model, d = 4);
+full: paper-scale GPT-2, d = 20, 3 seeds x 6 betas, 30k steps: GPU only (not run here). The seed
+gives no beta grid: ours is (0, 0.25, 0.5, 0.75, 0.9, 1).
 
     lsb run icl_correlated --config quick
 """

@@ -8,8 +8,9 @@ pool, steps to ridge + 1/2 (zero - ridge) over vmapped seeds.
 
 Expected: alpha around 1 reaches the threshold sooner than alpha = 0 (uniform) and than a large
 alpha (close to a single task, which memorizes and never generalizes).
-Cost: quick ~3 min on 2 idle CPU cores (8-12 min measured under heavy load) (tiny model, d = 4); full: paper-scale GPT-2, d = 20, pool
-2^15, 3 seeds x 5 alphas, 30k steps: GPU only (not run here).
+Cost: quick ~3 min on 2 idle CPU cores (8-12 min measured under heavy load) (tiny model, d = 4);
+full: paper-scale GPT-2, d = 20, pool 2^15, 3 seeds x 5 alphas, 30k steps: GPU only (not run
+here).
 
     lsb run icl_zipf --config quick
 """

@@ -133,11 +133,13 @@ def run(cfg: Config, ctx) -> dict:
                      desc=f"mixing_mlp/{child}")
         hist_TxM = np.asarray(result.history["excess_risk"])
         tail_SxC = hist_TxM[-tail_points:].mean(0).reshape(num_seeds, c)
-        return result, members, hist_TxM.reshape(len(hist_TxM), num_seeds, c), tail_SxC, result.history["excess_risk_step"]
+        return (result, members, hist_TxM.reshape(len(hist_TxM), num_seeds, c), tail_SxC,
+                result.history["excess_risk_step"])
 
     flat = lambda params: jnp.concatenate([v.ravel() for v in jax.tree_util.tree_leaves(params)])  # noqa: E731
     per_example_grads = jax.jit(lambda params: jax.vmap(
-        lambda x, y: flat(jax.grad(lambda p: loss_fn(p, {"x": x[None], "y": y[None]})[0])(params)))(pool["x"], pool["y"]))
+        lambda x, y: flat(jax.grad(lambda p: loss_fn(p, {"x": x[None], "y": y[None]})[0])(params)))(
+            pool["x"], pool["y"]))
 
     # --- phase 1: the (p_1, a_1) grid -----------------------------------------------------------
     axis = np.linspace(cfg.grid_lo, 1 - cfg.grid_lo, cfg.grid)

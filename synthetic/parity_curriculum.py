@@ -1,4 +1,5 @@
-"""Sparse parity: a low-then-high diversity curriculum (rho_0 of the data until a switch step, then all of it) (seed 004 Fig. 7).
+"""Sparse parity: a low-then-high diversity curriculum (rho_0 of the data until a switch step, \
+then all of it) (seed 004 Fig. 7).
 
 Reproduces: seed 004 App. A / Fig. 7 (sparse parity panel: rho = 0.02 until step 100, then
 rho = 1.0). Arms (same seeds, init and test set; `tasks.parity` counter-based pool of steps x
@@ -59,7 +60,8 @@ def run(cfg: Config, ctx) -> dict:
     for r in cfg.rho0s:
         cur, fixed = f"{r:g}->1@{cfg.switch}", f"rho={r:g}"
         head[f"curriculum_{r:g}_faster_than_full"] = steps[cur] < base
-        head[f"curriculum_{r:g}_solves_where_fixed_{r:g}_does"] = per[cur]["solved_fraction"] >= per[fixed]["solved_fraction"]
+        head[f"curriculum_{r:g}_solves_where_fixed_{r:g}_does"] = (per[cur]["solved_fraction"]
+                                                                   >= per[fixed]["solved_fraction"])
     summary = "Steps to solve: " + "; ".join(parity.format_arm(a.name, per[a.name]) for a in arm_list) + "."
     return {"headline": head, "summary": summary, **res}
 

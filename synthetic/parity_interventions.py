@@ -1,4 +1,5 @@
-"""Sparse parity: optimizer interventions vs plain SGD -- PCGrad, frozen readout, layer-wise lr, SAM (seed 004 Figs. 3, 12).
+"""Sparse parity: optimizer interventions vs plain SGD -- PCGrad, frozen readout, layer-wise lr, SAM \
+(seed 004 Figs. 3, 12).
 
 Reproduces: seed 004 Sec. 3 / Fig. 3 (PCGrad, run at a 4x smaller batch) and App. C.5 / Fig. 12
 (training with the readout frozen; the paper shows both for ICL, the issue asks for them on parity),

@@ -139,7 +139,8 @@ def run(cfg: Config, ctx) -> dict:
 
     # --- numbers and figures -----------------------------------------------------------------
     hist = result.history
-    ols = least_squares_test_mse(np.asarray(pool["x"]), np.asarray(pool["y"]), np.asarray(test["x"]), np.asarray(test["y"]))
+    ols = least_squares_test_mse(np.asarray(pool["x"]), np.asarray(pool["y"]),
+                                 np.asarray(test["x"]), np.asarray(test["y"]))
     final_M = np.asarray(jax.device_get(mse(result.state.params, test)))
     reach_M = analysis.steps_to_threshold(hist["test_mse_step"], hist["test_mse"], cfg.threshold_factor * ols)
     ctx.save_arrays("final_params", **io.flatten_tree(result.state.params))
@@ -166,12 +167,15 @@ def run(cfg: Config, ctx) -> dict:
         "headline": {
             "test_mse_final_mean": mean, "test_mse_final_std": std, "least_squares_test_mse": ols,
             "noise_floor": cfg.noise ** 2, "steps_to_threshold_rmean": reach["restricted_mean"],
-            "steps_to_threshold_rstd": reach["restricted_std"], "steps_to_threshold_reached": reach["reached"], "threshold": cfg.threshold_factor * ols, "members": members.size,
+            "steps_to_threshold_rstd": reach["restricted_std"], "steps_to_threshold_reached": reach["reached"],
+            "threshold": cfg.threshold_factor * ols, "members": members.size,
             "diverged_members": int(np.sum(~np.isfinite(final_M))),  # excluded from the means above
         },
         "summary": (f"{members.size} members ({cfg.sampler} sampler, {cfg.optim.name}) reach test MSE "
-                    f"{mean:.4g} +- {std:.3g} after {cfg.steps} steps; least squares on the same pool gives {ols:.4g}."),
-        "members": [dict(lab, test_mse=float(v), steps_to_threshold=float(r)) for lab, v, r in zip(members.labels, final_M, reach_M)],
+                    f"{mean:.4g} +- {std:.3g} after {cfg.steps} steps; "
+                    f"least squares on the same pool gives {ols:.4g}."),
+        "members": [dict(lab, test_mse=float(v), steps_to_threshold=float(r))
+                    for lab, v, r in zip(members.labels, final_M, reach_M)],
         "trajectory_steps": list(steps_K),
     }
 

@@ -72,7 +72,8 @@ def make_pool(cfg: Config):
     """Clustered unit vectors x [N, d] and labels y [N] (teacher normalized to unit variance + noise)."""
     rng = np.random.default_rng(cfg.data_seed)
     centers = rng.standard_normal((cfg.clusters, cfg.dim))
-    x = centers[rng.integers(0, cfg.clusters, cfg.pool_size)] + cfg.cluster_spread * rng.standard_normal((cfg.pool_size, cfg.dim))
+    x = (centers[rng.integers(0, cfg.clusters, cfg.pool_size)]
+         + cfg.cluster_spread * rng.standard_normal((cfg.pool_size, cfg.dim)))
     x_NxD = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     teacher = init_mlp(jax.random.PRNGKey(cfg.data_seed + 1), (cfg.dim, 64, 1))
     f_N = np.asarray(mlp_apply(teacher, x_NxD, "tanh")[:, 0])
@@ -99,7 +100,8 @@ def run(cfg: Config, ctx) -> dict:
 
     # members = training sets x init seeds; each member's data rides in its hparams (vmapped)
     keys = jnp.repeat(seed_keys(cfg.seed, cfg.seeds), num_sets, axis=0)
-    data = {"x": jnp.asarray(np.tile(x_NxD[set_SxN], (cfg.seeds, 1, 1))), "y": jnp.asarray(np.tile(y_N[set_SxN], (cfg.seeds, 1)))}
+    data = {"x": jnp.asarray(np.tile(x_NxD[set_SxN], (cfg.seeds, 1, 1))),
+            "y": jnp.asarray(np.tile(y_N[set_SxN], (cfg.seeds, 1)))}
     labels = tuple({"seed": s, "set": i, "subpool": int(group_S[i]), "h_min": float(h_min_S[i])}
                    for s in range(cfg.seeds) for i in range(num_sets))
     members = Members(keys=keys, hparams=data, labels=labels)
@@ -192,7 +194,8 @@ EXPERIMENT = Experiment(
     name="uniformity_speed",
     reproduces="seed 003: larger minimum pairwise distance h_min speeds up GD training",
     description=__doc__.splitlines()[0],
-    configs={"quick": Config(), "full": Config(seeds=3, draws=16, steps=3000, subpools=(64, 96, 128, 256, 512, 1024, 4096))},
+    configs={"quick": Config(),
+             "full": Config(seeds=3, draws=16, steps=3000, subpools=(64, 96, 128, 256, 512, 1024, 4096))},
     cost={"quick": "~20 s CPU", "full": "~3 min CPU (estimate)"},
     run=run,
     order=42,

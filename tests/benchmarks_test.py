@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_vmap_seeds_benchmark_runs_and_members_match_sequential():
-    out = subprocess.run([sys.executable, "benchmarks/vmap_seeds.py", "--seeds", "2", "--steps", "30", "--repeats", "1"],
+    out = subprocess.run([sys.executable, "benchmarks/vmap_seeds.py", "--seeds", "2", "--steps", "30",
+                          "--repeats", "1"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "ratio a/b" in out.stdout
@@ -31,9 +32,9 @@ def test_theory_scan_benchmark_runs_and_matches_numpy():
 
 @pytest.mark.slow
 def test_parity_vmap_benchmark_runs():
-    out = subprocess.run([sys.executable, "benchmarks/parity_vmap.py", "--seeds", "2", "--steps", "20", "--repeats", "1",
-                          "--torch-seeds", "1", "--torch-steps", "5"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run([sys.executable, "benchmarks/parity_vmap.py", "--seeds", "2", "--steps", "20",
+                          "--repeats", "1", "--torch-seeds", "1", "--torch-steps", "5"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
 
 

@@ -75,5 +75,6 @@ def test_a_broken_experiment_file_does_not_break_the_others(tmp_path):
     assert "BROKEN  llm/needs_missing.py: ModuleNotFoundError" in listed.stdout
     ran = subprocess.run(lsb_cmd("run", "fine"), cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0 and "x: 1" in ran.stdout
-    bad = subprocess.run(lsb_cmd("run", "needs_missing"), cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(lsb_cmd("run", "needs_missing"), cwd=work, env=env, capture_output=True, text=True,
+                         timeout=120)
     assert bad.returncode == 2 and "failed to load (ModuleNotFoundError" in bad.stderr

@@ -294,7 +294,8 @@ def test_vmap_over_mixture_weights_and_over_keys():
 
     def programs(keys):
         per_key = jax.vmap(lambda k: epochs.sample(k, 5, 16).index)(keys)
-        return jax.vmap(fn)(weights_GxD), fn((0.5, 0.5)), per_key, [epochs.sample(keys[i], 5, 16).index for i in range(3)]
+        return (jax.vmap(fn)(weights_GxD), fn((0.5, 0.5)), per_key,
+                [epochs.sample(keys[i], 5, 16).index for i in range(3)])
 
     vmapped, per_value, per_key, per_key_alone = jax.jit(programs)(keys)
     assert np.all(vmapped.index[0] < 4) and np.all(vmapped.index[1] >= 4)
@@ -346,7 +347,8 @@ def test_sample_indices_host_matches_and_compiles_once():
     assert samplers._host_indices._cache_size() == before
     unhashable = Zipf(50, piecewise([2], [jnp.float32(0.0), jnp.float32(1.0)]))  # cached by identity
     np.testing.assert_array_equal(
-        sample_indices_host(unhashable, jax.random.key(1), 3, 8), jax.jit(unhashable.sample, static_argnums=2)(jax.random.key(1), 3, 8).index
+        sample_indices_host(unhashable, jax.random.key(1), 3, 8),
+        jax.jit(unhashable.sample, static_argnums=2)(jax.random.key(1), 3, 8).index
     )
     raw = jax.random.PRNGKey(5)  # raw uint32[2] keys, as TrainState.rng holds, work too
     np.testing.assert_array_equal(sample_indices_host(sampler, raw, 11, 16), sampler.sample(raw, 11, 16).index)

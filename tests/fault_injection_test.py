@@ -184,7 +184,8 @@ def test_fit_stops_on_an_exploding_loss_and_names_the_verified_checkpoint(tmp_pa
                   checkpoint_every=every, checkpoint_dir=ckpt_dir, hooks=[CorruptNewest(at=(last + 1,))])
     msg = str(e.value)
     level = max(losses[:min(bad - 1, 10)])
-    assert "loss exploded to" in msg and f"(> 1000 x its start level (largest of its first 10 losses) {level:.4g})" in msg, msg
+    assert "loss exploded to" in msg and (
+        f"(> 1000 x its start level (largest of its first 10 losses) {level:.4g})" in msg), msg
     assert f"at step {bad}; stopped; last good checkpoint: step {last - every} in {ckpt_dir}" in msg, (bad, msg)
     assert train.Checkpointer(ckpt_dir).latest_step() == last   # the newest exists but does not verify
 
@@ -322,7 +323,8 @@ def resume_run(run_dir: Path, *, tracker=False):
     hooks = []
     if tracker:
         store = TrajectoryStore(run_dir / "trajectories.npz", N, (16, 32, 48))
-        hooks = [LossTracker(lambda p, pool: loss_fn(p, pool), store, args=({"x": jnp.asarray(X), "y": jnp.asarray(Y)},))]
+        hooks = [LossTracker(lambda p, pool: loss_fn(p, pool), store,
+                             args=({"x": jnp.asarray(X), "y": jnp.asarray(Y)},))]
     try:
         return train.fit(STEP, fresh_state(), 48, ctx=ctx, chunk_size=8, checkpoint_every=16, hooks=hooks)
     finally:

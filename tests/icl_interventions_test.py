@@ -1,6 +1,7 @@
-"""ICL optimizer arms (lsb_jax.train.arms on the ICL task, lsb_jax.sweeps.icl) and diagnostics (seed 004 Figs. 2, 3, 8, 9, 12): arms really
-train with their own optimizer / batch size, the gradient cosine equals an independent computation,
-and the synthetic/icl_{grad_bias,interventions,grad_cosine,batch_scaling} experiments run end to end."""
+"""ICL optimizer arms (lsb_jax.train.arms on the ICL task, lsb_jax.sweeps.icl) and diagnostics
+(seed 004 Figs. 2, 3, 8, 9, 12): arms really train with their own optimizer / batch size, the
+gradient cosine equals an independent computation, and the
+synthetic/icl_{grad_bias,interventions,grad_cosine,batch_scaling} experiments run end to end."""
 
 import dataclasses
 
@@ -95,7 +96,8 @@ def trained():
         _, gm = group_members(members, group)
         init, step = group_program(task, group, ONE.steps)
         state0 = ensemble_init(init, gm)
-        run = jax.jit(lambda s, hp: jax.lax.fori_loop(0, STEPS, lambda _, s: ensemble_step(step)(s, hp, pools, v_D)[0], s))
+        run = jax.jit(lambda s, hp: jax.lax.fori_loop(
+            0, STEPS, lambda _, s: ensemble_step(step)(s, hp, pools, v_D)[0], s))
         state = run(state0, gm.hparams)
         for j, lab in enumerate(gm.labels):
             out[names[lab["arm"]]] = (jax.tree.map(lambda x: x[j], state0), jax.tree.map(lambda x: x[j], state), group)
@@ -191,7 +193,8 @@ def test_gradient_cosine_equals_numpy_on_two_independent_batches():
     hp = {n: jnp.float32(arm[n]) for n in icl_levers.ARM_DEFAULTS} | {"seed": jnp.float32(1)}
     sample = icl_levers.make_sample_batch("subset", cfg, 7, 8)
     rng, step, pairs = jax.random.PRNGKey(9), jnp.int32(5), 3
-    got = jax.jit(icl_levers.make_grad_cosine(loss_fn, sample, GradCosine(pairs=pairs)))(params, rng, step, hp, pools, v_D)
+    got = jax.jit(icl_levers.make_grad_cosine(loss_fn, sample, GradCosine(pairs=pairs)))(
+        params, rng, step, hp, pools, v_D)
 
     @jax.jit
     def grad(batch):   # independent: the mean of the per-example losses (loss weights are 1 for Subset)

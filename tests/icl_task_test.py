@@ -87,7 +87,8 @@ def test_token_layout_interleaves_x_and_padded_y():
     out = np.zeros((2, 6, 1), np.float32)
     out[:, 0::2, 0] = 7 + np.arange(3)          # values at the x positions
     out[:, 1::2, 0] = -100                      # y positions are never read
-    np.testing.assert_array_equal(np.asarray(icl.read_predictions(jnp.asarray(out))), np.broadcast_to(7 + np.arange(3), (2, 3)))
+    np.testing.assert_array_equal(np.asarray(icl.read_predictions(jnp.asarray(out))),
+                                  np.broadcast_to(7 + np.arange(3), (2, 3)))
 
 
 def test_per_example_loss_is_mean_normalized_squared_error():

@@ -162,7 +162,8 @@ def test_input_field_and_plain_template_override(tok, tmp_path):
 
 @pytest.fixture(scope="module")
 def examples(tok):
-    rows = [D.Row(f"q{i} " + "word " * (i % 7), f"a{i} " + "x " * (3 * i % 11), ["u", "v"][i % 2], i) for i in range(24)]
+    rows = [D.Row(f"q{i} " + "word " * (i % 7), f"a{i} " + "x " * (3 * i % 11), ["u", "v"][i % 2], i)
+            for i in range(24)]
     return D.tokenize_rows(rows, tok, D.PromptTemplate(kind="plain"), max_length=256)
 
 

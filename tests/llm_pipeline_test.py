@@ -159,8 +159,9 @@ def test_pipeline_writes_every_stage(pipeline_run):
     v, n_scored = results["validation"], len(np.load(run_dir / "clusters.npz")["hard_N"])
     assert v["read"] == len(train) and v["kept"] == n_scored and v["num_skipped"] == len(train) - n_scored > 0
     from lsb_jax.report import write_report
-    md = write_report(run_dir / "report_check.md", [{"experiment": "upsample_hard", "reproduces": "", "run_dir": run_dir,
-                                                   "status": "complete", "results": results}], "quick").read_text()
+    md = write_report(run_dir / "report_check.md",
+                      [{"experiment": "upsample_hard", "reproduces": "", "run_dir": run_dir,
+                        "status": "complete", "results": results}], "quick").read_text()
     assert f"read {len(train)}, kept {n_scored}, skipped {len(train) - n_scored} (" in md
     assert all(r["answer"].split("####")[-1].strip() for r in test)
     assert json.loads((run_dir / "status.json").read_text())["status"] == "complete"

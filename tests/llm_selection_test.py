@@ -187,7 +187,8 @@ def experiment_run(tmp_path_factory):
                                          intermediate_size=32, num_layers=1),
         pretrain_steps=3, tokenizer_vocab=300, subset_size=12, epochs=2.0, batch_size=8, random_seeds=(0, 1),
         num_evals=3, eval_batch=10, max_new_tokens=4, score_batch=16,
-        arms=("kcenter_minilm", "kcenter_hidden", "kcenter_minilm_bysource", "random"),     # "full" = np.arange(N): one arm less to compile
+        # "full" = np.arange(N): one arm less to compile
+        arms=("kcenter_minilm", "kcenter_hidden", "kcenter_minilm_bysource", "random"),
         max_skip_fraction=0.75)   # default chain_sum rows are often longer than max_length: a length filter here
     run_dir, results = runner.run_experiment(exp, cfg, "quick", out=tmp_path_factory.mktemp("sel") / "run",
                                              progress=False)

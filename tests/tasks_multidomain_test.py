@@ -177,7 +177,8 @@ def test_weighted_least_squares_risk_and_gap_match_monte_carlo():
         pop = 0.5 * jnp.sum(a_K * (jnp.einsum("ki,kij,kj->k", delta, cov, delta) + s ** 2))
         return md.target_risk(task, theta, q_K), pop - train
 
-    risk_R, gap_R = (np.asarray(v, np.float64) for v in jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(0), 10_000)))
+    risk_R, gap_R = (np.asarray(v, np.float64)
+                     for v in jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(0), 10_000)))
     excess_R = risk_R - pred["risk_inf"]
     excess = pred["bias_term"] + pred["variance_term"]
     assert abs(excess_R.mean() - excess) < 4 * excess_R.std() / np.sqrt(excess_R.size) + 0.1 * excess

@@ -30,9 +30,11 @@ def test_data_lever_raises_gd_entropy_in_closed_form():
     """omega_i ~ lam_i^-gamma speeds up late features (kappa = lam^2 omega): the closed-form GD
     entropy increases with gamma, and m* does not change for infinite context."""
     lam = mlsa.power_spectrum(5, 1.0, 4.0)
-    hs = [learning_times.entropy(odes.learning_time(lam, 0.05, omega=mlsa.reweighted_omega(lam, g))) for g in (0, 0.5, 1, 1.5)]
+    hs = [learning_times.entropy(odes.learning_time(lam, 0.05, omega=mlsa.reweighted_omega(lam, g)))
+          for g in (0, 0.5, 1, 1.5)]
     assert all(b > a for a, b in zip(hs, hs[1:])), hs
-    np.testing.assert_allclose(mlsa.optimal_features(mlsa.spectrum(lam, mlsa.reweighted_omega(lam, 1.0))), 1 / lam, rtol=1e-6)
+    np.testing.assert_allclose(mlsa.optimal_features(mlsa.spectrum(lam, mlsa.reweighted_omega(lam, 1.0))), 1 / lam,
+                               rtol=1e-6)
     np.testing.assert_allclose(mlsa.reweighted_omega(lam, 1.0).mean(), 1.0)
 
 

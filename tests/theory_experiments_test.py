@@ -28,7 +28,8 @@ def test_stagewise(tmp_path):
 
 
 def test_entropy(tmp_path):
-    run_dir, res = run(tmp_path, "mlsa_entropy", ["seeds=2", "decays=[0.5,1.5]", "rhos=[0,0.04,0.1]", "inits=[\"ansatz\"]"])
+    run_dir, res = run(tmp_path, "mlsa_entropy",
+                       ["seeds=2", "decays=[0.5,1.5]", "rhos=[0,0.04,0.1]", "inits=[\"ansatz\"]"])
     head = res["headline"]
     assert head["theorem_holds_frac_ansatz_global"] == 1.0
     assert head["all_learned_frac_beyond_rho_max_per_head"] == 0.0

@@ -51,7 +51,8 @@ def test_token_model_on_subspace_equals_reduced_prediction():
     seqs = mlsa.sample_sequences(jax.random.PRNGKey(0), spec, 64, 5)
     p = jax.tree.map(jnp.asarray, random_params(2, h=2, d=3))
     z, zq = mlsa.tokens(seqs)
-    np.testing.assert_allclose(mlsa.token_predict(mlsa.embed_tokens(p), z, zq), mlsa.predict(p, seqs), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mlsa.token_predict(mlsa.embed_tokens(p), z, zq), mlsa.predict(p, seqs),
+                               rtol=1e-5, atol=1e-6)
     f64 = {key: np.asarray(val, np.float64) for key, val in p.items()}
     x, y, xq = (np.asarray(seqs[key], np.float64) for key in ("x", "y", "xq"))
     m = np.einsum("h,hi,hj->ij", f64["v"], f64["q"], f64["k"])
@@ -110,7 +111,8 @@ def test_optimal_features_minimize_the_loss(n):
     grad_m = 2 * sig @ np.diag(mstar) @ s - 2 * sig @ ome @ sig
     np.testing.assert_allclose(grad_m, 0.0, atol=1e-5)
     p = {"v": np.cbrt(mstar), "k": np.diag(np.cbrt(mstar)), "q": np.diag(np.cbrt(mstar))}
-    np.testing.assert_allclose(float(mlsa.min_loss(spec)), np_loss(p["v"], p["k"], p["q"], lam, om, n, noise), rtol=1e-4)
+    np.testing.assert_allclose(float(mlsa.min_loss(spec)), np_loss(p["v"], p["k"], p["q"], lam, om, n, noise),
+                               rtol=1e-4)
 
 
 def np_sam_step(p, lam, lr, rho, per_head):

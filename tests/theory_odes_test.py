@@ -93,7 +93,8 @@ def test_simulated_model_follows_the_reduced_ode(method, norm, kind):
     lr, rho = 0.005, 0.04
     spec = mlsa.spectrum(LAM)
     p0 = mlsa.init_params(jax.random.PRNGKey(0), 4, 4, mlsa.Init("ansatz", A0, 0.01))
-    sim = dynamics.simulator(mlsa.population_loss, num_steps=24_000, record_every=20, method=method, norm=norm)(p0, spec, lr, rho)
+    sim = dynamics.simulator(mlsa.population_loss, num_steps=24_000, record_every=20, method=method,
+                             norm=norm)(p0, spec, lr, rho)
     t = np.asarray(sim.steps) * lr
     target = np.asarray(mlsa.optimal_features(spec), np.float64)
     ode = odes.integrate(kind, spec, A0, t, rho, dt=None if kind == "gd" else lr)

@@ -42,7 +42,8 @@ def batches(b, steps, weights=False):
 def run(cfg, data, steps):
     opt = make_optimizer(cfg, steps)
     state = train.init_state(lambda k: jnp.asarray(W0), opt.tx, jax.random.PRNGKey(0))
-    return np.asarray(train.fit(train.make_train_step(loss_fn, opt), state, steps, batches=iter(data), chunk_size=4).state.params)
+    return np.asarray(train.fit(train.make_train_step(loss_fn, opt), state, steps, batches=iter(data),
+                                chunk_size=4).state.params)
 
 
 def as64(b):

@@ -10,10 +10,11 @@ what is learned late lowers GD's simplicity bias like SAM does, at GD's cost per
     (global normalization): gamma*(rho) by interpolation. The final loss is measured on the
     original distribution (Omega = I).
 (b) The paper's pipeline on a finite pool of sequences, with the same tracking code as the
-    LLM path: a proxy GD run for a tenth of the training (before the last feature is learned), per-example losses at K checkpoints
-    (`TrajectoryStore` + `pool_scorer`), k-means (k = 2) on the trajectories, the
-    higher-loss cluster upsampled x factor (duplication = loss weights in full-batch GD);
-    controls: the easy cluster, a random set of the same size; and SAM on the original pool.
+    LLM path: a proxy GD run for a tenth of the training (before the last feature is learned),
+    per-example losses at K checkpoints (`TrajectoryStore` + `pool_scorer`), k-means (k = 2) on
+    the trajectories, the higher-loss cluster upsampled x factor (duplication = loss weights in
+    full-batch GD); controls: the easy cluster, a random set of the same size; and SAM on the
+    original pool.
 
 Expected: GD's entropy rises with gamma and reaches SAM's at some gamma*(rho); upsampling the
 hard cluster raises GD's entropy (easy lowers it), with one gradient per step against SAM's two.
@@ -134,7 +135,8 @@ def pool_pipeline(cfg: Config, ctx):
     select = {s: selection_counts(store.losses, s, factor=cfg.upsample_factor, features=cfg.cluster_on, seed=cfg.seed)
               for s in ("uniform", "hard", "easy", "random")}       # the LLM pipeline's selections
     hard = select["hard"][1]
-    arms = {"GD": select["uniform"][0], **{f"GD, {s} x{cfg.upsample_factor}": select[s][0] for s in ("hard", "easy", "random")}}
+    arms = {"GD": select["uniform"][0],
+            **{f"GD, {s} x{cfg.upsample_factor}": select[s][0] for s in ("hard", "easy", "random")}}
 
     def train(method, weights_AxP, rho):
         run = dynamics.simulator(dynamics.pool_loss, num_steps=m.steps, record_every=m.record_every, method=method)
@@ -147,7 +149,8 @@ def pool_pipeline(cfg: Config, ctx):
     names = list(arms) + [f"SAM rho={cfg.pool_rho}"]
     feats = np.concatenate([np.asarray(out_gd.features), np.asarray(out_sam.features)])          # [A, n, R+1, D]
     finals = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out_gd.params, out_sam.params)
-    targets = np.stack([mlsa.pool_optimal_features(dict(pool, weight=w)) for w in list(arms.values()) + [np.ones(cfg.pool_size)]])
+    targets = np.stack([mlsa.pool_optimal_features(dict(pool, weight=w))
+                        for w in list(arms.values()) + [np.ones(cfg.pool_size)]])
     times = learning_times.crossing_times(np.asarray(out_gd.steps[0, 0]), feats, targets[:, None, :], m.fraction)
     diverged = trajectory_divergence(np.concatenate([np.asarray(out_gd.loss), np.asarray(out_sam.loss)]))  # [A, n]
     times[diverged] = np.nan
@@ -168,13 +171,15 @@ def run(cfg: Config, ctx) -> dict:
     ax0.errorbar(cfg.gammas, h_gd, yerr=np.nanstd(gd.entropy[:, 0], -1), marker="o", label="GD, Omega_gamma")
     for p, rho in enumerate(cfg.rhos[1:], start=1):
         ax0.axhline(h_sam[p], color=f"C{p}", ls="--", lw=1, label=f"SAM rho={rho:g} (gamma*={gamma_star[p]:.2f})")
-    ax0.set(xlabel="gamma (omega_i ~ lam_i^-gamma)", ylabel="entropy of learning times", title="(a) distribution lever vs SAM")
+    ax0.set(xlabel="gamma (omega_i ~ lam_i^-gamma)", ylabel="entropy of learning times",
+            title="(a) distribution lever vs SAM")
     ax0.legend(fontsize=6)
     lam = np.asarray(m.eigenvalues)
     for j, g in enumerate(cfg.gammas):
         ax1.plot(lam, np.nanmean(gd.times[j, 0], 0), marker="o", color=f"C{j}", label=f"GD gamma={g:g}")
     ax1.plot(lam, np.nanmean(sam.times[0, -1], 0), marker="s", color="k", ls="--", label=f"SAM rho={cfg.rhos[-1]:g}")
-    ax1.set(xscale="log", yscale="log", xlabel="eigenvalue lam_i", ylabel="learning time (steps)", title="(a) learning time vs eigenvalue")
+    ax1.set(xscale="log", yscale="log", xlabel="eigenvalue lam_i", ylabel="learning time (steps)",
+            title="(a) learning time vs eigenvalue")
     ax1.legend(fontsize=6)
     ax2.bar(range(len(names)), np.nanmean(ent, -1), yerr=np.nanstd(ent, -1), color=[f"C{i}" for i in range(len(names))])
     ax2.set_xticks(range(len(names)))
@@ -200,14 +205,17 @@ def run(cfg: Config, ctx) -> dict:
     return {
         "headline": headline,
         "summary": (f"(a) GD's learning-time entropy rises from {h_gd[0]:.3f} (gamma=0) to {h_gd[-1]:.3f} "
-                    f"(gamma={cfg.gammas[-1]:g}); SAM reaches {h_sam[-1]:.3f} at rho={cfg.rhos[-1]:g}, matched by gamma="
-                    f"{g_last:.2f}, at {cost['sam_s_per_step'] / cost['gd_s_per_step']:.2f}x GD's time per step. "
+                    f"(gamma={cfg.gammas[-1]:g}); SAM reaches {h_sam[-1]:.3f} at rho={cfg.rhos[-1]:g}, "
+                    f"matched by gamma={g_last:.2f}, "
+                    f"at {cost['sam_s_per_step'] / cost['gd_s_per_step']:.2f}x GD's time per step. "
                     f"(b) On a pool of {cfg.pool_size} sequences, upsampling the proxy's hard cluster "
-                    f"({hard.mean():.0%} of the pool; it loads x{loading[-1]:.2f} on the smallest-eigenvalue direction) "
+                    f"({hard.mean():.0%} of the pool; "
+                    f"it loads x{loading[-1]:.2f} on the smallest-eigenvalue direction) "
                     f"gives GD entropy {mean(ent[1]):.3f} vs {mean(ent[0]):.3f} (uniform), {mean(ent[2]):.3f} (easy), "
                     f"{mean(ent[3]):.3f} (random), {mean(ent[4]):.3f} (SAM)."),
         "gamma_star": dict(zip([str(r) for r in cfg.rhos], gamma_star)),
-        "pool_arms": [{"arm": n, "entropy": e, "times": t, "test_loss_rel": tl} for n, e, t, tl in zip(names, ent, times, test)],
+        "pool_arms": [{"arm": n, "entropy": e, "times": t, "test_loss_rel": tl}
+                      for n, e, t, tl in zip(names, ent, times, test)],
         "hard_loading_per_direction": loading,
         "cost": cost,
     }

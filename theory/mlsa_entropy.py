@@ -48,7 +48,8 @@ class Config:
             raise ValueError(f"rhos must start at 0 (the GD reference) and increase, got {self.rhos}")
         if not self.decays or self.top <= 0 or self.seeds < 1:
             raise ValueError("decays must be non-empty, top > 0, seeds >= 1")
-        if set(self.inits) - {"ansatz", "random"} or set(self.norms) - {"global", "per_head"} or not self.inits or not self.norms:
+        if (set(self.inits) - {"ansatz", "random"} or set(self.norms) - {"global", "per_head"}
+                or not self.inits or not self.norms):
             raise ValueError("inits must be among (ansatz, random) and norms among (global, per_head)")
 
 
@@ -57,9 +58,11 @@ def summary(cfg: Config, head: dict, rho_max: float) -> str:
     return (f"Entropy of normalized learning times (m_i reaching {cfg.model.fraction:g} m*_i), SAM minus GD, over "
             f"{len(cfg.decays)} spectra x {len(cfg.rhos) - 1} radii x {cfg.seeds} seeds: SAM's entropy is higher in "
             f"{pct('theorem_holds_frac_ansatz_global')} of ansatz runs with the global normalization and "
-            f"rho < {rho_max:.3g} (Theorem 4.4's regime); per-head normalization: {pct('theorem_holds_frac_ansatz_per_head')}; "
+            f"rho < {rho_max:.3g} (Theorem 4.4's regime); "
+            f"per-head normalization: {pct('theorem_holds_frac_ansatz_per_head')}; "
             f"random init (global): {pct('theorem_holds_frac_random_global')}. For rho >= {rho_max:.3g}, "
-            f"{pct('all_learned_frac_beyond_rho_max_per_head')} (per-head) and {pct('all_learned_frac_beyond_rho_max_global')} "
+            f"{pct('all_learned_frac_beyond_rho_max_per_head')} (per-head) and "
+            f"{pct('all_learned_frac_beyond_rho_max_global')} "
             f"(global) of runs learn every feature.")
 
 
@@ -82,7 +85,8 @@ def run(cfg: Config, ctx) -> dict:
                     both = all_learned[s, p] & all_learned[s, 0]
                     gain = g.entropy[s, p] - g.entropy[s, 0]
                     rows.append({"init": init, "norm": norm, "decay": decay, "rho": rho,
-                                 "entropy_mean": float(np.nanmean(g.entropy[s, p])) if np.isfinite(g.entropy[s, p]).any() else float("nan"),
+                                 "entropy_mean": (float(np.nanmean(g.entropy[s, p]))
+                                                  if np.isfinite(g.entropy[s, p]).any() else float("nan")),
                                  "entropy_gain_mean": float(np.mean(gain[both])) if both.any() else float("nan"),
                                  "sam_higher_frac": float(np.mean(gain[both] > 0)) if both.any() else float("nan"),
                                  "all_learned_frac": float(all_learned[s, p].mean()),
@@ -117,13 +121,17 @@ def run(cfg: Config, ctx) -> dict:
     ax.legend(fontsize=6)
     ctx.save_figure(fig, "entropy_vs_rho")
 
-    headline = {"theorem_holds_frac_ansatz_global": theorem("ansatz", "global") if ("ansatz", "global") in grids else None,
-                "theorem_holds_frac_random_global": theorem("random", "global") if ("random", "global") in grids else None,
-                "theorem_holds_frac_ansatz_per_head": theorem("ansatz", "per_head") if ("ansatz", "per_head") in grids else None,
+    headline = {"theorem_holds_frac_ansatz_global": (theorem("ansatz", "global")
+                                                     if ("ansatz", "global") in grids else None),
+                "theorem_holds_frac_random_global": (theorem("random", "global")
+                                                     if ("random", "global") in grids else None),
+                "theorem_holds_frac_ansatz_per_head": (theorem("ansatz", "per_head")
+                                                       if ("ansatz", "per_head") in grids else None),
                 "rho_max": float(rho_max), "diverged_members": sum(r["diverged"] for r in rows)}
     for norm in cfg.norms:
         big = [r for r in rows if r["rho"] >= rho_max and r["norm"] == norm]
-        headline[f"all_learned_frac_beyond_rho_max_{norm}"] = float(np.mean([r["all_learned_frac"] for r in big])) if big else None
+        headline[f"all_learned_frac_beyond_rho_max_{norm}"] = (float(np.mean([r["all_learned_frac"] for r in big]))
+                                                               if big else None)
     for init, norm in grids:
         best = max((r for r in rows if r["init"] == init and r["norm"] == norm and 0 < r["rho"] < rho_max),
                    key=lambda r: r["rho"], default=None)
@@ -142,7 +150,8 @@ EXPERIMENT = Experiment(
     description=__doc__.splitlines()[0],
     configs={
         "quick": Config(),
-        "full": Config(model=ModelConfig(eigenvalues=(4.0, 2.0, 1.0, 0.5, 0.25, 0.125), heads=6, steps=100_000, record_every=50),
+        "full": Config(model=ModelConfig(eigenvalues=(4.0, 2.0, 1.0, 0.5, 0.25, 0.125), heads=6, steps=100_000,
+                                         record_every=50),
                        decays=(0.5, 0.75, 1.0, 1.25, 1.5), rhos=(0.0, 0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1),
                        seeds=8),
     },

@@ -4,11 +4,12 @@ Reproduces: arXiv 2602.00576 (seeds 000/001), the saddle-to-saddle dynamics of m
 linear self-attention with rank-one key/query per head (each stage: one head learns one
 eigenvector of Sigma, in decreasing-eigenvalue order) and the reduced per-feature ODEs.
 
-Part A (from a small random initialization, figures `stagewise_loss`, `learning_time_vs_eigenvalue`, seeds vmapped): population-loss curves with
-stage-wise drops for GD and SAM (global normalization), and which eigen-direction each stage
-learns. Part B (on the ansatz, slightly off it, with a small step): the simulated m_i(t)
-against the reduced ODEs (GD: adaptive Tsit5; SAM: fixed-step Heun, its field is
-discontinuous at the targets) and the closed-form learning times; errors reported.
+Part A (from a small random initialization, figures `stagewise_loss`, `learning_time_vs_eigenvalue`,
+seeds vmapped): population-loss curves with stage-wise drops for GD and SAM (global
+normalization), and which eigen-direction each stage learns. Part B (on the ansatz, slightly off
+it, with a small step): the simulated m_i(t) against the reduced ODEs (GD: adaptive Tsit5; SAM:
+fixed-step Heun, its field is discontinuous at the targets) and the closed-form learning times;
+errors reported.
 
 Expected: 4 drops in decreasing-eigenvalue order in every seed; ODE learning times within a
 few percent of the simulation (the ODE is the lr -> 0 limit). Measured (quick): see the report.
@@ -81,7 +82,8 @@ def run(cfg: Config, ctx) -> dict:
     ode_steps = int(round(m.steps * m.lr / cfg.ode_lr / cfg.ode_record_every)) * cfg.ode_record_every
     checks = {}
     fig, axes = plots.figure(3)
-    for ax, (kind, method, norm, rho) in zip(axes, (("gd", "gd", "global", 0.0), ("sam_per_head", "sam", "per_head", cfg.rho),
+    for ax, (kind, method, norm, rho) in zip(axes, (("gd", "gd", "global", 0.0),
+                                                    ("sam_per_head", "sam", "per_head", cfg.rho),
                                                     ("sam_global", "sam", "global", cfg.rho))):
         sim = dynamics.simulator(mlsa.population_loss, num_steps=ode_steps, record_every=cfg.ode_record_every,
                                  method=method, norm=norm)(p0, spec, cfg.ode_lr, rho)
@@ -96,7 +98,8 @@ def run(cfg: Config, ctx) -> dict:
                "times_sim": t_sim / cfg.ode_lr, "times_ode": t_ode / cfg.ode_lr,
                "entropy_sim": float(learning_times.entropy(t_sim)), "entropy_ode": float(learning_times.entropy(t_ode))}
         if kind != "sam_global":
-            closed = odes.learning_time(m.eigenvalues, m.init_scale, m.fraction, context=m.context, noise=m.noise, rho=rho)
+            closed = odes.learning_time(m.eigenvalues, m.init_scale, m.fraction, context=m.context, noise=m.noise,
+                                        rho=rho)
             row["times_closed_form"] = closed / cfg.ode_lr
             row["closed_rel_err_max"] = float(np.nanmax(np.abs(t_sim / closed - 1)))
         checks[kind] = row
@@ -110,10 +113,12 @@ def run(cfg: Config, ctx) -> dict:
     # --- learning time vs eigenvalue: closed forms over a dense range, simulations at the spectrum --
     lam_dense = np.geomspace(min(m.eigenvalues) / 2, max(m.eigenvalues) * 2, 60)
     fig, (ax,) = plots.figure(1, width=5.5)
-    ax.plot(lam_dense, odes.learning_time(lam_dense, m.init_scale, m.fraction, lr=m.lr), "k-", lw=1, label="GD closed form")
+    ax.plot(lam_dense, odes.learning_time(lam_dense, m.init_scale, m.fraction, lr=m.lr), "k-", lw=1,
+            label="GD closed form")
     ax.plot(lam_dense, odes.learning_time(lam_dense, m.init_scale, m.fraction, rho=cfg.rho, lr=m.lr), "k--", lw=1,
             label=f"SAM per-head closed form (rho={cfg.rho})")
-    ax.plot(lam_dense, 1.0 / (2 * lam_dense ** 2 * m.init_scale * m.lr), ":", color="gray", lw=1, label="early phase 1/(2 lam^2 a0)")
+    ax.plot(lam_dense, 1.0 / (2 * lam_dense ** 2 * m.init_scale * m.lr), ":", color="gray", lw=1,
+            label="early phase 1/(2 lam^2 a0)")
     for j, (name, g) in enumerate(arms.items()):
         t_nxD = g.times[0, 0]
         ax.errorbar(m.eigenvalues, np.nanmean(t_nxD, 0), yerr=np.nanstd(t_nxD, 0), fmt="o", color=f"C{j}",
@@ -143,11 +148,13 @@ def run(cfg: Config, ctx) -> dict:
         "headline": headline,
         "summary": (f"From a small random init, {order_ok['GD'].mean():.0%} of GD seeds and "
                     f"{order_ok[f'SAM rho={cfg.rho}'].mean():.0%} of SAM seeds learn the {m.dim} eigen-directions in "
-                    f"decreasing-eigenvalue order, one loss drop each. On the ansatz (lr {cfg.ode_lr}) the reduced ODEs "
+                    "decreasing-eigenvalue order, one loss drop each. "
+                    f"On the ansatz (lr {cfg.ode_lr}) the reduced ODEs "
                     f"give the simulated learning times within {checks['gd']['time_rel_err_max']:.1%} (GD), "
                     f"{checks['sam_per_head']['time_rel_err_max']:.1%} (SAM per-head) and "
                     f"{checks['sam_global']['time_rel_err_max']:.1%} (SAM global); the closed-form times within "
-                    f"{checks['gd']['closed_rel_err_max']:.1%} (GD) and {checks['sam_per_head']['closed_rel_err_max']:.1%} (SAM per-head)."),
+                    f"{checks['gd']['closed_rel_err_max']:.1%} (GD) and "
+                    f"{checks['sam_per_head']['closed_rel_err_max']:.1%} (SAM per-head)."),
         "ode_checks": checks,
         "learning_times": {k: g.times[0, 0] for k, g in arms.items()},
     }

@@ -193,7 +193,8 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
 
     sweep_task = SweepTask(init_params=lambda k: gpt2.init_params(model_cfg, k)[1], loss_fn=loss_fn,
                            sampler=lambda group: make_sample_batch(lever, cfg, perm_seed, group.batch_size),
-                           evaluate=evaluate, data=(pools, v_D), eval_data=(test["x"], test["y"], jnp.asarray(ridge_SxT)),
+                           evaluate=evaluate, data=(pools, v_D),
+                           eval_data=(test["x"], test["y"], jnp.asarray(ridge_SxT)),
                            member_data=(bayes_MxSxT,), hooks=hooks)
     spec = SweepSpec(seeds=cfg.seeds, steps=cfg.steps, optim=cfg.optim, batch_size=cfg.batch_size,
                      eval_every=cfg.eval_every, seed=cfg.seed, chunk_size=cfg.chunk_size, log_every=cfg.log_every,
@@ -353,8 +354,8 @@ def format_arm(name: str, row: dict) -> str:
             f"({row['steps_to_threshold_reached']}/{row['seeds']} seeds reached)")
 
 
-__all__ = ["ARM_DEFAULTS", "FULL", "LEVERS", "QUICK", "QUICK_ESCAPE", "READOUT", "ArmTraining", "GradCosine", "ModelConfig",
-           "SweepConfig", "format_arm", "headline", "run_sweep"]
+__all__ = ["ARM_DEFAULTS", "FULL", "LEVERS", "QUICK", "QUICK_ESCAPE", "READOUT", "ArmTraining", "GradCosine",
+           "ModelConfig", "SweepConfig", "format_arm", "headline", "run_sweep"]
 
 
 # Shared presets of the ICL experiments (synthetic/icl_*.py): the CPU quick scale and the paper's.

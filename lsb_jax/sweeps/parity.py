@@ -88,7 +88,8 @@ def sweep_task(cfg: ParityConfig) -> SweepTask:
         loss_fn=lambda params, batch: mse_losses(params, batch, cfg.activation),
         sampler=lambda group: (lambda sample: lambda key, step, hp: sample(key, step))(
             batch_sampler(cfg, group.static, group.batch_size)),
-        evaluate=lambda params, step, hp, x, y: {"test_" + k: v for k, v in evaluate(params, x, y, cfg.activation).items()},
+        evaluate=lambda params, step, hp, x, y: {"test_" + k: v
+                                                 for k, v in evaluate(params, x, y, cfg.activation).items()},
         eval_data=(x_test, y_test))
 
 

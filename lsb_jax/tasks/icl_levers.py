@@ -186,7 +186,8 @@ def make_loss_fn(graphdef, dim: int):
 
 
 def make_predict(graphdef):
-    return lambda params, x_BxTxD, y_BxT: icl.read_predictions(gpt2.apply(graphdef, params, icl.to_tokens(x_BxTxD, y_BxT)))
+    return lambda params, x_BxTxD, y_BxT: icl.read_predictions(
+        gpt2.apply(graphdef, params, icl.to_tokens(x_BxTxD, y_BxT)))
 
 
 def draw_pools(cfg) -> jax.Array:

@@ -38,7 +38,8 @@ Closed forms (derived here; every one is checked by simulation in tests/tasks_mu
    minimizer theta_hat has, to leading order in 1/n (delta method; u_k = w*_k - theta_inf):
        Cov(theta_hat) ~ C = H^{-1} J H^{-1},   J = sum_k (a_k^2 / n_k) V_k,
        V_k = Sigma_k u_k u_k^T Sigma_k + (u_k^T Sigma_k u_k + sigma_k^2) Sigma_k,
-       E theta_hat - theta_inf ~ beta = -H^{-1} sum_k (a_k^2 / n_k)(Sigma_k H^{-1} Sigma_k + tr(H^{-1} Sigma_k) Sigma_k) u_k,
+       E theta_hat - theta_inf ~ beta = -H^{-1} sum_k (a_k^2 / n_k)(Sigma_k H^{-1} Sigma_k
+                                                                    + tr(H^{-1} Sigma_k) Sigma_k) u_k,
    so the expected target risk is R_q(theta_inf) + grad R_q(theta_inf).beta + tr(H_q C) / 2
    (H_q = sum_k q_k Sigma_k), and the generalization gap of the weighted objective is
        E[L_a(theta_hat) - L_hat_a(theta_hat)] ~ tr(H^{-1} J)     (Takeuchi's correction).
@@ -130,7 +131,8 @@ def make_task(seed: int, dim: int, noise: Sequence[float], scales: Sequence[floa
     scales = tuple(scales) or (1.0,) * k
     shift = tuple(shift) or (0.0,) * k
     if len(scales) != k or len(shift) != k:
-        raise ValueError(f"noise, scales and shift need one entry per domain: {len(noise)}, {len(scales)}, {len(shift)}")
+        raise ValueError("noise, scales and shift need one entry per domain: "
+                         f"{len(noise)}, {len(scales)}, {len(shift)}")
     rng = np.random.default_rng(seed)
     lam_D = np.arange(1, dim + 1, dtype=np.float64) ** (-decay)
     covs = []
@@ -140,7 +142,8 @@ def make_task(seed: int, dim: int, noise: Sequence[float], scales: Sequence[floa
     w_star = rng.standard_normal(dim) / np.sqrt(lam_D.sum())
     u_KxD = rng.standard_normal((k, dim))
     u_KxD /= np.linalg.norm(u_KxD, axis=1, keepdims=True)
-    return MultiDomainTask(np.stack(covs), w_star[None] + np.asarray(shift)[:, None] * u_KxD, np.asarray(noise, np.float64))
+    return MultiDomainTask(np.stack(covs), w_star[None] + np.asarray(shift)[:, None] * u_KxD,
+                           np.asarray(noise, np.float64))
 
 
 def loss_fn(params: dict, batch: dict) -> jax.Array:

@@ -91,7 +91,8 @@ def integrate(kind: str, spec: mlsa.Spectrum, a0, ts, rho: float = 0.0, *, dt: f
     term = diffrax.ODETerm(vector_field(kind, rho))
     if dt is None:
         if kind != "gd":
-            raise ValueError(f"{kind}: SAM's reduced ODE needs a fixed step `dt` (its field is discontinuous at the targets)")
+            raise ValueError(f"{kind}: SAM's reduced ODE needs a fixed step `dt` "
+                             "(its field is discontinuous at the targets)")
         sol = diffrax.diffeqsolve(term, diffrax.Tsit5(), dt0=None, max_steps=max_steps,
                                   stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), **common)
     else:

@@ -11,8 +11,8 @@ trajectory clusters and the LLM pipeline (whose arm table, `lsb_jax.llm.arms`, m
 these selections).
 
 k-means is Lloyd's algorithm with k-means++ seeding, jitted, restarts vmapped (the best inertia
-wins); the only temporaries are [N, k] distances (no N x N matrix), so N can be in the millions. The same code serves the theory model, the synthetic tasks and
-the LLM pipeline.
+wins); the only temporaries are [N, k] distances (no N x N matrix), so N can be in the millions.
+The same code serves the theory model, the synthetic tasks and the LLM pipeline.
 """
 
 from __future__ import annotations

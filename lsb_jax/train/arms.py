@@ -129,8 +129,8 @@ def group_arms(training: Sequence[ArmTraining | None] | None, num_arms: int, *, 
         program_optim = dataclasses.replace(program_optim, **gates)
         traced = tuple(f for f in TRACED_OPTIM if len({getattr(o, f) for o in optims}) > 1)
         values = tuple({f: float(getattr(o, f)) for f in traced} for o in optims)
-        groups.append(ArmGroup(arms=idx, optim=program_optim, batch_size=resolved[idx[0]][1], traced=traced, values=values,
-                               static=static_of[idx[0]]))
+        groups.append(ArmGroup(arms=idx, optim=program_optim, batch_size=resolved[idx[0]][1], traced=traced,
+                               values=values, static=static_of[idx[0]]))
     return groups
 
 

@@ -114,7 +114,8 @@ class DivergenceGuard:
         diverged_at = state["diverged_at"].copy()
         newly = (first >= 0) & (diverged_at < 0)
         diverged_at[newly] = first_step + first[newly]
-        out = {"start": np.where(np.isneginf(new_start), np.nan, new_start), "min": np.where(np.isinf(new_min), np.nan, new_min), "diverged_at": diverged_at}
+        out = {"start": np.where(np.isneginf(new_start), np.nan, new_start),
+               "min": np.where(np.isinf(new_min), np.nan, new_min), "diverged_at": diverged_at}
         return first, reasons, out
 
     @staticmethod

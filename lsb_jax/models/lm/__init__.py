@@ -25,7 +25,8 @@ from lsb_jax.models.lm.sharding import (
 
 __all__ = [
     "DEFAULT_RULES", "FAMILIES", "LOGICAL_AXES", "CheckpointError", "ConfigError", "Decoder", "DecoderConfig",
-    "KVCache", "LoRAConfig", "MUON_IN_AXES", "ModelNotFound", "RopeConfig", "add_lora", "batch_sharding", "check_source", "chunked_cross_entropy",
+    "KVCache", "LoRAConfig", "MUON_IN_AXES", "ModelNotFound", "RopeConfig", "add_lora", "batch_sharding",
+    "check_source", "chunked_cross_entropy",
     "generate",
     "generate_text", "init_cache", "load_config", "load_pretrained", "load_tokenizer", "logical_to_spec",
     "lora_paths", "make_loss_fn", "make_mesh", "merge_lora", "param_shardings", "positions_from_mask",
