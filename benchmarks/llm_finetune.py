@@ -69,13 +69,13 @@ def bench_ours(folder: Path, tokens_BxT: np.ndarray, repeats: int):
     import jax
     import jax.numpy as jnp
 
-    from lsb_jax.llm.finetune import FinetuneConfig, init_state, make_finetune_step, prepare
+    from lsb_jax.llm.finetune import FinetuneConfig, init_finetune_state, make_finetune_step, prepare
     from lsb_jax.models.lm import load_pretrained
     from lsb_jax.optim import OptimConfig
     cfg = FinetuneConfig(optim=OptimConfig(name="adamw", lr=LR, weight_decay=WD), warmup_ratio=0.0, loss_chunk=128)
     split, params = prepare(load_pretrained(folder), cfg)
     optimizer = cfg.optimizer(1000)
-    state = init_state(params, optimizer, 0)
+    state = init_finetune_state(params, optimizer, 0)
     batch = {"tokens": jnp.asarray(tokens_BxT, jnp.int32), "loss_mask": jnp.ones(tokens_BxT.shape, jnp.int32),
              "attention_mask": jnp.ones(tokens_BxT.shape, jnp.int32)}
     t0 = time.perf_counter()

@@ -58,6 +58,7 @@ from typing import Literal
 import numpy as np
 
 from lsb_jax import io
+from lsb_jax.analysis import mean_std
 from lsb_jax.experiments import Experiment
 from lsb_jax.llm import pipeline as pl
 from lsb_jax.llm import selection as sel
@@ -196,11 +197,6 @@ def run_arm(arm, index_n, folder, examples, heldout, test, num_steps, cfg, templ
     return out
 
 
-def _mean_std(values) -> tuple[float, float]:
-    v = np.asarray(values, np.float64)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
-
-
 def table(arms: dict, geometry: dict) -> tuple[str, list[dict]]:
     """Markdown + JSON rows: geometry in both spaces, held-out loss (start, final, mean over the
     curve after step 0), train tokens, accuracy with its Wilson CI; plus a random mean +- std row."""
@@ -227,12 +223,12 @@ def table(arms: dict, geometry: dict) -> tuple[str, list[dict]]:
         lines.append("| " + " | ".join(cells) + " |")
     rand = [r for r in rows if r["arm"].startswith("random_")]
     if len(rand) > 1:
-        fmt = lambda key: "{:.4f} ± {:.4f}".format(*_mean_std([r[key] for r in rand]))  # noqa: E731
+        fmt = lambda key: "{:.4f} ± {:.4f}".format(*mean_std([r[key] for r in rand]))  # noqa: E731
         cells = [f"random (mean ± std, {len(rand)} seeds)", str(rand[0]["n"]),
-                 "{:.0f} ± {:.0f}".format(*_mean_std([r["train_tokens"] for r in rand]))]
+                 "{:.0f} ± {:.0f}".format(*mean_std([r["train_tokens"] for r in rand]))]
         cells += [fmt(f"{k}_{s}") for s in spaces for k in ("h_min", "mean_nn")]
         cells += [fmt("heldout_start"), fmt("heldout_final"), fmt("heldout_mean"),
-                  "{:.1f} ± {:.1f}".format(*(100 * x for x in _mean_std([r["accuracy"] for r in rand])))]
+                  "{:.1f} ± {:.1f}".format(*(100 * x for x in mean_std([r["accuracy"] for r in rand])))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n", rows
 
@@ -270,11 +266,11 @@ def verdict(rows: list[dict], arm: str) -> str:
     parts = []
     for key, what in (("heldout_final", "final"), ("heldout_mean", "mean-over-steps")):
         vals = np.array([x[key] for x in rand])
-        m, s = _mean_std(vals)
+        m, s = mean_std(vals)
         where = ("below every random seed" if r[key] < vals.min() else
                  "above every random seed" if r[key] > vals.max() else "within the random seeds' range")
         parts.append(f"{what} held-out loss {r[key]:.4f} vs random {m:.4f} ± {s:.4f} ({where})")
-    hm, hs = _mean_std([x[f"h_min_{space}"] for x in rand])
+    hm, hs = mean_std([x[f"h_min_{space}"] for x in rand])
     return f"{arm}: h_min {r[f'h_min_{space}']:.3f} vs random {hm:.3f} ± {hs:.3f}; " + "; ".join(parts) + "."
 
 
@@ -339,8 +335,8 @@ def run(cfg: Config, ctx) -> dict:
                 "seconds": {"data_and_model": round(t_model - t_start, 1), "select": round(t_select - t_model, 1),
                             "arms": round(time.perf_counter() - t_select, 1)}}
     if rand:
-        headline["random_heldout_final_mean_std"] = list(_mean_std([r["heldout_final"] for r in rand]))
-        headline["random_h_min_minilm_mean_std"] = list(_mean_std([r["h_min_minilm"] for r in rand]))
+        headline["random_heldout_final_mean_std"] = list(mean_std([r["heldout_final"] for r in rand]))
+        headline["random_h_min_minilm_mean_std"] = list(mean_std([r["h_min_minilm"] for r in rand]))
     start = rows[0]["heldout_start"]
     summary = (f"{cfg.subset_size} of {len(examples)} pool examples, {num_steps} fine-tuning steps per arm from the "
                f"same start (held-out loss {start:.3f} at step 0, n_test={len(heldout)}). "

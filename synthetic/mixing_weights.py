@@ -101,7 +101,8 @@ def run(cfg: Config, ctx) -> dict:
         p_K, a_K = _two(p1), _two(a1)
         w_K = a_K / p_K
         erm = md.erm_risk(task, a_K, cfg.sizes, q_K)
-        curve = md.sgd_risk_curve(task, p_K, w_K, q_K, lr=cfg.lr, batch_size=cfg.batch_size, steps=cfg.steps, every=every)
+        curve = md.sgd_risk_curve(task, p_K, w_K, q_K, lr=cfg.lr, batch_size=cfg.batch_size, steps=cfg.steps,
+                                  every=every)
         sgd_excess = jnp.mean(curve[-tail_points:]) - erm["risk_inf"]
         theta_inf = md.fixed_point(task, a_K)
         return {"erm": erm["risk"] - bayes, "gap": erm["gap"], "sgd": erm["risk"] + sgd_excess - bayes,
@@ -153,7 +154,8 @@ def run(cfg: Config, ctx) -> dict:
     def pool_var(params, p1, a1):
         resid_N = pool["x"] @ params["w"] - pool["y"]
         p_K, a_K = _two(p1), _two(a1)
-        return md.pool_gradient_variance(pool["x"] * resid_N[:, None], pool["domain"], p_K, a_K / p_K, cfg.batch_size)[1]
+        return md.pool_gradient_variance(pool["x"] * resid_N[:, None], pool["domain"], p_K, a_K / p_K,
+                                         cfg.batch_size)[1]
 
     var_M = np.asarray(jax.jit(jax.vmap(pool_var))(result.state.params, members.hparams["p1"], members.hparams["a1"]))
     var_C = var_M.reshape(cfg.seeds, c).mean(0)
@@ -174,7 +176,8 @@ def run(cfg: Config, ctx) -> dict:
 
     keys = jax.random.split(jax.random.PRNGKey(cfg.data_seed + 1), cfg.erm_pools)
     risk_RxA, gap_RxA = (np.asarray(v) for v in jax.jit(jax.vmap(jax.vmap(erm_mc, (None, 0)), (0, None)))(keys, a_line))
-    erm_pred = {k: np.asarray(v) for k, v in jax.vmap(lambda a1: md.erm_risk(task, _two(a1), cfg.sizes, q_K))(a_line).items()}
+    erm_pred = {k: np.asarray(v)
+                for k, v in jax.vmap(lambda a1: md.erm_risk(task, _two(a1), cfg.sizes, q_K))(a_line).items()}
 
     # --- figures -------------------------------------------------------------------------------
     g = cfg.grid
@@ -209,7 +212,7 @@ def run(cfg: Config, ctx) -> dict:
     ax0.set_ylabel("simulated")
     ax0.legend(fontsize=7)
     ax0.set_title("SGD risk: closed form vs simulation", fontsize=9)
-    se = lambda v: v.std(0) / np.sqrt(v.shape[0])  # noqa: E731
+    se = lambda v: v.std(0, ddof=1) / np.sqrt(v.shape[0])  # noqa: E731  (standard error, sample std)
     ax1.errorbar(a_line, risk_RxA.mean(0), se(risk_RxA), fmt="o", ms=3, label="ERM excess risk (MC)")
     ax1.plot(a_line, erm_pred["risk"] - bayes, "-", label="closed form")
     ax1.errorbar(a_line, gap_RxA.mean(0), se(gap_RxA), fmt="s", ms=3, label="generalization gap (MC)")
@@ -250,7 +253,8 @@ def run(cfg: Config, ctx) -> dict:
         "members": members.size,
     }
     summary = (f"Jointly best mixing (predicted a1*={a_star:.2f}, p1={p_joint:.2f}) reaches SGD excess risk "
-               f"{arm['joint']:.4g} vs {arm['sampling_only']:.4g} (sampling only), {arm['loss_only']:.4g} (loss weights only) "
+               f"{arm['joint']:.4g} vs {arm['sampling_only']:.4g} (sampling only), "
+               f"{arm['loss_only']:.4g} (loss weights only) "
                f"and {arm['natural']:.4g} (natural mixing); the product a fixes the ERM risk (closed form within "
                f"{100 * erm_rel.max():.0f}% of Monte Carlo), the split sets the gradient variance (up to "
                f"{head['grad_var_spread_along_rows_max']:.1f}x along a row).")

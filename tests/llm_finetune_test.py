@@ -19,8 +19,8 @@ from flax import nnx  # noqa: E402
 
 from lm_fixtures import FAST_COMPILE, VOCAB, build  # noqa: E402
 from lsb_jax.llm.finetune import (  # noqa: E402
-    FinetuneConfig, HostBatches, accumulated_value_and_grad, finetune, init_state, make_finetune_step,
-    make_loss_fn, maybe_initialize_distributed, prepare,
+    FinetuneConfig, HostBatches, accumulated_value_and_grad, finetune, init_finetune_state, make_finetune_step,
+    make_split_loss_fn, maybe_initialize_distributed, prepare,
 )
 from lsb_jax.models.lm import load_pretrained, sequence_loss  # noqa: E402
 from lsb_jax.optim import OptimConfig  # noqa: E402
@@ -76,7 +76,7 @@ def _flat(state) -> dict[str, np.ndarray]:
 def test_accumulated_gradient_equals_big_batch_gradient(folder):
     cfg = FinetuneConfig()
     split, params = prepare(load_pretrained(folder[0]), cfg)
-    loss_fn = make_loss_fn(split.graphdef, cfg)
+    loss_fn = make_split_loss_fn(split.graphdef, cfg)
     batch = {k: jnp.asarray(v) for k, v in make_batch(0, B=8).items()}
 
     def big_batch(p):  # the reference: one pass over all 8 examples, the step's reduction by hand
@@ -170,7 +170,7 @@ def test_step_mixed_precision_sam_and_muon(folder):
         cfg = FinetuneConfig(**{"warmup_ratio": 0.0, "optim": OptimConfig(name="adamw", lr=1e-2), **kw})
         split, params = prepare(load_pretrained(path), cfg)
         opt = cfg.optimizer(10)
-        state = init_state(params, opt, 0)
+        state = init_finetune_state(params, opt, 0)
         step = jax.jit(make_finetune_step(split.graphdef, cfg, opt), compiler_options=FAST_COMPILE)
         new, metrics = step(state, batch, split.frozen)
         return _flat(params), _flat(new.params), metrics

@@ -76,11 +76,12 @@ class DatasetSpec:
 
     path: a hub id (`datasets.load_dataset(path, config, split=split)`) or a local .json/.jsonl
     (optionally gzipped: .json.gz/.jsonl.gz) or .parquet file; suffixes in any case, a UTF-8 BOM
-    is ignored. A path that looks local (see `is_local`) is never sent to the hub. The prompt is `prompt_field` (plus `input_field` after a blank line when that
-    is given and non-empty, as Alpaca-style sets store extra context); the response (train) or
-    the reference solution (test) is `response_field`. `answer_format` says how evaluation reads
-    the gold answer from the response: "gsm8k" (after "####"), "boxed" (last \\boxed{}),
-    "raw" (the whole field), "extract" (`evaluate.extract_answer`).
+    is ignored. A path that looks local (see `is_local`) is never sent to the hub. The prompt is
+    `prompt_field` (plus `input_field` after a blank line when that is given and non-empty, as
+    Alpaca-style sets store extra context); the response (train) or the reference solution
+    (test) is `response_field`. `answer_format` says how evaluation reads the gold answer from
+    the response: "gsm8k" (after "####"), "boxed" (last \\boxed{}), "raw" (the whole field),
+    "extract" (`evaluate.extract_answer`).
     """
 
     path: str
@@ -423,12 +424,6 @@ def encode_examples(tokenizer, template: PromptTemplate, prompts: Sequence[str],
     return prompt_ids, response_ids
 
 
-def encode_example(tokenizer, template: PromptTemplate, prompt: str, response: str) -> tuple[list[int], list[int]]:
-    """(prompt ids, response ids) of one example (`encode_examples`)."""
-    p, r = encode_examples(tokenizer, template, [prompt], [response])
-    return p[0], r[0]
-
-
 # ----------------------------------------------------------------------------- tokenized sets
 
 
@@ -523,7 +518,8 @@ def load_examples(spec: DatasetSpec, tokenizer, template: PromptTemplate = Promp
     hint = f" (max_length={max_length})" if "too long" in report.skipped else ""
     check_skipped(report, max_skip_fraction, hint)
     if len(examples) == 0:
-        raise DataError(spec.label, None, None, f"no valid rows (read {report.read}, skipped {dict(report.skipped)}){hint}")
+        raise DataError(spec.label, None, None,
+                        f"no valid rows (read {report.read}, skipped {dict(report.skipped)}){hint}")
     return examples, report
 
 

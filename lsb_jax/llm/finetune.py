@@ -168,7 +168,7 @@ def _cast(tree, dtype):
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def make_loss_fn(split_graphdef: nnx.GraphDef, cfg: FinetuneConfig, train: bool = True) -> Callable:
+def make_split_loss_fn(split_graphdef: nnx.GraphDef, cfg: FinetuneConfig, train: bool = True) -> Callable:
     """loss_fn(params, frozen, batch, rng) -> loss_B (the per-example mean token loss).
 
     Parameters are cast to `compute_dtype` here. With LoRA dropout and `train` the model runs in
@@ -241,7 +241,7 @@ def make_finetune_step(split_graphdef: nnx.GraphDef, cfg: FinetuneConfig, optimi
     """
     if optimizer.grad_mode != "mean":
         raise ValueError(f"fine-tuning needs grad_mode 'mean', got {optimizer.grad_mode!r}")
-    loss_fn = make_loss_fn(split_graphdef, cfg)
+    loss_fn = make_split_loss_fn(split_graphdef, cfg)
     tx = optimizer.tx
 
     def step(state: TrainState, batch: dict, frozen):
@@ -259,7 +259,7 @@ def make_finetune_step(split_graphdef: nnx.GraphDef, cfg: FinetuneConfig, optimi
     return step
 
 
-def init_state(params, optimizer: Optimizer, seed: int) -> TrainState:
+def init_finetune_state(params, optimizer: Optimizer, seed: int) -> TrainState:
     """TrainState(step 0, params, tx.init(params) (jitted, so it inherits the params' shardings))."""
     opt_state = jax.jit(optimizer.tx.init)(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
@@ -376,7 +376,7 @@ def finetune_split(split: Split, params, batches: Iterator[dict], cfg: FinetuneC
     if desc is None:   # progress bars and errors name the phase: the run folder (e.g. pretrain_proxy, an arm)
         desc = Path(ctx.dir).name if ctx is not None else "finetune"
     optimizer = cfg.optimizer(num_steps)
-    state = init_state(params, optimizer, cfg.seed)
+    state = init_finetune_state(params, optimizer, cfg.seed)
     step = make_finetune_step(split.graphdef, cfg, optimizer)
     counting = HostBatches(batches, pad_length, fixed_shape=chunk_size > 1)
     t0 = time.perf_counter()

@@ -14,7 +14,7 @@ pipeline's figures. Everything else is `llm.{data, mathdata, scoring, finetune, 
 
 Epochs of an upsampled arm: `data.Epochs(counts_N)` visits the multiset {example i repeated
 counts_N[i] times} without replacement, so in every E = sum(counts_N) consecutive draws example i
-appears exactly counts_N[i] times (`draw_counts` checks this from the trainer's `example_id`s).
+appears exactly counts_N[i] times (the tests check this from the trainer's `example_id`s).
 """
 
 from __future__ import annotations
@@ -192,16 +192,6 @@ def epoch_batches(examples: Examples, counts_N, key, batch_size: int, *, pad_id:
         raise ValueError(f"epoch_batches: counts must be [N={len(examples)}], got shape {counts_N.shape}")
     return BatchIterator(examples, Epochs(counts_N, perm_seed=perm_seed), key, batch_size, pad_id=pad_id,
                          length=length)
-
-
-def draw_counts(example_id_SxB, num_examples: int, num_draws: int | None = None) -> np.ndarray:
-    """[N] how often each example was drawn in the first `num_draws` draws (row-major over steps
-    and batch slots) of a trainer's `example_id` history; all draws by default."""
-    ids = np.asarray(example_id_SxB).reshape(-1)
-    ids = ids if num_draws is None else ids[:num_draws]
-    if num_draws is not None and len(ids) < num_draws:
-        raise ValueError(f"draw_counts: only {len(ids)} draws recorded, asked for {num_draws}")
-    return np.bincount(ids, minlength=num_examples)
 
 
 def align_counts(counts_P, proxy_examples: Examples, target_examples: Examples) -> np.ndarray:

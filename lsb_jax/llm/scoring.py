@@ -35,7 +35,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lsb_jax.llm.finetune import (FinetuneConfig, FinetuneResult, Split, finetune_split, make_loss_fn, prepare,
+from lsb_jax.llm.finetune import (FinetuneConfig, FinetuneResult, Split, finetune_split, make_split_loss_fn, prepare,
                                   steps_for_epochs)
 from lsb_jax.models.lm.model import Decoder
 from lsb_jax.models.lm.sharding import batch_sharding
@@ -231,7 +231,7 @@ class ProxyResult:
 
 def make_score_loss(split: Split, cfg: FinetuneConfig) -> Callable:
     """score(params, frozen, batch) -> loss_B: the eval-mode (no dropout) per-example loss."""
-    loss_fn = make_loss_fn(split.graphdef, cfg, train=False)
+    loss_fn = make_split_loss_fn(split.graphdef, cfg, train=False)
     return lambda params, frozen, batch: loss_fn(params, frozen, batch, None)
 
 

@@ -263,7 +263,8 @@ def _stats(x: np.ndarray) -> dict | None:
     x = np.asarray(x, np.float64)
     if x.size == 0:
         return None
-    return {"n": int(x.size), "mean": float(x.mean()), "std": float(x.std()), "min": float(x.min()),
+    std = float(x.std(ddof=1)) if x.size > 1 else float("nan")     # sample std (analysis.mean_std's convention)
+    return {"n": int(x.size), "mean": float(x.mean()), "std": std, "min": float(x.min()),
             "median": float(np.median(x)), "max": float(x.max())}
 
 
