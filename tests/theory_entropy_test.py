@@ -63,3 +63,20 @@ def test_outside_the_conditions(grids):
     assert np.isnan(g.times[:, 3]).all()
     # the global norm gives each head only its share of rho, so the same rho still learns every feature
     assert np.isfinite(grids["global"].times[:, 3]).all()
+
+
+def test_first_crossing_is_the_inverse_interpolation_of_the_first_bracketing_segment():
+    x = np.array([0.0, 0.25, 0.5, 1.0, 1.5])
+    h = np.array([1.0, 1.1, 1.3, 1.35, 1.6])                      # increasing: the inverse of np.interp
+    for level in (1.0, 1.05, 1.2, 1.34, 1.6):
+        assert learning_times.first_crossing(x, h, level) == pytest.approx(np.interp(level, h, x))
+    assert np.isnan(learning_times.first_crossing(x, h, 1.7))
+    # not monotone: the first segment that brackets the level wins (0.25 + 0.25 * (1.2 - 1.1) / (1.3 - 1.1)),
+    # not the later ones through 1.2 (at 0.5 + 0.5 * 2/3 and on the last segment)
+    assert learning_times.first_crossing(x, [1.0, 1.1, 1.3, 1.15, 1.4], 1.2) == pytest.approx(0.375)
+    assert learning_times.first_crossing([0, 1, 2], [1.0, 1.0, 2.0], 1.0) == 1.0   # flat segments skipped
+
+
+def test_in_order_needs_every_feature_learned_in_index_order():
+    t = np.array([[1.0, 2.0, 5.0], [1.0, 1.0, 5.0], [2.0, 1.0, 5.0], [1.0, 2.0, np.nan]])
+    np.testing.assert_array_equal(learning_times.in_order(t), [True, False, False, False])

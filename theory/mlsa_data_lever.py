@@ -26,18 +26,13 @@ Cost: quick ~45 s, full ~5 min on 2 CPU cores.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from lsb_jax import plots
 from lsb_jax.experiments import Experiment
-from lsb_jax.theory import dynamics, learning_times, mlsa, sweeps
+from lsb_jax.theory import data_lever, dynamics, figures, mlsa
 from lsb_jax.theory.setup import ModelConfig
-from lsb_jax.tracking import TrajectoryStore, evenly_spaced_steps, pool_scorer, selection_counts
-from lsb_jax.train.guard import TrainingDiverged, trajectory_divergence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,159 +61,48 @@ class Config:
             raise ValueError("0 < proxy_fraction <= 1, upsample_factor >= 1 and pool_rho >= 0 are required")
 
 
-def _match(x_grid, h_grid, h_target):
-    """Smallest x with h(x) = h_target on a piecewise-linear h over the grid (NaN if out of range)."""
-    for i in range(len(x_grid) - 1):
-        lo, hi = h_grid[i], h_grid[i + 1]
-        if min(lo, hi) <= h_target <= max(lo, hi) and hi != lo:
-            return float(x_grid[i] + (h_target - lo) / (hi - lo) * (x_grid[i + 1] - x_grid[i]))
-    return float("nan")
-
-
-def _seconds_per_step(method: str, spec, p0, lr, rho, steps=2000) -> float:
-    run = dynamics.simulator(mlsa.population_loss, num_steps=steps, record_every=steps, method=method)
-    jax.block_until_ready(run(p0, spec, lr, rho))
-    t = time.perf_counter()
-    jax.block_until_ready(run(p0, spec, lr, rho))
-    return (time.perf_counter() - t) / steps
-
-
-def distribution_lever(cfg: Config):
-    m = cfg.model
-    lam = np.asarray(m.eigenvalues)
-    common = dict(seeds=cfg.seeds, heads=m.heads, init=m.init_spec(), lr=m.lr, num_steps=m.steps,
-                  record_every=m.record_every, fraction=m.fraction, seed=cfg.seed)
-    specs = [m.spectrum(omega=mlsa.reweighted_omega(lam, g)) for g in cfg.gammas]
-    gd = sweeps.sweep(specs, rhos=(0.0,), method="gd", **common)                       # [G, 1, n]
-    sam = sweeps.sweep([m.spectrum()], rhos=cfg.rhos, method="sam", **common)          # [1, P, n]
-    base = m.spectrum()
-    test_loss = jax.vmap(lambda p: mlsa.population_loss(p, base))
-    flat = lambda tree: jax.tree.map(lambda x: x.reshape((-1,) + x.shape[3:]), tree)
-    gd_test = np.asarray(test_loss(flat(gd.params))).reshape(len(cfg.gammas), cfg.seeds) / float(mlsa.null_loss(base))
-    sam_test = np.asarray(test_loss(flat(sam.params))).reshape(len(cfg.rhos), cfg.seeds) / float(mlsa.null_loss(base))
-    h_gd = np.nanmean(gd.entropy[:, 0], -1)                                            # [G]
-    h_sam = np.nanmean(sam.entropy[0], -1)                                             # [P]
-    gamma_star = [_match(cfg.gammas, h_gd, h) for h in h_sam]
-    p0 = mlsa.init_params(jax.random.PRNGKey(cfg.seed), m.heads, m.dim, m.init_spec())
-    cost = {"gd_s_per_step": _seconds_per_step("gd", base, p0, m.lr, 0.0),
-            "sam_s_per_step": _seconds_per_step("sam", base, p0, m.lr, cfg.rhos[-1])}
-    return gd, sam, h_gd, h_sam, gamma_star, gd_test, sam_test, cost
-
-
-def pool_pipeline(cfg: Config, ctx):
-    """Proxy -> trajectories -> k-means -> upsample -> GD; returns per-arm times, entropies, test losses."""
-    m = cfg.model
-    spec_n = mlsa.spectrum(m.eigenvalues, context=cfg.pool_context, noise=m.noise)
-    seqs = mlsa.sample_sequences(jax.random.PRNGKey(cfg.pool_seed), spec_n, cfg.pool_size, cfg.pool_context)
-    pool = {"c": seqs["c"], "xq": seqs["xq"], "yq": seqs["yq"], "weight": jnp.ones(cfg.pool_size)}
-    params0 = sweeps.init_members(cfg.seeds, m.heads, m.dim, m.init_spec(), cfg.seed)
-
-    # proxy: GD on the pool, every example's loss at K evenly spaced steps (seed 0's run)
-    proxy_steps = max(cfg.track_points, int(m.steps * cfg.proxy_fraction))
-    steps_K = evenly_spaced_steps(proxy_steps, cfg.track_points)
-    store = TrajectoryStore(ctx.dir / "trajectories.npz", cfg.pool_size, steps_K)
-    score = jax.jit(pool_scorer(mlsa.example_loss, 512))
-    params = jax.tree.map(lambda x: x[0], params0)
-    done, mean_K = 0, []
-    for s in steps_K:
-        if s > done:
-            seg = dynamics.simulator(dynamics.pool_loss, num_steps=s - done, record_every=s - done, method="gd")
-            params = seg(params, pool, m.lr, 0.0).params
-            done = s
-        losses = np.asarray(score(params, pool))
-        mean_K.append(float(losses.mean()))
-        if trajectory_divergence(np.asarray(mean_K)[None])[0]:   # never cluster a diverged proxy's losses
-            raise TrainingDiverged(f"pool proxy: mean loss diverged at step {s} ({mean_K[-1]:.4g}, "
-                                   f"started at {mean_K[0]:.4g}); lower model.lr")
-        store.write(s, losses, save=False)
-    store.save()
-    select = {s: selection_counts(store.losses, s, factor=cfg.upsample_factor, features=cfg.cluster_on, seed=cfg.seed)
-              for s in ("uniform", "hard", "easy", "random")}       # the LLM pipeline's selections
-    hard = select["hard"][1]
-    arms = {"GD": select["uniform"][0],
-            **{f"GD, {s} x{cfg.upsample_factor}": select[s][0] for s in ("hard", "easy", "random")}}
-
-    def train(method, weights_AxP, rho):
-        run = dynamics.simulator(dynamics.pool_loss, num_steps=m.steps, record_every=m.record_every, method=method)
-        data_axes = {"c": None, "xq": None, "yq": None, "weight": 0}
-        over = jax.vmap(jax.vmap(run, in_axes=(0, None, None, None)), in_axes=(None, data_axes, None, None))
-        return over(params0, dict(pool, weight=jnp.asarray(weights_AxP, jnp.float32)), m.lr, rho)
-
-    out_gd = train("gd", np.stack(list(arms.values())), 0.0)
-    out_sam = train("sam", np.ones((1, cfg.pool_size)), cfg.pool_rho)
-    names = list(arms) + [f"SAM rho={cfg.pool_rho}"]
-    feats = np.concatenate([np.asarray(out_gd.features), np.asarray(out_sam.features)])          # [A, n, R+1, D]
-    finals = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out_gd.params, out_sam.params)
-    targets = np.stack([mlsa.pool_optimal_features(dict(pool, weight=w))
-                        for w in list(arms.values()) + [np.ones(cfg.pool_size)]])
-    times = learning_times.crossing_times(np.asarray(out_gd.steps[0, 0]), feats, targets[:, None, :], m.fraction)
-    diverged = trajectory_divergence(np.concatenate([np.asarray(out_gd.loss), np.asarray(out_sam.loss)]))  # [A, n]
-    times[diverged] = np.nan
-    test = jax.vmap(jax.vmap(lambda p: mlsa.population_loss(p, spec_n)))(finals)
-    test = np.asarray(test) / float(mlsa.null_loss(spec_n))
-    # which directions the hard cluster loads on: mean w_i^2 (hard) / mean w_i^2 (all)
-    w2 = np.asarray(seqs["w"], np.float64) ** 2
-    loading = w2[hard].mean(0) / w2.mean(0)
-    return names, times, learning_times.entropy(times), test, hard, loading, store, steps_K, int(diverged.sum())
+def pool_pipeline(cfg: Config, ctx) -> data_lever.PoolLever:
+    """(b): proxy -> trajectories (`trajectories.npz`) -> k-means -> upsample -> GD, and SAM."""
+    return data_lever.pool_pipeline(cfg.model, pool_size=cfg.pool_size, context=cfg.pool_context,
+                                    pool_seed=cfg.pool_seed, seeds=cfg.seeds, seed=cfg.seed,
+                                    proxy_fraction=cfg.proxy_fraction, points=cfg.track_points,
+                                    factor=cfg.upsample_factor, cluster_on=cfg.cluster_on, rho=cfg.pool_rho,
+                                    path=ctx.dir / "trajectories.npz")
 
 
 def run(cfg: Config, ctx) -> dict:
     m = cfg.model
-    gd, sam, h_gd, h_sam, gamma_star, gd_test, sam_test, cost = distribution_lever(cfg)
-    names, times, ent, test, hard, loading, store, steps_K, pool_diverged = pool_pipeline(cfg, ctx)
+    lever = data_lever.distribution_lever(m, cfg.gammas, cfg.rhos, seeds=cfg.seeds, seed=cfg.seed)
+    p0 = mlsa.init_params(jax.random.PRNGKey(cfg.seed), m.heads, m.dim, m.init_spec())
+    cost = {"gd_s_per_step": dynamics.seconds_per_step("gd", m.spectrum(), p0, m.lr, 0.0),
+            "sam_s_per_step": dynamics.seconds_per_step("sam", m.spectrum(), p0, m.lr, cfg.rhos[-1])}
+    pool = pool_pipeline(cfg, ctx)
 
-    fig, (ax0, ax1, ax2) = plots.figure(3)
-    ax0.errorbar(cfg.gammas, h_gd, yerr=np.nanstd(gd.entropy[:, 0], -1), marker="o", label="GD, Omega_gamma")
-    for p, rho in enumerate(cfg.rhos[1:], start=1):
-        ax0.axhline(h_sam[p], color=f"C{p}", ls="--", lw=1, label=f"SAM rho={rho:g} (gamma*={gamma_star[p]:.2f})")
-    ax0.set(xlabel="gamma (omega_i ~ lam_i^-gamma)", ylabel="entropy of learning times",
-            title="(a) distribution lever vs SAM")
-    ax0.legend(fontsize=6)
-    lam = np.asarray(m.eigenvalues)
-    for j, g in enumerate(cfg.gammas):
-        ax1.plot(lam, np.nanmean(gd.times[j, 0], 0), marker="o", color=f"C{j}", label=f"GD gamma={g:g}")
-    ax1.plot(lam, np.nanmean(sam.times[0, -1], 0), marker="s", color="k", ls="--", label=f"SAM rho={cfg.rhos[-1]:g}")
-    ax1.set(xscale="log", yscale="log", xlabel="eigenvalue lam_i", ylabel="learning time (steps)",
-            title="(a) learning time vs eigenvalue")
-    ax1.legend(fontsize=6)
-    ax2.bar(range(len(names)), np.nanmean(ent, -1), yerr=np.nanstd(ent, -1), color=[f"C{i}" for i in range(len(names))])
-    ax2.set_xticks(range(len(names)))
-    ax2.set_xticklabels(names, rotation=30, ha="right", fontsize=6)
-    ax2.set(ylabel="entropy of learning times", title="(b) pool: proxy -> k-means -> upsample")
-    ctx.save_figure(fig, "data_lever")
-    fig, (ax,) = plots.figure(1)
-    plots.trajectory_heatmap(ax, store.losses, steps_K, title=f"proxy per-example losses ({int(hard.sum())} hard)")
-    ctx.save_figure(fig, "proxy_trajectories")
+    ctx.save_figure(figures.data_lever(lever, pool, cfg.gammas, cfg.rhos, m.eigenvalues), "data_lever")
+    ctx.save_figure(figures.proxy_trajectories(pool), "proxy_trajectories")
 
-    mean = lambda x: float(np.nanmean(x))
-    headline = {f"entropy_gd_gamma{g:g}": float(h) for g, h in zip(cfg.gammas, h_gd)}
-    headline.update({f"entropy_sam_rho{r:g}": float(h) for r, h in zip(cfg.rhos, h_sam)})
-    headline.update({f"gamma_matching_rho{r:g}": gs for r, gs in zip(cfg.rhos[1:], gamma_star[1:])})
-    headline.update({"test_loss_rel_gd": mean(gd_test[0]), "test_loss_rel_gd_max_gamma": mean(gd_test[-1]),
-                     "test_loss_rel_sam_max_rho": mean(sam_test[-1]),
-                     "sam_cost_per_step_vs_gd": cost["sam_s_per_step"] / cost["gd_s_per_step"]})
-    headline.update({f"pool_entropy[{n}]": mean(e) for n, e in zip(names, ent)})
-    headline.update({f"pool_test_loss_rel[{n}]": mean(t) for n, t in zip(names, test)})
-    headline["pool_hard_fraction"] = float(hard.mean())
-    headline["diverged_members"] = int(gd.diverged.sum() + sam.diverged.sum()) + pool_diverged
-    g_last = gamma_star[-1]
-    return {
-        "headline": headline,
-        "summary": (f"(a) GD's learning-time entropy rises from {h_gd[0]:.3f} (gamma=0) to {h_gd[-1]:.3f} "
-                    f"(gamma={cfg.gammas[-1]:g}); SAM reaches {h_sam[-1]:.3f} at rho={cfg.rhos[-1]:g}, "
-                    f"matched by gamma={g_last:.2f}, "
-                    f"at {cost['sam_s_per_step'] / cost['gd_s_per_step']:.2f}x GD's time per step. "
-                    f"(b) On a pool of {cfg.pool_size} sequences, upsampling the proxy's hard cluster "
-                    f"({hard.mean():.0%} of the pool; "
-                    f"it loads x{loading[-1]:.2f} on the smallest-eigenvalue direction) "
-                    f"gives GD entropy {mean(ent[1]):.3f} vs {mean(ent[0]):.3f} (uniform), {mean(ent[2]):.3f} (easy), "
-                    f"{mean(ent[3]):.3f} (random), {mean(ent[4]):.3f} (SAM)."),
-        "gamma_star": dict(zip([str(r) for r in cfg.rhos], gamma_star)),
-        "pool_arms": [{"arm": n, "entropy": e, "times": t, "test_loss_rel": tl}
-                      for n, e, t, tl in zip(names, ent, times, test)],
-        "hard_loading_per_direction": loading,
-        "cost": cost,
-    }
+    headline = {**data_lever.distribution_headline(lever, cfg.gammas, cfg.rhos),
+                "sam_cost_per_step_vs_gd": cost["sam_s_per_step"] / cost["gd_s_per_step"],
+                **data_lever.pool_headline(pool),
+                "diverged_members": int(lever.gd.diverged.sum() + lever.sam.diverged.sum()) + pool.diverged}
+    return {"headline": headline, "summary": summary(cfg, lever, pool, cost),
+            "gamma_star": dict(zip([str(r) for r in cfg.rhos], lever.gamma_star)),
+            "pool_arms": [{"arm": n, "entropy": e, "times": t, "test_loss_rel": tl}
+                          for n, e, t, tl in zip(pool.names, pool.entropy, pool.times, pool.test)],
+            "hard_loading_per_direction": pool.loading, "cost": cost}
+
+
+def summary(cfg: Config, lever: data_lever.DistributionLever, pool: data_lever.PoolLever, cost: dict) -> str:
+    h_gd, h_sam, ent = lever.entropy_gd, lever.entropy_sam, [float(np.nanmean(e)) for e in pool.entropy]
+    return (f"(a) GD's learning-time entropy rises from {h_gd[0]:.3f} (gamma=0) to {h_gd[-1]:.3f} "
+            f"(gamma={cfg.gammas[-1]:g}); SAM reaches {h_sam[-1]:.3f} at rho={cfg.rhos[-1]:g}, "
+            f"matched by gamma={lever.gamma_star[-1]:.2f}, "
+            f"at {cost['sam_s_per_step'] / cost['gd_s_per_step']:.2f}x GD's time per step. "
+            f"(b) On a pool of {cfg.pool_size} sequences, upsampling the proxy's hard cluster "
+            f"({pool.hard.mean():.0%} of the pool; "
+            f"it loads x{pool.loading[-1]:.2f} on the smallest-eigenvalue direction) "
+            f"gives GD entropy {ent[1]:.3f} vs {ent[0]:.3f} (uniform), {ent[2]:.3f} (easy), "
+            f"{ent[3]:.3f} (random), {ent[4]:.3f} (SAM).")
 
 
 EXPERIMENT = Experiment(

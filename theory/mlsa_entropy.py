@@ -22,13 +22,9 @@ Cost: quick ~40 s, full ~5 min on 2 CPU cores.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
-import numpy as np
-
-from lsb_jax import plots
 from lsb_jax.experiments import Experiment
-from lsb_jax.theory import mlsa, sweeps
+from lsb_jax.theory import figures, mlsa, odes, sweeps
 from lsb_jax.theory.setup import ModelConfig
 
 
@@ -68,80 +64,16 @@ def summary(cfg: Config, head: dict, rho_max: float) -> str:
 
 def run(cfg: Config, ctx) -> dict:
     m = cfg.model
-    lams = [mlsa.power_spectrum(m.dim, d, cfg.top) for d in cfg.decays]
-    specs = [m.spectrum(eigenvalues=lam) for lam in lams]
-    rhos = np.asarray(cfg.rhos)
-    rho_max = np.sqrt(3.0) * m.init_scale            # beyond: the perturbation exceeds the factors
-    grids, rows = {}, []
-    for init in cfg.inits:
-        for norm in cfg.norms:
-            g = sweeps.sweep(specs, rhos=cfg.rhos, seeds=cfg.seeds, heads=m.heads,
-                             init=mlsa.Init(init, m.init_scale, m.init_noise), lr=m.lr, num_steps=m.steps,
-                             record_every=m.record_every, method="sam", norm=norm, fraction=m.fraction, seed=cfg.seed)
-            grids[init, norm] = g
-            all_learned = np.isfinite(g.times).all(-1)                         # [S, P, n]
-            for s, decay in enumerate(cfg.decays):
-                for p, rho in enumerate(cfg.rhos):
-                    both = all_learned[s, p] & all_learned[s, 0]
-                    gain = g.entropy[s, p] - g.entropy[s, 0]
-                    rows.append({"init": init, "norm": norm, "decay": decay, "rho": rho,
-                                 "entropy_mean": (float(np.nanmean(g.entropy[s, p]))
-                                                  if np.isfinite(g.entropy[s, p]).any() else float("nan")),
-                                 "entropy_gain_mean": float(np.mean(gain[both])) if both.any() else float("nan"),
-                                 "sam_higher_frac": float(np.mean(gain[both] > 0)) if both.any() else float("nan"),
-                                 "all_learned_frac": float(all_learned[s, p].mean()),
-                                 "diverged": int(g.diverged[s, p].sum())})
-
-    def theorem(init, norm, inside=True):
-        sel = [r for r in rows if r["init"] == init and r["norm"] == norm and r["rho"] > 0
-               and ((r["rho"] < rho_max) == inside) and np.isfinite(r["sam_higher_frac"])]
-        return float(np.mean([r["sam_higher_frac"] for r in sel])) if sel else float("nan")
-
-    fig, axes = plots.figure(len(cfg.inits) + 1)
-    for ax, init in zip(axes, cfg.inits):
-        for norm, ls in zip(cfg.norms, ("-", "--")):
-            g = grids[init, norm]
-            for s, decay in enumerate(cfg.decays):
-                h = np.where(np.isfinite(g.times).all(-1), g.entropy, np.nan)[s]   # [P, n]
-                with warnings.catch_warnings():                                   # all-NaN columns (rho too big)
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    mean_P, std_P = np.nanmean(h, -1), np.nanstd(h, -1)
-                ax.errorbar(rhos, mean_P, yerr=std_P, ls=ls, color=f"C{s}", marker="o", ms=3,
-                            label=f"decay {decay}, {norm}")
-        ax.axvline(rho_max, color="gray", ls=":", lw=1, label="sqrt3 x init scale")
-        ax.set(xlabel="SAM radius rho", ylabel="entropy of learning times", title=f"{init} init")
-        ax.legend(fontsize=6)
-    ax = axes[-1]
-    g = grids[cfg.inits[0], cfg.norms[0]]
-    for p, rho in enumerate(cfg.rhos):
-        t = g.times[len(cfg.decays) // 2, p, 0]
-        ax.plot(np.arange(1, m.dim + 1), t / np.nansum(t), marker="o", label=f"rho={rho:g}")
-    ax.set(xlabel="feature i (decreasing eigenvalue)", ylabel="t_i / sum_j t_j",
-           title=f"normalized times ({cfg.inits[0]}, {cfg.norms[0]}, decay {cfg.decays[len(cfg.decays) // 2]})")
-    ax.legend(fontsize=6)
-    ctx.save_figure(fig, "entropy_vs_rho")
-
-    headline = {"theorem_holds_frac_ansatz_global": (theorem("ansatz", "global")
-                                                     if ("ansatz", "global") in grids else None),
-                "theorem_holds_frac_random_global": (theorem("random", "global")
-                                                     if ("random", "global") in grids else None),
-                "theorem_holds_frac_ansatz_per_head": (theorem("ansatz", "per_head")
-                                                       if ("ansatz", "per_head") in grids else None),
-                "rho_max": float(rho_max), "diverged_members": sum(r["diverged"] for r in rows)}
-    for norm in cfg.norms:
-        big = [r for r in rows if r["rho"] >= rho_max and r["norm"] == norm]
-        headline[f"all_learned_frac_beyond_rho_max_{norm}"] = (float(np.mean([r["all_learned_frac"] for r in big]))
-                                                               if big else None)
-    for init, norm in grids:
-        best = max((r for r in rows if r["init"] == init and r["norm"] == norm and 0 < r["rho"] < rho_max),
-                   key=lambda r: r["rho"], default=None)
-        if best is not None:
-            headline[f"entropy_gain_{init}_{norm}_rho{best['rho']:g}"] = best["entropy_gain_mean"]
-    return {
-        "headline": headline,
-        "summary": summary(cfg, headline, rho_max),
-        "grid": rows,
-    }
+    specs = [m.spectrum(eigenvalues=mlsa.power_spectrum(m.dim, d, cfg.top)) for d in cfg.decays]
+    rho_max = odes.max_radius(m.init_scale)          # beyond: the perturbation exceeds the factors
+    grids = {(init, norm): sweeps.sweep(specs, rhos=cfg.rhos, seeds=cfg.seeds, method="sam", norm=norm,
+                                        seed=cfg.seed, **m.sweep_args(init))
+             for init in cfg.inits for norm in cfg.norms}
+    rows = [r for (init, norm), g in grids.items()
+            for r in sweeps.entropy_gain_rows(g, cfg.decays, cfg.rhos, init=init, norm=norm)]
+    ctx.save_figure(figures.entropy_vs_rho(grids, cfg.decays, cfg.rhos, rho_max), "entropy_vs_rho")
+    headline = sweeps.entropy_headline(rows, cfg.norms, rho_max)
+    return {"headline": headline, "summary": summary(cfg, headline, rho_max), "grid": rows}
 
 
 EXPERIMENT = Experiment(

@@ -17,6 +17,7 @@ of one loss.
 
 from __future__ import annotations
 
+import time
 from typing import Callable, NamedTuple
 
 import jax
@@ -102,3 +103,13 @@ def pool_loss(params, pool) -> jax.Array:
     duplication counts are the weights: full-batch GD on a duplicated pool)."""
     w_B = pool["weight"]
     return jnp.sum(w_B * mlsa.example_loss(params, pool)) / jnp.sum(w_B)
+
+
+def seconds_per_step(method: str, spec: mlsa.Spectrum, params0, lr: float, rho: float, steps: int = 2000) -> float:
+    """Wall-clock seconds per update of a compiled population-loss run (`simulator`, one record):
+    compiled and run once, then timed on a second run. A measurement, not a pure function."""
+    run = simulator(mlsa.population_loss, num_steps=steps, record_every=steps, method=method)
+    jax.block_until_ready(run(params0, spec, lr, rho))
+    t = time.perf_counter()
+    jax.block_until_ready(run(params0, spec, lr, rho))
+    return (time.perf_counter() - t) / steps

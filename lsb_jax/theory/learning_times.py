@@ -57,3 +57,25 @@ def normalized_entropy(times) -> np.ndarray:
     m = np.sum(np.isfinite(times) & (np.asarray(times) > 0), axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(m >= 2, entropy(times) / np.log(np.maximum(m, 2)), np.nan)
+
+
+def in_order(times) -> np.ndarray:
+    """Per member (leading axes): every feature learned, and in index order (times strictly
+    increasing along the last axis; with features sorted by decreasing eigenvalue, the
+    saddle-to-saddle order) -> bool [...]."""
+    t = np.asarray(times)
+    return np.isfinite(t).all(-1) & (np.diff(t, axis=-1) > 0).all(-1)
+
+
+def first_crossing(x_grid, h_grid, level: float) -> float:
+    """Smallest x where the piecewise-linear curve through (x_grid, h_grid) reaches `level`.
+
+    Scans the segments in order and interpolates linearly inside the first one whose end
+    values bracket the level (flat segments are skipped); NaN if none does. Used to match a
+    lever's setting to the entropy SAM reaches (e.g. gamma*(rho)).
+    """
+    for i in range(len(x_grid) - 1):
+        lo, hi = h_grid[i], h_grid[i + 1]
+        if min(lo, hi) <= level <= max(lo, hi) and hi != lo:
+            return float(x_grid[i] + (level - lo) / (hi - lo) * (x_grid[i + 1] - x_grid[i]))
+    return float("nan")

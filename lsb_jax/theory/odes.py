@@ -21,7 +21,7 @@ da/dt = 2 kappa (a - c)^2 = 2 kappa (a^2 - 2ca + c^2), whose linear term is the 
 -2 rho sqrt3 lam^2 v up to the constant put into the normalization. The shift is the same for
 every feature, so per-head SAM changes the learning times' *ratios* only through saturation;
 the global norm couples the heads (a head's perturbation is its share of the total gradient),
-which is where SAM's spreading of the learning times comes from (`theory/entropy_rho.py`).
+which is where SAM's spreading of the learning times comes from (`theory/mlsa_entropy.py`).
 
 Closed form (GD, and per-head SAM before its first overshoot): with u = a / m*^(1/3),
 du/dt = 2 kappa m*^(1/3) u^2 (1 - u^3), so the time to reach m_i = f m*_i is
@@ -33,16 +33,18 @@ Per-head SAM: the same with a_0 and a_f shifted down by c (never learned if a_0 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lsb_jax.theory import mlsa
+from lsb_jax.theory import dynamics, learning_times, mlsa
 
 SQRT3 = math.sqrt(3.0)
 KINDS = ("gd", "sam_per_head", "sam_global")
+_SIMULATED = {"gd": ("gd", "global"), "sam_per_head": ("sam", "per_head"), "sam_global": ("sam", "global")}
 
 
 def factor_gradient(a_D, kappa_D, mstar_D):
@@ -133,3 +135,58 @@ def learning_time(lam, a0, fraction: float = 0.5, omega=None, context: int | Non
         t = (_F(uf) - _F(np.where(ok, u0, 0.5))) / (2.0 * kappa * scale)
     out[ok] = np.maximum(t[ok], 0.0)
     return out / lr
+
+
+def max_radius(a0) -> float:
+    """The SAM radius at which per-head SAM stops leaving the saddle: rho = sqrt3 * a0 (each
+    factor is moved by rho/sqrt3, so beyond it the perturbation exceeds the factors)."""
+    return SQRT3 * a0
+
+
+def dense_eigenvalues(eigenvalues, num: int = 60) -> np.ndarray:
+    """A geometric grid from half the smallest to twice the largest eigenvalue (closed-form curves)."""
+    return np.geomspace(min(eigenvalues) / 2, max(eigenvalues) * 2, num)
+
+
+def gd_time_exponent(eigenvalues, a0, fraction: float = 0.5, num: int = 60) -> float:
+    """Slope of log t_f against log lam of the GD closed form (`learning_time`, omega = 1,
+    infinite context) over `dense_eigenvalues`: a least-squares line (np.polyfit)."""
+    lam = dense_eigenvalues(eigenvalues, num)
+    return float(np.polyfit(np.log(lam), np.log(learning_time(lam, a0, fraction)), 1)[0])
+
+
+class SimulationCheck(NamedTuple):
+    t: np.ndarray        # [T] time (lr x steps) of the records
+    m_sim: np.ndarray    # [T, D] simulated m_i(t)
+    m_ode: np.ndarray    # [T, D] the reduced ODE's m_i(t)
+    row: dict            # errors and learning times (in steps of size lr)
+
+
+def check_simulation(kind: str, spec: mlsa.Spectrum, params0, a0, *, lr: float, rho: float, num_steps: int,
+                     record_every: int, fraction: float = 0.5, closed_form=None) -> SimulationCheck:
+    """The simulated model from `params0` (GD, or SAM with the normalization of `kind`) against
+    the reduced ODE of `kind` from a(0) = a0, on the same time grid t = lr x recorded steps.
+
+    GD's ODE is integrated adaptively, SAM's with fixed Heun steps dt = lr (`integrate`). The
+    row holds the largest relative error of the learning times (`learning_times.crossing_times`
+    at `fraction`), the largest trajectory error relative to m*, both sets of times in steps,
+    their entropies, and, given `closed_form` times (in time units, e.g. `learning_time` with
+    lr = 1), those times in steps and their largest relative error against the simulation.
+    """
+    method, norm = _SIMULATED[kind]
+    target_D = np.asarray(mlsa.optimal_features(spec), np.float64)
+    sim = dynamics.simulator(mlsa.population_loss, num_steps=num_steps, record_every=record_every,
+                             method=method, norm=norm)(params0, spec, lr, rho)
+    t_R = np.asarray(sim.steps) * lr
+    m_sim = np.asarray(sim.features, np.float64)
+    m_ode = np.asarray(integrate(kind, spec, a0, t_R, rho, dt=None if kind == "gd" else lr), np.float64)
+    t_sim = learning_times.crossing_times(t_R, m_sim, target_D, fraction)
+    t_ode = learning_times.crossing_times(t_R, m_ode, target_D, fraction)
+    row = {"time_rel_err_max": float(np.nanmax(np.abs(t_sim / t_ode - 1))),
+           "traj_err_max": float(np.max(np.abs(m_sim - m_ode) / target_D)),
+           "times_sim": t_sim / lr, "times_ode": t_ode / lr,
+           "entropy_sim": float(learning_times.entropy(t_sim)), "entropy_ode": float(learning_times.entropy(t_ode))}
+    if closed_form is not None:
+        row["times_closed_form"] = closed_form / lr
+        row["closed_rel_err_max"] = float(np.nanmax(np.abs(t_sim / closed_form - 1)))
+    return SimulationCheck(t_R, m_sim, m_ode, row)

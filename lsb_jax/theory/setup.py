@@ -39,5 +39,12 @@ class ModelConfig:
     def spectrum(self, omega=None, eigenvalues=None) -> mlsa.Spectrum:
         return mlsa.spectrum(self.eigenvalues if eigenvalues is None else eigenvalues, omega, self.context, self.noise)
 
-    def init_spec(self) -> mlsa.Init:
-        return mlsa.Init(self.init, self.init_scale, self.init_noise)
+    def init_spec(self, kind: str | None = None) -> mlsa.Init:
+        """The initialization (of `kind` instead of `init` when given)."""
+        return mlsa.Init(self.init if kind is None else kind, self.init_scale, self.init_noise)
+
+    def sweep_args(self, init: str | None = None) -> dict:
+        """The `sweeps.sweep` keyword arguments this section fixes (heads, init, lr, steps,
+        recording, learned fraction)."""
+        return dict(heads=self.heads, init=self.init_spec(init), lr=self.lr, num_steps=self.steps,
+                    record_every=self.record_every, fraction=self.fraction)

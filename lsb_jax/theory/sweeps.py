@@ -64,3 +64,59 @@ def sweep(specs: Sequence[mlsa.Spectrum], *, rhos: Sequence[float], seeds: int, 
     times[diverged] = np.nan
     return Grid(np.asarray(out.steps[0, 0, 0]), feats, loss, targets, times, learning_times.entropy(times), diverged,
                 out.params)
+
+
+def entropy_gain_rows(grid: Grid, decays: Sequence[float], rhos: Sequence[float], **labels) -> list[dict]:
+    """One row per (spectrum, rho) of a grid whose first rho is 0 (the GD reference).
+
+    Per row: the mean entropy over seeds, SAM's entropy gain over the reference and the fraction
+    of seeds where it is positive (both over the seeds where every feature is learned at this
+    rho and at 0; NaN if none), the fraction of seeds learning every feature and the diverged
+    count. `decays` label the spectra, `labels` (e.g. init, norm) are copied into every row.
+    """
+    all_learned = np.isfinite(grid.times).all(-1)                         # [S, P, n]
+    rows = []
+    for s, decay in enumerate(decays):
+        for p, rho in enumerate(rhos):
+            both = all_learned[s, p] & all_learned[s, 0]
+            gain = grid.entropy[s, p] - grid.entropy[s, 0]
+            rows.append({**labels, "decay": decay, "rho": rho,
+                         "entropy_mean": (float(np.nanmean(grid.entropy[s, p]))
+                                          if np.isfinite(grid.entropy[s, p]).any() else float("nan")),
+                         "entropy_gain_mean": float(np.mean(gain[both])) if both.any() else float("nan"),
+                         "sam_higher_frac": float(np.mean(gain[both] > 0)) if both.any() else float("nan"),
+                         "all_learned_frac": float(all_learned[s, p].mean()),
+                         "diverged": int(grid.diverged[s, p].sum())})
+    return rows
+
+
+def entropy_headline(rows: Sequence[dict], norms: Sequence[str], rho_max: float) -> dict:
+    """Theorem 4.4 over `entropy_gain_rows` labelled by init and norm.
+
+    theorem_holds_frac_<init>_<norm>: the mean over radii 0 < rho < rho_max of the fraction of
+    seeds where SAM's entropy exceeds GD's (None if that grid is absent);
+    all_learned_frac_beyond_rho_max_<norm>: the mean fraction of seeds learning every feature at
+    rho >= rho_max; entropy_gain_<init>_<norm>_rho<r>: the mean gain at the largest r < rho_max.
+    """
+    pairs = list(dict.fromkeys((r["init"], r["norm"]) for r in rows))
+
+    def theorem(init, norm):
+        if (init, norm) not in pairs:
+            return None
+        sel = [r for r in rows if r["init"] == init and r["norm"] == norm and 0 < r["rho"] < rho_max
+               and np.isfinite(r["sam_higher_frac"])]
+        return float(np.mean([r["sam_higher_frac"] for r in sel])) if sel else float("nan")
+
+    headline = {f"theorem_holds_frac_{i}_{n}": theorem(i, n)
+                for i, n in (("ansatz", "global"), ("random", "global"), ("ansatz", "per_head"))}
+    headline.update({"rho_max": float(rho_max), "diverged_members": sum(r["diverged"] for r in rows)})
+    for norm in norms:
+        big = [r for r in rows if r["rho"] >= rho_max and r["norm"] == norm]
+        headline[f"all_learned_frac_beyond_rho_max_{norm}"] = (float(np.mean([r["all_learned_frac"] for r in big]))
+                                                               if big else None)
+    for init, norm in pairs:
+        best = max((r for r in rows if r["init"] == init and r["norm"] == norm and 0 < r["rho"] < rho_max),
+                   key=lambda r: r["rho"], default=None)
+        if best is not None:
+            headline[f"entropy_gain_{init}_{norm}_rho{best['rho']:g}"] = best["entropy_gain_mean"]
+    return headline

@@ -1,0 +1,149 @@
+"""The data lever in the MLSA model: reshaping the data instead of the optimizer (arXiv 2602.00576).
+
+(a) `distribution_lever`: GD on task priors Omega_gamma (omega_i proportional to lam_i^-gamma,
+`mlsa.reweighted_omega`) against SAM over rho on the original prior, both as `sweeps.sweep`
+grids; gamma*(rho) is the gamma where GD's mean entropy reaches SAM's (`learning_times.
+first_crossing`); final losses are measured on the original distribution.
+
+(b) `pool_pipeline`: the paper's pipeline on a finite pool of sequences with the LLM path's
+tracking code: a GD proxy's per-example losses at K checkpoints (`TrajectoryStore` +
+`pool_scorer`), the selections of `tracking.selection_counts` (uniform, hard / easy cluster,
+random) as loss weights of full-batch GD (duplication), and SAM on the original pool; every
+arm x seed in one vmapped program.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lsb_jax.theory import dynamics, learning_times, mlsa, sweeps
+from lsb_jax.theory.setup import ModelConfig
+from lsb_jax.tracking import TrajectoryStore, evenly_spaced_steps, pool_scorer, selection_counts
+from lsb_jax.train.guard import TrainingDiverged, trajectory_divergence
+
+
+class DistributionLever(NamedTuple):
+    gd: sweeps.Grid            # [G, 1, n]: GD on Omega_gamma per gamma
+    sam: sweeps.Grid           # [1, P, n]: SAM (global) per rho on Omega = I
+    entropy_gd: np.ndarray     # [G] mean entropy over seeds
+    entropy_sam: np.ndarray    # [P]
+    gamma_star: list           # [P] gamma matching SAM's entropy at each rho (NaN: out of range)
+    test_gd: np.ndarray        # [G, n] final population loss on Omega = I / loss of 0
+    test_sam: np.ndarray       # [P, n]
+
+
+def distribution_lever(model: ModelConfig, gammas: Sequence[float], rhos: Sequence[float], *, seeds: int,
+                       seed: int = 0) -> DistributionLever:
+    """Part (a) of the module doc, every member from the same per-seed initializations."""
+    common = dict(seeds=seeds, seed=seed, **model.sweep_args())
+    specs = [model.spectrum(omega=mlsa.reweighted_omega(np.asarray(model.eigenvalues), g)) for g in gammas]
+    gd = sweeps.sweep(specs, rhos=(0.0,), method="gd", **common)
+    sam = sweeps.sweep([model.spectrum()], rhos=rhos, method="sam", **common)
+    base = model.spectrum()
+    test_loss = jax.vmap(lambda p: mlsa.population_loss(p, base))
+    flat = lambda tree: jax.tree.map(lambda x: x.reshape((-1,) + x.shape[3:]), tree)
+    gd_test = np.asarray(test_loss(flat(gd.params))).reshape(len(gammas), seeds) / float(mlsa.null_loss(base))
+    sam_test = np.asarray(test_loss(flat(sam.params))).reshape(len(rhos), seeds) / float(mlsa.null_loss(base))
+    h_gd = np.nanmean(gd.entropy[:, 0], -1)
+    h_sam = np.nanmean(sam.entropy[0], -1)
+    gamma_star = [learning_times.first_crossing(gammas, h_gd, h) for h in h_sam]
+    return DistributionLever(gd, sam, h_gd, h_sam, gamma_star, gd_test, sam_test)
+
+
+def distribution_headline(lever: DistributionLever, gammas: Sequence[float], rhos: Sequence[float]) -> dict:
+    """Entropy per gamma and per rho, gamma*(rho) for rho > 0, and the mean test losses of plain
+    GD, GD at the largest gamma and SAM at the largest rho."""
+    headline = {f"entropy_gd_gamma{g:g}": float(h) for g, h in zip(gammas, lever.entropy_gd)}
+    headline.update({f"entropy_sam_rho{r:g}": float(h) for r, h in zip(rhos, lever.entropy_sam)})
+    headline.update({f"gamma_matching_rho{r:g}": gs for r, gs in zip(rhos[1:], lever.gamma_star[1:])})
+    headline.update({"test_loss_rel_gd": float(np.nanmean(lever.test_gd[0])),
+                     "test_loss_rel_gd_max_gamma": float(np.nanmean(lever.test_gd[-1])),
+                     "test_loss_rel_sam_max_rho": float(np.nanmean(lever.test_sam[-1]))})
+    return headline
+
+
+class PoolLever(NamedTuple):
+    names: list               # [A] arms: GD, the upsampled selections, SAM
+    times: np.ndarray         # [A, n, D] learning times (steps; NaN: not learned or diverged)
+    entropy: np.ndarray       # [A, n]
+    test: np.ndarray          # [A, n] final population loss (context of the pool) / loss of 0
+    hard: np.ndarray          # [P] bool: the proxy's hard cluster
+    loading: np.ndarray       # [D] mean w_i^2 over the hard cluster / over the pool
+    store: TrajectoryStore    # the proxy's per-example losses [P, K] at its steps
+    diverged: int             # diverged arm x seed members
+
+
+def proxy_losses(pool: dict, params, *, lr: float, num_steps: int, points: int, path) -> TrajectoryStore:
+    """Full-batch GD on the pool from `params`; every example's loss at `points` evenly spaced
+    steps, written to a `TrajectoryStore` at `path` (saved once, at the end). Raises
+    `TrainingDiverged` (before anything is saved) as soon as the mean loss diverges."""
+    steps_K = evenly_spaced_steps(num_steps, points)
+    store = TrajectoryStore(path, len(pool["weight"]), steps_K)
+    score = jax.jit(pool_scorer(mlsa.example_loss, 512))
+    done, mean_K = 0, []
+    for s in steps_K:
+        if s > done:
+            seg = dynamics.simulator(dynamics.pool_loss, num_steps=s - done, record_every=s - done, method="gd")
+            params = seg(params, pool, lr, 0.0).params
+            done = s
+        losses = np.asarray(score(params, pool))
+        mean_K.append(float(losses.mean()))
+        if trajectory_divergence(np.asarray(mean_K)[None])[0]:   # never cluster a diverged proxy's losses
+            raise TrainingDiverged(f"pool proxy: mean loss diverged at step {s} ({mean_K[-1]:.4g}, "
+                                   f"started at {mean_K[0]:.4g}); lower model.lr")
+        store.write(s, losses, save=False)
+    store.save()
+    return store
+
+
+def pool_pipeline(model: ModelConfig, *, pool_size: int, context: int, pool_seed: int, seeds: int, seed: int,
+                  proxy_fraction: float, points: int, factor: int, cluster_on: str, rho: float,
+                  path) -> PoolLever:
+    """Part (b) of the module doc: pool -> proxy (seed 0, `proxy_fraction` of the steps) ->
+    selections -> GD per selection and SAM (radius `rho`) on the uniform pool, every seed;
+    learning times against each arm's own weighted-pool optimum (`mlsa.pool_optimal_features`)."""
+    m = model
+    spec_n = mlsa.spectrum(m.eigenvalues, context=context, noise=m.noise)
+    seqs = mlsa.sample_sequences(jax.random.PRNGKey(pool_seed), spec_n, pool_size, context)
+    pool = {"c": seqs["c"], "xq": seqs["xq"], "yq": seqs["yq"], "weight": jnp.ones(pool_size)}
+    params0 = sweeps.init_members(seeds, m.heads, m.dim, m.init_spec(), seed)
+    store = proxy_losses(pool, jax.tree.map(lambda x: x[0], params0), lr=m.lr,
+                         num_steps=max(points, int(m.steps * proxy_fraction)), points=points, path=path)
+    select = {s: selection_counts(store.losses, s, factor=factor, features=cluster_on, seed=seed)
+              for s in ("uniform", "hard", "easy", "random")}       # the LLM pipeline's selections
+    hard = select["hard"][1]
+    arms = {"GD": select["uniform"][0], **{f"GD, {s} x{factor}": select[s][0] for s in ("hard", "easy", "random")}}
+
+    def train(method, weights_AxP, rho):
+        run = dynamics.simulator(dynamics.pool_loss, num_steps=m.steps, record_every=m.record_every, method=method)
+        data_axes = {"c": None, "xq": None, "yq": None, "weight": 0}
+        over = jax.vmap(jax.vmap(run, in_axes=(0, None, None, None)), in_axes=(None, data_axes, None, None))
+        return over(params0, dict(pool, weight=jnp.asarray(weights_AxP, jnp.float32)), m.lr, rho)
+
+    out_gd = train("gd", np.stack(list(arms.values())), 0.0)
+    out_sam = train("sam", np.ones((1, pool_size)), rho)
+    names = list(arms) + [f"SAM rho={rho}"]
+    feats = np.concatenate([np.asarray(out_gd.features), np.asarray(out_sam.features)])          # [A, n, R+1, D]
+    finals = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out_gd.params, out_sam.params)
+    targets = np.stack([mlsa.pool_optimal_features(dict(pool, weight=w))
+                        for w in list(arms.values()) + [np.ones(pool_size)]])
+    times = learning_times.crossing_times(np.asarray(out_gd.steps[0, 0]), feats, targets[:, None, :], m.fraction)
+    diverged = trajectory_divergence(np.concatenate([np.asarray(out_gd.loss), np.asarray(out_sam.loss)]))  # [A, n]
+    times[diverged] = np.nan
+    test = jax.vmap(jax.vmap(lambda p: mlsa.population_loss(p, spec_n)))(finals)
+    test = np.asarray(test) / float(mlsa.null_loss(spec_n))
+    w2 = np.asarray(seqs["w"], np.float64) ** 2
+    loading = w2[hard].mean(0) / w2.mean(0)
+    return PoolLever(names, times, learning_times.entropy(times), test, hard, loading, store, int(diverged.sum()))
+
+
+def pool_headline(pool: PoolLever) -> dict:
+    """Mean entropy and test loss per arm, the hard cluster's share of the pool, diverged members."""
+    headline = {f"pool_entropy[{n}]": float(np.nanmean(e)) for n, e in zip(pool.names, pool.entropy)}
+    headline.update({f"pool_test_loss_rel[{n}]": float(np.nanmean(t)) for n, t in zip(pool.names, pool.test)})
+    headline["pool_hard_fraction"] = float(pool.hard.mean())
+    return headline
