@@ -35,7 +35,7 @@ TIGER-Lab/MathInstruct, test openai/gsm8k and MATH-500 (`llm.mathdata` specs). N
 Writes: data/{train,test}.jsonl (+ data/pretrain/ for scratch models), models/<name>/ (scratch
 models after pre-training, HF format), proxy/trajectories.npz, clusters.npz, synth/{variants.jsonl,
 report.json} (with the synth arm), per arm
-<target>/<arm>/{counts.npz, eval.jsonl, summary.json}, comparison.{md,json}, figures
+<target>/<arm>/{counts.npz, eval_<test>.jsonl, summary.json}, comparison.{md,json}, figures
 (trajectories by cluster + loss histogram, accuracy per arm with CIs).
 What the run reports (results.json, comparison.md, the report): the hard cluster's size and mean
 loss vs the easy cluster's, per arm and test set the accuracy with its 95% Wilson interval and the
@@ -53,331 +53,31 @@ and one more arm); full: hours on one accelerator per target (not run here).
 
 from __future__ import annotations
 
-import dataclasses
-import time
-from typing import Literal
-
-import numpy as np
-
-from lsb_jax import io
 from lsb_jax.experiments import Experiment
 from lsb_jax.llm import pipeline as pl
-from lsb_jax.llm.arms import ARMS, PAPER_ARMS, check_arms
-from lsb_jax.llm.data import PromptTemplate, Row, load_examples, read_validated, tokenize_rows
-from lsb_jax.llm.evaluate import comparison_table, evaluate_generation, model_generate_fn, to_jsonl
-from lsb_jax.llm.finetune import FinetuneConfig, finetune, steps_for_epochs
-from lsb_jax.llm.mathdata import (GSM8K_TEST, MATH_TEST, MATHINSTRUCT, OfflineMathConfig, offline_specs,
-                                  write_offline_math)
-from lsb_jax.llm.scoring import ProxyConfig, jit_scorer, make_score_loss, proxy_trajectories
-from lsb_jax.llm.synthesis import SynthesisConfig, synthesize, variant_pairs
-from lsb_jax.models.lm import check_source, load_pretrained, load_tokenizer
+from lsb_jax.llm import upsample as up
+from lsb_jax.llm.data import PromptTemplate
+from lsb_jax.llm.finetune import FinetuneConfig
+from lsb_jax.llm.synthesis import SynthesisConfig
+from lsb_jax.llm.upsample import UpsampleConfig
 from lsb_jax.optim import OptimConfig
-from lsb_jax.tracking.clustering import selection_counts
-
-SCRATCH = "scratch"
-GENERATOR_TEMPLATE = PromptTemplate(kind="plain", prompt_format="{prompt}")   # synthesis prompts are complete
-HUB_TESTS = {"gsm8k": GSM8K_TEST, "math": MATH_TEST}
-# PRNG streams of the data order of each phase (and of the synthesis draws)
-PRETRAIN_STREAM, PROXY_STREAM, ARM_STREAM, SYNTH_STREAM = 1, 2, 3, 4
 
 
-@dataclasses.dataclass(frozen=True)
-class Scratch:
-    """A model built from scratch (used where the model name is "scratch")."""
-
-    model: pl.ScratchModel = pl.ScratchModel()
-    pretrain_steps: int = 300
-    pretrain: FinetuneConfig = FinetuneConfig(optim=OptimConfig(name="adamw", lr=3e-3, schedule="warmup_cosine"),
-                                              warmup_ratio=0.05)
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    data: Literal["offline", "hub"] = "offline"
-    # quick: sums of 2-3 one-digit terms (2 terms: the easy items, 3 terms: the hard ones), which
-    # a from-scratch target learns in minutes; reasoning-gym's default chain_sum (up to 6 terms
-    # of up to 4 digits) stays at 0% accuracy at this scale
-    offline: OfflineMathConfig = OfflineMathConfig(
-        train=(("chain_sum_1d", 800),), test_generator="chain_sum_1d", test_size=100)
-    # reasoning-gym generators with other default parameters, usable by name in `offline`:
-    # (name, base generator, ((parameter, value), ...))
-    generators: tuple[tuple[str, str, tuple[tuple[str, int], ...]], ...] = (
-        ("chain_sum_1d", "chain_sum", (("max_digits", 1), ("max_terms", 3))),)
-    test_sets: tuple[str, ...] = ("gsm8k",)       # hub: gsm8k / math; offline: the look-alike
-    prompt_format: str = "Question: {prompt}\nAnswer: "
-    template: Literal["auto", "chat", "plain"] = "plain"
-    max_length: int = 80                          # longer train rows are skipped (and counted)
-    max_skip_fraction: float = 0.01               # more skipped train rows than this fails the run
-    tokenizer_vocab: int = 384                    # scratch models: BPE trained on the train texts
-    proxy: str = SCRATCH                          # hub id / folder, or "scratch"
-    proxy_scratch: Scratch = Scratch(pl.ScratchModel("gpt_neox", hidden_size=32, num_layers=2, num_heads=4,
-                                                     intermediate_size=128), pretrain_steps=100)
-    proxy_train: FinetuneConfig = FinetuneConfig(optim=OptimConfig(name="adamw", lr=1e-3), warmup_ratio=0.0)
-    proxy_batch: int = 16
-    epoch_fraction: float = 1.0 / 3.0
-    num_checkpoints: int = 5
-    targets: tuple[str, ...] = (SCRATCH,)
-    target_scratch: Scratch = Scratch(pl.ScratchModel("qwen3", hidden_size=64, num_layers=2, num_heads=4,
-                                                      num_kv_heads=2, intermediate_size=128, tie_embeddings=True),
-                                      pretrain_steps=1000)
-    target_train: FinetuneConfig = FinetuneConfig(optim=OptimConfig(name="adamw", lr=1e-3, schedule="warmup_cosine"),
-                                                  warmup_ratio=0.03)
-    target_batch: int = 16
-    epochs: float = 1.0
-    sam_rho: float = 0.05
-    arms: tuple[str, ...] = PAPER_ARMS
-    factor: int = 2
-    # arm "upsample_hard+synth": the hard arm's data plus variants of the hard examples written by
-    # `synth_generator` (hub id / folder, or "scratch": a small model trained on pairs of examples
-    # of the same source, `synthesis.variant_pairs`) that the proxy's final checkpoint still finds hard
-    synth: SynthesisConfig = SynthesisConfig(prompt_format="Problem: {prompt}\nSolution: {response}\n\nProblem:",
-                                             max_new_tokens=64, temperature=0.8, top_p=0.95, batch_size=64)
-    synth_generator: str = SCRATCH
-    synth_scratch: Scratch = Scratch(pl.ScratchModel("gpt_neox", hidden_size=64, num_layers=2, num_heads=4,
-                                                     intermediate_size=128), pretrain_steps=150)
-    per_source: bool = True                       # k-means separately per `source`, as the paper's code
-    features: str = "none"                        # `clustering.normalize`: raw trajectories
-    eval_batch: int = 50
-    max_new_tokens: int = 24
-    test_limit: int = 0                           # first n test rows (0: all)
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.data not in ("offline", "hub"):
-            raise ValueError(f"Config.data must be 'offline' or 'hub', got {self.data!r}")
-        check_arms(self.arms, "Config.arms")
-        if self.data == "hub" and set(self.test_sets) - set(HUB_TESTS):
-            raise ValueError(f"Config.test_sets: expected some of {tuple(HUB_TESTS)}, got {self.test_sets}")
-        if self.data == "hub" and SCRATCH in (self.proxy, *self.targets) + (
-                (self.synth_generator,) if self.synth_arms else ()):
-            raise ValueError("Config: 'scratch' models need the offline data (their tokenizer is trained on it)")
-        if self.factor < 1 or self.epochs <= 0 or not self.targets or self.max_new_tokens < 1:
-            raise ValueError("Config: factor >= 1, epochs > 0, max_new_tokens >= 1 and at least one target")
-        if not 0 <= self.max_skip_fraction <= 1:
-            raise ValueError(f"Config.max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
-        PromptTemplate(kind=self.template, prompt_format=self.prompt_format)   # validates
-
-    @property
-    def synth_arms(self) -> tuple[str, ...]:
-        return tuple(a for a in self.arms if ARMS[a].synth)
+def run(cfg: UpsampleConfig, ctx) -> dict:
+    timer = pl.PhaseTimer()
+    data = up.prepare_data(cfg, ctx)                          # offline sets or hub specs, test rows, tokenizer
+    folders = up.prepare_models(cfg, data, ctx)               # scratch models pre-trained and saved
+    timer.lap("data_and_models")
+    proxy = up.score_proxy(cfg, data, folders["proxy"], ctx)  # [N, K] trajectories -> hard cluster
+    timer.lap("proxy")
+    synth = up.synthesize_hard(cfg, data, folders["generator"], proxy, ctx.child("synth")) if cfg.synth_arms else None
+    timer.lap("synthesis")
+    arms = up.run_arms(cfg, data, folders, proxy, synth, ctx)   # per target and arm: fine-tune, evaluate
+    timer.lap("arms")
+    return up.report(cfg, data, proxy, synth, arms, timer.seconds, ctx)
 
 
-def check(cfg: Config) -> None:
-    """Before anything is written: every model that is not built from scratch resolves."""
-    models = [cfg.proxy, *cfg.targets] + ([cfg.synth_generator] if cfg.synth_arms else [])
-    for name in models:
-        if name != SCRATCH:
-            check_source(name)
-
-
-def datasets(cfg: Config, ctx):
-    """(train spec, {test name: spec}, pretraining spec or None); offline files written into the run."""
-    if cfg.data == "hub":
-        return MATHINSTRUCT, {name: HUB_TESTS[name] for name in cfg.test_sets}, None
-    for name, base, params in cfg.generators:
-        pl.register_generator(name, base, params)
-    write_offline_math(ctx.dir / "data", cfg.offline)
-    train, test = offline_specs(ctx.dir / "data")
-    write_offline_math(ctx.dir / "data" / "pretrain", dataclasses.replace(cfg.offline, seed=cfg.offline.seed + 1))
-    pretrain, _ = offline_specs(ctx.dir / "data" / "pretrain")
-    return train, {f"{cfg.test_sets[0]}_like": test}, pretrain
-
-
-def model_folder(name: str, source: str, scratch: Scratch, cfg: Config, tokenizer, pretrain_examples, ctx):
-    """A hub id / folder as is; "scratch": built, pre-trained on `pretrain_examples()` (the
-    pretraining corpus, tokenized), saved."""
-    if source != SCRATCH:
-        return source
-    folder = ctx.dir / "models" / name
-    if (folder / "config.json").exists():            # done before a resume
-        return str(folder)
-    model = pl.init_decoder(scratch.model.hf_config(tokenizer), seed=cfg.seed, init_std=scratch.model.init_std)
-    if scratch.pretrain_steps:
-        examples = pretrain_examples()
-        batches = pl.epoch_batches(examples, None, pl.key_for(cfg.seed, PRETRAIN_STREAM), cfg.target_batch,
-                                   pad_id=tokenizer.pad_token_id, length=pl.batch_length(examples))
-        model = finetune(model, batches, scratch.pretrain, scratch.pretrain_steps,
-                         ctx=ctx.child(f"pretrain_{name}"), chunk_size=50).model()
-    return str(pl.save_model(model, tokenizer, folder))
-
-
-def synthesize_hard(cfg: Config, generator: str, template, proxy, proxy_tok, proxy_examples, hard_N, losses_NxK,
-                    train_rows, test_rows, ctx) -> list[Row]:
-    """Variants of the proxy's hard examples that its final checkpoint still finds hard
-    (`synthesis.synthesize`; none may repeat a train or test problem: `test_rows` are all rows of
-    every test set, not only the evaluated `test_limit`), kept rows numbered after the train rows;
-    written to synth/{variants.jsonl, report.json} (reused on a resume)."""
-    if (ctx.dir / "report.json").exists():
-        return [Row(**r) for r in io.read_json(ctx.dir / "variants.json")]
-    hard_rows = [proxy_examples.rows[i] for i in np.flatnonzero(hard_N)]
-    score = jit_scorer(make_score_loss(proxy.train.split, cfg.proxy_train))
-    t0 = time.perf_counter()
-    kept, losses, report = synthesize(
-        hard_rows, load_pretrained(generator), load_tokenizer(generator), cfg.synth,
-        key=pl.key_for(cfg.seed, SYNTH_STREAM), score=score, score_args=(proxy.train.params, proxy.train.split.frozen),
-        score_tokenizer=proxy_tok, template=template, max_length=cfg.max_length,
-        hard_final_losses=losses_NxK[hard_N, -1], exclude_train=[r.prompt for r in train_rows],
-        exclude_test=[r.prompt for r in test_rows],
-        first_source_row=1 + max(r.source_row for r in train_rows))
-    out = report.to_json() | {"seconds": round(time.perf_counter() - t0, 1)}
-    io.write_text(ctx.dir / "variants.jsonl", to_jsonl([dataclasses.asdict(r) | {"proxy_loss": float(x)}
-                                                         for r, x in zip(kept, losses)]))
-    ctx.save_json("variants.json", [dataclasses.asdict(r) for r in kept])
-    ctx.save_json("report.json", out)
-    return kept
-
-
-def run_arm(arm: str, folder: str, examples, counts_N, tests: dict, cfg: Config, template, ctx) -> dict:
-    """Fine-tune a fresh copy of the target on the arm's multiset, evaluate on every test set."""
-    done = ctx.dir / "summary.json"
-    if done.exists():
-        return io.read_json(done)
-    tok = load_tokenizer(folder)
-    train = cfg.target_train
-    if ARMS[arm].sam:
-        train = dataclasses.replace(train, optim=dataclasses.replace(train.optim, sam_rho=cfg.sam_rho))
-    num_steps = steps_for_epochs(int(counts_N.sum()), cfg.target_batch, cfg.epochs)
-    batches = pl.epoch_batches(examples, counts_N, pl.key_for(cfg.seed, ARM_STREAM), cfg.target_batch,
-                               pad_id=tok.pad_token_id, length=pl.batch_length(examples))
-    result = finetune(load_pretrained(folder), batches, train, num_steps, ctx=ctx, chunk_size=50)
-    ids_SxB = np.asarray(result.fit.history["example_id"]).astype(np.int64)   # history is float
-    ctx.save_arrays("counts", counts_N=counts_N, example_id_SxB=ids_SxB)
-    generate_fn = model_generate_fn(result.merged_model(), tok, template, batch_size=cfg.eval_batch,
-                                    max_new_tokens=cfg.max_new_tokens, stop_strings=("\n\n",))
-    t0 = time.perf_counter()
-    out = {"steps": num_steps, "train_tokens": result.tokens, "train_seconds": result.seconds,
-           "upsampled": int((counts_N > 1).sum()), "epoch_size": int(counts_N.sum()), "test": {}}
-    for name, (spec, rows) in tests.items():
-        records, summary = evaluate_generation(rows, generate_fn, answer_format=spec.answer_format)
-        io.write_text(ctx.dir / f"eval_{name}.jsonl", to_jsonl(records))
-        out["test"][name] = summary
-    out["eval_seconds"] = time.perf_counter() - t0
-    ctx.save_json("summary.json", out)
-    return out
-
-
-def run(cfg: Config, ctx) -> dict:
-    t_start = time.perf_counter()
-    template = PromptTemplate(kind=cfg.template, prompt_format=cfg.prompt_format)
-    train_spec, test_specs, pretrain_spec = datasets(cfg, ctx)
-    tests = {}
-    for name, spec in test_specs.items():
-        rows, _ = read_validated(spec)
-        tests[name] = (spec, rows[:cfg.test_limit] if cfg.test_limit else rows)
-
-    tokenizer = None
-    if SCRATCH in (cfg.proxy, *cfg.targets):
-        rows, _ = read_validated(train_spec)
-        tokenizer = pl.train_tokenizer([cfg.prompt_format.replace("{prompt}", r.prompt) + r.response for r in rows],
-                                       cfg.tokenizer_vocab)
-    def pretrain_examples():   # our own generated corpus: max_length is a length filter on it, no skip limit
-        return load_examples(pretrain_spec, tokenizer, template, max_length=cfg.max_length, on_error="skip",
-                             max_skip_fraction=None)[0]
-
-    def pair_examples():   # the scratch generator learns "example -> another example of its source"
-        rows, _ = read_validated(pretrain_spec)
-        return tokenize_rows(variant_pairs(rows, cfg.synth, seed=cfg.seed), tokenizer, GENERATOR_TEMPLATE,
-                             max_length=3 * cfg.max_length, on_error="skip")
-
-    folders = {"proxy": model_folder("proxy", cfg.proxy, cfg.proxy_scratch, cfg, tokenizer, pretrain_examples, ctx)}
-    for i, t in enumerate(cfg.targets):
-        folders[f"target{i}"] = model_folder(f"target{i}", t, cfg.target_scratch, cfg, tokenizer, pretrain_examples,
-                                             ctx)
-    if cfg.synth_arms:
-        folders["generator"] = model_folder("generator", cfg.synth_generator, cfg.synth_scratch, cfg, tokenizer,
-                                            pair_examples, ctx)
-    t_models = time.perf_counter()
-
-    # --- proxy: ~1/3 epoch, per-example losses at K checkpoints
-    proxy_tok = load_tokenizer(folders["proxy"])
-    proxy_examples, proxy_report = load_examples(train_spec, proxy_tok, template, max_length=cfg.max_length,
-                                                 on_error="skip", max_skip_fraction=cfg.max_skip_fraction)
-    pcfg = ProxyConfig(finetune=cfg.proxy_train, epoch_fraction=cfg.epoch_fraction,
-                       num_checkpoints=cfg.num_checkpoints, score_batch_size=64, bucket=16)
-    length = pl.batch_length(proxy_examples)
-    proxy = proxy_trajectories(load_pretrained(folders["proxy"]),
-                               pl.epoch_batches(proxy_examples, None, pl.key_for(cfg.seed, PROXY_STREAM),
-                                                cfg.proxy_batch, pad_id=proxy_tok.pad_token_id, length=length),
-                               proxy_examples, pcfg, cfg.proxy_batch, ctx=ctx.child("proxy"), chunk_size=50)
-    losses_NxK, steps_K = proxy.store.losses, np.asarray(proxy.store.steps)
-    groups_N = proxy_examples.domain_N if cfg.per_source and proxy_examples.domain_names else None
-    arm_kw = dict(factor=cfg.factor, groups_N=groups_N, features=cfg.features, seed=cfg.seed)
-    _, hard_N = selection_counts(losses_NxK, "hard", **arm_kw)
-    ctx.save_arrays("clusters", losses_NxK=losses_NxK, steps_K=steps_K, hard_N=hard_N,
-                    domain_N=proxy_examples.domain_N,
-                    source_row_N=np.array([r.source_row for r in proxy_examples.rows]))
-    ctx.save_figure(pl.plot_trajectories(losses_NxK, steps_K, hard_N, groups_N, proxy_examples.domain_names),
-                    "proxy_clusters")
-    t_proxy = time.perf_counter()
-    synth_rows, synth_report = [], None
-    if cfg.synth_arms:
-        train_rows, _ = read_validated(train_spec)
-        test_rows = [r for spec in test_specs.values() for r in read_validated(spec)[0]]
-        synth_rows = synthesize_hard(cfg, folders["generator"], template, proxy, proxy_tok, proxy_examples, hard_N,
-                                     losses_NxK, train_rows, test_rows, ctx.child("synth"))
-        synth_report = io.read_json(ctx.dir / "synth" / "report.json")
-    t_synth = time.perf_counter()
-
-    # --- target(s): one fine-tune + evaluation per arm
-    results, arm_info = {}, {}
-    multi = len(cfg.targets) > 1
-    for i, t in enumerate(cfg.targets):
-        folder = folders[f"target{i}"]
-        tok = load_tokenizer(folder)
-        examples, _ = load_examples(train_spec, tok, template, max_length=cfg.max_length, on_error="skip",
-                                    max_skip_fraction=cfg.max_skip_fraction)
-        tname = "scratch_target" if t == SCRATCH else t.split("/")[-1]
-        tctx = ctx.child(tname)
-        for arm in cfg.arms:
-            counts_P, _ = selection_counts(losses_NxK, ARMS[arm].selection, **arm_kw)
-            arm_examples = examples
-            if ARMS[arm].synth:   # + the kept variants, once each (source rows after the train rows)
-                arm_examples = tokenize_rows(list(examples.rows) + synth_rows, tok, template,
-                                             max_length=cfg.max_length, on_error="skip")
-            counts_N = pl.align_counts(counts_P, proxy_examples, arm_examples)
-            out = run_arm(arm, folder, arm_examples, counts_N, tests, cfg, template, tctx.child(arm))
-            arm_info[f"{tname}/{arm}"] = {k: v for k, v in out.items() if k != "test"}
-            for name, summary in out["test"].items():
-                results.setdefault(arm, {})[f"{tname}/{name}" if multi else name] = summary
-
-    table_md, table_rows = comparison_table(results, arms=list(cfg.arms))
-    io.write_text(ctx.dir / "comparison.md", table_md)
-    ctx.save_json("comparison.json", table_rows)
-    ctx.save_figure(pl.plot_accuracy(results, cfg.arms), "accuracy_per_arm")
-
-    first = next(iter(next(iter(results.values()))))
-    acc = {arm: results[arm][first]["accuracy"] for arm in cfg.arms if first in results.get(arm, {})}
-    mean_K = losses_NxK.mean(1)
-    headline = {
-        "n_train": len(proxy_examples), "n_test": {k: len(rows) for k, (_, rows) in tests.items()},
-        "train_rows_skipped": proxy_report.num_skipped,
-        "hard_fraction": float(hard_N.mean()),
-        "hard_mean_loss": float(mean_K[hard_N].mean()) if hard_N.any() else None,
-        "easy_mean_loss": float(mean_K[~hard_N].mean()) if (~hard_N).any() else None,
-        "proxy_loss_first_last": [float(losses_NxK[:, 0].mean()), float(losses_NxK[:, -1].mean())],
-        **{f"acc_{arm}": a for arm, a in acc.items()},
-        **({"synthesis": {k: synth_report[k] for k in ("generated", "parsed", "unique", "too_long", "scored",
-                                                         "kept", "threshold", "unparseable", "duplicates", "loss")}}
-           if synth_report else {}),
-        "seconds": {"data_and_models": round(t_models - t_start, 1), "proxy": round(t_proxy - t_models, 1),
-                    "synthesis": round(t_synth - t_proxy, 1), "arms": round(time.perf_counter() - t_synth, 1)},
-    }
-    best = max(acc, key=acc.get)
-    summary = (f"Proxy ({cfg.proxy}) trained {steps_K[-1]} steps (~{cfg.epoch_fraction:.2g} epoch) on "
-               f"{len(proxy_examples)} examples; k-means on its {len(steps_K)}-checkpoint loss trajectories put "
-               f"{hard_N.mean():.0%} in the hard cluster (mean loss {headline['hard_mean_loss']:.2f} vs "
-               f"{headline['easy_mean_loss']:.2f}). Target {cfg.targets[0]} on {first} "
-               f"(n={results[best][first]['n']}): "
-               + ", ".join(f"{arm} {100 * a:.1f}%" for arm, a in acc.items())
-               + f"; best arm {best} (95% Wilson CIs in comparison.md)."
-               + (f" Synthesis: {synth_report['generated']} variants of the hard examples generated, "
-                  f"{synth_report['parsed']} parsed, {synth_report['unique']} new, {synth_report['kept']} kept as hard "
-                  f"by the proxy." if synth_report else ""))
-    return {"headline": headline, "summary": summary, "table": table_rows, "arms": arm_info,
-            "validation": proxy_report.to_json()}
-
-
-FULL = Config(
+FULL = UpsampleConfig(
     data="hub", test_sets=("gsm8k", "math"), template="auto", generators=(),
     prompt_format=PromptTemplate().prompt_format, max_length=512,
     proxy="EleutherAI/pythia-70m",
@@ -394,10 +94,10 @@ EXPERIMENT = Experiment(
     name="upsample_hard",
     reproduces="seeds 000/001 LLM protocol: upsample the proxy's hard cluster, fine-tune, evaluate (issue 8)",
     description=__doc__.splitlines()[0],
-    configs={"quick": Config(), "full": FULL},
+    configs={"quick": UpsampleConfig(), "full": FULL},
     cost={"quick": "~3.2 min CPU, ~6 min wall on a loaded 2-core machine (offline)",
           "full": "hours per target on one GPU/TPU (network; not measured)"},
     run=run,
-    check=check,
+    check=up.check,
     order=60,
 )

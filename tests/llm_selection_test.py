@@ -205,7 +205,7 @@ def test_experiment_files_and_table(experiment_run):
               "comparison.md", "comparison.json", "accuracy.md", "heldout_loss.png", "results.json"):
         assert (run_dir / f).is_file(), f
     for arm in ARMS:
-        for f in ("summary.json", "counts.npz", "heldout.npz", "eval.jsonl"):
+        for f in ("summary.json", "counts.npz", "heldout.npz", "eval_gsm8k_like.jsonl"):
             assert (run_dir / arm / f).is_file(), (arm, f)
     assert json.loads((run_dir / "status.json").read_text())["status"] == "complete"
     lines = (run_dir / "comparison.md").read_text().strip().splitlines()
@@ -225,7 +225,7 @@ def test_experiment_files_and_table(experiment_run):
     assert by["kcenter_hidden"]["h_min_hidden"] >= max(by[a]["h_min_hidden"] for a in ("random_0", "random_1"))
     # accuracy = records re-counted; the held-out curve = the stored per-example losses' mean
     for arm in ARMS:
-        records = [json.loads(x) for x in (run_dir / arm / "eval.jsonl").read_text().splitlines()]
+        records = [json.loads(x) for x in (run_dir / arm / "eval_gsm8k_like.jsonl").read_text().splitlines()]
         assert by[arm]["acc_n"] == len(records) == 10
         assert by[arm]["accuracy"] == pytest.approx(sum(bool(x["correct"]) for x in records) / 10)
         z = np.load(run_dir / arm / "heldout.npz")

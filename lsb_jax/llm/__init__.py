@@ -16,9 +16,14 @@ fine-tuning and generation-based evaluation, on the `lsb_jax.models.lm` decoder.
                  re-score with the proxy, keep the hard ones
     selection.py SFT subset selection (seed 003): MiniLM / hidden-state features, k-center vs
                  random subsets, fine-tuning on exactly a subset with held-out loss curves
-    pipeline.py  offline glue of llm/upsample_hard.py: local BPE tokenizer, from-scratch
-                 decoders, proxy -> target row alignment, reasoning-gym generator
-                 variants, the synthesis arm, figures
+    pipeline.py  the run glue both protocols share: local BPE tokenizer, from-scratch decoders
+                 (built, pre-trained, saved: `model_folder`), offline sets, proxy -> target
+                 row alignment, reasoning-gym generator variants, evaluation of an arm on its
+                 test sets, phase timing, figures
+    upsample.py  the upsample-hard protocol (seeds 000/001) in steps: data, models, proxy
+                 trajectories and clusters, synthesis, arms, report (`llm/upsample_hard.py`)
+    sft.py       the SFT selection protocol (seed 003) in steps: data and model, pool features,
+                 subsets, one fine-tune per arm, comparison and verdicts (`llm/sft_selection.py`)
 """
 
 from lsb_jax.llm.data import (
@@ -61,7 +66,7 @@ from lsb_jax.llm.finetune import (
     maybe_initialize_distributed,
     prepare,
 )
-from lsb_jax.llm import pipeline, selection  # module namespaces: lsb_jax.llm.pipeline.*, .selection.*
+from lsb_jax.llm import pipeline, selection, sft, upsample  # module namespaces: lsb_jax.llm.pipeline.* etc.
 from lsb_jax.llm.mathdata import (GSM8K_TEST, MATH_TEST, MATHINSTRUCT, OfflineMathConfig, offline_specs,
                                   write_offline_math)
 from lsb_jax.llm.scoring import ProxyConfig, ScoringHook, proxy_trajectories, score_into
@@ -111,11 +116,13 @@ __all__ = [
     "score_into",
     "ScoringHook",
     "selection",
+    "sft",
     "SynthesisConfig",
     "SynthesisReport",
     "synthesize",
     "to_jsonl",
     "tokenize_rows",
+    "upsample",
     "ValidationReport",
     "wilson_interval",
     "write_offline_math",

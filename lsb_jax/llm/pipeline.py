@@ -1,4 +1,4 @@
-"""Glue for the end-to-end upsample-hard pipeline (`llm/upsample_hard.py`), offline or at scale.
+"""The run glue of the LLM protocols (`llm.upsample`, `llm.sft`), offline or at scale.
 
     tok = train_tokenizer(texts, vocab_size=384)                    # byte-level BPE, digits split
     model = init_decoder(ScratchModel("qwen3").hf_config(tok), seed=0)  # no checkpoint, no download
@@ -7,10 +7,16 @@
     counts_N = align_counts(counts_P, proxy_examples, target_examples)   # proxy rows -> target rows
     register_generator("chain_sum_d1", "chain_sum", {"max_digits": 1})  # an easier offline generator
 
+    folder = model_folder("scratch", "models/target", ScratchModel("qwen3"), tok, corpus_fn, cfg, 100,
+                          batch_size=16, key=key_for(0, 1), seed=0, ctx=ctx, child="pretrain")
+    accuracy = evaluate_tests(model, tok, template, {"gsm8k": (spec, rows)}, out_dir, batch_size=50,
+                              max_new_tokens=24)                # + eval_gsm8k.jsonl per-example records
+
 What is new here is small: a local tokenizer and a from-scratch decoder (so the whole pipeline
-runs without network), reasoning-gym generators with other parameters, the
-proxy -> target row alignment (two tokenizers may drop different too-long rows) and the
-pipeline's figures. Everything else is `llm.{data, mathdata, scoring, finetune, evaluate}`.
+runs without network), a model folder per run (hub id as is, scratch models pre-trained and
+saved), reasoning-gym generators with other parameters, the proxy -> target row alignment (two
+tokenizers may drop different too-long rows), generation on every test set of an arm, and the
+figures. Everything else is `llm.{data, mathdata, scoring, finetune, evaluate}`.
 
 Epochs of an upsampled arm: `data.Epochs(counts_N)` visits the multiset {example i repeated
 counts_N[i] times} without replacement, so in every E = sum(counts_N) consecutive draws example i
@@ -22,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -30,12 +37,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lsb_jax import io
 from lsb_jax.data import Epochs
-from lsb_jax.llm.data import BatchIterator, Examples
+from lsb_jax.llm.data import BatchIterator, DatasetSpec, Examples, PromptTemplate, read_validated
+from lsb_jax.llm.evaluate import evaluate_generation, model_generate_fn, to_jsonl
+from lsb_jax.llm.finetune import FinetuneConfig, finetune
 from lsb_jax.models.lm.config import DecoderConfig
 from lsb_jax.models.lm.model import Decoder
 
 SPECIAL_TOKENS = ("<pad>", "<|endoftext|>")
+SCRATCH = "scratch"       # a model name that means "built from scratch" (`model_folder`)
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -259,3 +270,97 @@ def plot_accuracy(results: Mapping[str, Mapping[str, Mapping]], arms: Sequence[s
 def key_for(seed: int, stream: int) -> jax.Array:
     """A named PRNG stream of the pipeline (data order of each phase)."""
     return jax.random.fold_in(jax.random.PRNGKey(seed), stream)
+
+
+# ----------------------------------------------------------------------------- the models and data of a run
+
+
+class PhaseTimer:
+    """Wall seconds of a run's phases: `lap(name)` records the time since the previous lap (or
+    since construction) under `name` in `seconds`, rounded to 0.1 s."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 1)
+        self._last = now
+
+
+def check_sources(names: Sequence[str]) -> None:
+    """Before anything is written: every model that is not built from scratch resolves (a hub id
+    in the local cache or a folder; `models.lm.check_source` raises a one-line error otherwise)."""
+    from lsb_jax.models.lm import check_source  # noqa: PLC0415
+
+    for name in names:
+        if name != SCRATCH:
+            check_source(name)
+
+
+def scratch_tokenizer(spec: DatasetSpec, prompt_format: str, vocab_size: int):
+    """`train_tokenizer` on the prompt-formatted texts (prompt + response) of the rows of `spec`."""
+    rows, _ = read_validated(spec)
+    return train_tokenizer([prompt_format.replace("{prompt}", r.prompt) + r.response for r in rows], vocab_size)
+
+
+def offline_sets(folder: str | Path, offline, generators=(), *, pretrain: bool = True):
+    """Writes the offline math sets into `folder` (`mathdata.write_offline_math`, after registering
+    the extra reasoning-gym `generators` (name, base, params)) and, with `pretrain`, a disjoint
+    pre-training corpus from the same generators (seed + 1) into `folder/pretrain`.
+    Returns (train spec, test spec, pretraining spec or None)."""
+    from lsb_jax.llm.mathdata import offline_specs, write_offline_math  # noqa: PLC0415
+
+    for name, base, params in generators:
+        register_generator(name, base, params)
+    folder = Path(folder)
+    write_offline_math(folder, offline)
+    train, test = offline_specs(folder)
+    corpus = None
+    if pretrain:
+        write_offline_math(folder / "pretrain", dataclasses.replace(offline, seed=offline.seed + 1))
+        corpus, _ = offline_specs(folder / "pretrain")
+    return train, test, corpus
+
+
+def pretrain_scratch(spec: ScratchModel, tokenizer, corpus: Examples, cfg: FinetuneConfig, num_steps: int, *,
+                     batch_size: int, key, seed: int = 0, ctx=None, chunk_size: int = 50,
+                     desc: str | None = None) -> Decoder:
+    """A from-scratch decoder (`init_decoder`, seeded) briefly trained on `corpus` (epochs in a
+    keyed order): the common starting point of every fine-tuning arm."""
+    model = init_decoder(spec.hf_config(tokenizer), seed=seed, init_std=spec.init_std)
+    if num_steps < 1:
+        return model
+    batches = epoch_batches(corpus, None, key, batch_size, pad_id=tokenizer.pad_token_id, length=batch_length(corpus))
+    return finetune(model, batches, cfg, num_steps, ctx=ctx, chunk_size=chunk_size, desc=desc).model()
+
+
+def model_folder(source: str, folder: str | Path, spec: ScratchModel, tokenizer, corpus, cfg: FinetuneConfig,
+                 num_steps: int, *, batch_size: int, key, seed: int, ctx, child: str, desc: str | None = None) -> str:
+    """The model folder an arm loads: `source` as is (hub id or folder) unless it is "scratch";
+    then `pretrain_scratch` on `corpus()` (a callable, so the corpus is only tokenized when
+    needed; its sub-run is `ctx.child(child)`), saved atomically to `folder` (`save_model`). A
+    folder that already holds a model (a resumed run) is reused as it is."""
+    if source != SCRATCH:
+        return source
+    folder = Path(folder)
+    if (folder / "config.json").exists():
+        return str(folder)
+    model = pretrain_scratch(spec, tokenizer, corpus() if num_steps else None, cfg, num_steps, batch_size=batch_size,
+                             key=key, seed=seed, ctx=ctx.child(child) if num_steps else None, desc=desc)
+    return str(save_model(model, tokenizer, folder))
+
+
+def evaluate_tests(model, tokenizer, template: PromptTemplate, tests: Mapping[str, tuple], out_dir: str | Path, *,
+                   batch_size: int, max_new_tokens: int) -> dict[str, dict]:
+    """Greedy generation on every test set {name: (spec, rows)} (stops at a blank line), per-example
+    records written to `out_dir/eval_<name>.jsonl`; returns {name: accuracy summary with its
+    Wilson interval} (`evaluate.evaluate_generation`)."""
+    generate_fn = model_generate_fn(model, tokenizer, template, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                    stop_strings=("\n\n",))
+    out = {}
+    for name, (spec, rows) in tests.items():
+        records, out[name] = evaluate_generation(rows, generate_fn, answer_format=spec.answer_format)
+        io.write_text(Path(out_dir) / f"eval_{name}.jsonl", to_jsonl(records))
+    return out

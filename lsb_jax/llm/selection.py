@@ -36,7 +36,7 @@ from flax import nnx
 from lsb_jax.data import selection
 from lsb_jax.llm import pipeline as pl
 from lsb_jax.llm.data import Examples, Row
-from lsb_jax.llm.finetune import FinetuneConfig, FinetuneResult, finetune, finetune_split, prepare
+from lsb_jax.llm.finetune import FinetuneConfig, FinetuneResult, finetune_split, prepare
 from lsb_jax.llm.scoring import ScoringHook, jit_scorer, make_score_loss, pool_batch
 from lsb_jax.models.lm.model import Decoder
 from lsb_jax.tracking.trajectories import TrajectoryStore
@@ -236,17 +236,5 @@ def finetune_on_subset(model: Decoder, examples: Examples, index_n, heldout: Exa
     return SubsetRun(counts_N, result, store)
 
 
-def pretrain_scratch(spec: pl.ScratchModel, tokenizer, corpus: Examples, cfg: FinetuneConfig, num_steps: int, *,
-                     batch_size: int, key, seed: int = 0, ctx=None, chunk_size: int = 50) -> Decoder:
-    """A from-scratch decoder (`pipeline.init_decoder`, seeded) briefly trained on `corpus`
-    (epochs in a keyed order): the common starting point of every fine-tuning arm."""
-    model = pl.init_decoder(spec.hf_config(tokenizer), seed=seed, init_std=spec.init_std)
-    if num_steps < 1:
-        return model
-    batches = pl.epoch_batches(corpus, None, key, batch_size, pad_id=tokenizer.pad_token_id,
-                               length=pl.batch_length(corpus))
-    return finetune(model, batches, cfg, num_steps, ctx=ctx, chunk_size=chunk_size, desc="pretrain").model()
-
-
 __all__ = ["example_text", "text_features", "hidden_features", "kcenter_subset", "random_subset", "subset_geometry",
-           "subset_counts", "eval_steps", "HeldoutLossHook", "SubsetRun", "finetune_on_subset", "pretrain_scratch"]
+           "subset_counts", "eval_steps", "HeldoutLossHook", "SubsetRun", "finetune_on_subset"]
