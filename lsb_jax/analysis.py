@@ -56,6 +56,16 @@ def mean_std(x) -> tuple[float, float]:
     return float(np.mean(x)), float(np.std(x, ddof=1)) if x.size > 1 else math.nan
 
 
+def standard_error(x_SxC) -> np.ndarray:
+    """Standard error of the mean over the leading axis: sample std (ddof 1) / sqrt(n) -> [C].
+
+    NaN for a single value (the module's convention: one seed says nothing about the spread)."""
+    x_SxC = np.asarray(x_SxC)
+    if x_SxC.shape[0] < 2:
+        return np.full(x_SxC.shape[1:], np.nan)
+    return x_SxC.std(0, ddof=1) / np.sqrt(x_SxC.shape[0])
+
+
 def censored_summary(times, horizon: float) -> dict:
     """Right-censored steps to threshold of one arm's seeds (NaN = not reached by `horizon`).
 

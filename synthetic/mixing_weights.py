@@ -35,15 +35,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lsb_jax import plots
 from lsb_jax.config import require_positive
-from lsb_jax.data import Mixture
 from lsb_jax.experiments import Experiment
-from lsb_jax.optim import OptimConfig, make_optimizer
+from lsb_jax.sweeps import mixing
 from lsb_jax.tasks import multidomain as md
-from lsb_jax.train import EvalHook, Members, ensemble_init, ensemble_step, fit, init_state, make_sampled_step, seed_keys
-
-ARMS = ("natural", "sampling_only", "loss_only", "joint")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,185 +77,45 @@ class Config:
             raise ValueError("steps must be a multiple of eval_every")
 
 
-def _two(v1):
-    return jnp.stack([1.0 - v1, v1])
-
-
 def run(cfg: Config, ctx) -> dict:
     task = md.make_task(cfg.data_seed, cfg.dim, cfg.noise, decay=cfg.decay, shift=cfg.shift, rotate=True)
     pool = task.sample_pool(jax.random.PRNGKey(cfg.data_seed), cfg.sizes)
     q_K = jnp.asarray(cfg.target, jnp.float32)
     bayes = float(md.bayes_risk(task, q_K))
     natural_1 = cfg.sizes[1] / sum(cfg.sizes)
+    tail = mixing.tail_points(cfg.tail, cfg.steps, cfg.eval_every)
+    predict = mixing.linear_predictor(task, q_K, bayes, sizes=cfg.sizes, lr=cfg.lr, batch_size=cfg.batch_size,
+                                      steps=cfg.steps, every=cfg.eval_every, tail=tail)
+    # the jointly best (a*, p*) predicted in advance by the closed forms, on a 4x finer line of products
+    a_star, p_joint = mixing.best_joint(task, predict, jnp.linspace(cfg.grid_lo, 1 - cfg.grid_lo, 4 * cfg.grid - 3))
 
-    # --- closed forms: predicted SGD risk = ERM risk(a) + online SGD excess over theta_inf(a) ----
-    every = cfg.eval_every
-    tail_points = max(1, int(round(cfg.tail * cfg.steps / every)))
-
-    def predict(p1, a1):
-        p_K, a_K = _two(p1), _two(a1)
-        w_K = a_K / p_K
-        erm = md.erm_risk(task, a_K, cfg.sizes, q_K)
-        curve = md.sgd_risk_curve(task, p_K, w_K, q_K, lr=cfg.lr, batch_size=cfg.batch_size, steps=cfg.steps,
-                                  every=every)
-        sgd_excess = jnp.mean(curve[-tail_points:]) - erm["risk_inf"]
-        theta_inf = md.fixed_point(task, a_K)
-        return {"erm": erm["risk"] - bayes, "gap": erm["gap"], "sgd": erm["risk"] + sgd_excess - bayes,
-                "grad_var": md.gradient_variance(task, theta_inf, p_K, w_K, cfg.batch_size)}
-
-    predict_v = jax.jit(jax.vmap(predict))
-    fine = jnp.linspace(cfg.grid_lo, 1 - cfg.grid_lo, 4 * cfg.grid - 3)
-    p_opt_F = jax.vmap(lambda a1: md.optimal_split(task, _two(a1))[0][1])(fine)
-    best_f = int(jnp.argmin(predict_v(p_opt_F, fine)["sgd"]))
-    a_star, p_joint = float(fine[best_f]), float(p_opt_F[best_f])
-
-    # --- members: the (p_1, a_1) grid, then the named arms ------------------------------------
+    # members: seeds x (the (p_1, a_1) grid, then the named arms), one vmapped SGD program
     axis = np.linspace(cfg.grid_lo, 1 - cfg.grid_lo, cfg.grid)
-    configs = [(p1, a1) for a1 in axis for p1 in axis]
-    arms = {"natural": (natural_1, natural_1), "sampling_only": (a_star, a_star), "loss_only": (natural_1, a_star),
-            "joint": (p_joint, a_star)}
-    configs += list(arms.values())
-    c = len(configs)
+    configs = mixing.grid_configs(axis, axis) + list(mixing.arm_configs(natural_1, a_star, p_joint).values())
     p1_C, a1_C = (np.asarray(v, np.float32) for v in zip(*configs))
-    labels = tuple({"seed": s, "p1": float(p1_C[i]), "a1": float(a1_C[i])} for s in range(cfg.seeds) for i in range(c))
-    members = Members(keys=jnp.repeat(seed_keys(cfg.seed, cfg.seeds), c, axis=0),
-                      hparams={"p1": jnp.tile(p1_C, cfg.seeds), "a1": jnp.tile(a1_C, cfg.seeds)}, labels=labels)
+    members = mixing.mixing_members(cfg.seed, cfg.seeds, configs)
+    result = mixing.fit_mixture(
+        ctx, members, pool, cfg.sizes, init_params=lambda k: {"w": jnp.zeros((cfg.dim,))}, loss_fn=md.loss_fn,
+        evaluate=jax.vmap(lambda params: md.target_risk(task, params["w"], q_K) - bayes), lr=cfg.lr,
+        batch_size=cfg.batch_size, steps=cfg.steps, every=cfg.eval_every, chunk_size=cfg.chunk_size,
+        desc="mixing_weights")
 
-    opt = make_optimizer(OptimConfig(name="sgd", lr=cfg.lr), cfg.steps)
-
-    def member_init(key, hp):
-        return init_state(lambda k: {"w": jnp.zeros((cfg.dim,))}, opt.tx, key)
-
-    def member_step(state, hp, pool):
-        p_K, a_K = _two(hp["p1"]), _two(hp["a1"])
-        mixture = Mixture(cfg.sizes, p_K, a_K / p_K)   # traced weights: one program for every member
-
-        def sample_batch(key, step):
-            draw = mixture.sample(key, step, cfg.batch_size)
-            return {"x": pool["x"][draw.index], "y": pool["y"][draw.index], "loss_weight": draw.weight}
-
-        return make_sampled_step(md.loss_fn, opt, sample_batch)(state)
-
-    risk_v = jax.vmap(lambda params: md.target_risk(task, params["w"], q_K) - bayes)
-    evals = EvalHook(lambda s: {"excess_risk": risk_v(s.params)}, every=every)
-    result = fit(ensemble_step(member_step), ensemble_init(member_init, members), cfg.steps, ctx=ctx, hooks=[evals],
-                 step_args=(members.hparams, pool), chunk_size=cfg.chunk_size, log_every=every, desc="mixing_weights")
-
-    hist = result.history
-    sim_M = np.mean(hist["excess_risk"][-tail_points:], axis=0)           # tail-averaged SGD excess risk
-    sim_C = sim_M.reshape(cfg.seeds, c).mean(0)
-
-    # exact minibatch gradient variance at the trained weights (finite pool, Mixture draws)
-    def pool_var(params, p1, a1):
-        resid_N = pool["x"] @ params["w"] - pool["y"]
-        p_K, a_K = _two(p1), _two(a1)
-        return md.pool_gradient_variance(pool["x"] * resid_N[:, None], pool["domain"], p_K, a_K / p_K,
-                                         cfg.batch_size)[1]
-
-    var_M = np.asarray(jax.jit(jax.vmap(pool_var))(result.state.params, members.hparams["p1"], members.hparams["a1"]))
-    var_C = var_M.reshape(cfg.seeds, c).mean(0)
-    pred = {k: np.asarray(v) for k, v in predict_v(jnp.asarray(p1_C), jnp.asarray(a1_C)).items()}
-
-    # --- ERM Monte Carlo over fresh pools: excess risk and generalization gap vs a_1 -------------
+    # ERM Monte Carlo over fresh pools: excess risk and generalization gap vs a_1
     a_line = np.linspace(cfg.grid_lo, 1 - cfg.grid_lo, cfg.erm_points).astype(np.float32)
-
-    def erm_mc(key, a1):
-        fresh = task.sample_pool(key, cfg.sizes)
-        a_K = _two(a1)
-        theta = md.weighted_least_squares(fresh["x"], fresh["y"], fresh["domain"], a_K)
-        cov, w_star, s = task.arrays()
-        delta = theta[None] - w_star
-        pop = 0.5 * jnp.sum(a_K * (jnp.einsum("ki,kij,kj->k", delta, cov, delta) + s ** 2))
-        train = md.weighted_objective(theta, fresh["x"], fresh["y"], fresh["domain"], a_K)
-        return md.target_risk(task, theta, q_K) - bayes, pop - train
-
-    keys = jax.random.split(jax.random.PRNGKey(cfg.data_seed + 1), cfg.erm_pools)
-    risk_RxA, gap_RxA = (np.asarray(v) for v in jax.jit(jax.vmap(jax.vmap(erm_mc, (None, 0)), (0, None)))(keys, a_line))
-    erm_pred = {k: np.asarray(v)
-                for k, v in jax.vmap(lambda a1: md.erm_risk(task, _two(a1), cfg.sizes, q_K))(a_line).items()}
-
-    # --- figures -------------------------------------------------------------------------------
-    g = cfg.grid
-    grid_sl = slice(0, g * g)
-    best_grid = int(np.argmin(sim_C[grid_sl]))
-    fig, axes = plots.figure(3, width=5.4, height=4.0)
-    panels = [(pred["erm"][grid_sl], "closed form: ERM excess risk (product only)"),
-              (pred["grad_var"][grid_sl], "closed form: gradient variance at θ∞"),
-              (sim_C[grid_sl], "simulated SGD excess risk (tail mean)")]
-    ext = (cfg.grid_lo, 1 - cfg.grid_lo, cfg.grid_lo, 1 - cfg.grid_lo)
-    for ax, (vals, title) in zip(axes, panels):
-        img = ax.imshow(np.log10(vals.reshape(g, g)), origin="lower", extent=ext, aspect="auto", cmap="viridis")
-        plots.plt.colorbar(img, ax=ax, label="log10")
-        ax.plot(axis, axis, "w--", lw=1, label="w = 1 (sampling only)")
-        ax.axvline(natural_1, color="w", ls=":", lw=1, label="p = n/N (loss weights only)")
-        ax.plot(p1_C[best_grid], a1_C[best_grid], "r*", ms=12, label="best simulated")
-        ax.plot(p_joint, a_star, "wx", ms=9, mew=2, label="best predicted (joint)")
-        ax.set_xlabel("sampling weight p₁ (curated)")
-        ax.set_ylabel("product a₁ = p₁w₁ / Σ pw")
-        ax.set_title(title, fontsize=8)
-    axes[0].legend(fontsize=6, loc="upper left")
-    fig.tight_layout()
-    ctx.save_figure(fig, "complementary_roles")
-
-    fig, (ax0, ax1, ax2) = plots.figure(3, width=4.8, height=3.8)
-    ax0.loglog(pred["sgd"], sim_C, ".", alpha=0.6)
-    lo, hi = min(pred["sgd"].min(), sim_C.min()), max(pred["sgd"].max(), sim_C.max())
-    ax0.plot([lo, hi], [lo, hi], "k--", lw=1)
-    for name, i in zip(ARMS, range(g * g, c)):
-        ax0.plot(pred["sgd"][i], sim_C[i], "o", label=name)
-    ax0.set_xlabel("predicted SGD excess risk")
-    ax0.set_ylabel("simulated")
-    ax0.legend(fontsize=7)
-    ax0.set_title("SGD risk: closed form vs simulation", fontsize=9)
-    se = lambda v: v.std(0, ddof=1) / np.sqrt(v.shape[0])  # noqa: E731  (standard error, sample std)
-    ax1.errorbar(a_line, risk_RxA.mean(0), se(risk_RxA), fmt="o", ms=3, label="ERM excess risk (MC)")
-    ax1.plot(a_line, erm_pred["risk"] - bayes, "-", label="closed form")
-    ax1.errorbar(a_line, gap_RxA.mean(0), se(gap_RxA), fmt="s", ms=3, label="generalization gap (MC)")
-    ax1.plot(a_line, erm_pred["gap"], "-", label="tr(H⁻¹J)")
-    ax1.set_yscale("log")
-    ax1.set_xlabel("product a₁")
-    ax1.legend(fontsize=7)
-    ax1.set_title(f"weighted least squares, {cfg.erm_pools} fresh pools", fontsize=9)
-    ax2.loglog(pred["grad_var"], var_C, ".", alpha=0.6)
-    lo, hi = min(pred["grad_var"].min(), var_C.min()), max(pred["grad_var"].max(), var_C.max())
-    ax2.plot([lo, hi], [lo, hi], "k--", lw=1)
-    ax2.set_xlabel("closed form at θ∞ (population)")
-    ax2.set_ylabel("exact on the pool at the trained θ")
-    ax2.set_title("minibatch gradient variance", fontsize=9)
-    for ax in (ax0, ax2):
-        ax.xaxis.set_minor_formatter(plots.plt.NullFormatter())
-        ax.yaxis.set_minor_formatter(plots.plt.NullFormatter())
-    fig.tight_layout()
-    ctx.save_figure(fig, "theory_vs_simulation")
-
-    # --- numbers -------------------------------------------------------------------------------
-    arm = {name: float(sim_C[g * g + i]) for i, name in enumerate(ARMS)}
-    arm_pred = {name: float(pred["sgd"][g * g + i]) for i, name in enumerate(ARMS)}
-    rel_err = np.abs(pred["sgd"] - sim_C) / sim_C
-    erm_rel = np.abs(erm_pred["risk"] - bayes - risk_RxA.mean(0)) / risk_RxA.mean(0)
-    gap_rel = np.abs(erm_pred["gap"] - gap_RxA.mean(0)) / gap_RxA.mean(0)
-    ratio = np.asarray(pred["grad_var"][grid_sl]).reshape(g, g)
-    head = {
-        "best_a1_predicted": a_star, "best_p1_predicted": p_joint,
-        "best_grid_p1_simulated": float(p1_C[best_grid]), "best_grid_a1_simulated": float(a1_C[best_grid]),
-        "best_grid_excess_risk": float(sim_C[best_grid]),
-        **{f"excess_risk_{k}": v for k, v in arm.items()},
-        **{f"predicted_excess_risk_{k}": v for k, v in arm_pred.items()},
-        "sgd_prediction_median_rel_err": float(np.median(rel_err)),
-        "erm_risk_max_rel_err": float(erm_rel.max()), "gap_max_rel_err": float(gap_rel.max()),
-        "grad_var_spread_along_rows_max": float(np.max(ratio.max(1) / ratio.min(1))),
-        "grad_var_log_corr": float(np.corrcoef(np.log(pred["grad_var"]), np.log(var_C))[0, 1]),
-        "members": members.size,
-    }
-    summary = (f"Jointly best mixing (predicted a1*={a_star:.2f}, p1={p_joint:.2f}) reaches SGD excess risk "
-               f"{arm['joint']:.4g} vs {arm['sampling_only']:.4g} (sampling only), "
-               f"{arm['loss_only']:.4g} (loss weights only) "
-               f"and {arm['natural']:.4g} (natural mixing); the product a fixes the ERM risk (closed form within "
-               f"{100 * erm_rel.max():.0f}% of Monte Carlo), the split sets the gradient variance (up to "
-               f"{head['grad_var_spread_along_rows_max']:.1f}x along a row).")
-    return {"headline": head, "summary": summary,
-            "configs": [dict(p1=float(p), a1=float(a), simulated=float(s), predicted=float(pr))
-                        for p, a, s, pr in zip(p1_C, a1_C, sim_C, pred["sgd"])]}
+    risk_RxA, gap_RxA = mixing.erm_monte_carlo(task, jax.random.PRNGKey(cfg.data_seed + 1), cfg.erm_pools, a_line,
+                                               cfg.sizes, q_K, bayes)
+    erm_pred = jax.vmap(lambda a1: md.erm_risk(task, mixing.two(a1), cfg.sizes, q_K))(a_line)
+    var_M = mixing.linear_pool_grad_variance(result.state.params, members, pool, cfg.batch_size)
+    comparison = mixing.LinearComparison(
+        grid=cfg.grid, axis=axis, p1_C=p1_C, a1_C=a1_C, natural_1=natural_1, a_star=a_star, p_joint=p_joint,
+        bayes=bayes, sim_C=mixing.tail_mean(result.history["excess_risk"], tail, cfg.seeds).mean(0),
+        var_C=var_M.reshape(cfg.seeds, -1).mean(0),
+        pred={k: np.asarray(v) for k, v in predict(jnp.asarray(p1_C), jnp.asarray(a1_C)).items()},
+        a_line=a_line, risk_RxA=risk_RxA, gap_RxA=gap_RxA, erm_pred={k: np.asarray(v) for k, v in erm_pred.items()},
+        members=members.size)
+    ctx.save_figure(mixing.plot_complementary_roles(comparison, cfg.grid_lo), "complementary_roles")
+    ctx.save_figure(mixing.plot_theory_vs_simulation(comparison), "theory_vs_simulation")
+    return mixing.linear_results(comparison)
 
 
 EXPERIMENT = Experiment(

@@ -22,21 +22,18 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from lsb_jax import analysis, io, plots
+from lsb_jax import io
 from lsb_jax.config import require_positive
-from lsb_jax.data import Epochs, Subset, Uniform, Zipf, doubling
 from lsb_jax.experiments import Experiment
-from lsb_jax.models.mlp import ACTIVATIONS, init_mlp, mlp_apply
-from lsb_jax.optim import OptimConfig, make_optimizer
+from lsb_jax.models.mlp import ACTIVATIONS
+from lsb_jax.optim import OptimConfig
 from lsb_jax.optim.factory import validate as validate_optim
+from lsb_jax.sweeps import regression as toy
+from lsb_jax.sweeps.regression import SAMPLERS
 from lsb_jax.tasks.regression import RegressionTask, least_squares_test_mse
-from lsb_jax.tracking import LossTracker, TrajectoryStore, evenly_spaced_steps, pool_scorer
-from lsb_jax.train import EvalHook, ensemble_init, ensemble_step, fit, init_state, make_sampled_step, member_grid
-
-SAMPLERS = ("uniform", "subset", "zipf", "epochs", "curriculum")
+from lsb_jax.train import member_grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,102 +79,31 @@ class Config:
         validate_optim(self.optim, self.steps, {"lr": self.lrs[0]} if self.lrs else {})
 
 
-def make_sampler(cfg: Config):
-    n = cfg.pool_size
-    if cfg.sampler == "uniform":
-        return Uniform(n)
-    if cfg.sampler == "subset":
-        return Subset(n, cfg.subset_k, perm_seed=cfg.data_seed)
-    if cfg.sampler == "zipf":
-        return Zipf(n, cfg.zipf_alpha, perm_seed=cfg.data_seed)
-    if cfg.sampler == "epochs":
-        return Epochs(np.ones(n, np.int32), perm_seed=cfg.data_seed)
-    return Subset(n, doubling(cfg.subset_k, cfg.curriculum_first, cfg.curriculum_every, n), perm_seed=cfg.data_seed)
-
-
 def run(cfg: Config, ctx) -> dict:
     task = RegressionTask(cfg.dim, cfg.spectrum_decay, cfg.noise)
     k_teacher, k_pool, k_test = jax.random.split(jax.random.PRNGKey(cfg.data_seed), 3)
     w_star = task.teacher(k_teacher)
     pool = task.sample(k_pool, cfg.pool_size, w_star)
     test = task.sample(k_test, cfg.test_size, w_star)
-    sizes = (cfg.dim, *cfg.hidden, 1)
-    sampler = make_sampler(cfg)
-
-    def loss_fn(params, batch):
-        pred_B = mlp_apply(params, batch["x"], cfg.activation)[:, 0]
-        return (pred_B - batch["y"]) ** 2
-
-    def sample_batch(key, step, pool):
-        draw = sampler.sample(key, step, cfg.batch_size)
-        return {"x": pool["x"][draw.index], "y": pool["y"][draw.index], "loss_weight": draw.weight}
-
-    def optimizer(hp):
-        return make_optimizer(cfg.optim, cfg.steps, **hp)
-
-    def member_init(key, hp):
-        return init_state(lambda k: init_mlp(k, sizes), optimizer(hp).tx, key)
-
-    def member_step(state, hp, pool):
-        step = make_sampled_step(loss_fn, optimizer(hp), lambda k, s: sample_batch(k, s, pool))
-        return step(state)
-
+    sampler = toy.make_sampler(cfg.sampler, cfg.pool_size, subset_k=cfg.subset_k, zipf_alpha=cfg.zipf_alpha,
+                               curriculum_first=cfg.curriculum_first, curriculum_every=cfg.curriculum_every,
+                               perm_seed=cfg.data_seed)
     members = member_grid(cfg.seeds, cfg.seed, **({"lr": cfg.lrs} if cfg.lrs else {}))
-    state = ensemble_init(member_init, members)
+    fitted = toy.fit_toy(ctx, members, pool, test, sampler, sizes=(cfg.dim, *cfg.hidden, 1),
+                         activation=cfg.activation, optim=cfg.optim, batch_size=cfg.batch_size, steps=cfg.steps,
+                         track_points=cfg.track_points, eval_every=cfg.eval_every, chunk_size=cfg.chunk_size,
+                         checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+                         on_divergence="continue" if cfg.lrs else "raise")  # in a sweep a diverging lr is a result
 
-    mse = jax.vmap(lambda p, data: jnp.mean(loss_fn(p, data)), in_axes=(0, None))
-    evals = EvalHook(lambda s, test, pool: {"test_mse": mse(s.params, test), "pool_mse": mse(s.params, pool)},
-                     every=cfg.eval_every, args=(test, pool))
-    steps_K = evenly_spaced_steps(cfg.steps, cfg.track_points)
-    store = TrajectoryStore(ctx.dir / "trajectories.npz", cfg.pool_size, steps_K, member_shape=(members.size,))
-    tracker = LossTracker(jax.vmap(pool_scorer(loss_fn, 512), in_axes=(0, None)), store, args=(pool,))
-
-    result = fit(ensemble_step(member_step), state, cfg.steps, ctx=ctx, hooks=[evals, tracker],
-                 step_args=(members.hparams, pool), chunk_size=cfg.chunk_size,
-                 checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every, desc="toy_regression",
-                 on_divergence="continue" if cfg.lrs else "raise")  # in a sweep a diverging lr is a result
-
-    # --- numbers and figures -----------------------------------------------------------------
-    hist = result.history
     ols = least_squares_test_mse(np.asarray(pool["x"]), np.asarray(pool["y"]),
                                  np.asarray(test["x"]), np.asarray(test["y"]))
-    final_M = np.asarray(jax.device_get(mse(result.state.params, test)))
-    reach_M = analysis.steps_to_threshold(hist["test_mse_step"], hist["test_mse"], cfg.threshold_factor * ols)
-    ctx.save_arrays("final_params", **io.flatten_tree(result.state.params))
-
-    fig, (ax0, ax1) = plots.figure(2)
-    labels = [", ".join(f"{k}={v}" for k, v in lab.items() if k != "seed") for lab in members.labels]
-    for group in dict.fromkeys(labels):
-        cols = [i for i, lab in enumerate(labels) if lab == group]
-        plots.band(ax0, hist["test_mse_step"], hist["test_mse"][:, cols], label=f"test {group}".strip(), log=True)
-    plots.band(ax0, hist["loss_step"], hist["loss"], label="train batch", log=True)
-    ax0.axhline(ols, color="k", ls="--", lw=1, label="least squares (numpy)")
-    ax0.axhline(cfg.noise ** 2, color="gray", ls=":", lw=1, label="noise floor")
-    ax0.set_xlabel("step")
-    ax0.set_ylabel("MSE")
-    ax0.set_title(f"{cfg.sampler} sampler, {cfg.optim.name}, {members.size} members")
-    ax0.legend(fontsize=7)
-    plots.trajectory_heatmap(ax1, store.losses[0], steps_K, title="pool losses, member 0")
-    ctx.save_figure(fig, "loss_curves")
-
-    mean, std = analysis.mean_std(final_M)
-    # seeds that never reach the threshold are censored at the last evaluation, not dropped
-    reach = analysis.censored_summary(reach_M, float(np.asarray(hist["test_mse_step"])[-1]))
-    return {
-        "headline": {
-            "test_mse_final_mean": mean, "test_mse_final_std": std, "least_squares_test_mse": ols,
-            "noise_floor": cfg.noise ** 2, "steps_to_threshold_rmean": reach["restricted_mean"],
-            "steps_to_threshold_rstd": reach["restricted_std"], "steps_to_threshold_reached": reach["reached"],
-            "threshold": cfg.threshold_factor * ols, "members": members.size,
-            "diverged_members": int(np.sum(~np.isfinite(final_M))),  # excluded from the means above
-        },
-        "summary": (f"{members.size} members ({cfg.sampler} sampler, {cfg.optim.name}) reach test MSE "
-                    f"{mean:.4g} +- {std:.3g} after {cfg.steps} steps; "
-                    f"least squares on the same pool gives {ols:.4g}."),
-        "members": [dict(lab, test_mse=float(v), steps_to_threshold=float(r))
-                    for lab, v, r in zip(members.labels, final_M, reach_M)],
-        "trajectory_steps": list(steps_K),
-    }
+    final_M = toy.final_test_mse(fitted, test)
+    ctx.save_arrays("final_params", **io.flatten_tree(fitted.result.state.params))
+    describe = f"{cfg.sampler} sampler, {cfg.optim.name}"
+    ctx.save_figure(toy.plot_loss_curves(fitted, ols, cfg.noise ** 2, f"{describe}, {members.size} members"),
+                    "loss_curves")
+    return toy.toy_results(fitted, final_M, ols, threshold_factor=cfg.threshold_factor, noise_floor=cfg.noise ** 2,
+                           describe=describe, steps=cfg.steps)
 
 
 EXPERIMENT = Experiment(

@@ -24,7 +24,7 @@ from lsb_jax.optim import OptimConfig
 from lsb_jax.tasks.facts import (LEVERS, LOSS_POSITIONS, FactsTask, draw_facts, eval_documents, evaluate_pairs,
                                  make_loss_fn, make_sample_batch, subject_sampler, validate_arms)
 from lsb_jax.train import sweep
-from lsb_jax.train.arms import ArmTraining
+from lsb_jax.train.arms import ArmTraining, arm_training
 from lsb_jax.train.sweep import Arm, SweepSpec, SweepTask
 
 
@@ -94,11 +94,7 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
     if lever not in LEVERS:
         raise ValueError(f"lever must be one of {LEVERS}, got {lever!r}")
     arms = validate_arms(arms, cfg.task.num_subjects)
-    if len(arm_names) != len(arms) or len(set(arm_names)) != len(arm_names):
-        raise ValueError(f"need {len(arms)} unique arm names, got {list(arm_names)}")
-    training = [None] * len(arms) if training is None else list(training)
-    if len(training) != len(arms):
-        raise ValueError(f"training: {len(training)} entries for {len(arms)} arms")
+    training = arm_training(training, len(arms), arm_names)
     task = cfg.task
     model_cfg = cfg.model.gpt2(task)
     graphdef = gpt2.abstract_graphdef(model_cfg)

@@ -45,7 +45,7 @@ from lsb_jax.tasks.icl_levers import (ARM_DEFAULTS, LEVERS, READOUT, GradCosine,
                                       train_bayes_predictions, validate_arms)
 from lsb_jax.tracking import LossTracker, TrajectoryStore, evenly_spaced_steps, pool_scorer, selection_counts
 from lsb_jax.train import EvalHook, sweep
-from lsb_jax.train.arms import ArmTraining
+from lsb_jax.train.arms import ArmTraining, arm_training
 from lsb_jax.train.sweep import Arm, SweepSpec, SweepTask
 
 
@@ -124,11 +124,7 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
     if lever not in LEVERS:
         raise ValueError(f"lever must be one of {LEVERS}, got '{lever}'")
     arms = validate_arms(arms, cfg.pool_size)
-    if len(arm_names) != len(arms):
-        raise ValueError(f"{len(arm_names)} arm names for {len(arms)} arms")
-    training = [None] * len(arms) if training is None else list(training)
-    if len(training) != len(arms):
-        raise ValueError(f"training: {len(training)} entries for {len(arms)} arms")
+    training = arm_training(training, len(arms), arm_names)
     task = cfg.task
     model_cfg = cfg.model.gpt2(task)
     graphdef = gpt2.abstract_graphdef(model_cfg)

@@ -37,6 +37,17 @@ _IDENTITY_AT_ZERO = ("grad_bias_gamma", "weight_decay")
 _GATES = ("sam_rho", "clip_norm")        # value 0 removes the stage (SAM: 2 gradients; clip 0 is not identity)
 
 
+def arm_training(training: Sequence | None, num_arms: int, names: Sequence[str] | None = None) -> list:
+    """`training` as a list of `num_arms` entries (None: every arm the sweep's defaults); with
+    `names`, also checks there is one unique name per arm. Raises before any compute."""
+    if names is not None and (len(names) != num_arms or len(set(names)) != len(names)):
+        raise ValueError(f"need {num_arms} unique arm names, got {list(names)}")
+    training = [None] * num_arms if training is None else list(training)
+    if len(training) != num_arms:
+        raise ValueError(f"training: {len(training)} entries for {num_arms} arms")
+    return training
+
+
 def member_arms(num_seeds: int, seed: int, arms: Sequence[Mapping[str, float]]) -> Members:
     """Seeds x arms (seed-major); seed i has the same key in every arm (common random numbers).
 
@@ -97,9 +108,7 @@ def group_arms(training: Sequence[ArmTraining | None] | None, num_arms: int, *, 
     static = [None] * num_arms if static is None else list(static)
     if len(static) != num_arms:
         raise ValueError(f"static: {len(static)} entries for {num_arms} arms")
-    training = [None] * num_arms if training is None else list(training)
-    if len(training) != num_arms:
-        raise ValueError(f"training: {len(training)} entries for {num_arms} arms")
+    training = arm_training(training, num_arms)
     resolved = []
     for a, t in enumerate(training):
         t = t or ArmTraining()
