@@ -10,8 +10,9 @@ hard, easy, final_loss, top_q, random), used by the theory data-lever experiment
 trajectory clusters and the LLM pipeline (whose arm table, `lsb_jax.llm.arms`, maps arm names to
 these selections).
 
-k-means is Lloyd's algorithm with k-means++ seeding, jitted, restarts vmapped (the best inertia
-wins); the only temporaries are [N, k] distances (no N x N matrix), so N can be in the millions.
+k-means is Lloyd's algorithm with k-means++ seeding, jitted, restarts mapped in one program (the
+best inertia wins); the only temporaries are [N, k] distances (no N x N matrix), so N can be in
+the millions.
 The same code serves the theory model, the synthetic tasks and the LLM pipeline.
 """
 
@@ -60,6 +61,14 @@ def _lloyd(key, x_NxF, k: int, iters: int):
     return jnp.argmin(d_NxK, -1), centers, jnp.sum(jnp.min(d_NxK, -1))
 
 
+@partial(jax.jit, static_argnames=("k", "iters"))
+def _restarts(keys, x_NxF, k: int, iters: int):
+    """The restarts one after another in one program (`lax.map`), not vmapped: a batched Lloyd
+    step's [R, N, k] one-hot centroid sums fall into a slower fused kernel on CPU than R unbatched
+    ones (`benchmarks/kmeans.py` measures both), and one restart then pays no batching at all."""
+    return jax.lax.map(lambda kk: _lloyd(kk, x_NxF, k, iters), keys)
+
+
 def kmeans(x_NxF, k: int = 2, *, key=None, n_init: int = 4, iters: int = 30):
     """(labels [N] int32, centers [k, F], inertia) of the best of `n_init` k-means++ restarts.
 
@@ -71,7 +80,7 @@ def kmeans(x_NxF, k: int = 2, *, key=None, n_init: int = 4, iters: int = 30):
     if not bool(jnp.isfinite(x_NxF).all()):
         raise ValueError("kmeans: the trajectories contain NaN/inf (unscored rows?)")
     key = jax.random.PRNGKey(0) if key is None else key
-    labels, centers, inertia = jax.vmap(lambda kk: _lloyd(kk, x_NxF, k, iters))(jax.random.split(key, n_init))
+    labels, centers, inertia = _restarts(jax.random.split(key, n_init), x_NxF, k, iters)
     best = int(jnp.argmin(inertia))
     return np.asarray(labels[best], np.int32), np.asarray(centers[best]), float(inertia[best])
 
