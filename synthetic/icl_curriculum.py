@@ -9,8 +9,8 @@ fresh w ~ N(0, I).
 Expected: the curriculum reaches ridge + 1/2 (zero - ridge) no later than any fixed k and ends
 near ridge, while small fixed k stall (memorize) and k = infinity is slower.
 
-Cost: quick ~3 min on 2 idle CPU cores (8-12 min measured under heavy load) (tiny model, d = 4;
-curriculum 4 tasks for 100 steps, x2 every 100 steps); full: paper-scale GPT-2, d = 20, pool
+Cost: the experiment's `cost` field (`lsb list`); quick: a tiny model, d = 4;
+curriculum 4 tasks for 100 steps, x2 every 100 steps; full: paper-scale GPT-2, d = 20, pool
 2^15, 30k steps: GPU only (not run here).
 
     lsb run icl_curriculum --config quick

@@ -12,9 +12,10 @@ Expected (paper): a medium gamma leaves the initial plateau in fewer steps than 
 gamma destabilizes training.
 Quick differs from the paper: `sweeps.icl.QUICK_ESCAPE` (d = 2, 8 points, sigma^2 = 0.25, a
 2-layer 32-wide GPT-2, Adam lr 1e-3, batch 32, 1500 steps, 2 seeds; threshold = ridge + 0.7 (zero -
-ridge)): at QUICK's d = 4 Adam never leaves the plateau in 2000 steps; here it does after ~600.
+ridge)), chosen because at QUICK's d = 4 Adam does not leave the plateau within a CPU budget; the
+run reports each arm's escape step (censored: seeds reached, restricted mean, median).
 
-Cost: quick ~2-3 min on 2 idle CPU cores (one program; 405 s measured under load average ~7);
+Cost: the experiment's `cost` field (`lsb list`); quick compiles one program;
 full (`sweeps.icl.FULL`, 12-layer GPT-2, d = 20, 30k steps): GPU.
 
     lsb run icl_grad_bias --config quick

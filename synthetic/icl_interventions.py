@@ -19,9 +19,9 @@ frozen readout gives a moderate speed-up. Layer-wise lr and SAM: no direction cl
 Quick differs from the paper: `sweeps.icl.QUICK_ESCAPE` (d = 2, 8 points, sigma^2 = 0.25, 2-layer
 32-wide GPT-2, Adam lr 1e-3, batch 32 (PCGrad 8), 1500 steps, 2 seeds).
 
-Cost: quick ~12 min measured on a heavily loaded 2-core machine (load average 5-8; 5 programs,
-PCGrad and SAM cost 2-3x a plain step), est. ~4 min idle; full
-(`sweeps.icl.FULL`: PCGrad's per-example gradients of a 9.5M-parameter model at batch 32): GPU.
+Cost: the experiment's `cost` field (`lsb list`); quick compiles 5 programs and PCGrad and SAM
+cost more than a plain step; full (`sweeps.icl.FULL`: PCGrad's per-example gradients of a
+9.5M-parameter model at batch 32): GPU.
 
     lsb run icl_interventions --config quick
 """

@@ -11,7 +11,7 @@ Expected: small k memorizes the pool (tracks dMMSE, test loss stalls above the t
 large k behaves like k = infinity; an intermediate k reaches the threshold in fewer steps than
 k = infinity (then drifts toward memorization, its distance to ridge rising again).
 
-Cost: quick ~3 min on 2 idle CPU cores (8-12 min measured under heavy load) (tiny model, d = 2);
+Cost: the experiment's `cost` field (`lsb list`); quick: a tiny model, d = 2;
 full: 12-layer 256-wide GPT-2 (9.5M parameters without GPT2Model's unused token table), d = 20,
 41 points, batch 128, 3 seeds x 6 arms, 30k steps: GPU only (not run here).
 

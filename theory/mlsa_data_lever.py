@@ -18,7 +18,7 @@ what is learned late lowers GD's simplicity bias like SAM does, at GD's cost per
 
 Expected: GD's entropy rises with gamma and reaches SAM's at some gamma*(rho); upsampling the
 hard cluster raises GD's entropy (easy lowers it), with one gradient per step against SAM's two.
-Cost: quick ~45 s, full ~5 min on 2 CPU cores.
+Cost: the experiment's `cost` field (`lsb list`).
 
     lsb run mlsa_data_lever --config quick --set upsample_factor=3
 """
