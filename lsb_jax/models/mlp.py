@@ -39,3 +39,11 @@ def mlp_apply(params: dict, x_BxD: jax.Array, activation: str = "tanh") -> jax.A
         if l < n - 1:
             h = act(h)
     return h
+
+
+def squared_error(activation: str) -> Callable:
+    """loss_fn(params, batch) -> the per-example squared error [B] of the scalar-output MLP with
+    `activation` on {"x", "y"} (the toy's and the uniformity experiment's training loss)."""
+    def loss_fn(params, batch):
+        return (mlp_apply(params, batch["x"], activation)[:, 0] - batch["y"]) ** 2
+    return loss_fn

@@ -20,7 +20,7 @@ import numpy as np
 
 from lsb_jax import analysis, plots
 from lsb_jax.data import Epochs, Subset, Uniform, Zipf, doubling
-from lsb_jax.models.mlp import init_mlp, mlp_apply
+from lsb_jax.models.mlp import init_mlp, squared_error
 from lsb_jax.optim import OptimConfig, make_optimizer
 from lsb_jax.tracking import LossTracker, TrajectoryStore, evenly_spaced_steps, pool_scorer
 from lsb_jax.train import EvalHook, Members, ensemble_init, ensemble_step, fit, init_state, make_sampled_step
@@ -46,14 +46,6 @@ def make_sampler(kind: str, n: int, *, subset_k: int, zipf_alpha: float, curricu
     raise ValueError(f"sampler must be one of {SAMPLERS}, got '{kind}'")
 
 
-def mlp_mse(activation: str) -> Callable:
-    """loss_fn(params, batch) -> the per-example squared error [B] of the MLP with `activation`."""
-    def loss_fn(params, batch):
-        pred_B = mlp_apply(params, batch["x"], activation)[:, 0]
-        return (pred_B - batch["y"]) ** 2
-    return loss_fn
-
-
 @dataclasses.dataclass
 class ToyRun:
     """A finished toy run: the fit, its members, the trajectory store and its K steps."""
@@ -72,7 +64,7 @@ def fit_toy(ctx, members: Members, pool: dict, test: dict, sampler, *, sizes: Se
     batches of `pool`, one vmapped `train.fit` on `ctx`: test / pool MSE every `eval_every` steps
     and the pool's per-example losses at `track_points` evenly spaced steps into
     `ctx.dir / "trajectories.npz"`."""
-    loss_fn = mlp_mse(activation)
+    loss_fn = squared_error(activation)
 
     def sample_batch(key, step, pool):
         draw = sampler.sample(key, step, batch_size)

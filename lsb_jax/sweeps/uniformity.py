@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 
 from lsb_jax import analysis, plots
 from lsb_jax.data import selection
-from lsb_jax.models.mlp import init_mlp, mlp_apply
+from lsb_jax.models.mlp import init_mlp, mlp_apply, squared_error
 from lsb_jax.optim import OptimConfig, make_optimizer
 from lsb_jax.train import Members, ensemble_init, ensemble_step, fit, init_state, make_sampled_step, seed_keys
 
@@ -65,11 +65,6 @@ def set_members(seed: int, num_seeds: int, x_SxNxD: np.ndarray, y_SxN: np.ndarra
                    labels=tuple({"seed": s, **labels[i]} for s in range(num_seeds) for i in range(num_sets)))
 
 
-def relu_mse(params: dict, batch: dict) -> jax.Array:
-    """Per-example squared error of the ReLU MLP -> [B]."""
-    return (mlp_apply(params, batch["x"], "relu")[:, 0] - batch["y"]) ** 2
-
-
 def ntk_min_eigenvalue(params: dict, x_nxD: jax.Array) -> jax.Array:
     """λ_min of the empirical NTK Gram J J^T / n of the ReLU MLP's scalar output on x [n, D]."""
     n = x_nxD.shape[0]
@@ -88,7 +83,7 @@ def fit_full_batch(ctx, members: Members, sizes: Sequence[int], *, lr: float, st
         return init_state(lambda k: init_mlp(k, sizes), opt.tx, key)
 
     def member_step(state, hp):
-        return make_sampled_step(relu_mse, opt, lambda key, step: hp)(state)  # full batch: plain GD
+        return make_sampled_step(squared_error("relu"), opt, lambda key, step: hp)(state)  # full batch: plain GD
 
     state0 = ensemble_init(member_init, members)
     ntk_M = np.asarray(jax.jit(jax.vmap(ntk_min_eigenvalue))(state0.params, members.hparams["x"]))
