@@ -115,7 +115,8 @@ def cmd_reproduce(args) -> int:
         run_dir = runner.default_run_dir(runs_root, exp.name, mode, exp.configs[mode])
         if runner.status_of(run_dir) == "complete":  # --only keeps earlier results in the report
             entries.append({"experiment": exp.name, "reproduces": exp.reproduces, "run_dir": str(run_dir),
-                            "status": "complete", "results": io.read_json(run_dir / "results.json")})
+                            "status": "complete", "results": io.read_json(run_dir / "results.json"),
+                            "earlier": True})
     for exp in chosen:
         cfg = exp.configs[mode]
         entry = {"experiment": exp.name, "reproduces": exp.reproduces,

@@ -9,6 +9,7 @@ An experiment is declared in a small file under the project's `theory/`, `synthe
         configs={"quick": Config(), "full": Config(steps=100_000)},
         cost={"quick": "~15 s on 2 CPU cores", "full": "~5 min on one GPU"},
         run=run,                      # run(cfg, ctx) -> results dict
+        claims=(Claim(...), ...),     # optional: the paper claims, decided from results["per_seed"]
     )
 
 These folders are not Python packages: files are loaded by path, so the top-level `llm/`
@@ -42,6 +43,9 @@ class Experiment:
     # check(cfg) raises a UsageError for inputs the config's own validation cannot judge (model
     # paths, data files); the runner calls it before anything is written or computed
     check: Callable[[Any], None] | None = None
+    # the paper claims the run decides (`lsb_jax.claims`): a tuple of Claim or claims(cfg) -> [Claim];
+    # run() returns their per-seed values under results["per_seed"]
+    claims: Any = ()
 
     def __post_init__(self):
         missing = {"quick", "full"} - set(self.configs)

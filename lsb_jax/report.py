@@ -32,10 +32,72 @@ def _validation_lines(validation: Any) -> list[str]:
     return (["", "Data read:"] + out) if out else []
 
 
-def write_report(path: str | Path, entries: Sequence[dict], mode: str) -> Path:
-    """entries: {"experiment", "reproduces", "run_dir", "status", "results", "error"} in order.
+PAPERS = {"000": "seed 000", "001": "seed 001", "002": "seed 002", "003": "seed 003", "004": "seed 004"}
 
-    Figure links are relative to the report's folder, so the report renders in place.
+
+def _num(v: Any) -> str:
+    if isinstance(v, str):      # non-finite floats come back from JSON as strings
+        return {"Infinity": "inf", "-Infinity": "-inf"}.get(v, v)
+    return _fmt(float(v)) if isinstance(v, (int, float)) else str(v)
+
+
+def _claim_cell(c: dict) -> tuple[str, str]:
+    """(effect with its 95% interval per base seed, verdict with the reason when base seeds disagree)."""
+    rows = c.get("by_base_seed") or []
+    unit = f" {c['unit']}" if c.get("unit") else ""
+    effect = "; ".join(f"{_num(r['effect'])}{unit} [{_num(r['ci'][0])}, {_num(r['ci'][1])}] (base {r['base_seed']}, "
+                       f"n={r['n']})" for r in rows) or "-"
+    verdict = f"**{c['verdict']}**" + (f" ({c['reason']})" if c.get("reason") else "")
+    return effect, verdict
+
+
+def claims_section(entries: Sequence[dict]) -> list[str]:
+    """One table per paper (claim, source, effect with its 95% interval per base seed, verdict,
+    experiment), then the verdict counts per paper; empty when no run declared claims."""
+    from lsb_jax import claims as claims_lib
+
+    by_paper: dict[str, list[tuple[dict, dict]]] = {}
+    for e in entries:
+        for c in (e.get("results") or {}).get("claims", []):
+            by_paper.setdefault(c["paper"], []).append((e, c))
+    if not by_paper:
+        return []
+    lines = ["## Paper claims", "",
+             "Effect = mean over seeds of (arm - comparison), paired on seeds; 95% interval per base seed "
+             "(`lsb_jax.claims`). Reproduced / opposite: the interval excludes no effect on the paper's / the other "
+             "side; inconclusive: it contains it, or the base seeds disagree."]
+    counts_rows = []
+    for paper in sorted(by_paper):
+        lines += ["", f"### {PAPERS.get(paper, 'seed ' + paper)}", "",
+                  "| claim | source | comparison | effect [95% CI] | verdict | experiment |",
+                  "|---|---|---|---|---|---|"]
+        for e, c in by_paper[paper]:
+            effect, verdict = _claim_cell(c)
+            old = " (earlier run)" if e.get("earlier") else ""
+            lines.append(f"| {c['says']} | {c['figure']} | {c['comparison']} | {effect} | {verdict} | "
+                         f"[{e['experiment']}](#{e['experiment']}){old} |")
+        n = claims_lib.counts([c for _, c in by_paper[paper]])
+        counts_rows.append(f"| {PAPERS.get(paper, paper)} | " + " | ".join(str(n[v]) for v in claims_lib.VERDICTS)
+                           + " |")
+    lines += ["", "### Verdicts per paper", "", "| paper | " + " | ".join(claims_lib.VERDICTS) + " |",
+              "|---|" + "---|" * len(claims_lib.VERDICTS), *counts_rows, ""]
+    return lines
+
+
+def _headline(res: dict) -> str:
+    """The summary table's result column: the claims' verdicts when declared, else the first numbers."""
+    decided = res.get("claims") or []
+    if decided:
+        return "; ".join(f"{c['key']}: {c['verdict']}" for c in decided)
+    return "; ".join(f"{k} = {_fmt(v)}" for k, v in list(res.get("headline", {}).items())[:4])
+
+
+def write_report(path: str | Path, entries: Sequence[dict], mode: str) -> Path:
+    """entries: {"experiment", "reproduces", "run_dir", "status", "results", "error", "earlier"} in order
+    ("earlier": a finished run this invocation did not run, e.g. outside `--only`).
+
+    The report opens with the paper claims (`claims_section`), then the summary table and one section
+    per experiment. Figure links are relative to the report's folder, so the report renders in place.
     """
     path = Path(path)
     import jax
@@ -44,17 +106,19 @@ def write_report(path: str | Path, entries: Sequence[dict], mode: str) -> Path:
              f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} "
              f"on {platform.node() or 'unknown host'}: "
              f"python {platform.python_version()}, jax {jax.__version__}, "
-             f"devices {[d.platform for d in jax.devices()]}.", "",
-             "| experiment | reproduces | status | wall s | headline |", "|---|---|---|---|---|"]
+             f"devices {[d.platform for d in jax.devices()]}.", ""]
+    lines += claims_section(entries)
+    lines += ["## Experiments", "", "| experiment | reproduces | status | wall s | result |", "|---|---|---|---|---|"]
     for e in entries:
         res = e.get("results") or {}
-        head = res.get("headline", {})
-        headline = "; ".join(f"{k} = {_fmt(v)}" for k, v in list(head.items())[:4])
-        lines.append(f"| {e['experiment']} | {e['reproduces']} | {e['status']} | "
-                     f"{_fmt(res.get('wall_seconds', ''))} | {headline} |")
+        status = e["status"] + (" (earlier run)" if e.get("earlier") else "")
+        lines.append(f"| {e['experiment']} | {e['reproduces']} | {status} | "
+                     f"{_fmt(res.get('wall_seconds', ''))} | {_headline(res)} |")
     for e in entries:
         res = e.get("results") or {}
-        lines += ["", f"## {e['experiment']}", "", f"Reproduces: {e['reproduces']}. Run directory: `{e['run_dir']}`."]
+        lines += ["", f"### {e['experiment']}", "",
+                  f"Reproduces: {e['reproduces']}. Run directory: `{e['run_dir']}`"
+                  + (" (an earlier run: not run by this invocation)." if e.get("earlier") else ".")]
         if e.get("error"):
             lines += ["", f"**Failed:** `{e['error']}`"]
         if res.get("summary"):

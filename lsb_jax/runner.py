@@ -33,6 +33,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from lsb_jax import analysis
+from lsb_jax import claims as claims_lib
 from lsb_jax import config as config_lib
 from lsb_jax import experiments as exp_lib
 from lsb_jax import io
@@ -391,6 +392,7 @@ def run_experiment(exp: exp_lib.Experiment, cfg: Any, config_name: str, *, out: 
         raise RunExists(f"--out {run_dir} is a file, not a directory")
     if exp.check is not None:
         exp.check(cfg)
+    declared = claims_lib.claims_of(exp.claims, cfg)   # a bad declaration fails before any compute
     if run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()) and not is_run_dir(run_dir):
         raise RunExists(f"{run_dir} exists and is not a run directory (no {MARKER} marker): "
                         f"{'--force deletes only run directories; ' if force else ''}choose another --out")
@@ -400,12 +402,12 @@ def run_experiment(exp: exp_lib.Experiment, cfg: Any, config_name: str, *, out: 
         raise RunExists(f"cannot create the run directory {run_dir}: {e.strerror}") from None
     lock = RunLock(run_dir).acquire()
     try:
-        return _run_locked(exp, cfg, config_name, run_dir, resume=resume, force=force, progress=progress)
+        return _run_locked(exp, cfg, config_name, run_dir, declared, resume=resume, force=force, progress=progress)
     finally:
         lock.release()
 
 
-def _run_locked(exp, cfg, config_name: str, run_dir: Path, *, resume: bool, force: bool, progress: bool):
+def _run_locked(exp, cfg, config_name: str, run_dir: Path, declared, *, resume: bool, force: bool, progress: bool):
     chash = config_lib.config_hash(cfg)
     if force and is_run_dir(run_dir):
         _clear(run_dir)
@@ -420,7 +422,7 @@ def _run_locked(exp, cfg, config_name: str, run_dir: Path, *, resume: bool, forc
         if status == "complete":
             if (run_dir / "results.json").is_file():
                 print(f"{exp.name}: up to date in {run_dir} (use --force to rerun)", file=sys.stderr)
-                return run_dir, io.read_json(run_dir / "results.json")
+                return run_dir, _redecide(run_dir, declared)
             raise RunExists(f"{run_dir} says complete but has no results.json: pass --force to rerun")
         if not resume:
             raise RunExists(f"an unfinished run ({status}) exists in {run_dir}: pass --resume to continue it "
@@ -444,6 +446,8 @@ def _run_locked(exp, cfg, config_name: str, run_dir: Path, *, resume: bool, forc
         results["experiment"] = exp.name
         results["config_name"] = config_name
         results["wall_seconds"] = round(time.time() - t0, 2)
+        if declared:
+            results["claims"] = claims_lib.evaluate_all(declared, results.get("per_seed"))
         io.write_json(run_dir / "results.json", results)
     except BaseException as e:
         try:
@@ -458,6 +462,18 @@ def _run_locked(exp, cfg, config_name: str, run_dir: Path, *, resume: bool, forc
             pass
     _write_status(run_dir, {"status": "complete", "finished": time.time()})
     return run_dir, io.read_json(run_dir / "results.json")
+
+
+def _redecide(run_dir: Path, declared) -> dict:
+    """A finished run's results with its claims decided again from its stored per-seed values
+    (declarations may have changed since it ran; nothing is recomputed); rewritten when they differ."""
+    results = io.read_json(run_dir / "results.json")
+    if declared:
+        fresh = io.to_jsonable(claims_lib.evaluate_all(declared, results.get("per_seed")))
+        if fresh != results.get("claims"):
+            results["claims"] = fresh
+            io.write_json(run_dir / "results.json", results)
+    return results
 
 
 def _stored_identity(run_dir: Path) -> tuple[str | None, str | None]:

@@ -132,8 +132,8 @@ def test_bad_configs_name_the_field():
 
 
 def test_vmapped_seeds_learn_a_two_sparse_parity():
-    cfg = ParityConfig(dim=8, k=2, hidden=(32, 32), steps=600, seeds=3, test_size=512, eval_every=100,
-                         chunk_size=300, optim=OptimConfig(name="sgd", lr=0.1))
+    cfg = ParityConfig(dim=8, k=2, hidden=(32, 32), steps=600, seeds=3, base_seeds=(0,), test_size=512,
+                       eval_every=100, chunk_size=300, optim=OptimConfig(name="sgd", lr=0.1))
     res = S.run_sweep(cfg, None, [S.arm("online")], "")
     acc = np.asarray([c for c in res["curves"]["online"]["test_acc_mean"]])
     assert acc.shape == (7,) and acc[0] < 0.75           # chance at init (mean over the 3 seeds)

@@ -200,6 +200,21 @@ def test_threshold_columns_are_censored_at_the_horizon(swept):
     np.testing.assert_array_equal(res.steps_to(-err, -thr, below=False), times)
 
 
+def test_base_seeds_are_replicates_equal_to_their_runs_alone():
+    """seed=(5, 9): base seed 9's seeds are columns 3..5 and equal the members of a sweep of seed 9
+    alone; the claims table splits them back by base seed."""
+    arms, spec = ARMS[:2], dataclasses.replace(SPEC, seed=(5, 9))
+    both = run(_task(spec.total_seeds * 2)[0], arms, spec)
+    assert both.base_seeds == (5, 9) and both.curves["err"].shape[1] == 6
+    for r, base in enumerate((5, 9)):
+        alone = run(_task(SPEC.seeds * 2)[0], arms, dataclasses.replace(SPEC, seed=base))
+        np.testing.assert_allclose(both.curves["err"][:, 3 * r:3 * r + 3], alone.curves["err"], rtol=1e-6, atol=1e-7)
+    table = both.per_seed(both.curves["err"][:, :, -1])
+    assert table["base_seeds"] == [5, 9] and np.allclose(table["arms"]["scale2"][1], both.curves["err"][1, 3:, -1])
+    with pytest.raises(ValueError, match="distinct"):
+        dataclasses.replace(SPEC, seed=(5, 5)).base_seeds
+
+
 # ----------------------------------------------------------------------------- resume
 
 

@@ -3,7 +3,8 @@
 A sweep trains every (seed, arm) member in one `jax.vmap`ped program per *group*:
 
     member_arms(S, seed, arms)   seeds x arms (seed-major), lever values traced per member, seed i
-                                 with the same key in every arm (common random numbers)
+                                 with the same key in every arm (common random numbers); `seed`
+                                 one base seed or several (S seeds each: replicates)
     ArmTraining(optim, batch)    how an arm trains (None: the sweep's own optimizer / batch size)
     group_arms(training, A, optim=, batch_size=, steps=, static=)
                                  arms split by static signature (PCGrad, freeze, layer_lr,
@@ -48,15 +49,30 @@ def arm_training(training: Sequence | None, num_arms: int, names: Sequence[str] 
     return training
 
 
-def member_arms(num_seeds: int, seed: int, arms: Sequence[Mapping[str, float]]) -> Members:
+def base_seed_tuple(seed: int | Sequence[int]) -> tuple[int, ...]:
+    """One base seed or several as a tuple (non-empty, distinct)."""
+    out = (int(seed),) if np.ndim(seed) == 0 else tuple(int(b) for b in seed)
+    if not out or len(set(out)) != len(out):
+        raise ValueError(f"base seeds must be distinct and at least one, got {seed}")
+    return out
+
+
+def member_keys(num_seeds: int, seed: int | Sequence[int]) -> jnp.ndarray:
+    """[R * num_seeds, 2] keys of the seeds of R base seeds: base seed r's seed i (global seed index
+    r * num_seeds + i) gets fold_in(PRNGKey(base_r), i), the key it has in a run of base seed r alone."""
+    return jnp.concatenate([seed_keys(b, num_seeds) for b in base_seed_tuple(seed)])
+
+
+def member_arms(num_seeds: int, seed: int | Sequence[int], arms: Sequence[Mapping[str, float]]) -> Members:
     """Seeds x arms (seed-major); seed i has the same key in every arm (common random numbers).
 
-    Every arm is a dict of the same numeric lever names (traced per member as hparams), plus the
-    seed and arm indices."""
+    `seed` is one base seed or several (replicates: `num_seeds` seeds each, base seed r's at global
+    seed indices r*num_seeds ... (r+1)*num_seeds - 1, `member_keys`). Every arm is a dict of the same
+    numeric lever names (traced per member as hparams), plus the (global) seed and arm indices."""
     if not arms or any(set(a) != set(arms[0]) for a in arms):
         raise ValueError(f"member_arms: every arm needs the same lever names, got {[sorted(a) for a in arms]}")
-    base = seed_keys(seed, num_seeds)
-    labels = [{"seed": s, "arm": a, **arm} for s in range(num_seeds) for a, arm in enumerate(arms)]
+    base = member_keys(num_seeds, seed)
+    labels = [{"seed": s, "arm": a, **arm} for s in range(base.shape[0]) for a, arm in enumerate(arms)]
     keys = base[jnp.asarray([lab["seed"] for lab in labels])]
     names = list(arms[0]) + ["seed", "arm"]
     hp = {n: jnp.asarray([lab[n] for lab in labels], jnp.float32) for n in names}

@@ -45,9 +45,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lsb_jax import analysis
+from lsb_jax import analysis, claims
 from lsb_jax.optim import OptimConfig, make_optimizer
-from lsb_jax.train.arms import ArmGroup, ArmTraining, group_arms, group_members, member_arms
+from lsb_jax.train.arms import ArmGroup, ArmTraining, base_seed_tuple, group_arms, group_members, member_arms
 from lsb_jax.train.ensemble import Members, ensemble_init, ensemble_step
 from lsb_jax.train.loop import EvalHook, Hook, fit
 from lsb_jax.train.state import init_state
@@ -71,18 +71,30 @@ class Arm:
 @dataclasses.dataclass(frozen=True)
 class SweepSpec:
     """What every arm of a sweep shares: seeds, length, the default optimizer and batch size, the
-    evaluation / logging / checkpoint cadence (checkpoint_every 0 or None: no checkpoints)."""
+    evaluation / logging / checkpoint cadence (checkpoint_every 0 or None: no checkpoints).
+
+    `seed` is one base seed or a tuple of them (replicates, e.g. to decide a claim at two base seeds):
+    `seeds` seeds per base seed, all trained in the same programs; the result's seed axis holds
+    base seed r's seeds at r*seeds ... (r+1)*seeds - 1 (`train.arms.member_keys`)."""
 
     seeds: int
     steps: int
     optim: OptimConfig
     batch_size: int
     eval_every: int
-    seed: int = 0
+    seed: int | tuple[int, ...] = 0
     chunk_size: int = 100
     log_every: int = 10
     checkpoint_every: int | None = None
     eval_at_start: bool = True
+
+    @property
+    def base_seeds(self) -> tuple[int, ...]:
+        return base_seed_tuple(self.seed)
+
+    @property
+    def total_seeds(self) -> int:
+        return self.seeds * len(self.base_seeds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +136,8 @@ class SweepResult:
     curves: evaluated metrics [A, S, E] at `eval_steps`; train_loss [A, S, L] at `train_steps`;
     final_params: leaves [A, S, ...]; batch_size [A]; diverged_at [A, S] (first divergent step,
     -1: none); groups: the `GroupRun`s (hooks included); horizon: the last evaluated step (an arm's seed that has
-    not reached a threshold there is censored at it).
+    not reached a threshold there is censored at it). S = seeds (all base seeds: base seed r's are
+    columns r*S/R ... (r+1)*S/R - 1 of `base_seeds`' R).
     """
 
     arms: tuple[Arm, ...]
@@ -138,6 +151,7 @@ class SweepResult:
     diverged_at: np.ndarray
     groups: list[GroupRun]
     horizon: int
+    base_seeds: tuple[int, ...] = (0,)
 
     @property
     def names(self) -> list[str]:
@@ -169,6 +183,12 @@ class SweepResult:
                        f"{prefix}_median": s["median"], f"{prefix}_median_censored": s["median_censored"],
                        f"{prefix}_reached": s["reached"], f"{prefix}_speedup": speedup(base, s["restricted_mean"])}
                 for name, s in summ.items()}
+
+    def per_seed(self, values_AxS: np.ndarray, *, censored: bool = False, unit: str = "") -> dict:
+        """The claims table (`claims.per_seed`) of per-seed values [A, S], split by base seed;
+        censored: NaN means not reached by the horizon (steps to a threshold)."""
+        return claims.per_seed(values_AxS, self.names, self.base_seeds, horizon=self.horizon if censored else None,
+                               unit=unit)
 
     def program_groups(self) -> list[dict]:
         return [{"arms": [self.arms[a].name for a in g.group.arms], "batch_size": g.group.batch_size,
@@ -277,7 +297,7 @@ def _to_arm_seed(x_M: np.ndarray, num_arms: int, seeds: int) -> np.ndarray:
 
 def _stitch(arms, spec, members, runs, histories, final, diverged, eval_steps) -> SweepResult:
     """Curves of every group back into sweep member order, then [A, S, ...]."""
-    a, s, m = len(arms), spec.seeds, members.size
+    a, s, m = len(arms), spec.total_seeds, members.size
     first = histories[0]
     names = [k for k in first if not k.endswith("_step") and k + "_step" in first]
 
@@ -308,7 +328,7 @@ def _stitch(arms, spec, members, runs, histories, final, diverged, eval_steps) -
                        curves={k: v for k, (st, v) in out.items() if np.array_equal(st, eval_steps)},
                        train_steps=np.asarray(loss[0]), train_loss=loss[1], final_params=params,
                        batch_size=batch, diverged_at=_to_arm_seed(diverged, a, s), groups=runs,
-                       horizon=int(eval_steps[-1]))
+                       horizon=int(eval_steps[-1]), base_seeds=spec.base_seeds)
 
 
 def speedup(base: float, arm: float) -> float:
