@@ -1,13 +1,20 @@
-"""Figures shared by the experiments (matplotlib, headless Agg backend)."""
+"""Figures shared by the experiments (matplotlib).
+
+Scripts and the CLI draw with the headless Agg backend; inside Jupyter (an IPython kernel) or with
+MPLBACKEND set, the backend is left alone, so a notebook's plot cells show their figures inline.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from typing import Sequence
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules and "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 

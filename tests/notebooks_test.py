@@ -1,4 +1,4 @@
-"""Every notebook in notebooks/ runs top to bottom without error."""
+"""Every notebook in notebooks/ runs top to bottom without error and shows its figures."""
 
 from pathlib import Path
 
@@ -17,3 +17,7 @@ def test_notebook_executes(path, tmp_path):
     errors = [o for c in nb.cells if c.cell_type == "code"
               for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    # plot cells show their figures (the plots module leaves a notebook's inline backend alone)
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert images, f"{path.name}: no figure was displayed"
