@@ -12,7 +12,7 @@ batch points):
 
 Expected (paper): the curriculum learns faster early than the full data and, unlike a tiny fixed
 subsample, still converges (best of both).
-Quick differs from the paper: k = 4 instead of 6, 2,500 steps, 8 seeds; the switch is later
+Quick differs from the paper: k = 4 instead of 6, 2,500 steps, 16 seeds at each of 2 base seeds; the switch is later
 (500) and a second, tinier r0 (0.002, which alone never generalizes) is added so the "best of
 both" part is visible at this scale.
 

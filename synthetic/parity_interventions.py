@@ -15,8 +15,8 @@ Every arm uses fresh points each step; arms differ only in the optimizer (and PC
 Expected (paper): PCGrad and the frozen readout learn faster per step than the baseline (the frozen
 readout only moderately). SAM and layer-wise lr are not in the paper's parity figures: no direction
 is claimed, they are measured.
-Quick differs from the paper: k = 4 instead of 6, 2500 steps, 8 seeds. Cost: quick ~1-2 min on 2 CPU
-cores; full (k = 6, 50k steps): GPU or ~20 min CPU.
+Quick differs from the paper: k = 4 instead of 6, 2500 steps, 16 seeds at each of 2 base seeds. Cost:
+the experiment's `cost` field.
 
     lsb run parity_interventions --config quick
 """

@@ -7,8 +7,8 @@ chi_k). eps = 0 is plain parity (the baseline). The seed gives no eps values: we
 
 Expected: a range of eps > 0 reaches the solve threshold on chi_k in fewer steps than eps = 0 (the
 lower-order monomials are learned first and "climb the staircase").
-Quick differs from the paper: k = 4 instead of 6, 2500 steps, 8 seeds (d = 20, width 40, SGD lr 0.1,
-batch 20 as in the paper). Cost: quick ~1 min on 2 CPU cores; full (k = 6, 50k steps): GPU or ~15 min CPU.
+Quick differs from the paper: k = 4 instead of 6, 2500 steps, 16 seeds at each of 2 base seeds (d = 20,
+width 40, SGD lr 0.1, batch 20 as in the paper). Cost: the experiment's `cost` field.
 
     lsb run parity_staircase --config quick
 """

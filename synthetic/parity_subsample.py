@@ -7,9 +7,9 @@ one pass, the baseline). Test: fresh uniform points, accuracy of sign f on chi_k
 
 Expected: rho << 1 reaches the solve threshold in fewer steps than rho = 1; rho -> 0 memorizes a tiny
 set and never generalizes.
-Quick differs from the paper: k = 4 instead of 6 (so the plateau is ~10^3 steps, not ~10^4), 2500
-steps, 8 seeds; d = 20, width 40, SGD lr 0.1, batch 20 as in the paper. Cost: quick ~1 min on 2 CPU
-cores; full (k = 6, 50k steps, 5 seeds x 5 arms): ~10-20 min on a CPU, seconds-minutes on a GPU.
+Quick differs from the paper: k = 4 instead of 6 (so the plateau is ~10^3 steps, not ~10^4), 2500 steps,
+16 seeds at each of 2 base seeds; d = 20, width 40, SGD lr 0.1, batch 20 as in the paper. Cost: the
+experiment's `cost` field.
 
     lsb run parity_subsample --config quick
 """

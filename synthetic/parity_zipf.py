@@ -8,8 +8,8 @@ uniform over batches (the baseline).
 
 Expected: a medium alpha (0.75-1) reaches the solve threshold in fewer steps than alpha = 0; which
 batches repeat does not matter, only that some do.
-Quick differs from the paper: k = 4 instead of 6, 2500 steps, 8 seeds (d = 20, width 40, SGD lr 0.1,
-batch 20 as in the paper). Cost: quick ~1 min on 2 CPU cores; full (k = 6, 50k steps): GPU or ~15 min CPU.
+Quick differs from the paper: k = 4 instead of 6, 2500 steps, 16 seeds at each of 2 base seeds (d = 20,
+width 40, SGD lr 0.1, batch 20 as in the paper). Cost: the experiment's `cost` field.
 
     lsb run parity_zipf --config quick
 """
