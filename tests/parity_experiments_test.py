@@ -84,3 +84,15 @@ def test_run_writes_headline_and_figure(registry, tmp_path, name):
     assert all([r["base_seed"] for r in c["by_base_seed"]] == [0, 1] for c in decided)
     assert list((tmp_path / "run").rglob("parity_curves*"))
     assert np.isfinite(head["speedup_fastest_vs_baseline"]) and isinstance(res["summary"], str)
+
+
+@pytest.mark.slow
+def test_quick_staircase_claim_is_reproduced_at_both_base_seeds(registry):
+    """End to end at the quick scale as configured (no tiny override): the large-eps staircase claim
+    is decided 'reproduced' at each of the two base seeds (its interval lies far from 0 there)."""
+    exp = registry["parity_staircase"]
+    cfg = exp.configs["quick"]
+    res = exp.run(cfg, None)
+    decided = {c["key"]: c for c in claims.evaluate_all(claims.claims_of(exp.claims, cfg), res["per_seed"])}
+    big = decided[f"eps={cfg.epsilons[-1]:g}_faster"]
+    assert [r["verdict"] for r in big["by_base_seed"]] == [claims.REPRODUCED] * 2 and big["base_seeds_agree"]
