@@ -59,7 +59,10 @@ class ParityConfig:
         if not 0.5 < self.solve_acc <= 1.0:
             raise ValueError(f"ParityConfig.solve_acc must be in (0.5, 1], got {self.solve_acc}")
         validate_optim(self.optim, self.steps, {})
-        base_seed_tuple(self.base_seeds)
+        try:
+            base_seed_tuple(self.base_seeds)
+        except ValueError as e:
+            raise ValueError(f"ParityConfig.base_seeds: {e}") from None
 
     @property
     def sizes(self) -> tuple[int, ...]:
