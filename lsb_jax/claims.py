@@ -49,7 +49,6 @@ from scipy import stats
 REPRODUCED, OPPOSITE, INCONCLUSIVE, NOT_MEASURED = "reproduced", "opposite", "inconclusive", "not measured"
 VERDICTS = (REPRODUCED, OPPOSITE, INCONCLUSIVE, NOT_MEASURED)
 LEVEL = 0.95
-MIN_UNANIMOUS = 6        # smallest n whose unanimous sign test rejects at 5%: 2 * 0.5**6 = 0.031
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,25 +101,24 @@ def per_seed(values_AxS, names: Sequence[str], base_seeds: Sequence[int], *, hor
     return out
 
 
-def verdict(lo: float, hi: float, expect: str, null: float = 0.0) -> str:
-    """The verdict of a 95% interval [lo, hi] of (effect) against `null` for the predicted side."""
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= null <= hi:
+def verdict(lo: float, hi: float, expect: str) -> str:
+    """The verdict of a 95% interval [lo, hi] of an effect (no effect = 0) for the predicted side."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 <= hi:
         return INCONCLUSIVE
-    above = lo > null
-    return REPRODUCED if above == (expect == "higher") else OPPOSITE
+    return REPRODUCED if (lo > 0) == (expect == "higher") else OPPOSITE
 
 
 def mean_interval(x, level: float = LEVEL) -> tuple[float, float, float, float]:
     """(mean, lo, hi, two-sided p against 0) of the values x: Student's t; for identical values
-    the point itself when the unanimous sign test rejects (n >= MIN_UNANIMOUS), else (-inf, inf)."""
+    the exact sign test of n unanimous seeds (p = 2 / 2^n), the interval the point itself when it
+    rejects at 1 - level (n >= 6 at 95%), else (-inf, inf)."""
     x = np.asarray(x, np.float64)
     n, m = x.size, float(np.mean(x)) if x.size else math.nan
     if n < 2:
         return m, -math.inf, math.inf, math.nan
     if np.all(x == x[0]):
-        if m != 0 and n >= MIN_UNANIMOUS:
-            return m, m, m, float(stats.binomtest(n, n).pvalue)
-        return m, -math.inf, math.inf, 1.0 if m == 0 else float(stats.binomtest(n, n).pvalue)
+        p = 1.0 if m == 0 else float(stats.binomtest(n, n).pvalue)
+        return (m, m, m, p) if p < 1 - level else (m, -math.inf, math.inf, p)
     res = stats.ttest_1samp(x, 0.0)
     ci = res.confidence_interval(level)
     return m, float(ci.low), float(ci.high), float(res.pvalue)

@@ -32,9 +32,6 @@ def _validation_lines(validation: Any) -> list[str]:
     return (["", "Data read:"] + out) if out else []
 
 
-PAPERS = {"000": "seed 000", "001": "seed 001", "002": "seed 002", "003": "seed 003", "004": "seed 004"}
-
-
 def _num(v: Any) -> str:
     if isinstance(v, str):      # non-finite floats come back from JSON as strings
         return {"Infinity": "inf", "-Infinity": "-inf"}.get(v, v)
@@ -68,7 +65,7 @@ def claims_section(entries: Sequence[dict]) -> list[str]:
              "side; inconclusive: it contains it, or the base seeds disagree."]
     counts_rows = []
     for paper in sorted(by_paper):
-        lines += ["", f"### {PAPERS.get(paper, 'seed ' + paper)}", "",
+        lines += ["", f"### seed {paper}", "",
                   "| claim | source | comparison | effect [95% CI] | verdict | experiment |",
                   "|---|---|---|---|---|---|"]
         for e, c in by_paper[paper]:
@@ -77,7 +74,7 @@ def claims_section(entries: Sequence[dict]) -> list[str]:
             lines.append(f"| {c['says']} | {c['figure']} | {c['comparison']} | {effect} | {verdict} | "
                          f"[{e['experiment']}](#{e['experiment']}){old} |")
         n = claims_lib.counts([c for _, c in by_paper[paper]])
-        counts_rows.append(f"| {PAPERS.get(paper, paper)} | " + " | ".join(str(n[v]) for v in claims_lib.VERDICTS)
+        counts_rows.append(f"| seed {paper} | " + " | ".join(str(n[v]) for v in claims_lib.VERDICTS)
                            + " |")
     lines += ["", "### Verdicts per paper", "", "| paper | " + " | ".join(claims_lib.VERDICTS) + " |",
               "|---|" + "---|" * len(claims_lib.VERDICTS), *counts_rows, ""]
