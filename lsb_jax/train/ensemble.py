@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from lsb_jax.train.state import seed_keys
+from lsb_jax.train.state import jit_once, seed_keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,7 @@ def member_grid(num_seeds: int, seed: int = 0, **hparams: Sequence[float]) -> Me
 
 def ensemble_init(member_init: Callable[[jax.Array, Mapping[str, Any]], Any], members: Members):
     """vmap(member_init)(keys, hparams): the stacked train state of all members."""
-    return jax.jit(jax.vmap(member_init))(members.keys, members.hparams)
+    return jit_once(jax.vmap(member_init))(members.keys, members.hparams)
 
 
 def ensemble_step(member_step: Callable[..., Any]):
