@@ -307,6 +307,11 @@ def _apply(cfg: Any, changes: dict) -> Any:
     return dataclasses.replace(cfg, **kwargs)
 
 
+def with_seeds(cfg: Any, seeds: int, field: str = "sweep") -> Any:
+    """`cfg` with `cfg.<field>.seeds` replaced: the medium scale of a quick config (more seeds, same setup)."""
+    return dataclasses.replace(cfg, **{field: dataclasses.replace(getattr(cfg, field), seeds=seeds)})
+
+
 def config_hash(cfg: Any, length: int = 8) -> str:
     """A short stable hash of the resolved config (names run directories)."""
     blob = json.dumps(to_dict(cfg), sort_keys=True, default=str)

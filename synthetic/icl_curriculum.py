@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 
 
+from lsb_jax.claims import Claim
+from lsb_jax.config import with_seeds
 from lsb_jax.experiments import Experiment
 from lsb_jax.sweeps import icl as icl_sweep
 from lsb_jax.sweeps.icl import SweepConfig
@@ -39,8 +41,7 @@ class Config:
 
 def run(cfg: Config, ctx) -> dict:
     s = cfg.sweep
-    names = ["k=inf" if k == 0 else f"k={k}" for k in cfg.ks] + [
-        f"curriculum {s.curriculum_start}@{s.curriculum_first}+x2/{s.curriculum_every}"]
+    names = ["k=inf" if k == 0 else f"k={k}" for k in cfg.ks] + [curriculum_name(s)]
     arms = [{"k": k} for k in cfg.ks] + [{"curriculum": 1}]
     res = icl_sweep.run_sweep(s, ctx, "curriculum", arms, names, title="task-count curriculum (Fig. 7)")
     head = icl_sweep.headline(res, names[0])
@@ -55,17 +56,36 @@ def run(cfg: Config, ctx) -> dict:
     return {"headline": head, "summary": summary, **res}
 
 
+def curriculum_name(s: SweepConfig) -> str:
+    return f"curriculum {s.curriculum_start}@{s.curriculum_first}+x2/{s.curriculum_every}"
+
+
+def claims(cfg: Config) -> list[Claim]:
+    """The curriculum is faster than k = inf and ends with a lower test loss than every fixed finite k."""
+    cur = curriculum_name(cfg.sweep)
+    out = [Claim("curriculum_faster", "004", "Fig. 7", "a curriculum over the task count improves the test loss "
+                 "faster early than training on infinitely many tasks ...", "steps_to_threshold", cur, "k=inf",
+                 expect="lower")]
+    out += [Claim(f"curriculum_ends_below_k={k}", "004", "Fig. 7", "... and converges to the optimal test loss, "
+                  "unlike a fixed small task count", "final_test_loss", cur, f"k={k}", expect="lower")
+            for k in cfg.ks if k > 0]
+    return out
+
+
 QUICK_SWEEP = dataclasses.replace(icl_sweep.QUICK, curriculum_start=4, curriculum_first=100, curriculum_every=100)
+
+QUICK = Config(sweep=QUICK_SWEEP, ks=(0, 8))
 
 EXPERIMENT = Experiment(
     name="icl_curriculum",
     reproduces="seed 004 Fig. 7 (ICL regression: doubling task-count curriculum)",
     description=__doc__.splitlines()[0],
     configs={
-        "quick": Config(sweep=QUICK_SWEEP, ks=(0, 8)),
+        "quick": QUICK, "medium": with_seeds(QUICK, icl_sweep.MEDIUM_SEEDS),
         "full": Config(sweep=icl_sweep.FULL),
     },
     cost={"quick": "~3 min CPU (8-12 min measured on a heavily loaded 2-core machine)", "full": "GPU (not run)"},
     run=run,
+    claims=claims,
     order=43,
 )

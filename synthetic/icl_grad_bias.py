@@ -9,11 +9,11 @@ gamma = 0 arm runs the same program with gamma = 0, which is exactly g_t), seeds
 The seed gives no gamma values: we sweep them.
 
 Expected (paper): a medium gamma leaves the initial plateau in fewer steps than gamma = 0; a high
-gamma destabilizes training.
-Quick differs from the paper: `sweeps.icl.QUICK_ESCAPE` (d = 2, 8 points, sigma^2 = 0.25, a
-2-layer 32-wide GPT-2, Adam lr 1e-3, batch 32, 1500 steps, 2 seeds; threshold = ridge + 0.7 (zero -
-ridge)), chosen because at QUICK's d = 4 Adam does not leave the plateau within a CPU budget; the
-run reports each arm's escape step (censored: seeds reached, restricted mean, median).
+gamma destabilizes training. Quick differs from the paper: `sweeps.icl.QUICK_ESCAPE` (d = 2, 8
+points, sigma^2 = 0.25, a 2-layer 32-wide GPT-2, Adam lr 1e-3, batch 32, 1500 steps, 2 seeds at each
+of 2 base seeds; threshold = ridge + 0.7 (zero - ridge)), chosen because at QUICK's d = 4 Adam does
+not leave the plateau within a CPU budget; the run reports each arm's escape step (censored: seeds
+reached, restricted mean, median).
 
 Cost: the experiment's `cost` field (`lsb list`); quick compiles one program;
 full (`sweeps.icl.FULL`, 12-layer GPT-2, d = 20, 30k steps): GPU.
@@ -27,6 +27,8 @@ import dataclasses
 
 import numpy as np
 
+from lsb_jax.claims import Claim
+from lsb_jax.config import with_seeds
 from lsb_jax.experiments import Experiment
 from lsb_jax.sweeps import icl as icl_sweep
 from lsb_jax.sweeps.icl import SweepConfig
@@ -55,26 +57,31 @@ def run(cfg: Config, ctx) -> dict:
                               title=f"gradient biasing, n = {cfg.refresh_every} (Fig. 2)")
     head = icl_sweep.headline(res, names[0])
     gap = {n: head[f"gap_closed[{n}]"] for n in names}
-    best = max(names[1:], key=gap.get)
-    head["best_gamma_by_gap_closed"] = best
-    head["grad_bias_beats_adam"] = gap[best] > gap[names[0]]
     summary = ("Steps to threshold: " + "; ".join(icl_sweep.format_arm(n, res["per_arm"][n]) for n in names)
-               + ". Gap closed (best eval): " + ", ".join(f"{n} {gap[n]:.1%}" for n in names) + ". "
-               + (f"{best} closes more of the gap than plain Adam." if head["grad_bias_beats_adam"]
-                  else "No gamma > 0 beats plain Adam at this scale."))
+               + ". Gap closed (best eval): " + ", ".join(f"{n} {gap[n]:.1%}" for n in names) + ".")
     diverged = [n for n in names if not np.isfinite(res["per_arm"][n]["final_test_loss_mean"])]
     if diverged:
         summary += f" Diverged: {', '.join(diverged)}."
     return {"headline": head, "summary": summary, **res}
 
 
+def claims(cfg: Config) -> list[Claim]:
+    """Every medium gamma (strictly between 0 and the largest) reaches the threshold sooner than Adam."""
+    return [Claim(f"gamma={g:g}_faster", "004", "Fig. 2", "adding a small fraction gamma of a stored batch gradient "
+                  "(medium gamma) improves training", "steps_to_threshold", f"gamma={g:g}", "gamma=0", expect="lower")
+            for g in cfg.gammas[1:-1]]
+
+
+QUICK = Config(sweep=icl_sweep.QUICK_ESCAPE, gammas=(0.0, 0.01, 0.03, 0.1))
+
 EXPERIMENT = Experiment(
     name="icl_grad_bias",
     reproduces="seed 004 Fig. 2 (ICL regression: gradient biasing gamma, refresh n = 100)",
     description=__doc__.splitlines()[0],
-    configs={"quick": Config(sweep=icl_sweep.QUICK_ESCAPE, gammas=(0.0, 0.01, 0.03, 0.1)),
+    configs={"quick": QUICK, "medium": with_seeds(QUICK, icl_sweep.MEDIUM_SEEDS),
              "full": Config(sweep=icl_sweep.FULL)},
     cost={"quick": "~2-3 min CPU idle (7 min measured under load)", "full": "GPU (not run)"},
     run=run,
+    claims=claims,
     order=45,
 )

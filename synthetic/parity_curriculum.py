@@ -11,10 +11,9 @@ batch points):
                          then the whole pool in epochs (sampler "curriculum")
 
 Expected (paper): the curriculum learns faster early than the full data and, unlike a tiny fixed
-subsample, still converges (best of both).
-Quick differs from the paper: k = 4 instead of 6, 2,500 steps, 16 seeds at each of 2 base seeds; the switch is later
-(500) and a second, tinier r0 (0.002, which alone never generalizes) is added so the "best of
-both" part is visible at this scale.
+subsample, still converges (best of both). Quick differs from the paper: k = 4 instead of 6, 2,500
+steps, 16 seeds at each of 2 base seeds; the switch is later (500) and a second, tinier r0 (0.002,
+which alone never generalizes) is added so the "best of both" part is visible at this scale.
 
     lsb run parity_curriculum --config quick
 """

@@ -27,8 +27,8 @@ TASK = facts.FactsTask(num_subjects=12, num_relations=3, answers_per_relation=5,
 
 
 def _sweep(**kw):
-    base = dict(task=TASK, model=fsweep.ModelConfig(1, 2, 16), batch_size=8, steps=10, seeds=2, eval_every=5,
-                chunk_size=10, log_every=5, curriculum_start=3, curriculum_switch=4)
+    base = dict(task=TASK, model=fsweep.ModelConfig(1, 2, 16), batch_size=8, steps=10, seeds=2, base_seeds=(0,),
+                eval_every=5, chunk_size=10, log_every=5, curriculum_start=3, curriculum_switch=4)
     return fsweep.SweepConfig(**{**base, **kw})
 
 
@@ -206,8 +206,8 @@ def test_tiny_model_memorizes_its_training_facts(tmp_path):
 
     task = facts.FactsTask(num_subjects=8, num_relations=2, answers_per_relation=4, num_noise=4, k_noise=1)
     cfg = fsweep.SweepConfig(task=task, model=fsweep.ModelConfig(1, 2, 32), optim=OptimConfig(name="adam", lr=3e-3),
-                            batch_size=32, steps=300, seeds=2, eval_every=50, chunk_size=150, log_every=50,
-                            thresholds=(0.5, 0.95), curriculum_start=2)
+                            batch_size=32, steps=300, seeds=2, base_seeds=(0,), eval_every=50, chunk_size=150,
+                            log_every=50, thresholds=(0.5, 0.95), curriculum_start=2)
     ctx = RunContext(tmp_path / "run", progress=False)
     res = fsweep.run_sweep(cfg, ctx, "subset", [{"k": math.inf}, {"k": 2}], ["all", "k=2"])
     json.dumps(res, allow_nan=True)

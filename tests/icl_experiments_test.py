@@ -17,6 +17,7 @@ from lsb_jax.sweeps.icl import ModelConfig, SweepConfig
 from lsb_jax.tasks import icl, icl_levers
 
 SMALL = SweepConfig(dim=3, num_points=6, model=ModelConfig(1, 1, 8), batch_size=256, steps=10, seeds=2,
+                    base_seeds=(0,),
                     pool_size=64, test_size=32, eval_every=5, track_tasks=8, track_points=2,
                     curriculum_start=2, curriculum_first=3, curriculum_every=2)
 

@@ -19,8 +19,8 @@ from lsb_jax.sweeps.icl import ModelConfig, SweepConfig
 @pytest.mark.slow
 def test_quick_training_beats_predict_zero_and_approaches_ridge(tmp_path):
     cfg = SweepConfig(dim=1, num_points=6, noise_var=0.25, model=ModelConfig(2, 2, 32), batch_size=64, steps=800,
-                      seeds=1, pool_size=64, test_size=256, eval_every=100, track_tasks=4, track_points=2,
-                      chunk_size=400, log_every=100, optim=OptimConfig(name="adam", lr=3e-3))
+                      seeds=1, base_seeds=(0,), pool_size=64, test_size=256, eval_every=100, track_tasks=4,
+                      track_points=2, chunk_size=400, log_every=100, optim=OptimConfig(name="adam", lr=3e-3))
     res = icl_sweep.run_sweep(cfg, RunContext(tmp_path / "run", progress=False), "subset", [{"k": 0}], ["k=inf"])
     curves = np.load(tmp_path / "run" / "curves.npz")
     zero, ridge = res["zero_test_loss"], res["ridge_test_loss"]

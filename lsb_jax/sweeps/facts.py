@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -24,7 +23,8 @@ from lsb_jax.optim import OptimConfig
 from lsb_jax.tasks.facts import (LEVERS, LOSS_POSITIONS, FactsTask, draw_facts, eval_documents, evaluate_pairs,
                                  make_loss_fn, make_sample_batch, subject_sampler, validate_arms)
 from lsb_jax.train import sweep
-from lsb_jax.train.arms import ArmTraining, arm_training
+from lsb_jax.train.arms import ArmTraining, arm_training, base_seed_tuple
+from lsb_jax.train.state import jit_once
 from lsb_jax.train.sweep import Arm, SweepSpec, SweepTask
 
 
@@ -58,9 +58,9 @@ class SweepConfig:
     optim: OptimConfig = OptimConfig(name="adam", lr=5e-5, b1=0.9, b2=0.95)
     batch_size: int = 64
     steps: int = 20_000
-    seeds: int = 5
-    seed: int = 0
-    data_seed: int = 4321          # facts tables (folded with the seed index), subject order, eval noise
+    seeds: int = 5                 # per base seed
+    base_seeds: tuple[int, ...] = (0, 1)  # replicates: every claim is decided at each (init, facts, data)
+    data_seed: int = 4321          # subject order, eval noise; facts tables fold in (base seed, seed index)
     loss_positions: str = "all"
     thresholds: tuple[float, ...] = (0.1, 0.5, 0.9)   # test accuracies; thresholds[0] is the headline one
     eval_every: int = 100
@@ -83,6 +83,15 @@ class SweepConfig:
         if self.curriculum_switch < 0 or self.checkpoint_every < 0:
             raise ValueError("sweep.curriculum_switch and sweep.checkpoint_every must be >= 0")
         self.model.gpt2(self.task)   # validates the shape (width divisible by heads, ...)
+        try:
+            base_seed_tuple(self.base_seeds)
+        except ValueError as e:
+            raise ValueError(f"sweep.base_seeds: {e}") from None
+
+    @property
+    def total_seeds(self) -> int:
+        """Seeds per arm over all base seeds (global seed index r * seeds + i)."""
+        return self.seeds * len(self.base_seeds)
 
 
 
@@ -99,8 +108,8 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
     model_cfg = cfg.model.gpt2(task)
     graphdef = gpt2.abstract_graphdef(model_cfg)
     perm_seed = cfg.data_seed
-    phi_XxSxR = jax.jit(lambda: draw_facts(cfg))()
-    eval_XxQxT = jax.jit(lambda phi: eval_documents(cfg, phi))(phi_XxSxR)
+    phi_XxSxR = jit_once(lambda: draw_facts(cfg))()
+    eval_XxQxT = jit_once(lambda phi: eval_documents(cfg, phi))(phi_XxSxR)
     chance_X = np.asarray([task.chance_accuracy(phi) for phi in np.asarray(phi_XxSxR)])
 
     def evaluate(params, step, hp_m, eval_XxQxT):
@@ -115,7 +124,7 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
                            sampler=lambda group: make_sample_batch(lever, cfg, perm_seed, group.batch_size),
                            evaluate=evaluate, data=(phi_XxSxR,), eval_data=(eval_XxQxT,))
     spec = SweepSpec(seeds=cfg.seeds, steps=cfg.steps, optim=cfg.optim, batch_size=cfg.batch_size,
-                     eval_every=cfg.eval_every, seed=cfg.seed, chunk_size=cfg.chunk_size, log_every=cfg.log_every,
+                     eval_every=cfg.eval_every, seed=cfg.base_seeds, chunk_size=cfg.chunk_size, log_every=cfg.log_every,
                      checkpoint_every=cfg.checkpoint_every)
     res = sweep.run(sweep_task, [Arm(n, a, t) for n, a, t in zip(arm_names, arms, training)], spec, ctx,
                     desc=f"facts {lever}")
@@ -132,8 +141,8 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
             plots.Panel(res.curves["answer_loss"], "answer loss (nats, all facts)", log=True)],
             title=title or f"facts, {lever} lever")
         ctx.save_figure(fig, "accuracy_curves")
-        m = cfg.seeds * len(arms)
-        ctx.save_arrays("curves", steps=res.eval_steps, arm=np.tile(np.arange(len(arms)), cfg.seeds),
+        m = cfg.total_seeds * len(arms)
+        ctx.save_arrays("curves", steps=res.eval_steps, arm=np.tile(np.arange(len(arms)), cfg.total_seeds),
                         **{n: np.swapaxes(res.curves[n], 0, 1).reshape(m, -1).T
                            for n in ("test_acc", "train_acc", "answer_loss")})
     return out
@@ -155,7 +164,7 @@ def summarize(cfg: SweepConfig, res: sweep.SweepResult, arm_names, baseline_arm:
             row.update(cols[t][name])
         final = acc[a, :, -1]
         row.update({
-            "seeds": cfg.seeds,
+            "seeds": cfg.total_seeds,
             "early_step": int(steps_E[early]),
             "early_test_acc_mean": float(acc[a, :, early].mean()),
             "final_test_acc_mean": float(final.mean()),
@@ -168,8 +177,12 @@ def summarize(cfg: SweepConfig, res: sweep.SweepResult, arm_names, baseline_arm:
         })
         per_arm[name] = row
     labels = [{"seed": s, "arm": a, **{k: v for k, v in res.arms[a].levers.items()}}
-              for s in range(cfg.seeds) for a in range(len(arm_names))]
+              for s in range(cfg.total_seeds) for a in range(len(arm_names))]
+    per_seed = {f"steps_to_{t:g}": res.per_seed(reach[t], censored=True, unit="steps") for t in cfg.thresholds}
+    per_seed.update(early_test_acc=res.per_seed(acc[:, :, early]), final_test_acc=res.per_seed(acc[:, :, -1]),
+                    mean_test_acc=res.per_seed(acc.mean(axis=2)))
     return {
+        "per_seed": per_seed,
         "per_arm": per_arm, "baseline": arm_names[baseline_arm], "thresholds": list(cfg.thresholds),
         "chance_acc": float(np.mean(chance_X)),
         "steps": [int(s) for s in steps_E],
@@ -183,7 +196,7 @@ def summarize(cfg: SweepConfig, res: sweep.SweepResult, arm_names, baseline_arm:
 def headline(res: dict, cfg: SweepConfig) -> dict:
     """Flat numbers for the report: per arm censored steps to each threshold (restricted mean,
     seeds reached), early / final accuracy, speed-up vs the baseline."""
-    head = {"seeds": cfg.seeds, "steps": cfg.steps, "subjects": cfg.task.num_subjects,
+    head = {"seeds": cfg.total_seeds, "steps": cfg.steps, "subjects": cfg.task.num_subjects,
             "chance_acc": res["chance_acc"], "baseline_arm": res["baseline"]}
     t0 = cfg.thresholds[0]
     for name, row in res["per_arm"].items():
@@ -206,7 +219,8 @@ def format_arm(name: str, row: dict, threshold: float) -> str:
             f"{row['early_step']}, final {row['final_test_acc_mean']:.2f}")
 
 
-__all__ = ["FULL", "LEVERS", "LOSS_POSITIONS", "QUICK", "FactsTask", "ModelConfig", "SweepConfig", "format_arm",
+__all__ = ["FULL", "LEVERS", "LOSS_POSITIONS", "MEDIUM_SEEDS", "QUICK", "FactsTask", "ModelConfig", "SweepConfig",
+           "format_arm",
            "headline", "run_sweep", "summarize"]
 
 
@@ -215,10 +229,12 @@ __all__ = ["FULL", "LEVERS", "LOSS_POSITIONS", "QUICK", "FactsTask", "ModelConfi
 # Shared presets of the facts experiments (synthetic/facts_*.py). FULL is the paper's (App. B.3:
 # 6x6x192 GPT-2, Adam lr 5e-5, betas (0.9, 0.95), batch 64, 100 subjects); QUICK is the CPU scale:
 # 50 subjects, 2 layers x 2 heads x width 64, lr 1e-3 (20x the paper's: at 5e-5 a tiny model barely
-# moves in 500 steps), 500 steps, 3 seeds.
+# moves in 500 steps), 500 steps, 4 seeds at each of 2 base seeds.
 QUICK = SweepConfig(
     task=FactsTask(num_subjects=50, num_relations=4, answers_per_relation=16, num_noise=32, k_noise=3),
     model=ModelConfig(num_layers=2, num_heads=2, width=64),
-    optim=OptimConfig(name="adam", lr=1e-3, b1=0.9, b2=0.95), batch_size=64, steps=500, seeds=3,
+    optim=OptimConfig(name="adam", lr=1e-3, b1=0.9, b2=0.95), batch_size=64, steps=500, seeds=4,
     thresholds=(0.2, 0.5), eval_every=25, curriculum_start=10, curriculum_switch=100, chunk_size=250, log_every=25)
+# The medium scale (CPU, `lsb run NAME --config medium`): a quick config with more seeds per base seed.
+MEDIUM_SEEDS = 16
 FULL = SweepConfig()

@@ -45,7 +45,8 @@ from lsb_jax.tasks.icl_levers import (ARM_DEFAULTS, LEVERS, READOUT, GradCosine,
                                       train_bayes_predictions, validate_arms)
 from lsb_jax.tracking import LossTracker, TrajectoryStore, evenly_spaced_steps, pool_scorer, selection_counts
 from lsb_jax.train import EvalHook, sweep
-from lsb_jax.train.arms import ArmTraining, arm_training
+from lsb_jax.train.arms import ArmTraining, arm_training, base_seed_tuple
+from lsb_jax.train.state import jit_once
 from lsb_jax.train.sweep import Arm, SweepSpec, SweepTask
 
 
@@ -74,9 +75,9 @@ class SweepConfig:
     optim: OptimConfig = OptimConfig(name="adam", lr=1e-4, b1=0.9, b2=0.999)
     batch_size: int = 128
     steps: int = 20_000
-    seeds: int = 3
-    seed: int = 0
-    data_seed: int = 1234          # test set, direction v, pools (folded with the seed index)
+    seeds: int = 3                 # per base seed
+    base_seeds: tuple[int, ...] = (0, 1)  # replicates: every claim is decided at each (init, pools, data)
+    data_seed: int = 1234          # test set, direction v; pools fold in (base seed, seed index)
     pool_size: int = 2 ** 15       # N: tasks per seed's pool (largest k, Zipf pool, curriculum cap)
     test_size: int = 1024
     eval_every: int = 100
@@ -102,6 +103,15 @@ class SweepConfig:
         if self.checkpoint_every < 0 or self.curriculum_first < 0:
             raise ValueError("sweep.checkpoint_every and sweep.curriculum_first must be >= 0")
         icl.ICLTask(self.dim, self.num_points, self.noise_var, self.prior_var)  # validates
+        try:
+            base_seed_tuple(self.base_seeds)
+        except ValueError as e:
+            raise ValueError(f"sweep.base_seeds: {e}") from None
+
+    @property
+    def total_seeds(self) -> int:
+        """Seeds per arm over all base seeds (global seed index r * seeds + i)."""
+        return self.seeds * len(self.base_seeds)
 
     @property
     def task(self) -> icl.ICLTask:
@@ -132,7 +142,7 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
     predict = make_predict(graphdef)
 
     data_key = jax.random.PRNGKey(cfg.data_seed)
-    v_D, test, pools = jax.jit(lambda key: (icl.random_direction(jax.random.fold_in(key, 2), task.dim),
+    v_D, test, pools = jit_once(lambda key: (icl.random_direction(jax.random.fold_in(key, 2), task.dim),
                                             task.test_set(jax.random.fold_in(key, 3), cfg.test_size),
                                             draw_pools(cfg)))(data_key)
     perm_seed = cfg.data_seed
@@ -144,7 +154,7 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
     zero_loss = float(np.mean(icl.squared_errors(0.0 * y_SxT, y_SxT, task.dim)))
     bayes_at = cfg.steps if lever == "curriculum" else 0
     bayes_AxSxT = train_bayes_predictions(lever, cfg, arms, pools, v_D, test, perm_seed, bayes_at)
-    m = cfg.seeds * len(arms)
+    m = cfg.total_seeds * len(arms)
     bayes_MxSxT = bayes_AxSxT.reshape((m,) + ridge_SxT.shape)   # seed-major = member order
     bayes_loss_M = np.mean((bayes_MxSxT - y_SxT) ** 2, axis=(1, 2)) / task.dim
     threshold = ridge_loss + cfg.threshold_frac * (zero_loss - ridge_loss)
@@ -159,10 +169,10 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
     track_items = np.asarray(Subset(cfg.pool_size, 1, perm_seed=perm_seed).order())[np.arange(cfg.track_tasks)]
     k_track = jax.random.fold_in(data_key, 4)
 
-    @jax.jit
+    @jit_once
     def tracked_sequences(pools):
         track = jax.vmap(lambda s: task.sample_sequences(jax.random.fold_in(k_track, s), pools[s][track_items]))(
-            jnp.arange(cfg.seeds))
+            jnp.arange(cfg.total_seeds))
         return {"tokens": jax.vmap(icl.to_tokens)(track["x"], track["y"]), "y": track["y"]}
 
     track_tok = tracked_sequences(pools)
@@ -193,7 +203,7 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
                            eval_data=(test["x"], test["y"], jnp.asarray(ridge_SxT)),
                            member_data=(bayes_MxSxT,), hooks=hooks)
     spec = SweepSpec(seeds=cfg.seeds, steps=cfg.steps, optim=cfg.optim, batch_size=cfg.batch_size,
-                     eval_every=cfg.eval_every, seed=cfg.seed, chunk_size=cfg.chunk_size, log_every=cfg.log_every,
+                     eval_every=cfg.eval_every, seed=cfg.base_seeds, chunk_size=cfg.chunk_size, log_every=cfg.log_every,
                      checkpoint_every=cfg.checkpoint_every)
     res = sweep.run(sweep_task, [Arm(n, a, t) for n, a, t in zip(arm_names, arms, training)], spec, ctx,
                     desc=f"icl {lever}")
@@ -208,7 +218,7 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
     to_member = lambda v_AxSxE: np.swapaxes(v_AxSxE, 0, 1).reshape(m, -1).T  # noqa: E731  [E, M] member order
     loss_AxSxE = res.curves["test_loss"]
     loss_ExM = to_member(loss_AxSxE)
-    batch_M = np.tile(res.batch_size, cfg.seeds)
+    batch_M = np.tile(res.batch_size, cfg.total_seeds)
     data_ExM = steps_E[:, None] * batch_M[None, :]
     reach_AxS = res.steps_to(loss_AxSxE, threshold)
     params_M = jax.tree.map(lambda x: jnp.asarray(np.swapaxes(x, 0, 1).reshape((m,) + x.shape[2:])), res.final_params)
@@ -216,7 +226,7 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
         params_M, test["x"], test["y"])))
     per_len_MxT = np.mean((pred_MxSxT - y_SxT) ** 2, axis=1) / task.dim
     ridge_T = np.mean((ridge_SxT - y_SxT) ** 2, axis=0) / task.dim
-    arm_of = np.tile(np.arange(na), cfg.seeds)
+    arm_of = np.tile(np.arange(na), cfg.total_seeds)
     group_of = {a: g.number for g in res.groups for a in g.group.arms}
     # the largest datapoint count every arm reaches (Fig. 9: arms compared at equal data, not steps)
     data_budget = int(steps_E[-1] * res.batch_size.min())
@@ -228,7 +238,7 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
             **{k: v for k, v in arms[a].items()},
             "batch_size": b, "program_group": group_of[a], **reach_cols[name],
             "datapoints_to_threshold_rmean": reach_cols[name]["steps_to_threshold_rmean"] * b,
-            "seeds": cfg.seeds, "diverged": int((res.diverged_at[a] >= 0).sum()),
+            "seeds": cfg.total_seeds, "diverged": int((res.diverged_at[a] >= 0).sum()),
             "final_test_loss_mean": float(np.nanmean(final)), "final_test_loss_std": analysis.mean_std(final)[1],
             "best_test_loss_mean": float(np.nanmean(np.nanmin(loss_AxSxE[a], axis=1))),
             "final_dist_ridge_mean": float(np.nanmean(res.curves["dist_ridge"][a, :, -1])),
@@ -239,7 +249,7 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
         for n in cos_names:
             per_arm[name][n + "_mean"] = float(np.nanmean(res.curves[n][a]))   # over evaluations and seeds
 
-    members = [{"seed": s, "arm": a, **arms[a]} for s in range(cfg.seeds) for a in range(na)]
+    members = [{"seed": s, "arm": a, **arms[a]} for s in range(cfg.total_seeds) for a in range(na)]
     clusters = _cluster_tracked(traj_MxNxK, members, track_items, pools)
 
     # --- figures ---------------------------------------------------------------------------------
@@ -247,7 +257,7 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
     fig = plots.compare_arms(steps_E, arm_names, [
         plots.Panel(loss_AxSxE, "test loss (MSE / d)", lines=lines),
         plots.Panel(res.curves["dist_ridge"], "distance to ridge (MSE / d)", log=True)],
-        title=title or f"{lever} lever, {cfg.seeds} seeds")
+        title=title or f"{lever} lever, {cfg.total_seeds} seeds")
     ctx.save_figure(fig, "loss_curves")
 
     fig, (ax0, ax1, ax2) = plots.figure(3)
@@ -280,7 +290,22 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
                     ridge_per_context=ridge_T, batch_size=batch_M, datapoints=data_ExM, arm=arm_of,
                     **{n: to_member(res.curves[n]) for n in cos_names})
     reach_M = np.swapaxes(reach_AxS, 0, 1).ravel()
+    final = lambda name: res.curves[name][:, :, -1]   # noqa: E731  [A, S] at the last evaluation
+    budget_AxS = np.asarray([[np.interp(data_budget, steps_E * res.batch_size[a], loss_AxSxE[a, s])
+                              for s in range(loss_AxSxE.shape[1])] for a in range(na)])
+    per_seed = {
+        "steps_to_threshold": res.per_seed(reach_AxS, censored=True, unit="steps"),
+        "final_test_loss": res.per_seed(final("test_loss"), unit="MSE/d"),
+        # the share of the zero -> ridge gap closed at the seed's best evaluation (progress short of the threshold)
+        "gap_closed": res.per_seed((zero_loss - np.nanmin(loss_AxSxE, axis=2)) / (zero_loss - ridge_loss)),
+        "test_loss_at_data_budget": res.per_seed(budget_AxS, unit="MSE/d"),
+        # < 0: the final predictor is nearer its training distribution's Bayes predictor than ridge (memorizing)
+        "train_bayes_minus_ridge_distance": res.per_seed(final("dist_train_bayes") - final("dist_ridge"),
+                                                         unit="MSE/d"),
+        **{n: res.per_seed(np.nanmean(res.curves[n], axis=2)) for n in cos_names},
+    }
     return {
+        "per_seed": per_seed,
         "per_arm": per_arm,
         "ridge_test_loss": ridge_loss, "zero_test_loss": zero_loss, "threshold": threshold,
         "data_budget": data_budget,
@@ -350,13 +375,14 @@ def format_arm(name: str, row: dict) -> str:
             f"({row['steps_to_threshold_reached']}/{row['seeds']} seeds reached)")
 
 
-__all__ = ["ARM_DEFAULTS", "FULL", "LEVERS", "QUICK", "QUICK_ESCAPE", "READOUT", "ArmTraining", "GradCosine",
+__all__ = ["ARM_DEFAULTS", "FULL", "LEVERS", "MEDIUM_SEEDS", "QUICK", "QUICK_ESCAPE", "READOUT", "ArmTraining",
+           "GradCosine",
            "ModelConfig", "SweepConfig", "format_arm", "headline", "run_sweep"]
 
 
 # Shared presets of the ICL experiments (synthetic/icl_*.py): the CPU quick scale and the paper's.
 QUICK = SweepConfig(dim=4, num_points=9, model=ModelConfig(num_layers=2, num_heads=2, width=32),
-                    optim=OptimConfig(name="adam", lr=1e-3), batch_size=32, steps=1500, seeds=2,
+                    optim=OptimConfig(name="adam", lr=1e-3), batch_size=32, steps=1500, seeds=2, base_seeds=(0, 1),
                     pool_size=1024, test_size=128, eval_every=50, threshold_frac=0.9, track_tasks=64,
                     track_points=6, chunk_size=100, log_every=50)
 FULL = SweepConfig(steps=30_000, eval_every=250, log_every=50, chunk_size=250, checkpoint_every=5000)
@@ -366,3 +392,7 @@ FULL = SweepConfig(steps=30_000, eval_every=250, log_every=50, chunk_size=250, c
 # steps (lr 3e-3 and 1e-2 stay on it), so the interventions can change when that happens.
 QUICK_ESCAPE = dataclasses.replace(QUICK, dim=2, num_points=8, noise_var=0.25, steps=1500, eval_every=100,
                                    threshold_frac=0.7, chunk_size=250, log_every=100)
+# The medium scale (CPU, `lsb run NAME --config medium`): a quick config with more seeds per base seed,
+# enough to decide claims whose effect the quick scale's 2 seeds cannot separate from the seed-to-seed
+# spread of the escape step. (On CPU the cost of this GPT-2 grows about linearly with the seeds.)
+MEDIUM_SEEDS = 16

@@ -53,6 +53,7 @@ import numpy as np
 from lsb_jax.config import require_positive
 from lsb_jax.data import Subset, Zipf, piecewise
 from lsb_jax.models import gpt2
+from lsb_jax.train.arms import member_data_keys
 
 LEVERS = ("subset", "zipf", "curriculum")
 LOSS_POSITIONS = ("all", "answer")
@@ -207,9 +208,11 @@ def make_sample_batch(lever: str, cfg, perm_seed: int, batch_size: int | None = 
 
 
 def draw_facts(cfg) -> jax.Array:
-    """[seeds, S, R] int32: seed i's phi from fold_in(fold_in(PRNGKey(data_seed), FACTS), i)."""
-    base = jax.random.fold_in(jax.random.PRNGKey(cfg.data_seed), _FACTS_STREAM)
-    return jax.vmap(lambda i: cfg.task.facts(jax.random.fold_in(base, i)))(jnp.arange(cfg.seeds))
+    """[seeds, S, R] int32: each seed's phi; base seed r's seed i draws it from
+    fold_in(fold_in(fold_in(PRNGKey(data_seed), FACTS), r), i) (`train.arms.member_data_keys`)."""
+    keys = member_data_keys(jax.random.fold_in(jax.random.PRNGKey(cfg.data_seed), _FACTS_STREAM), cfg.seeds,
+                            cfg.base_seeds)
+    return jax.vmap(cfg.task.facts)(keys)
 
 
 def eval_documents(cfg, phi_XxSxR: jax.Array) -> jax.Array:

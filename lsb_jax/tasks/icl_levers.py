@@ -45,6 +45,7 @@ from lsb_jax.models import gpt2
 from lsb_jax.optim import label_params
 from lsb_jax.tasks import icl
 from lsb_jax.train.step import reduce_losses
+from lsb_jax.train.arms import member_data_keys
 
 LEVERS = ("subset", "zipf", "curriculum", "fresh")
 ARM_DEFAULTS = {"k": math.inf, "alpha": 0.0, "beta": 0.0, "curriculum": 0.0}
@@ -191,9 +192,9 @@ def make_predict(graphdef):
 
 
 def draw_pools(cfg) -> jax.Array:
-    """[seeds, N, D]: seed i's task pool, w ~ N(0, tau^2 I) from fold_in(data_seed key, i)."""
-    base = jax.random.fold_in(jax.random.PRNGKey(cfg.data_seed), 1)
-    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(cfg.seeds))
+    """[seeds, N, D]: each seed's task pool, w ~ N(0, tau^2 I); base seed r's seed i draws it from
+    fold_in(fold_in(fold_in(PRNGKey(data_seed), 1), r), i) (`train.arms.member_data_keys`)."""
+    keys = member_data_keys(jax.random.fold_in(jax.random.PRNGKey(cfg.data_seed), 1), cfg.seeds, cfg.base_seeds)
     return jax.vmap(lambda k: cfg.task.sample_tasks(k, cfg.pool_size))(keys)
 
 
@@ -215,7 +216,7 @@ def train_bayes_predictions(lever: str, cfg, arms: Sequence[dict], pools, v_D, t
     task = cfg.task
     x, y = test["x"], test["y"]
     ridge = np.asarray(gaussian_bayes(x, y, task.prior_cov(), task.noise_var))
-    out = np.zeros((cfg.seeds, len(arms)) + ridge.shape, np.float32)
+    out = np.zeros((cfg.total_seeds, len(arms)) + ridge.shape, np.float32)
     for a, arm in enumerate(arms):
         hp = {n: jnp.asarray(arm[n], jnp.float32) for n in ARM_DEFAULTS}
         if not bool(uses_pool(lever, hp)):
@@ -225,7 +226,7 @@ def train_bayes_predictions(lever: str, cfg, arms: Sequence[dict], pools, v_D, t
             continue
         # inactive tasks get log-probability -inf: every arm has the same shapes, one compilation
         log_probs_N = jnp.log(pool_sampler(lever, cfg, hp, perm_seed).probs(at_step))
-        for s in range(cfg.seeds):
+        for s in range(cfg.total_seeds):
             out[s, a] = np.asarray(_pool_bayes(x, y, pools[s], log_probs_N, task.noise_var, cfg.bayes_chunk))
     return out
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Hashable, Mapping, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -61,6 +62,14 @@ def member_keys(num_seeds: int, seed: int | Sequence[int]) -> jnp.ndarray:
     """[R * num_seeds, 2] keys of the seeds of R base seeds: base seed r's seed i (global seed index
     r * num_seeds + i) gets fold_in(PRNGKey(base_r), i), the key it has in a run of base seed r alone."""
     return jnp.concatenate([seed_keys(b, num_seeds) for b in base_seed_tuple(seed)])
+
+
+def member_data_keys(key: jax.Array, num_seeds: int, seed: int | Sequence[int]) -> jax.Array:
+    """[R * num_seeds, 2] per-seed data keys (a seed's task pool, facts table, ...) under `key`:
+    base seed r's seed i gets fold_in(fold_in(key, base_r), i), so a replicate's data, like its
+    init (`member_keys`), is the one it has in a run of base seed r alone, and base seeds differ."""
+    return jnp.stack([jax.random.fold_in(jax.random.fold_in(key, b), i)
+                      for b in base_seed_tuple(seed) for i in range(num_seeds)])
 
 
 def member_arms(num_seeds: int, seed: int | Sequence[int], arms: Sequence[Mapping[str, float]]) -> Members:
@@ -176,6 +185,12 @@ def group_members(members: Members, group: ArmGroup) -> tuple[np.ndarray, Member
 
 # The optimizer interventions of seed 004 (Figs. 2, 3, 12) as arms, defined once for every task.
 INTERVENTIONS = ("pcgrad", "frozen_readout", "layer_lr", "sam")
+# what the paper says each does, (figure, sentence), for the claims of every task that runs them
+# (layer-wise lr and SAM: the paper claims no direction; they are measured, not decided)
+INTERVENTION_CLAIMS = {
+    "pcgrad": ("Fig. 3", "PCGrad, run at a 4x smaller batch, improves faster per step than the plain optimizer"),
+    "frozen_readout": ("Fig. 12", "training with the readout layer frozen gives a moderate speedup"),
+}
 
 
 def check_interventions(names: Sequence[str], pcgrad_batch_divisor: int, readout_lr_scale: float,
