@@ -1,9 +1,9 @@
 """The `lsb` command: list, run and reproduce experiments.
 
     lsb list
-    lsb show NAME [--config quick|full] [--set key=value ...]
-    lsb run NAME [--config quick|full] [--set key=value ...] [--out DIR] [--resume] [--force]
-    lsb reproduce [--quick|--full] [--only PATTERN] [--force]
+    lsb show NAME [--config quick|medium|full] [--set key=value ...]
+    lsb run NAME [--config quick|medium|full] [--set key=value ...] [--out DIR] [--resume] [--force]
+    lsb reproduce [--quick|--medium|--full] [--only PATTERN] [--force]
 
 Bad input (unknown experiment, unknown --set key, ill-typed value, an unfinished run in the
 way, a run directory in use, an unreadable data file or model path) prints one line
@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
 
     def add_config_args(sp):
         sp.add_argument("name")
-        sp.add_argument("--config", default="quick", help="config name: quick (CPU) or full (paper scale)")
+        sp.add_argument("--config", default="quick",
+                        help="config name: quick (CPU), medium (CPU, more seeds; some) or full (paper scale)")
         sp.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field (dotted keys for nested fields); repeatable")
 
@@ -56,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="run every experiment's quick (or full) config and write a report")
     mode = rep.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="CPU-sized configs (default)")
+    mode.add_argument("--medium", action="store_true",
+                      help="medium configs where an experiment has one (CPU, seeds to decide its claims), else quick")
     mode.add_argument("--full", action="store_true", help="paper-scale configs (GPU/TPU)")
     rep.add_argument("--only", default=None, metavar="PATTERN", help="glob or substring of experiment names")
     rep.add_argument("--force", action="store_true", help="rerun even experiments that are up to date")
@@ -66,9 +69,10 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_list(args) -> int:
     broken: dict[str, str] = {}
     exps = exp_lib.discover(broken=broken)
-    rows = [("name", "reproduces", "quick", "full", "file")]
+    rows = [("name", "reproduces", "quick", "medium", "full", "file")]
     for e in exps.values():
-        rows.append((e.name, e.reproduces, e.cost.get("quick", "?"), e.cost.get("full", "?"), e.source))
+        medium = e.cost.get("medium", "?") if "medium" in e.configs else "-"
+        rows.append((e.name, e.reproduces, e.cost.get("quick", "?"), medium, e.cost.get("full", "?"), e.source))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -102,8 +106,15 @@ def select(exps: dict, pattern: str | None) -> list:
     return chosen
 
 
+def _scale(exp, cname: str) -> dict:
+    """The report's note on a run's scale: its config, and the medium config that can decide what quick cannot."""
+    return {"config": cname, "decide_with": (f"lsb run {exp.name} --config medium"
+                                             if cname == "quick" and "medium" in exp.configs else None)}
+
+
 def cmd_reproduce(args) -> int:
-    mode = "full" if args.full else "quick"
+    mode = "full" if args.full else "medium" if args.medium else "quick"
+    config_of = lambda exp: mode if mode in exp.configs else "quick"   # noqa: E731  (medium falls back to quick)
     everything = exp_lib.discover()
     chosen = select(everything, args.only)
     runs_root = Path(args.runs)
@@ -112,18 +123,20 @@ def cmd_reproduce(args) -> int:
     for exp in everything.values():
         if exp.name in chosen_names:
             continue
-        run_dir = runner.default_run_dir(runs_root, exp.name, mode, exp.configs[mode])
+        cname = config_of(exp)
+        run_dir = runner.default_run_dir(runs_root, exp.name, cname, exp.configs[cname])
         if runner.status_of(run_dir) == "complete":  # --only keeps earlier results in the report
             entries.append({"experiment": exp.name, "reproduces": exp.reproduces, "run_dir": str(run_dir),
                             "status": "complete", "results": io.read_json(run_dir / "results.json"),
-                            "earlier": True})
+                            "earlier": True, **_scale(exp, cname)})
     for exp in chosen:
-        cfg = exp.configs[mode]
+        cname = config_of(exp)
+        cfg = exp.configs[cname]
         entry = {"experiment": exp.name, "reproduces": exp.reproduces,
-                 "run_dir": str(runner.default_run_dir(runs_root, exp.name, mode, cfg))}
-        print(f"== {exp.name} ({mode}): {exp.reproduces}", file=sys.stderr, flush=True)
+                 "run_dir": str(runner.default_run_dir(runs_root, exp.name, cname, cfg)), **_scale(exp, cname)}
+        print(f"== {exp.name} ({cname}): {exp.reproduces}", file=sys.stderr, flush=True)
         try:
-            run_dir, results = runner.run_experiment(exp, cfg, mode, runs_root=runs_root, resume=True,
+            run_dir, results = runner.run_experiment(exp, cfg, cname, runs_root=runs_root, resume=True,
                                                      force=args.force, progress=not args.no_progress)
             entry.update(status="complete", results=results, run_dir=str(run_dir))
         except Exception as e:  # keep going: the report shows what failed
@@ -136,7 +149,7 @@ def cmd_reproduce(args) -> int:
         entries.append(entry)
     order = {name: i for i, name in enumerate(everything)}
     entries.sort(key=lambda e: order[e["experiment"]])
-    name = "report.md" if mode == "quick" else "report-full.md"
+    name = "report.md" if mode == "quick" else f"report-{mode}.md"
     path = report_lib.write_report(runs_root / name, entries, mode)
     print(f"report: {path} ({len(entries) - failed} complete, {failed} failed)")
     return 1 if failed else 0

@@ -38,13 +38,16 @@ def _num(v: Any) -> str:
     return _fmt(float(v)) if isinstance(v, (int, float)) else str(v)
 
 
-def _claim_cell(c: dict) -> tuple[str, str]:
-    """(effect with its 95% interval per base seed, verdict with the reason when base seeds disagree)."""
+def _claim_cell(c: dict, decide_with: str | None = None) -> tuple[str, str]:
+    """(effect with its 95% interval per base seed, verdict with the reason when base seeds disagree
+    and, for an inconclusive verdict, the command of the larger config that can decide it)."""
     rows = c.get("by_base_seed") or []
     unit = f" {c['unit']}" if c.get("unit") else ""
     effect = "; ".join(f"{_num(r['effect'])}{unit} [{_num(r['ci'][0])}, {_num(r['ci'][1])}] (base {r['base_seed']}, "
                        f"n={r['n']})" for r in rows) or "-"
     verdict = f"**{c['verdict']}**" + (f" ({c['reason']})" if c.get("reason") else "")
+    if decide_with and c["verdict"] == "inconclusive":
+        verdict += f"; more seeds: `{decide_with}`"
     return effect, verdict
 
 
@@ -69,7 +72,7 @@ def claims_section(entries: Sequence[dict]) -> list[str]:
                   "| claim | source | comparison | effect [95% CI] | verdict | experiment |",
                   "|---|---|---|---|---|---|"]
         for e, c in by_paper[paper]:
-            effect, verdict = _claim_cell(c)
+            effect, verdict = _claim_cell(c, e.get("decide_with"))
             old = " (earlier run)" if e.get("earlier") else ""
             lines.append(f"| {c['says']} | {c['figure']} | {c['comparison']} | {effect} | {verdict} | "
                          f"[{e['experiment']}](#{e['experiment']}){old} |")

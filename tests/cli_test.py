@@ -78,3 +78,42 @@ def test_a_broken_experiment_file_does_not_break_the_others(tmp_path):
     bad = subprocess.run(lsb_cmd("run", "needs_missing"), cwd=work, env=env, capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 2 and "failed to load (ModuleNotFoundError" in bad.stderr
+
+
+def test_reproduce_medium_runs_medium_configs_and_quick_points_to_them(tmp_path):
+    """--medium runs an experiment's medium config where it has one (quick elsewhere) into report-medium.md;
+    the quick report's inconclusive verdict names the medium command."""
+    root = tmp_path / "proj"
+    (root / "synthetic").mkdir(parents=True)
+    (root / "synthetic" / "med.py").write_text(
+        "import dataclasses\nimport numpy as np\nfrom lsb_jax import claims\n"
+        "from lsb_jax.experiments import Experiment\n"
+        "@dataclasses.dataclass(frozen=True)\nclass C:\n    effect: float = 0.0\n"
+        "def run(cfg, ctx):\n"
+        "    base = np.arange(16.0)\n"
+        "    noise = np.where(np.arange(16) % 2, 1.0, -1.0)   # paired differences +-1 around the effect\n"
+        "    return {'per_seed': {'loss': claims.per_seed(np.stack([base + cfg.effect + noise, base]),\n"
+        "                                                 ['A', 'B'], [0, 1])}}\n"
+        "CLAIM = claims.Claim('a_higher', '004', 'Fig. 0', 'A has the higher loss', 'loss', 'A', 'B',\n"
+        "                     expect='higher')\n"
+        "EXPERIMENT = Experiment(name='med', reproduces='test',\n"
+        "                        configs={'quick': C(), 'medium': C(5.0), 'full': C(5.0)}, run=run, claims=(CLAIM,))\n")
+    (root / "synthetic" / "plain.py").write_text(
+        "import dataclasses\nfrom lsb_jax.experiments import Experiment\n"
+        "@dataclasses.dataclass(frozen=True)\nclass C:\n    x: int = 1\n"
+        "EXPERIMENT = Experiment(name='plain', reproduces='test', configs={'quick': C(), 'full': C(2)},\n"
+        "                        run=lambda cfg, ctx: {'headline': {'x': cfg.x}})\n")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", LSB_ROOT=str(root))
+    work = tmp_path / "work"
+    work.mkdir()
+    for mode in ("--medium", "--quick"):
+        out = subprocess.run(lsb_cmd("reproduce", mode, "--no-progress"), cwd=work, env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+    runs = sorted((p.parent.parent.name, p.parent.name.split("-")[0]) for p in (work / "runs").glob("*/*/results.json"))
+    assert runs == [("med", "medium"), ("med", "quick"), ("plain", "quick")]     # plain has no medium config
+    medium = (work / "runs" / "report-medium.md").read_text()
+    quick = (work / "runs" / "report.md").read_text()
+    row = lambda md: next(line for line in md.splitlines() if line.startswith("| A has the higher loss"))  # noqa: E731
+    assert "**reproduced**" in row(medium) and "more seeds" not in row(medium)
+    assert "**inconclusive**" in row(quick) and "more seeds: `lsb run med --config medium`" in row(quick)
