@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lsb_jax import experiments, runner
+from lsb_jax import claims, experiments, runner
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +23,11 @@ def test_stagewise(tmp_path):
                 "closed_form_err_gd", "closed_form_err_sam_per_head"):
         assert head[key] < 0.05, (key, head[key])
     assert -2.2 < head["gd_time_vs_eigenvalue_loglog_slope"] < -1.6
+    # 2 of 2 seeds in order at each base seed: the exact binomial interval excludes chance (1/4! = 1/24)
+    decided = {c["key"]: c for c in res["claims"]}
+    for key in ("stagewise_order_gd", "stagewise_order_sam"):
+        assert decided[key]["verdict"] == claims.REPRODUCED, decided[key]
+        assert [(r["base_seed"], r["n"]) for r in decided[key]["by_base_seed"]] == [(0, 2), (1, 2)]
     for fig in ("stagewise_loss", "ode_check", "learning_time_vs_eigenvalue"):
         assert (run_dir / f"{fig}.png").stat().st_size > 10_000
 
@@ -33,6 +38,9 @@ def test_entropy(tmp_path):
     head = res["headline"]
     assert head["theorem_holds_frac_ansatz_global"] == 1.0
     assert head["all_learned_frac_beyond_rho_max_per_head"] == 0.0
+    # no radius of this grid is below the seed summary's bound a0 / (2 sqrt3): that claim is not declared
+    assert [c["key"] for c in res["claims"]] == ["thm44", "thm44_per_head"]
+    assert all(c["verdict"] != claims.NOT_MEASURED and len(c["by_base_seed"]) == 2 for c in res["claims"])
     assert (run_dir / "entropy_vs_rho.png").exists()
 
 

@@ -17,8 +17,14 @@ transcribed; the tests check every formula against scipy's `solve_ivp` and the s
 (A head's gradient is (G, G, G) over its three factors, so the per-head normalized perturbation
 moves each by rho/sqrt3.) Early on (a^3 << m*) GD reads da/dt = 2 kappa a^2, the paper's
 tau dv/dt = lam^2 v^2 with omega = 1; per-head SAM is GD shifted by c = rho/sqrt3,
-da/dt = 2 kappa (a - c)^2 = 2 kappa (a^2 - 2ca + c^2), whose linear term is the paper's
--2 rho sqrt3 lam^2 v up to the constant put into the normalization. The shift is the same for
+da/dt = 2 kappa (a - c)^2 = 2 kappa (a^2 - 2ca + c^2). In the paper's normalization
+(tau dv/dt = lam^2 v^2 for GD) its linear term is -(2 rho / sqrt3) lam^2 v, a third of the seed
+summary's -2 rho sqrt3 lam^2 v: that form has each factor moved by sqrt3 rho, i.e. a perturbation of
+norm 3 rho per head where SAM's has norm rho (`max_radius` vs `paper_radius_bound`; the tests check
+ours against the simulated model). Which radii are "inside Theorem 4.4's conditions" (every feature
+leaves the saddle) follows: exactly a_0 > c, rho < sqrt3 a_0 here; v_0 > 2 sqrt3 rho, rho < a_0 / (2 sqrt3),
+in the summary's early-phase form (6x smaller: the factor 3, and the linearization's zero at 2c
+instead of c). The shift is the same for
 every feature, so per-head SAM changes the learning times' *ratios* only through saturation;
 the global norm couples the heads (a head's perturbation is its share of the total gradient),
 which is where SAM's spreading of the learning times comes from (`theory/mlsa_entropy.py`).
@@ -141,6 +147,12 @@ def max_radius(a0) -> float:
     """The SAM radius at which per-head SAM stops leaving the saddle: rho = sqrt3 * a0 (each
     factor is moved by rho/sqrt3, so beyond it the perturbation exceeds the factors)."""
     return SQRT3 * a0
+
+
+def paper_radius_bound(a0) -> float:
+    """The radius below which the seed's early-phase SAM ODE tau dv/dt = lam^2 v (v - 2 sqrt3 rho)
+    leaves the saddle from v_0 = a0: rho < a0 / (2 sqrt3) (see the module doc)."""
+    return a0 / (2.0 * SQRT3)
 
 
 def dense_eigenvalues(eigenvalues, num: int = 60) -> np.ndarray:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lsb_jax.theory import dynamics, learning_times, mlsa
+from lsb_jax.train.arms import member_keys
 from lsb_jax.train.guard import trajectory_divergence
 
 
@@ -37,16 +38,17 @@ def stack(specs: Sequence[mlsa.Spectrum]) -> mlsa.Spectrum:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *specs)
 
 
-def init_members(seeds: int, heads: int, dim: int, init: mlsa.Init, seed: int = 0) -> dict:
-    """[n] initial parameter sets (seed i uses PRNGKey(seed) folded with i, shared across the grid)."""
-    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(seeds))
-    return jax.vmap(lambda k: mlsa.init_params(k, heads, dim, init))(keys)
+def init_members(seeds: int, heads: int, dim: int, init: mlsa.Init, seed: int | Sequence[int] = 0) -> dict:
+    """[R * seeds] initial parameter sets, shared across the grid: base seed r's seed i uses PRNGKey(r)
+    folded with i (`train.arms.member_keys`), the one it has in a run of base seed r alone."""
+    return jax.vmap(lambda k: mlsa.init_params(k, heads, dim, init))(member_keys(seeds, seed))
 
 
 def sweep(specs: Sequence[mlsa.Spectrum], *, rhos: Sequence[float], seeds: int, heads: int, init: mlsa.Init,
           lr: float, num_steps: int, record_every: int, method: str = "sam", norm: str = "global",
-          fraction: float = 0.5, seed: int = 0) -> Grid:
-    """Runs every (spectrum, rho, seed) from the same per-seed initializations; see the module doc."""
+          fraction: float = 0.5, seed: int | Sequence[int] = 0) -> Grid:
+    """Runs every (spectrum, rho, seed) from the same per-seed initializations; see the module doc.
+    Several base seeds give R * seeds members along the seed axis (base seed r's at r*seeds:(r+1)*seeds)."""
     stacked = stack(specs)
     dim = stacked.lam.shape[-1]
     params0 = init_members(seeds, heads, dim, init, seed)
@@ -120,3 +122,15 @@ def entropy_headline(rows: Sequence[dict], norms: Sequence[str], rho_max: float)
         if best is not None:
             headline[f"entropy_gain_{init}_{norm}_rho{best['rho']:g}"] = best["entropy_gain_mean"]
     return headline
+
+
+def entropy_gain_per_seed(grid: Grid, rhos: Sequence[float], rho_below: float) -> np.ndarray:
+    """[n] per seed: SAM's entropy gain over the GD reference (rho = 0, the grid's first radius),
+    averaged over the spectra and the radii 0 < rho < rho_below at which every feature is learned
+    both at rho and at 0; NaN for a seed with no such (spectrum, radius)."""
+    sel = [p for p, r in enumerate(rhos) if 0 < r < rho_below]
+    all_learned = np.isfinite(grid.times).all(-1)                                   # [S, P, n]
+    ok = all_learned[:, sel] & all_learned[:, :1]
+    gain = np.where(ok, grid.entropy[:, sel] - grid.entropy[:, :1], 0.0)
+    count = ok.sum(axis=(0, 1))
+    return np.where(count > 0, gain.sum(axis=(0, 1)) / np.maximum(count, 1), np.nan)
