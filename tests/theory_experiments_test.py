@@ -56,3 +56,6 @@ def test_data_lever(tmp_path):
     traj = np.load(run_dir / "trajectories.npz")
     assert traj["done"].all() and traj["losses"].shape == (256, 6)
     assert (run_dir / "data_lever.png").exists() and (run_dir / "proxy_trajectories.png").exists()
+    assert [c["key"] for c in res["claims"]] == ["reweighting_raises_gd_entropy", "hard_upsampling_raises_gd_entropy",
+                                                 "hard_beats_random_upsampling", "easy_upsampling_lowers_gd_entropy"]
+    assert all(c["verdict"] != claims.NOT_MEASURED and len(c["by_base_seed"]) == 2 for c in res["claims"])

@@ -18,7 +18,10 @@ what is learned late lowers GD's simplicity bias like SAM does, at GD's cost per
 
 Expected: GD's entropy rises with gamma and reaches SAM's at some gamma*(rho); upsampling the
 hard cluster raises GD's entropy (easy lowers it), with one gradient per step against SAM's two.
-Cost: the experiment's `cost` field (`lsb list`).
+Claims (decided per base seed, paired over the seeds' initializations): (a) the largest gamma raises
+GD's entropy over gamma = 0; (b) upsampling the hard cluster raises it over the uniform pool and over
+a random set of the same size, upsampling the easy cluster lowers it. The pool, the proxy and its
+selections are shared by all seeds. Cost: the experiment's `cost` field (`lsb list`).
 
     lsb run mlsa_data_lever --config quick --set upsample_factor=3
 """
@@ -30,9 +33,12 @@ import dataclasses
 import jax
 import numpy as np
 
+from lsb_jax import claims as claims_lib
+from lsb_jax.claims import Claim
 from lsb_jax.experiments import Experiment
 from lsb_jax.theory import data_lever, dynamics, figures, mlsa
 from lsb_jax.theory.setup import ModelConfig
+from lsb_jax.train.arms import base_seed_tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +46,8 @@ class Config:
     model: ModelConfig = ModelConfig(init="ansatz", init_noise=0.05, steps=8000, record_every=10)
     gammas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
     rhos: tuple[float, ...] = (0.0, 0.02, 0.04, 0.06)
-    seeds: int = 3
-    seed: int = 0
+    seeds: int = 6                       # per base seed
+    base_seeds: tuple[int, ...] = (0, 1)  # replicates: each claim is decided at every base seed
     # (b) the pool pipeline
     pool_size: int = 1024
     pool_context: int = 32
@@ -59,12 +65,43 @@ class Config:
             raise ValueError("seeds >= 1, pool_size >= 8, pool_context >= 1, track_points >= 2 are required")
         if not 0 < self.proxy_fraction <= 1 or self.upsample_factor < 1 or self.pool_rho < 0:
             raise ValueError("0 < proxy_fraction <= 1, upsample_factor >= 1 and pool_rho >= 0 are required")
+        try:
+            base_seed_tuple(self.base_seeds)
+        except ValueError as e:
+            raise ValueError(f"base_seeds: {e}") from None
+
+
+def _gd(gamma: float) -> str:
+    return f"GD gamma={gamma:g}"
+
+
+def _pool_arm(cfg: Config, selection: str) -> str:
+    return f"GD, {selection} x{cfg.upsample_factor}"     # data_lever.pool_pipeline's arm names
+
+
+def claims(cfg: Config) -> list[Claim]:
+    """Seed 001's proposal in its theory model: reshaping the data lowers GD's simplicity bias."""
+    hard = _pool_arm(cfg, "hard")
+    return [
+        Claim("reweighting_raises_gd_entropy", "001", "Sec. 5 (theory model)",
+              "reweighting the data toward the late-learned directions raises GD's learning-time entropy",
+              "entropy", _gd(cfg.gammas[-1]), _gd(0.0), expect="higher"),
+        Claim("hard_upsampling_raises_gd_entropy", "001", "Sec. 5 (theory model)",
+              "upsampling the proxy's hard cluster raises GD's learning-time entropy", "pool_entropy", hard, "GD",
+              expect="higher"),
+        Claim("hard_beats_random_upsampling", "001", "Sec. 5 (theory model)",
+              "upsampling the hard cluster raises it more than upsampling a random set of the same size",
+              "pool_entropy", hard, _pool_arm(cfg, "random"), expect="higher"),
+        Claim("easy_upsampling_lowers_gd_entropy", "001", "Sec. 5 (theory model)",
+              "upsampling the easy cluster does not help: it lowers GD's learning-time entropy", "pool_entropy",
+              _pool_arm(cfg, "easy"), "GD", expect="lower"),
+    ]
 
 
 def pool_pipeline(cfg: Config, ctx) -> data_lever.PoolLever:
     """(b): proxy -> trajectories (`trajectories.npz`) -> k-means -> upsample -> GD, and SAM."""
     return data_lever.pool_pipeline(cfg.model, pool_size=cfg.pool_size, context=cfg.pool_context,
-                                    pool_seed=cfg.pool_seed, seeds=cfg.seeds, seed=cfg.seed,
+                                    pool_seed=cfg.pool_seed, seeds=cfg.seeds, seed=cfg.base_seeds,
                                     proxy_fraction=cfg.proxy_fraction, points=cfg.track_points,
                                     factor=cfg.upsample_factor, cluster_on=cfg.cluster_on, rho=cfg.pool_rho,
                                     path=ctx.dir / "trajectories.npz")
@@ -72,8 +109,8 @@ def pool_pipeline(cfg: Config, ctx) -> data_lever.PoolLever:
 
 def run(cfg: Config, ctx) -> dict:
     m = cfg.model
-    lever = data_lever.distribution_lever(m, cfg.gammas, cfg.rhos, seeds=cfg.seeds, seed=cfg.seed)
-    p0 = mlsa.init_params(jax.random.PRNGKey(cfg.seed), m.heads, m.dim, m.init_spec())
+    lever = data_lever.distribution_lever(m, cfg.gammas, cfg.rhos, seeds=cfg.seeds, seed=cfg.base_seeds)
+    p0 = mlsa.init_params(jax.random.PRNGKey(cfg.base_seeds[0]), m.heads, m.dim, m.init_spec())
     cost = {"gd_s_per_step": dynamics.seconds_per_step("gd", m.spectrum(), p0, m.lr, 0.0),
             "sam_s_per_step": dynamics.seconds_per_step("sam", m.spectrum(), p0, m.lr, cfg.rhos[-1])}
     pool = pool_pipeline(cfg, ctx)
@@ -85,7 +122,12 @@ def run(cfg: Config, ctx) -> dict:
                 "sam_cost_per_step_vs_gd": cost["sam_s_per_step"] / cost["gd_s_per_step"],
                 **data_lever.pool_headline(pool),
                 "diverged_members": int(lever.gd.diverged.sum() + lever.sam.diverged.sum()) + pool.diverged}
-    return {"headline": headline, "summary": summary(cfg, lever, pool, cost),
+    per_seed = {
+        "entropy": claims_lib.per_seed(np.concatenate([lever.gd.entropy[:, 0], lever.sam.entropy[0]]),
+                                       [_gd(g) for g in cfg.gammas] + [f"SAM rho={r:g}" for r in cfg.rhos],
+                                       cfg.base_seeds, unit="nats"),
+        "pool_entropy": claims_lib.per_seed(pool.entropy, pool.names, cfg.base_seeds, unit="nats")}
+    return {"headline": headline, "summary": summary(cfg, lever, pool, cost), "per_seed": per_seed,
             "gamma_star": dict(zip([str(r) for r in cfg.rhos], lever.gamma_star)),
             "pool_arms": [{"arm": n, "entropy": e, "times": t, "test_loss_rel": tl}
                           for n, e, t, tl in zip(pool.names, pool.entropy, pool.times, pool.test)],
@@ -118,5 +160,6 @@ EXPERIMENT = Experiment(
     },
     cost={"quick": "~45 s CPU", "full": "~10 min CPU"},
     run=run,
+    claims=claims,
     order=12,
 )

@@ -37,8 +37,9 @@ class DistributionLever(NamedTuple):
 
 
 def distribution_lever(model: ModelConfig, gammas: Sequence[float], rhos: Sequence[float], *, seeds: int,
-                       seed: int = 0) -> DistributionLever:
-    """Part (a) of the module doc, every member from the same per-seed initializations."""
+                       seed: int | Sequence[int] = 0) -> DistributionLever:
+    """Part (a) of the module doc, every member from the same per-seed initializations (several base
+    seeds: R * seeds of them, `sweeps.sweep`)."""
     common = dict(seeds=seeds, seed=seed, **model.sweep_args())
     specs = [model.spectrum(omega=mlsa.reweighted_omega(np.asarray(model.eigenvalues), g)) for g in gammas]
     gd = sweeps.sweep(specs, rhos=(0.0,), method="gd", **common)
@@ -46,8 +47,8 @@ def distribution_lever(model: ModelConfig, gammas: Sequence[float], rhos: Sequen
     base = model.spectrum()
     test_loss = jax.vmap(lambda p: mlsa.population_loss(p, base))
     flat = lambda tree: jax.tree.map(lambda x: x.reshape((-1,) + x.shape[3:]), tree)
-    gd_test = np.asarray(test_loss(flat(gd.params))).reshape(len(gammas), seeds) / float(mlsa.null_loss(base))
-    sam_test = np.asarray(test_loss(flat(sam.params))).reshape(len(rhos), seeds) / float(mlsa.null_loss(base))
+    gd_test = np.asarray(test_loss(flat(gd.params))).reshape(len(gammas), -1) / float(mlsa.null_loss(base))
+    sam_test = np.asarray(test_loss(flat(sam.params))).reshape(len(rhos), -1) / float(mlsa.null_loss(base))
     h_gd = np.nanmean(gd.entropy[:, 0], -1)
     h_sam = np.nanmean(sam.entropy[0], -1)
     gamma_star = [learning_times.first_crossing(gammas, h_gd, h) for h in h_sam]
@@ -100,12 +101,13 @@ def proxy_losses(pool: dict, params, *, lr: float, num_steps: int, points: int, 
     return store
 
 
-def pool_pipeline(model: ModelConfig, *, pool_size: int, context: int, pool_seed: int, seeds: int, seed: int,
-                  proxy_fraction: float, points: int, factor: int, cluster_on: str, rho: float,
-                  path) -> PoolLever:
-    """Part (b) of the module doc: pool -> proxy (seed 0, `proxy_fraction` of the steps) ->
-    selections -> GD per selection and SAM (radius `rho`) on the uniform pool, every seed;
-    learning times against each arm's own weighted-pool optimum (`mlsa.pool_optimal_features`)."""
+def pool_pipeline(model: ModelConfig, *, pool_size: int, context: int, pool_seed: int, seeds: int,
+                  seed: int | Sequence[int], proxy_fraction: float, points: int, factor: int, cluster_on: str,
+                  rho: float, path) -> PoolLever:
+    """Part (b) of the module doc: pool -> proxy (the first seed's init, `proxy_fraction` of the steps)
+    -> selections -> GD per selection and SAM (radius `rho`) on the uniform pool, every seed (of every
+    base seed); learning times against each arm's own weighted-pool optimum (`mlsa.pool_optimal_features`).
+    The pool, the proxy and its selections are shared: the seeds' initializations are the replicates."""
     m = model
     spec_n = mlsa.spectrum(m.eigenvalues, context=context, noise=m.noise)
     seqs = mlsa.sample_sequences(jax.random.PRNGKey(pool_seed), spec_n, pool_size, context)
@@ -113,7 +115,8 @@ def pool_pipeline(model: ModelConfig, *, pool_size: int, context: int, pool_seed
     params0 = sweeps.init_members(seeds, m.heads, m.dim, m.init_spec(), seed)
     store = proxy_losses(pool, jax.tree.map(lambda x: x[0], params0), lr=m.lr,
                          num_steps=max(points, int(m.steps * proxy_fraction)), points=points, path=path)
-    select = {s: selection_counts(store.losses, s, factor=factor, features=cluster_on, seed=seed)
+    first = int(np.ravel(seed)[0])
+    select = {s: selection_counts(store.losses, s, factor=factor, features=cluster_on, seed=first)
               for s in ("uniform", "hard", "easy", "random")}       # the LLM pipeline's selections
     hard = select["hard"][1]
     arms = {"GD": select["uniform"][0], **{f"GD, {s} x{factor}": select[s][0] for s in ("hard", "easy", "random")}}
