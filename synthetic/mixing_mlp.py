@@ -22,8 +22,8 @@ the loss-only column marked; phase-2 risk curves per arm; risk and gradient vari
 Expected (quick): along a row (same a) the risk varies with the split; loss weights only at a*
 are noisier and worse than sampling at a*; the joint split lowers the gradient variance below
 sampling-only and is at least as good. The linear closed forms' variance ordering carries over.
-Cost: quick ~40 s on 2 CPU cores (phase 1: 2 x 56 members, phase 2: 16 members, 3000 steps);
-full (8 seeds, 10 x 9 grid, 20k steps) not measured yet, estimated ~10 min CPU.
+Claims (`sweeps.mixing.arm_claims`, on phase 2, paired over its seeds, decided at each base seed).
+Cost: the experiment's `cost` field (`lsb list`).
 
     lsb run mixing_mlp --config quick
 """
@@ -41,13 +41,14 @@ from lsb_jax.experiments import Experiment
 from lsb_jax.models.mlp import init_mlp
 from lsb_jax.sweeps import mixing
 from lsb_jax.tasks import multidomain as md
+from lsb_jax.train.arms import base_seed_tuple
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     seeds: int = 2                          # phase-1 seeds per grid point
-    arm_seeds: int = 4                      # phase-2 seeds per arm (fresh)
-    seed: int = 0
+    arm_seeds: int = 4                      # phase-2 seeds per arm (fresh) per base seed
+    base_seeds: tuple[int, ...] = (0, 1)    # phase 2's replicates (claims decided at each); phase 1 uses the first
     data_seed: int = 0
     dim: int = 16
     teacher_hidden: int = 32
@@ -78,6 +79,10 @@ class Config:
             raise ValueError("need 0 < grid_lo < 0.5, 0 < tail <= 1, lr > 0")
         if self.steps % self.eval_every:
             raise ValueError("steps must be a multiple of eval_every")
+        try:
+            base_seed_tuple(self.base_seeds)
+        except ValueError as e:
+            raise ValueError(f"base_seeds: {e}") from None
 
 
 def run(cfg: Config, ctx) -> dict:
@@ -89,19 +94,19 @@ def run(cfg: Config, ctx) -> dict:
     tail = mixing.tail_points(cfg.tail, cfg.steps, cfg.eval_every)
     grads = mixing.per_example_grads(mixing.mlp_loss, pool)
 
-    def train(child, seed, configs, num_seeds):  # seeds x configs, one vmapped program -> (fit, tail [S, C])
+    def train(child, seed, configs, num_seeds):  # (base seeds x) seeds x configs, one program -> (fit, tail [S, C])
         members = mixing.mixing_members(seed, num_seeds, configs)
         result = mixing.fit_mixture(
             ctx.child(child), members, pool, cfg.sizes, init_params=lambda k: init_mlp(k, (cfg.dim, cfg.width, 1)),
             loss_fn=mixing.mlp_loss, evaluate=jax.vmap(mixing.mlp_test_risk(q_K, cfg.test_size), (0, None)),
             eval_args=(test,), lr=cfg.lr, batch_size=cfg.batch_size, steps=cfg.steps, every=cfg.eval_every,
             chunk_size=cfg.chunk_size, desc=f"mixing_mlp/{child}")
-        return result, mixing.tail_mean(result.history["excess_risk"], tail, num_seeds)
+        return result, mixing.tail_mean(result.history["excess_risk"], tail, members.size // len(configs))
 
     # phase 1: the (p_1, a_1) grid; a* = the best product of sampling only (p = a)
     axis = np.linspace(cfg.grid_lo, 1 - cfg.grid_lo, cfg.grid)
     p_axis = np.concatenate([[natural_1], axis])
-    res1, tail1_SxC = train("grid", cfg.seed, mixing.grid_configs(p_axis, axis), cfg.seeds)
+    res1, tail1_SxC = train("grid", cfg.base_seeds[0], mixing.grid_configs(p_axis, axis), cfg.seeds)
     risk_AxP = tail1_SxC.mean(0).reshape(len(axis), len(p_axis))
     i_star = int(np.argmin(mixing.sampling_only_diagonal(risk_AxP)))
     star = [s * risk_AxP.size + i_star * len(p_axis) + 1 + i_star for s in range(cfg.seeds)]  # its models
@@ -110,25 +115,29 @@ def run(cfg: Config, ctx) -> dict:
 
     # phase 2: the arms at a*, fresh seeds; gradient variance on the pool at the final weights
     arms = list(mixing.arm_configs(natural_1, float(axis[i_star]), p_joint).values())
-    res2, tail2_SxC = train("arms", cfg.seed + 10_000, arms, cfg.arm_seeds)
+    arm_seeds = cfg.arm_seeds * len(cfg.base_seeds)
+    res2, tail2_SxC = train("arms", tuple(b + 10_000 for b in cfg.base_seeds), arms, cfg.arm_seeds)
+    grad_var_SxC = mixing.arm_gradient_variance(res2.state.params, arms, arm_seeds, grads, pool["domain"],
+                                                cfg.batch_size)
     comparison = mixing.MLPComparison(
         p_axis=p_axis, a_axis=axis, risk_AxP=risk_AxP, m_K=m_K, p_joint=p_joint,
-        risk_TxSxC=np.asarray(res2.history["excess_risk"]).reshape(-1, cfg.arm_seeds, len(arms)),
-        steps_T=res2.history["excess_risk_step"], tail_SxC=tail2_SxC,
-        grad_var_SxC=mixing.arm_gradient_variance(res2.state.params, arms, cfg.arm_seeds, grads, pool["domain"],
-                                                  cfg.batch_size),
-        members=risk_AxP.size * cfg.seeds + len(arms) * cfg.arm_seeds)
+        risk_TxSxC=np.asarray(res2.history["excess_risk"]).reshape(-1, arm_seeds, len(arms)),
+        steps_T=res2.history["excess_risk_step"], tail_SxC=tail2_SxC, grad_var_SxC=grad_var_SxC,
+        members=risk_AxP.size * cfg.seeds + len(arms) * arm_seeds)
     ctx.save_figure(mixing.plot_mlp(comparison), "mixing_mlp")
-    return mixing.mlp_results(comparison)
+    return {**mixing.mlp_results(comparison),
+            "per_seed": mixing.arm_tables(tail2_SxC, grad_var_SxC, cfg.base_seeds)}
 
 
 EXPERIMENT = Experiment(
     name="mixing_mlp",
     reproduces="seed 002: sampling vs loss weights beyond linear regression (MLP, nonlinear teachers)",
     description=__doc__.splitlines()[0],
-    configs={"quick": Config(), "full": Config(seeds=8, arm_seeds=16, grid=9, steps=20_000, eval_every=500,
+    configs={"quick": Config(), "medium": Config(arm_seeds=16),
+             "full": Config(seeds=8, arm_seeds=16, grid=9, steps=20_000, eval_every=500,
                                                chunk_size=2000)},
-    cost={"quick": "~40 s CPU", "full": "~10 min CPU (estimate)"},
+    cost={"quick": "~40 s CPU", "medium": "~1.5 min CPU (4x quick's phase 2)", "full": "~10 min CPU (estimate)"},
     run=run,
+    claims=mixing.arm_claims("beyond linear regression: an MLP"),
     order=41,
 )

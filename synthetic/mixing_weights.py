@@ -20,9 +20,9 @@ Named arms (extra members): natural mixing (p = n/N, w = 1), and at the predicte
 a*: sampling only (p = a*, w = 1), loss weights only (p = n/N, w = a*/p), joint (p ∝ a* sqrt(m)).
 
 Expected (quick): the ERM risk is flat along rows, the gradient variance is not; the joint arm
-has the lowest SGD risk, loss-weights-only the highest at the same a*; predictions within ~10%.
-Cost: quick ~30 s on 2 CPU cores (170 members x 3000 steps; 43 s user CPU measured on a loaded machine);
-full (4 seeds, 15 x 15 grid, 10k steps) not measured yet, estimated ~3 min.
+has the lowest SGD risk, loss-weights-only the highest at the same a*. Claims (`sweeps.mixing.arm_claims`,
+paired over seeds, decided at each base seed): the joint arm against each weight alone and against
+natural mixing, on gradient variance and risk. Cost: the experiment's `cost` field (`lsb list`).
 
     lsb run mixing_weights --config quick
 """
@@ -39,12 +39,13 @@ from lsb_jax.config import require_positive
 from lsb_jax.experiments import Experiment
 from lsb_jax.sweeps import mixing
 from lsb_jax.tasks import multidomain as md
+from lsb_jax.train.arms import base_seed_tuple
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    seeds: int = 2
-    seed: int = 0
+    seeds: int = 6                          # per base seed
+    base_seeds: tuple[int, ...] = (0, 1)    # replicates: each claim is decided at every base seed
     data_seed: int = 0
     dim: int = 8
     sizes: tuple[int, ...] = (2000, 100)    # examples per domain (0: web, 1: curated)
@@ -75,6 +76,14 @@ class Config:
             raise ValueError("need 0 < grid_lo < 0.5, 0 < tail <= 1, lr > 0")
         if self.steps % self.eval_every:
             raise ValueError("steps must be a multiple of eval_every")
+        try:
+            base_seed_tuple(self.base_seeds)
+        except ValueError as e:
+            raise ValueError(f"base_seeds: {e}") from None
+
+    @property
+    def total_seeds(self) -> int:
+        return self.seeds * len(self.base_seeds)
 
 
 def run(cfg: Config, ctx) -> dict:
@@ -93,7 +102,7 @@ def run(cfg: Config, ctx) -> dict:
     axis = np.linspace(cfg.grid_lo, 1 - cfg.grid_lo, cfg.grid)
     configs = mixing.grid_configs(axis, axis) + list(mixing.arm_configs(natural_1, a_star, p_joint).values())
     p1_C, a1_C = (np.asarray(v, np.float32) for v in zip(*configs))
-    members = mixing.mixing_members(cfg.seed, cfg.seeds, configs)
+    members = mixing.mixing_members(cfg.base_seeds, cfg.seeds, configs)
     result = mixing.fit_mixture(
         ctx, members, pool, cfg.sizes, init_params=lambda k: {"w": jnp.zeros((cfg.dim,))}, loss_fn=md.loss_fn,
         evaluate=jax.vmap(lambda params: md.target_risk(task, params["w"], q_K) - bayes), lr=cfg.lr,
@@ -106,16 +115,19 @@ def run(cfg: Config, ctx) -> dict:
                                                cfg.sizes, q_K, bayes)
     erm_pred = jax.vmap(lambda a1: md.erm_risk(task, mixing.two(a1), cfg.sizes, q_K))(a_line)
     var_M = mixing.linear_pool_grad_variance(result.state.params, members, pool, cfg.batch_size)
+    risk_SxC, var_SxC = mixing.tail_mean(result.history["excess_risk"], tail, cfg.total_seeds), var_M.reshape(
+        cfg.total_seeds, -1)
+    arms = slice(cfg.grid ** 2, None)                     # the named arms follow the grid
     comparison = mixing.LinearComparison(
         grid=cfg.grid, axis=axis, p1_C=p1_C, a1_C=a1_C, natural_1=natural_1, a_star=a_star, p_joint=p_joint,
-        bayes=bayes, sim_C=mixing.tail_mean(result.history["excess_risk"], tail, cfg.seeds).mean(0),
-        var_C=var_M.reshape(cfg.seeds, -1).mean(0),
+        bayes=bayes, sim_C=risk_SxC.mean(0), var_C=var_SxC.mean(0),
         pred={k: np.asarray(v) for k, v in predict(jnp.asarray(p1_C), jnp.asarray(a1_C)).items()},
         a_line=a_line, risk_RxA=risk_RxA, gap_RxA=gap_RxA, erm_pred={k: np.asarray(v) for k, v in erm_pred.items()},
         members=members.size)
     ctx.save_figure(mixing.plot_complementary_roles(comparison, cfg.grid_lo), "complementary_roles")
     ctx.save_figure(mixing.plot_theory_vs_simulation(comparison), "theory_vs_simulation")
-    return mixing.linear_results(comparison)
+    return {**mixing.linear_results(comparison),
+            "per_seed": mixing.arm_tables(risk_SxC[:, arms], var_SxC[:, arms], cfg.base_seeds)}
 
 
 EXPERIMENT = Experiment(
@@ -124,7 +136,8 @@ EXPERIMENT = Experiment(
     description=__doc__.splitlines()[0],
     configs={"quick": Config(), "full": Config(seeds=4, grid=15, steps=10_000, eval_every=250, erm_pools=1024,
                                                erm_points=25, chunk_size=1000)},
-    cost={"quick": "~30 s CPU", "full": "~3 min CPU (estimate)"},
+    cost={"quick": "~45 s CPU", "full": "~5 min CPU (estimate)"},
     run=run,
+    claims=mixing.arm_claims("linear regression"),
     order=40,
 )

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lsb_jax import runner
+from lsb_jax import claims, runner
 
 
 def _run(tmp_path, name, sets):
@@ -11,13 +11,16 @@ def _run(tmp_path, name, sets):
     run_dir, results = runner.run_experiment(exp, cfg, "quick", out=tmp_path / name, progress=False)
     for fig in results["figures"]:
         assert (run_dir / fig).exists(), fig
+    # every declared claim finds its arms and is decided at both base seeds
+    assert results["claims"] and all(c["verdict"] != claims.NOT_MEASURED and len(c["by_base_seed"]) == 2
+                                     for c in results["claims"]), results["claims"]
     return results["headline"]
 
 
 @pytest.mark.slow
 def test_mixing_weights_closed_forms_track_sgd_and_joint_weights_win(tmp_path):
     head = _run(tmp_path, "mixing_weights", ["grid=5", "seeds=1", "steps=1000", "erm_pools=64", "erm_points=4"])
-    assert head["members"] == 5 * 5 + 4
+    assert head["members"] == 2 * (5 * 5 + 4)                # 2 base seeds x 1 seed x (grid + named arms)
     assert head["sgd_prediction_median_rel_err"] < 0.15       # closed-form SGD risk vs simulation
     assert head["erm_risk_max_rel_err"] < 0.1                 # ERM risk formula vs Monte Carlo pools
     # (the gap formula is checked precisely in tasks_multidomain_test; 64 pools are too few here)
@@ -31,7 +34,7 @@ def test_mixing_weights_closed_forms_track_sgd_and_joint_weights_win(tmp_path):
 @pytest.mark.slow
 def test_mixing_mlp_joint_split_lowers_gradient_variance(tmp_path):
     head = _run(tmp_path, "mixing_mlp", ["grid=3", "seeds=1", "arm_seeds=2", "steps=1000", "test_size=500"])
-    assert head["members"] == 3 * 4 + 4 * 2
+    assert head["members"] == 3 * 4 + 4 * 2 * 2              # phase 1 at the first base seed, phase 2 at both
     # the curated domain (clean, small) has much smaller per-example gradients than the noisy web
     assert head["m_curated"] < head["m_web"] / 5
     assert 0 < head["p1_joint"] < head["a1_star"]
@@ -46,7 +49,7 @@ def test_mixing_mlp_joint_split_lowers_gradient_variance(tmp_path):
 @pytest.mark.slow
 def test_uniformity_speed_greedy_sets_are_spread_and_train_faster(tmp_path):
     head = _run(tmp_path, "uniformity_speed", ["draws=4", "seeds=1", "steps=600", "subpools=[64,4096]"])
-    assert head["members"] == 8
+    assert head["members"] == 2 * 8                           # 2 base seeds x 1 seed x 2 sub-pools x 4 draws
     assert head["h_min_greedy"] > 3 * head["h_min_random"]
     assert head["spearman_hmin_vs_ntk_min"] > 0.5
     assert head["final_loss_greedy"] < head["final_loss_random"]

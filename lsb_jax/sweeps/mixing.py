@@ -30,6 +30,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from lsb_jax import analysis, plots
+from lsb_jax.claims import Claim, per_seed
 from lsb_jax.data import Mixture
 from lsb_jax.models.mlp import mlp_apply
 from lsb_jax.optim import OptimConfig, make_optimizer
@@ -38,6 +39,36 @@ from lsb_jax.train import EvalHook, Members, ensemble_init, ensemble_step, fit, 
 from lsb_jax.train.arms import member_arms
 
 ARMS = ("natural", "sampling_only", "loss_only", "joint")
+
+
+def arm_claims(setting: str) -> tuple[Claim, ...]:
+    """Seed 002's comparisons of the named arms (all at the product a* but natural mixing), paired over
+    seeds: the split of a* into sampling and loss weights sets the gradient variance, the product
+    the risk, so the joint prescription should beat either weight alone and natural mixing."""
+    src = f"abstract ({setting})"
+    return (
+        Claim("joint_lower_variance_than_loss_only", "002", src,
+              "sampling + loss weights (joint) give lower gradient variance than loss weights alone at the same a*",
+              "grad_variance", "joint", "loss_only"),
+        Claim("joint_lower_variance_than_sampling_only", "002", src,
+              "the joint split (p ~ a* sqrt(m)) gives lower gradient variance than sampling weights alone",
+              "grad_variance", "joint", "sampling_only"),
+        Claim("joint_lower_risk_than_loss_only", "002", src,
+              "the joint weights reach lower SGD excess risk than loss weights alone", "excess_risk", "joint",
+              "loss_only"),
+        Claim("joint_lower_risk_than_sampling_only", "002", src,
+              "the joint weights reach lower SGD excess risk than sampling weights alone", "excess_risk", "joint",
+              "sampling_only"),
+        Claim("joint_beats_natural_mixing", "002", src,
+              "the joint weights generalize better than natural mixing (p = n/N, w = 1)", "excess_risk", "joint",
+              "natural"),
+    )
+
+
+def arm_tables(risk_SxA, grad_var_SxA, base_seeds: Sequence[int]) -> dict:
+    """The per-seed tables of `arm_claims`: [S, ARMS] values (seed-major over the base seeds)."""
+    return {"excess_risk": per_seed(np.asarray(risk_SxA).T, ARMS, base_seeds),
+            "grad_variance": per_seed(np.asarray(grad_var_SxA).T, ARMS, base_seeds)}
 
 
 def two(v1):
@@ -57,8 +88,8 @@ def grid_configs(p_axis: Sequence[float], a_axis: Sequence[float]) -> list[tuple
     return [(p1, a1) for a1 in a_axis for p1 in p_axis]
 
 
-def mixing_members(seed: int, num_seeds: int, configs: Sequence[tuple[float, float]]) -> Members:
-    """Seeds x configurations (seed-major) with traced hparams p1, a1 (float32)."""
+def mixing_members(seed: int | Sequence[int], num_seeds: int, configs: Sequence[tuple[float, float]]) -> Members:
+    """Seeds (of each base seed) x configurations (seed-major) with traced hparams p1, a1 (float32)."""
     return member_arms(num_seeds, seed, [{"p1": float(p1), "a1": float(a1)} for p1, a1 in configs])
 
 

@@ -22,10 +22,12 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from lsb_jax import analysis, plots
+from lsb_jax.claims import Claim, per_seed
 from lsb_jax.data import selection
 from lsb_jax.models.mlp import init_mlp, mlp_apply, squared_error
 from lsb_jax.optim import OptimConfig, make_optimizer
-from lsb_jax.train import Members, ensemble_init, ensemble_step, fit, init_state, make_sampled_step, seed_keys
+from lsb_jax.train import Members, ensemble_init, ensemble_step, fit, init_state, make_sampled_step
+from lsb_jax.train.arms import base_seed_tuple, member_keys
 
 
 def clustered_sphere_pool(data_seed: int, dim: int, pool_size: int, clusters: int, spread: float, label_noise: float):
@@ -57,12 +59,22 @@ def kcenter_training_sets(x_NxD: np.ndarray, n: int, subpools: Sequence[int], dr
     return set_SxN, np.asarray(group), h_min_S
 
 
-def set_members(seed: int, num_seeds: int, x_SxNxD: np.ndarray, y_SxN: np.ndarray, labels: Sequence[dict]) -> Members:
-    """Init seeds x training sets (seed-major); each member's set {"x", "y"} is its hparams."""
-    num_sets = len(x_SxNxD)
-    data = {"x": jnp.asarray(np.tile(x_SxNxD, (num_seeds, 1, 1))), "y": jnp.asarray(np.tile(y_SxN, (num_seeds, 1)))}
-    return Members(keys=jnp.repeat(seed_keys(seed, num_seeds), num_sets, axis=0), hparams=data,
-                   labels=tuple({"seed": s, **labels[i]} for s in range(num_seeds) for i in range(num_sets)))
+def set_members(base_seeds: Sequence[int], num_seeds: int, blocks: Sequence[tuple]) -> Members:
+    """Init seeds x training sets, one block per base seed: blocks[r] = (x [S, n, D], y [S, n], labels)
+    are base seed r's sets, trained from its `num_seeds` init seeds (`train.arms.member_keys`: the
+    keys of a run of base seed r alone). Members are base-seed-major, then seed-major; each member's
+    set {"x", "y"} is its hparams and its label is {"seed": s, **labels[i]}."""
+    bases = base_seed_tuple(base_seeds)
+    if len(blocks) != len(bases) or len({len(b[0]) for b in blocks}) != 1:
+        raise ValueError(f"set_members: need one block of equally many sets per base seed {bases}")
+    keys = member_keys(num_seeds, bases).reshape(len(bases), num_seeds, -1)
+    xs, ys, ks, labs = [], [], [], []
+    for r, (x_SxNxD, y_SxN, labels) in enumerate(blocks):
+        for s in range(num_seeds):
+            xs.append(x_SxNxD), ys.append(y_SxN), ks.append(jnp.repeat(keys[r, s][None], len(x_SxNxD), axis=0))
+            labs.extend({"seed": s, **lab} for lab in labels)
+    data = {"x": jnp.asarray(np.concatenate(xs)), "y": jnp.asarray(np.concatenate(ys))}
+    return Members(keys=jnp.concatenate(ks), hparams=data, labels=tuple(labs))
 
 
 def ntk_min_eigenvalue(params: dict, x_nxD: jax.Array) -> jax.Array:
@@ -115,7 +127,7 @@ class SpeedComparison:
         return np.where(np.isnan(reach_M), np.inf, reach_M)  # never reached: ranks last
 
     def tag(self, m: int) -> str:
-        return "random" if m == self.train_size else ("greedy, whole pool" if m == self.pool_size else f"greedy of {m}")
+        return RANDOM if m == self.train_size else (GREEDY_POOL if m == self.pool_size else f"greedy of {m}")
 
 
 def spearman(c: SpeedComparison) -> dict:
@@ -180,3 +192,30 @@ def speed_results(c: SpeedComparison, rho: dict) -> dict:
                f"(h_min {rand['h_min']:.2f}); across {members} runs Spearman(h_min, steps) = {rho['steps']:.2f}, "
                f"Spearman(h_min, NTK lambda_min at init) = {rho['ntk']:.2f}.")
     return {"headline": head, "summary": summary, "groups": {str(m): v for m, v in per_group.items()}}
+
+
+RANDOM, GREEDY_POOL = "random", "greedy, whole pool"   # SpeedComparison.tag of m = n and m = N
+
+
+def speed_claims(subpools: Sequence[int], train_size: int, pool_size: int) -> list[Claim]:
+    """Seed 003: a larger h_min speeds up GD (greedy k-center over the whole pool vs a random set of the
+    same size: censored steps to the threshold), through a better conditioned kernel (the NTK's smallest
+    eigenvalue at init). Declared when the config runs both ends (m = n and m = N)."""
+    if train_size not in subpools or pool_size not in subpools:
+        return []
+    return [Claim("uniform_set_trains_faster", "003", "abstract (GD speed vs h_min)",
+                  "a more uniform training set (larger h_min: greedy k-center) trains faster by GD than a random one",
+                  "steps_to_threshold", GREEDY_POOL, RANDOM, expect="lower"),
+            Claim("uniform_set_better_conditioned", "003", "abstract (convergence theory)",
+                  "its kernel is better conditioned: larger smallest NTK eigenvalue at initialization",
+                  "ntk_min_eigenvalue", GREEDY_POOL, RANDOM, expect="higher")]
+
+
+def speed_tables(c: SpeedComparison, base_seeds: Sequence[int]) -> dict:
+    """The per-seed tables of `speed_claims`, one arm per sub-pool size (its tag); replicates are
+    (init seed, draw) pairs, base-seed-major as the members; steps censored at the horizon."""
+    reach_M = analysis.steps_to_threshold(c.steps_T, c.loss_TxM, c.threshold)    # NaN: never reached
+    names = [c.tag(m) for m in c.subpools]
+    pick = lambda v_M: np.stack([np.asarray(v_M)[c.group_M == m] for m in c.subpools])  # noqa: E731
+    return {"steps_to_threshold": per_seed(pick(reach_M), names, base_seeds, horizon=float(c.steps), unit="steps"),
+            "ntk_min_eigenvalue": per_seed(pick(c.ntk_M), names, base_seeds)}
