@@ -41,8 +41,10 @@ What the run reports (results.json, comparison.md, the report): the hard cluster
 loss vs the easy cluster's, per arm and test set the accuracy with its 95% Wilson interval and the
 difference to the baseline, the synthesis counts (generated, parsed, dropped as train/test repeats,
 kept) with the synth arm, and the time of each phase. What to look for: seeds 000/001 expect
-upsample_hard above the baseline and upsample_easy / random not; at the quick scale (n = 100 test
-items) intervals of several points make most differences undecided. Reasoning-gym's default
+upsample_hard above the baseline and upsample_easy / random not; the claims (`upsample.claims`:
+hard vs baseline, easy and random, SAM vs baseline) are decided paired over the test items at the
+run's seed. At the quick scale (n = 100 test items, one target seed) intervals of several points
+leave them undecided. Reasoning-gym's default
 chain_sum (up to 6 terms of up to 4 digits) is not learned at this scale, hence the one-digit
 generator. Cost: quick a few minutes of CPU (the synth arm adds generator pre-training, synthesis
 and one more arm); full: hours on one accelerator per target (not run here).
@@ -99,5 +101,6 @@ EXPERIMENT = Experiment(
           "full": "hours per target on one GPU/TPU (network; not measured)"},
     run=run,
     check=up.check,
+    claims=up.claims,
     order=60,
 )

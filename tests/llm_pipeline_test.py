@@ -171,6 +171,28 @@ def test_pipeline_writes_every_stage(pipeline_run):
 
 
 @pytest.mark.slow
+def test_claims_pair_the_arms_on_the_test_items(pipeline_run):
+    """Seed 001's LLM claims among the run's arms, decided on per-item correctness: the effect is the
+    paired mean difference read back from the arms' eval files (n = the test items, one base seed)."""
+    from lsb_jax import claims
+    from lsb_jax.llm import upsample as up
+    cfg, run_dir, results = pipeline_run
+    expected = [k for k, arm, versus, _ in up._ARM_CLAIMS if arm in ARMS_RUN and versus in ARMS_RUN]
+    decided = {c["key"]: c for c in results["claims"]}
+    assert list(decided) == expected and expected
+
+    def correct(arm):
+        lines = (run_dir / "scratch_target" / arm / "eval_gsm8k_like.jsonl").read_text().splitlines()
+        return np.asarray([json.loads(line)["correct"] for line in lines], float)
+    for c in decided.values():
+        assert c["verdict"] != claims.NOT_MEASURED
+        (row,) = c["by_base_seed"]
+        assert row["base_seed"] == cfg.seed and row["n"] == 12
+        assert row["effect"] == pytest.approx(float(np.mean(correct(c["arm"]) - correct(c["versus"]))))
+    assert "best arm" not in results["summary"]
+
+
+@pytest.mark.slow
 def test_hard_cluster_has_the_higher_mean_loss(pipeline_run):
     _, run_dir, results = pipeline_run
     z = np.load(run_dir / "clusters.npz")

@@ -356,11 +356,12 @@ def evaluate_tests(model, tokenizer, template: PromptTemplate, tests: Mapping[st
                    batch_size: int, max_new_tokens: int) -> dict[str, dict]:
     """Greedy generation on every test set {name: (spec, rows)} (stops at a blank line), per-example
     records written to `out_dir/eval_<name>.jsonl`; returns {name: accuracy summary with its
-    Wilson interval} (`evaluate.evaluate_generation`)."""
+    Wilson interval (`evaluate.evaluate_generation`) and `correct_items`, each row's 0/1 in row order}."""
     generate_fn = model_generate_fn(model, tokenizer, template, batch_size=batch_size, max_new_tokens=max_new_tokens,
                                     stop_strings=("\n\n",))
     out = {}
     for name, (spec, rows) in tests.items():
         records, out[name] = evaluate_generation(rows, generate_fn, answer_format=spec.answer_format)
         io.write_text(Path(out_dir) / f"eval_{name}.jsonl", to_jsonl(records))
+        out[name]["correct_items"] = [bool(r["correct"]) for r in records]   # in test-row order: arms pair on it
     return out

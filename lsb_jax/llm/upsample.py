@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 
 from lsb_jax import io
+from lsb_jax.claims import Claim, per_seed
 from lsb_jax.llm import pipeline as pl
 from lsb_jax.llm.arms import ARMS, PAPER_ARMS, check_arms
 from lsb_jax.llm.data import DatasetSpec, Examples, PromptTemplate, Row, load_examples, read_validated, tokenize_rows
@@ -370,20 +371,52 @@ def report(cfg: UpsampleConfig, data: RunData, proxy: ProxyPhase, synth: Synthes
         **({"synthesis": {k: synth.report[k] for k in SYNTH_KEYS}} if synth else {}),
         "seconds": seconds,
     }
-    best = max(acc, key=acc.get)
+    per_seed = accuracy_tables(cfg, arms, first)
     summary = (f"Proxy ({cfg.proxy}) trained {proxy.steps_K[-1]} steps (~{cfg.epoch_fraction:.2g} epoch) on "
                f"{len(proxy.examples)} examples; k-means on its {len(proxy.steps_K)}-checkpoint loss trajectories put "
                f"{hard_N.mean():.0%} in the hard cluster (mean loss {headline['hard_mean_loss']:.2f} vs "
                f"{headline['easy_mean_loss']:.2f}). Target {cfg.targets[0]} on {first} "
-               f"(n={arms.results[best][first]['n']}): "
+               f"(n={next(iter(arms.results.values()))[first]['n']}): "
                + ", ".join(f"{arm} {100 * a:.1f}%" for arm, a in acc.items())
-               + f"; best arm {best} (95% Wilson CIs in comparison.md)."
+               + " (95% Wilson CIs in comparison.md; the claims compare arms paired over the test items)."
                + (f" Synthesis: {synth.report['generated']} variants of the hard examples generated, "
                   f"{synth.report['parsed']} parsed, {synth.report['unique']} new, {synth.report['kept']} kept as "
                   f"hard by the proxy." if synth else ""))
     return {"headline": headline, "summary": summary, "table": table_rows, "arms": arms.info,
-            "validation": proxy.validation.to_json()}
+            "validation": proxy.validation.to_json(), "per_seed": per_seed}
+
+
+# ----------------------------------------------------------------------------- claims
+
+_SOURCE = "Fig. 4(d)"     # seed 001: the upsampling ablation (hard vs easy vs random vs baseline)
+_ARM_CLAIMS = (
+    ("hard_beats_baseline", "upsample_hard", "baseline",
+     "upsampling the examples the proxy finds hard improves the target's accuracy over the baseline"),
+    ("hard_beats_easy", "upsample_hard", "upsample_easy", "upsampling easy examples does not: hard beats easy"),
+    ("hard_beats_random", "upsample_hard", "random", "nor does upsampling a random subset: hard beats random"),
+    ("sam_beats_baseline", "sam", "baseline", "SAM (twice the gradients per step) improves over the baseline"),
+)
+
+
+def claims(cfg: UpsampleConfig) -> list[Claim]:
+    """Seed 001's LLM claims among the config's arms, on the first target's first test set: accuracy
+    compared per test item (paired: every arm answers the same items), at the run's seed."""
+    opt = cfg.target_train.optim.name          # seed 001 makes each claim with AdamW and with Muon
+    return [Claim(key, "001", _SOURCE, f"{says} ({opt})", "accuracy", arm, versus, expect="higher")
+            for key, arm, versus, says in _ARM_CLAIMS if arm in cfg.arms and versus in cfg.arms]
+
+
+def accuracy_tables(cfg: UpsampleConfig, arms: ArmResults, test: str) -> dict:
+    """{"accuracy": per-item 0/1 correctness of every arm on `test`} for `claims` (one base seed: the
+    run's seed; replicates are the test items); empty when an arm's items are missing (a run resumed
+    from summaries written before items were kept)."""
+    items = {arm: arms.results.get(arm, {}).get(test, {}).get("correct_items") for arm in cfg.arms}
+    if any(v is None for v in items.values()) or len({len(v) for v in items.values()}) != 1:
+        return {}
+    values = np.asarray([items[arm] for arm in cfg.arms], np.float64)
+    return {"accuracy": per_seed(values, list(cfg.arms), [cfg.seed])}
 
 
 __all__ = ["Scratch", "UpsampleConfig", "check", "RunData", "prepare_data", "prepare_models", "ProxyPhase",
-           "score_proxy", "Synthesized", "synthesize_hard", "finetune_arm", "ArmResults", "run_arms", "report"]
+           "score_proxy", "Synthesized", "synthesize_hard", "finetune_arm", "ArmResults", "run_arms", "report",
+           "claims", "accuracy_tables"]
