@@ -90,5 +90,6 @@ EXPERIMENT = Experiment(
           "full": "hours on one GPU/TPU (network; not measured)"},
     run=run,
     check=sft.check,
+    claims=sft.claims,
     order=75,
 )

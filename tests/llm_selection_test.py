@@ -234,6 +234,29 @@ def test_experiment_files_and_table(experiment_run):
 
 
 @pytest.mark.slow
+def test_claims_compare_each_kcenter_arm_with_the_random_subsets(experiment_run):
+    """Seed 003's SFT claims: each k-center arm minus each random subset's held-out loss (mean over the
+    evaluations after step 0, and final), re-derived from the arms' stored per-example losses."""
+    from lsb_jax import claims
+    _, run_dir, results = experiment_run
+    decided = {c["key"]: c for c in results["claims"]}
+    kc = [a for a in ARMS if a.startswith("kcenter_")]
+    assert list(decided) == [f"{a}_{what}" for a in kc for what in ("trains_faster", "ends_lower")]
+
+    def heldout(arm, final):
+        losses = np.load(run_dir / arm / "heldout.npz")["losses"].astype(np.float64).mean(0)   # [K] over items
+        return float(losses[-1] if final else losses[1:].mean())
+    for c in decided.values():
+        assert c["verdict"] != claims.NOT_MEASURED and c["versus"] == "random"
+        (row,) = c["by_base_seed"]
+        final = c["quantity"] == "heldout_final"
+        diffs = [heldout(c["arm"], final) - heldout(r, final) for r in ("random_0", "random_1")]
+        # the run averages float32 losses: a difference of two ~O(1) means is exact to a few float32 ulps
+        ulps = 8 * float(np.finfo(np.float32).eps) * heldout(c["arm"], final)
+        assert row["n"] == 2 and row["effect"] == pytest.approx(float(np.mean(diffs)), abs=ulps)
+
+
+@pytest.mark.slow
 def test_every_arm_trained_on_exactly_its_subset(experiment_run):
     cfg, run_dir, results = experiment_run
     subsets = np.load(run_dir / "subsets.npz")

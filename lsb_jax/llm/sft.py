@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 
 from lsb_jax import io
+from lsb_jax.claims import Claim, per_seed
 from lsb_jax.analysis import mean_std
 from lsb_jax.llm import pipeline as pl
 from lsb_jax.llm import selection as sel
@@ -325,8 +326,39 @@ def report(cfg: SFTConfig, run: SFTRun, feats: dict, picks: dict, arms: dict, se
                + " Generation accuracy: " + ", ".join(f"{r['arm']} {100 * r['accuracy']:.1f}%" for r in rows)
                + " (Wilson CIs in comparison.md).")
     return {"headline": headline, "summary": summary, "table": rows, "arms": arms,
-            "validation": [run.validation.to_json(), run.heldout_validation.to_json()]}
+            "validation": [run.validation.to_json(), run.heldout_validation.to_json()],
+            "per_seed": loss_tables(rows)}
+
+
+def claims(cfg: SFTConfig) -> list[Claim]:
+    """Seed 003's SFT claims for every k-center arm of the config against the random subsets: the
+    held-out loss averaged over the evaluations (training speed) and at the end. The replicates are
+    the random subsets' seeds; the k-center subset is one fixed set, so the interval is that of
+    k-center minus a random subset's value (`loss_tables`)."""
+    if "random" not in cfg.arms:
+        return []
+    return [c for arm in cfg.arms if arm.startswith("kcenter_") for c in (
+        Claim(f"{arm}_trains_faster", "003", "abstract (SFT)",
+              f"an SFT subset of maximal min-distance ({arm}) trains faster than random subsets of its size: "
+              "lower held-out loss over training", "heldout_mean", arm, "random"),
+        Claim(f"{arm}_ends_lower", "003", "abstract (SFT)",
+              f"... and ends at least as well ({arm}; decided as: lower final held-out loss)", "heldout_final", arm,
+              "random"))]
+
+
+def loss_tables(rows: list[dict]) -> dict:
+    """{quantity: per_seed table} of `claims`: arm "random" holds one value per random seed, every
+    other arm its single value repeated (paired differences = the arm minus each random subset)."""
+    rand = [r for r in rows if r["arm"].startswith("random_")]
+    if not rand:
+        return {}
+    out = {}
+    for key in ("heldout_mean", "heldout_final"):
+        names = [r["arm"] for r in rows if not r["arm"].startswith("random_")] + ["random"]
+        values = [[r[key]] * len(rand) for r in rows if not r["arm"].startswith("random_")] + [[r[key] for r in rand]]
+        out[key] = per_seed(np.asarray(values, np.float64), names, [0])
+    return out
 
 
 __all__ = ["SFTConfig", "ARM_KINDS", "SPACES", "check", "SFTRun", "prepare", "pool_features", "subsets",
-           "finetune_subset_arm", "num_steps", "table", "plot", "verdict", "report"]
+           "finetune_subset_arm", "num_steps", "table", "plot", "verdict", "report", "claims", "loss_tables"]
