@@ -41,7 +41,7 @@ from lsb_jax.experiments import Experiment
 from lsb_jax.models.mlp import init_mlp
 from lsb_jax.sweeps import mixing
 from lsb_jax.tasks import multidomain as md
-from lsb_jax.train.arms import base_seed_tuple
+from lsb_jax.train.arms import check_base_seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,10 +79,7 @@ class Config:
             raise ValueError("need 0 < grid_lo < 0.5, 0 < tail <= 1, lr > 0")
         if self.steps % self.eval_every:
             raise ValueError("steps must be a multiple of eval_every")
-        try:
-            base_seed_tuple(self.base_seeds)
-        except ValueError as e:
-            raise ValueError(f"base_seeds: {e}") from None
+        check_base_seeds(self.base_seeds)
 
 
 def run(cfg: Config, ctx) -> dict:

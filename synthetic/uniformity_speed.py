@@ -31,7 +31,7 @@ import numpy as np
 from lsb_jax.config import require_positive
 from lsb_jax.experiments import Experiment
 from lsb_jax.sweeps import uniformity
-from lsb_jax.train.arms import base_seed_tuple
+from lsb_jax.train.arms import check_base_seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +61,7 @@ class Config:
                                 "chunk_size"))
         if self.train_size < 2 or self.lr <= 0 or self.threshold <= 0 or self.label_noise < 0:
             raise ValueError("need train_size >= 2, lr > 0, threshold > 0, label_noise >= 0")
-        try:
-            base_seed_tuple(self.base_seeds)
-        except ValueError as e:
-            raise ValueError(f"base_seeds: {e}") from None
+        check_base_seeds(self.base_seeds)
 
 
 def run(cfg: Config, ctx) -> dict:

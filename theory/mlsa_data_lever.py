@@ -38,7 +38,7 @@ from lsb_jax.claims import Claim
 from lsb_jax.experiments import Experiment
 from lsb_jax.theory import data_lever, dynamics, figures, mlsa
 from lsb_jax.theory.setup import ModelConfig
-from lsb_jax.train.arms import base_seed_tuple
+from lsb_jax.train.arms import check_base_seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,10 +65,7 @@ class Config:
             raise ValueError("seeds >= 1, pool_size >= 8, pool_context >= 1, track_points >= 2 are required")
         if not 0 < self.proxy_fraction <= 1 or self.upsample_factor < 1 or self.pool_rho < 0:
             raise ValueError("0 < proxy_fraction <= 1, upsample_factor >= 1 and pool_rho >= 0 are required")
-        try:
-            base_seed_tuple(self.base_seeds)
-        except ValueError as e:
-            raise ValueError(f"base_seeds: {e}") from None
+        check_base_seeds(self.base_seeds)
 
 
 def _gd(gamma: float) -> str:

@@ -36,7 +36,7 @@ from lsb_jax.claims import Claim
 from lsb_jax.experiments import Experiment
 from lsb_jax.theory import figures, mlsa, odes, sweeps
 from lsb_jax.theory.setup import ModelConfig
-from lsb_jax.train.arms import base_seed_tuple
+from lsb_jax.train.arms import check_base_seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,10 +59,7 @@ class Config:
         if (set(self.inits) - {"ansatz", "random"} or set(self.norms) - {"global", "per_head"}
                 or not self.inits or not self.norms):
             raise ValueError("inits must be among (ansatz, random) and norms among (global, per_head)")
-        try:
-            base_seed_tuple(self.base_seeds)
-        except ValueError as e:
-            raise ValueError(f"base_seeds: {e}") from None
+        check_base_seeds(self.base_seeds)
 
 
 # (init, norm) -> (claim key, what the paper says, or what we ask outside its conditions)

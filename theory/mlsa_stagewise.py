@@ -32,7 +32,7 @@ from lsb_jax.claims import Claim
 from lsb_jax.experiments import Experiment
 from lsb_jax.theory import figures, learning_times, mlsa, odes, sweeps
 from lsb_jax.theory.setup import ModelConfig
-from lsb_jax.train.arms import base_seed_tuple
+from lsb_jax.train.arms import check_base_seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,10 +48,7 @@ class Config:
     def __post_init__(self):
         if self.rho < 0 or self.seeds < 1 or self.ode_lr <= 0 or self.ode_record_every < 1:
             raise ValueError("rho >= 0, seeds >= 1, ode_lr > 0 and ode_record_every >= 1 are required")
-        try:
-            base_seed_tuple(self.base_seeds)
-        except ValueError as e:
-            raise ValueError(f"base_seeds: {e}") from None
+        check_base_seeds(self.base_seeds)
 
 
 def sam_name(cfg: Config) -> str:

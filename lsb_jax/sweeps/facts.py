@@ -23,7 +23,7 @@ from lsb_jax.optim import OptimConfig
 from lsb_jax.tasks.facts import (LEVERS, LOSS_POSITIONS, FactsTask, draw_facts, eval_documents, evaluate_pairs,
                                  make_loss_fn, make_sample_batch, subject_sampler, validate_arms)
 from lsb_jax.train import sweep
-from lsb_jax.train.arms import ArmTraining, arm_training, base_seed_tuple
+from lsb_jax.train.arms import ArmTraining, arm_training, check_base_seeds
 from lsb_jax.train.state import jit_once
 from lsb_jax.train.sweep import Arm, SweepSpec, SweepTask
 
@@ -83,10 +83,7 @@ class SweepConfig:
         if self.curriculum_switch < 0 or self.checkpoint_every < 0:
             raise ValueError("sweep.curriculum_switch and sweep.checkpoint_every must be >= 0")
         self.model.gpt2(self.task)   # validates the shape (width divisible by heads, ...)
-        try:
-            base_seed_tuple(self.base_seeds)
-        except ValueError as e:
-            raise ValueError(f"sweep.base_seeds: {e}") from None
+        check_base_seeds(self.base_seeds, "sweep.base_seeds")
 
     @property
     def total_seeds(self) -> int:

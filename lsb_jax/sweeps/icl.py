@@ -45,7 +45,7 @@ from lsb_jax.tasks.icl_levers import (ARM_DEFAULTS, LEVERS, READOUT, GradCosine,
                                       train_bayes_predictions, validate_arms)
 from lsb_jax.tracking import LossTracker, TrajectoryStore, evenly_spaced_steps, pool_scorer, selection_counts
 from lsb_jax.train import EvalHook, sweep
-from lsb_jax.train.arms import ArmTraining, arm_training, base_seed_tuple
+from lsb_jax.train.arms import ArmTraining, arm_training, check_base_seeds
 from lsb_jax.train.state import jit_once
 from lsb_jax.train.sweep import Arm, SweepSpec, SweepTask
 
@@ -103,10 +103,7 @@ class SweepConfig:
         if self.checkpoint_every < 0 or self.curriculum_first < 0:
             raise ValueError("sweep.checkpoint_every and sweep.curriculum_first must be >= 0")
         icl.ICLTask(self.dim, self.num_points, self.noise_var, self.prior_var)  # validates
-        try:
-            base_seed_tuple(self.base_seeds)
-        except ValueError as e:
-            raise ValueError(f"sweep.base_seeds: {e}") from None
+        check_base_seeds(self.base_seeds, "sweep.base_seeds")
 
     @property
     def total_seeds(self) -> int:

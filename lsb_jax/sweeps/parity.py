@@ -22,7 +22,7 @@ from lsb_jax.optim import OptimConfig
 from lsb_jax.optim.factory import validate as validate_optim
 from lsb_jax.tasks.parity import Lever, batch_sampler, evaluate, mse_losses, test_set
 from lsb_jax.train import sweep
-from lsb_jax.train.arms import ArmTraining, base_seed_tuple
+from lsb_jax.train.arms import ArmTraining, check_base_seeds
 from lsb_jax.train.sweep import Arm, SweepSpec, SweepTask
 
 
@@ -59,10 +59,7 @@ class ParityConfig:
         if not 0.5 < self.solve_acc <= 1.0:
             raise ValueError(f"ParityConfig.solve_acc must be in (0.5, 1], got {self.solve_acc}")
         validate_optim(self.optim, self.steps, {})
-        try:
-            base_seed_tuple(self.base_seeds)
-        except ValueError as e:
-            raise ValueError(f"ParityConfig.base_seeds: {e}") from None
+        check_base_seeds(self.base_seeds, "ParityConfig.base_seeds")
 
     @property
     def sizes(self) -> tuple[int, ...]:

@@ -58,6 +58,14 @@ def base_seed_tuple(seed: int | Sequence[int]) -> tuple[int, ...]:
     return out
 
 
+def check_base_seeds(seed: int | Sequence[int], field: str = "base_seeds") -> tuple[int, ...]:
+    """`base_seed_tuple` for a config's `__post_init__`: the error names the config field."""
+    try:
+        return base_seed_tuple(seed)
+    except ValueError as e:
+        raise ValueError(f"{field}: {e}") from None
+
+
 def member_keys(num_seeds: int, seed: int | Sequence[int]) -> jnp.ndarray:
     """[R * num_seeds, 2] keys of the seeds of R base seeds: base seed r's seed i (global seed index
     r * num_seeds + i) gets fold_in(PRNGKey(base_r), i), the key it has in a run of base seed r alone."""
