@@ -20,21 +20,47 @@ import numpy as np  # noqa: E402
 
 
 def figure(ncols: int = 1, width: float = 4.5, height: float = 3.4):
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+    """A row of `ncols` panels with constrained layout (titles, labels and legends of neighbouring
+    panels never overlap; no `tight_layout` needed)."""
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False, layout="constrained")
     return fig, list(axes[0])
 
 
-def band(ax, steps_T: np.ndarray, values_TxM: np.ndarray, label: str | None = None, color=None, log: bool = False):
-    """Mean over members with a +-1 sample-std (ddof 1) band (members on the last axis; NaNs ignored)."""
+def log_axis(ax, axis: str = "y") -> None:
+    """A log scale without the cluttered minor tick labels (major decades only)."""
+    getattr(ax, f"set_{axis}scale")("log")
+    getattr(ax, f"{axis}axis").set_minor_formatter(plt.NullFormatter())
+
+
+def legend(ax, **kwargs) -> None:
+    """A readable legend (only when something is labelled)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=kwargs.pop("fontsize", 7), framealpha=0.85, **kwargs)
+
+
+def band(ax, steps_T: np.ndarray, values_TxM: np.ndarray, label: str | None = None, color=None, log: bool = False,
+         bounds: tuple[float, float] | None = None):
+    """The members' spread over steps (members on the last axis; NaNs ignored). Linear axis: mean with
+    a +-1 sample-std (ddof 1) band; log axis: median with the 25-75% quantile band (a std band is
+    not symmetric on a log scale and runs below zero). `bounds` clips the band to the quantity's valid
+    range (e.g. (0, 1) for an accuracy)."""
     values_TxM = np.asarray(values_TxM, np.float64).reshape(len(steps_T), -1)
-    mean_T = np.nanmean(values_TxM, axis=1)
     count_T = np.sum(~np.isnan(values_TxM), axis=1)
-    std_T = np.where(count_T > 1, np.nanstd(values_TxM, axis=1) * np.sqrt(count_T / np.maximum(count_T - 1, 1)), 0.0)
-    line, = ax.plot(steps_T, mean_T, label=label, color=color)
-    lo = np.maximum(mean_T - std_T, np.nanmin(values_TxM) if log else -np.inf)
-    ax.fill_between(steps_T, lo, mean_T + std_T, color=line.get_color(), alpha=0.2, linewidth=0)
+    with np.errstate(invalid="ignore"):
+        if log:
+            center_T = np.nanmedian(values_TxM, axis=1)
+            lo_T, hi_T = np.nanquantile(values_TxM, [0.25, 0.75], axis=1)
+        else:
+            center_T = np.nanmean(values_TxM, axis=1)
+            std_T = np.where(count_T > 1,
+                             np.nanstd(values_TxM, axis=1) * np.sqrt(count_T / np.maximum(count_T - 1, 1)), 0.0)
+            lo_T, hi_T = center_T - std_T, center_T + std_T
+    if bounds is not None:
+        lo_T, hi_T = np.clip(lo_T, *bounds), np.clip(hi_T, *bounds)
+    line, = ax.plot(steps_T, center_T, label=label, color=color)
+    ax.fill_between(steps_T, lo_T, hi_T, color=line.get_color(), alpha=0.2, linewidth=0)
     if log:
-        ax.set_yscale("log")
+        log_axis(ax)
     return line
 
 
@@ -54,7 +80,8 @@ def trajectory_heatmap(ax, losses_NxK: np.ndarray, steps_K: Sequence[int], title
 @dataclasses.dataclass(frozen=True)
 class Panel:
     """One panel of `compare_arms`: values [A, S, E] (arm, seed, x), axis labels, reference lines
-    {label: y}, log scale, and x values ([E], or [A, E] per arm; None: the figure's steps)."""
+    {label: y}, log scale, x values ([E], or [A, E] per arm; None: the figure's steps) and the
+    quantity's valid range (`band` clips to it; e.g. (0, 1) for accuracies)."""
 
     values: np.ndarray
     ylabel: str
@@ -63,24 +90,25 @@ class Panel:
     lines: dict = dataclasses.field(default_factory=dict)
     x: np.ndarray | None = None
     xlog: bool = False
+    bounds: tuple[float, float] | None = None
 
 
 def compare_arms(steps_E, names: Sequence[str], panels: Sequence[Panel], title: str = ""):
-    """The arm-comparison figure of every sweep: per panel, each arm's mean over seeds with a
-    +-1 std band (`band`), reference lines dashed. Returns the figure."""
+    """The arm-comparison figure of every sweep: per panel, each arm's seeds as a `band` (mean +- std,
+    or median and quartiles on a log axis), reference lines dashed and named. Returns the figure."""
     fig, axes = figure(len(panels))
     styles = ("--", ":", "-.")
     for ax, panel in zip(axes, panels):
         v = np.asarray(panel.values, np.float64)
         for a, name in enumerate(names):
             x = steps_E if panel.x is None else (panel.x[a] if np.ndim(panel.x) == 2 else panel.x)
-            band(ax, np.asarray(x), v[a].T, label=name, log=panel.log)
+            band(ax, np.asarray(x), v[a].T, label=name, log=panel.log, bounds=panel.bounds)
         for i, (label, y) in enumerate(panel.lines.items()):
             ax.axhline(y, color="k" if i == 0 else "gray", ls=styles[i % 3], lw=1, label=label)
         ax.set(xlabel=panel.xlabel, ylabel=panel.ylabel)
         if panel.xlog:
-            ax.set_xscale("log")
-        ax.legend(fontsize=6)
+            log_axis(ax, "x")
+        legend(ax)
     if title:
         axes[0].set_title(title)
     return fig

@@ -132,9 +132,9 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
     out["program_groups"] = res.program_groups()
     if ctx is not None:
         fig = plots.compare_arms(res.eval_steps, arm_names, [
-            plots.Panel(res.curves["test_acc"], "test accuracy (all S x R facts)",
+            plots.Panel(res.curves["test_acc"], "test accuracy (all S x R facts)", bounds=(0, 1),
                         lines={"subject-blind best": float(chance_X.mean()), "threshold": cfg.thresholds[0]}),
-            plots.Panel(res.curves["train_acc"], "accuracy on the facts of drawable subjects"),
+            plots.Panel(res.curves["train_acc"], "accuracy on the facts of drawable subjects", bounds=(0, 1)),
             plots.Panel(res.curves["answer_loss"], "answer loss (nats, all facts)", log=True)],
             title=title or f"facts, {lever} lever")
         ctx.save_figure(fig, "accuracy_curves")

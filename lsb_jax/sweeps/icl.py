@@ -263,7 +263,7 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
         ax1.plot(np.arange(task.num_points), per_len_MxT[arm_of == a].mean(0), label=name)
     ax1.plot(np.arange(task.num_points), ridge_T, "k--", lw=1, label="ridge")
     ax1.set(xlabel="context length k", ylabel=f"test loss at step {cfg.steps}")
-    ax1.legend(fontsize=6)
+    plots.legend(ax1)
     plots.trajectory_heatmap(ax2, traj_MxNxK[0], steps_K, title=f"tracked pool tasks, arm 0: {arm_names[0]}")
     ctx.save_figure(fig, "speed")
 

@@ -240,7 +240,6 @@ def plot_complementary_roles(c: LinearComparison, grid_lo: float):
         ax.set_ylabel("product a₁ = p₁w₁ / Σ pw")
         ax.set_title(title, fontsize=8)
     axes[0].legend(fontsize=6, loc="upper left")
-    fig.tight_layout()
     return fig
 
 
@@ -267,7 +266,7 @@ def plot_theory_vs_simulation(c: LinearComparison):
     ax1.plot(c.a_line, c.erm_pred["risk"] - c.bayes, "-", label="closed form")
     ax1.errorbar(c.a_line, c.gap_RxA.mean(0), se(c.gap_RxA), fmt="s", ms=3, label="generalization gap (MC)")
     ax1.plot(c.a_line, c.erm_pred["gap"], "-", label="tr(H⁻¹J)")
-    ax1.set_yscale("log")
+    plots.log_axis(ax1)
     ax1.set_xlabel("product a₁")
     ax1.legend(fontsize=7)
     ax1.set_title(f"weighted least squares, {len(c.risk_RxA)} fresh pools", fontsize=9)
@@ -278,7 +277,6 @@ def plot_theory_vs_simulation(c: LinearComparison):
     for ax in (ax0, ax2):
         ax.xaxis.set_minor_formatter(plots.plt.NullFormatter())
         ax.yaxis.set_minor_formatter(plots.plt.NullFormatter())
-    fig.tight_layout()
     return fig
 
 
@@ -419,7 +417,7 @@ def plot_mlp(c: MLPComparison):
     ax0.set_title("phase 1: test risk (tail mean)", fontsize=9)
     for i, name in enumerate(ARMS):
         ax1.plot(c.steps_T, c.risk_TxSxC[:, :, i].mean(1), label=name)
-    ax1.set_yscale("log")
+    plots.log_axis(ax1)
     ax1.set_xlabel("step")
     ax1.set_ylabel("test excess risk")
     ax1.legend(fontsize=7)
@@ -433,7 +431,6 @@ def plot_mlp(c: MLPComparison):
     ax2.set_ylabel("test excess risk")
     ax2b.set_ylabel("minibatch gradient variance", color="C1")
     ax2.set_title("per arm (± s.e.)", fontsize=9)
-    fig.tight_layout()
     return fig
 
 

@@ -128,7 +128,7 @@ def run_sweep(cfg: ParityConfig, ctx, arms: Sequence[Arm], title: str) -> dict:
         curves[a.name] = {"step": [int(s) for s in res.eval_steps], "test_acc_mean": [float(v) for v in acc[i].mean(0)]}
     if ctx is not None:
         fig = plots.compare_arms(res.eval_steps, res.names, [
-            plots.Panel(acc, f"test accuracy on chi_{cfg.k}", lines={"solved": cfg.solve_acc}),
+            plots.Panel(acc, f"test accuracy on chi_{cfg.k}", lines={"solved": cfg.solve_acc}, bounds=(0, 1)),
             plots.Panel(mse, f"test MSE vs chi_{cfg.k}", log=True)], title=title)
         ctx.save_figure(fig, "parity_curves")
     per_seed = {"steps_to_solve": res.per_seed(solve, censored=True, unit="steps"),

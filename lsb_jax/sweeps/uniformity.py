@@ -159,13 +159,11 @@ def plot_speed(c: SpeedComparison, rho: dict):
     ax1.set_ylabel(f"steps to train MSE <= {c.threshold} (cap {c.steps})")
     ax1.set_title(f"Spearman rho = {rho['steps']:.2f}", fontsize=9)
     ax1.legend(fontsize=7)
-    ax2.set_xscale("log")
-    ax2.set_yscale("log")
-    ax2.xaxis.set_minor_formatter(plots.plt.NullFormatter())
+    plots.log_axis(ax2, "x")
+    plots.log_axis(ax2)
     ax2.set_xlabel("h_min")
     ax2.set_ylabel("λ_min of the NTK Gram at init")
     ax2.set_title(f"Spearman rho = {rho['ntk']:.2f}", fontsize=9)
-    fig.tight_layout()
     return fig
 
 

@@ -24,7 +24,7 @@ def stagewise_loss(arms: Mapping, target_D, null: float, eigenvalues: Sequence[f
     ax0.set(xlabel="step", ylabel="population loss / loss of 0", title="stage-wise drops (mean +- std over seeds)")
     ax0.legend(fontsize=7)
     ax1.set(xlabel="step", ylabel="m_i / m*_i", title="which eigen-direction each stage learns (seed 0)")
-    ax1.legend(fontsize=6)
+    plots.legend(ax1)
     return fig
 
 
@@ -61,7 +61,7 @@ def learning_time_vs_eigenvalue(eigenvalues: Sequence[float], a0: float, fractio
         ax.plot(eigenvalues, extra_times, "s", mfc="none", color="C3", label=extra_label)
     ax.set(xscale="log", yscale="log", xlabel="eigenvalue lam_i", ylabel=f"learning time (steps at lr {lr})",
            title="learning time vs eigenvalue")
-    ax.legend(fontsize=6)
+    plots.legend(ax)
     return fig
 
 
@@ -84,7 +84,7 @@ def entropy_vs_rho(grids: Mapping, decays: Sequence[float], rhos: Sequence[float
                             label=f"decay {decay}, {norm}")
         ax.axvline(rho_max, color="gray", ls=":", lw=1, label="sqrt3 x init scale")
         ax.set(xlabel="SAM radius rho", ylabel="entropy of learning times", title=f"{init} init")
-        ax.legend(fontsize=6)
+        plots.legend(ax)
     ax = axes[-1]
     g = grids[inits[0], norms[0]]
     for p, rho in enumerate(rhos):
@@ -92,7 +92,7 @@ def entropy_vs_rho(grids: Mapping, decays: Sequence[float], rhos: Sequence[float
         ax.plot(np.arange(1, t.shape[-1] + 1), t / np.nansum(t), marker="o", label=f"rho={rho:g}")
     ax.set(xlabel="feature i (decreasing eigenvalue)", ylabel="t_i / sum_j t_j",
            title=f"normalized times ({inits[0]}, {norms[0]}, decay {decays[len(decays) // 2]})")
-    ax.legend(fontsize=6)
+    plots.legend(ax)
     return fig
 
 
@@ -107,14 +107,14 @@ def data_lever(lever, pool, gammas: Sequence[float], rhos: Sequence[float], eige
                     label=f"SAM rho={rho:g} (gamma*={lever.gamma_star[p]:.2f})")
     ax0.set(xlabel="gamma (omega_i ~ lam_i^-gamma)", ylabel="entropy of learning times",
             title="(a) distribution lever vs SAM")
-    ax0.legend(fontsize=6)
+    plots.legend(ax0)
     lam = np.asarray(eigenvalues)
     for j, g in enumerate(gammas):
         ax1.plot(lam, np.nanmean(lever.gd.times[j, 0], 0), marker="o", color=f"C{j}", label=f"GD gamma={g:g}")
     ax1.plot(lam, np.nanmean(lever.sam.times[0, -1], 0), marker="s", color="k", ls="--", label=f"SAM rho={rhos[-1]:g}")
     ax1.set(xscale="log", yscale="log", xlabel="eigenvalue lam_i", ylabel="learning time (steps)",
             title="(a) learning time vs eigenvalue")
-    ax1.legend(fontsize=6)
+    plots.legend(ax1)
     names, ent = pool.names, pool.entropy
     ax2.bar(range(len(names)), np.nanmean(ent, -1), yerr=np.nanstd(ent, -1), color=[f"C{i}" for i in range(len(names))])
     ax2.set_xticks(range(len(names)))
