@@ -104,3 +104,26 @@ def test_simulated_model_follows_the_reduced_ode(method, norm, kind):
     np.testing.assert_allclose(t_sim, t_ode, rtol=0.04)
     # and the stage order: decreasing eigenvalue
     assert (np.diff(t_sim) > 0).all()
+
+
+def test_per_head_sam_leaves_the_saddle_exactly_below_sqrt3_a0():
+    """The derived radius bound (`odes.max_radius` = sqrt3 a0: each balanced factor moves by rho/sqrt3)
+    against the simulated model on the exact ansatz: at 0.8x the bound every feature is learned at
+    its closed-form time; at 1.2x none leaves the saddle. The seed summary's coefficient 2 rho sqrt3
+    would put the bound at a0 / (2 sqrt3) (`odes.paper_radius_bound`), far below radii that learn."""
+    lam, lr = np.array([2.0, 1.0]), 0.01
+    spec = mlsa.spectrum(lam)
+    p0 = mlsa.init_params(jax.random.PRNGKey(0), 2, 2, mlsa.Init("ansatz", A0, 0.0))
+    target = np.asarray(mlsa.optimal_features(spec), np.float64)
+    inside = 0.8 * odes.max_radius(A0)
+    t_cf = odes.learning_time(lam, A0, 0.5, rho=inside, lr=lr)
+    steps = int(1.5 * t_cf.max()) // 20 * 20
+    for rho, learned in ((inside, True), (1.2 * odes.max_radius(A0), False)):
+        sim = dynamics.simulator(mlsa.population_loss, num_steps=steps, record_every=20, method="sam",
+                                 norm="per_head")(p0, spec, lr, rho)
+        t_sim = learning_times.crossing_times(np.asarray(sim.steps), np.asarray(sim.features), target)
+        if learned:
+            np.testing.assert_allclose(t_sim, t_cf, rtol=0.02)
+        else:
+            assert np.isnan(t_sim).all() and np.all(np.asarray(sim.features)[-1] < 1e-2 * target)
+    assert odes.paper_radius_bound(A0) < inside / 4
