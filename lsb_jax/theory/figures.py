@@ -14,14 +14,14 @@ from lsb_jax.theory import odes
 
 def stagewise_loss(arms: Mapping, target_D, null: float, eigenvalues: Sequence[float]):
     """Left: population loss / loss of 0 per arm (single-spectrum, single-rho `sweeps.Grid`s),
-    mean +- std over seeds; right: seed 0's m_i / m*_i per arm (GD solid, others dashed)."""
+    median and quartiles over seeds (log axis); right: seed 0's m_i / m*_i per arm (GD solid, others dashed)."""
     fig, (ax0, ax1) = plots.figure(2)
     for name, g in arms.items():
         plots.band(ax0, g.steps, (g.loss[0, 0] / null).T, label=name, log=True)
         for i in range(len(eigenvalues)):
             ax1.plot(g.steps, g.features[0, 0, 0, :, i] / target_D[i], ls="-" if name == "GD" else "--",
                      color=f"C{i}", label=f"{name}: e{i + 1} (lam={eigenvalues[i]:g})")
-    ax0.set(xlabel="step", ylabel="population loss / loss of 0", title="stage-wise drops (mean +- std over seeds)")
+    ax0.set(xlabel="step", ylabel="population loss / loss of 0", title="stage-wise drops (median, quartiles)")
     ax0.legend(fontsize=7)
     ax1.set(xlabel="step", ylabel="m_i / m*_i", title="which eigen-direction each stage learns (seed 0)")
     plots.legend(ax1)
@@ -44,7 +44,8 @@ def ode_check(checks: Mapping[str, odes.SimulationCheck], target_D):
 def learning_time_vs_eigenvalue(eigenvalues: Sequence[float], a0: float, fraction: float, rho: float, lr: float,
                                 arms: Mapping, extra_times=None, extra_label: str = ""):
     """Closed-form GD and per-head SAM learning times over `odes.dense_eigenvalues`, the early-phase
-    asymptote 1/(2 lam^2 a0), each arm's simulated times (mean +- std over seeds) at the spectrum,
+    asymptote 1/(2 lam^2 a0), each arm's simulated times (median and quartiles over seeds: a log axis)
+    at the spectrum,
     and optionally one more set of times (`extra_times` [D], in steps at lr) as open squares."""
     lam_dense = odes.dense_eigenvalues(eigenvalues)
     fig, (ax,) = plots.figure(1, width=5.5)
@@ -54,13 +55,13 @@ def learning_time_vs_eigenvalue(eigenvalues: Sequence[float], a0: float, fractio
     ax.plot(lam_dense, 1.0 / (2 * lam_dense ** 2 * a0 * lr), ":", color="gray", lw=1,
             label="early phase 1/(2 lam^2 a0)")
     for j, (name, g) in enumerate(arms.items()):
-        t_nxD = g.times[0, 0]
-        ax.errorbar(eigenvalues, np.nanmean(t_nxD, 0), yerr=np.nanstd(t_nxD, 0), fmt="o", color=f"C{j}",
+        q25, med, q75 = np.nanquantile(g.times[0, 0], [0.25, 0.5, 0.75], axis=0)
+        ax.errorbar(eigenvalues, med, yerr=[med - q25, q75 - med], fmt="o", color=f"C{j}",
                     label=f"{name}, random init (sim)")
     if extra_times is not None:
         ax.plot(eigenvalues, extra_times, "s", mfc="none", color="C3", label=extra_label)
-    ax.set(xscale="log", yscale="log", xlabel="eigenvalue lam_i", ylabel=f"learning time (steps at lr {lr})",
-           title="learning time vs eigenvalue")
+    ax.set(xlabel="eigenvalue lam_i", ylabel=f"learning time (steps at lr {lr})", title="learning time vs eigenvalue")
+    plots.log_axis(ax, "x"), plots.log_axis(ax)
     plots.legend(ax)
     return fig
 
@@ -112,8 +113,8 @@ def data_lever(lever, pool, gammas: Sequence[float], rhos: Sequence[float], eige
     for j, g in enumerate(gammas):
         ax1.plot(lam, np.nanmean(lever.gd.times[j, 0], 0), marker="o", color=f"C{j}", label=f"GD gamma={g:g}")
     ax1.plot(lam, np.nanmean(lever.sam.times[0, -1], 0), marker="s", color="k", ls="--", label=f"SAM rho={rhos[-1]:g}")
-    ax1.set(xscale="log", yscale="log", xlabel="eigenvalue lam_i", ylabel="learning time (steps)",
-            title="(a) learning time vs eigenvalue")
+    ax1.set(xlabel="eigenvalue lam_i", ylabel="learning time (steps)", title="(a) learning time vs eigenvalue")
+    plots.log_axis(ax1, "x"), plots.log_axis(ax1)
     plots.legend(ax1)
     names, ent = pool.names, pool.entropy
     ax2.bar(range(len(names)), np.nanmean(ent, -1), yerr=np.nanstd(ent, -1), color=[f"C{i}" for i in range(len(names))])
