@@ -57,19 +57,26 @@ def test_invalid_combinations_fail_before_anything_is_written(tmp_path, sets, fr
     assert list(tmp_path.iterdir()) == []
 
 
+def _fake_project(root, name):
+    """Adds synthetic/<name>.py (a plain experiment: quick x=1, full x=2, headline x) to the project at
+    `root`; returns (env pointing LSB_ROOT at it, an empty work folder beside it)."""
+    (root / "synthetic").mkdir(parents=True, exist_ok=True)
+    (root / "synthetic" / f"{name}.py").write_text(
+        "import dataclasses\nfrom lsb_jax.experiments import Experiment\n"
+        "@dataclasses.dataclass(frozen=True)\nclass C:\n    x: int = 1\n"
+        f"EXPERIMENT = Experiment(name='{name}', reproduces='test', configs={{'quick': C(), 'full': C(2)}},\n"
+        "                        run=lambda cfg, ctx: {'headline': {'x': cfg.x}})\n")
+    work = root.parent / "work"
+    work.mkdir(exist_ok=True)
+    return dict(os.environ, JAX_PLATFORMS="cpu", LSB_ROOT=str(root)), work
+
+
 def test_a_broken_experiment_file_does_not_break_the_others(tmp_path):
     root = tmp_path / "proj"
     (root / "synthetic").mkdir(parents=True)
     (root / "llm").mkdir()
     (root / "llm" / "needs_missing.py").write_text("import no_such_module_anywhere\n")
-    (root / "synthetic" / "fine.py").write_text(
-        "import dataclasses\nfrom lsb_jax.experiments import Experiment\n"
-        "@dataclasses.dataclass(frozen=True)\nclass C:\n    x: int = 1\n"
-        "EXPERIMENT = Experiment(name='fine', reproduces='test', configs={'quick': C(), 'full': C(2)},\n"
-        "                        run=lambda cfg, ctx: {'headline': {'x': cfg.x}})\n")
-    env = dict(os.environ, JAX_PLATFORMS="cpu", LSB_ROOT=str(root))
-    work = tmp_path / "work"
-    work.mkdir()
+    env, work = _fake_project(root, "fine")
     listed = subprocess.run(lsb_cmd("list"), cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0 and "fine" in listed.stdout
     assert "BROKEN  llm/needs_missing.py: ModuleNotFoundError" in listed.stdout
@@ -98,14 +105,7 @@ def test_reproduce_medium_runs_medium_configs_and_quick_points_to_them(tmp_path)
         "                     expect='higher')\n"
         "EXPERIMENT = Experiment(name='med', reproduces='test',\n"
         "                        configs={'quick': C(), 'medium': C(5.0), 'full': C(5.0)}, run=run, claims=(CLAIM,))\n")
-    (root / "synthetic" / "plain.py").write_text(
-        "import dataclasses\nfrom lsb_jax.experiments import Experiment\n"
-        "@dataclasses.dataclass(frozen=True)\nclass C:\n    x: int = 1\n"
-        "EXPERIMENT = Experiment(name='plain', reproduces='test', configs={'quick': C(), 'full': C(2)},\n"
-        "                        run=lambda cfg, ctx: {'headline': {'x': cfg.x}})\n")
-    env = dict(os.environ, JAX_PLATFORMS="cpu", LSB_ROOT=str(root))
-    work = tmp_path / "work"
-    work.mkdir()
+    env, work = _fake_project(root, "plain")
     for mode in ("--medium", "--quick"):
         out = subprocess.run(lsb_cmd("reproduce", mode, "--no-progress"), cwd=work, env=env, capture_output=True,
                              text=True, timeout=300)
