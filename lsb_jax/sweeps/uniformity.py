@@ -71,7 +71,9 @@ def set_members(base_seeds: Sequence[int], num_seeds: int, blocks: Sequence[tupl
     xs, ys, ks, labs = [], [], [], []
     for r, (x_SxNxD, y_SxN, labels) in enumerate(blocks):
         for s in range(num_seeds):
-            xs.append(x_SxNxD), ys.append(y_SxN), ks.append(jnp.repeat(keys[r, s][None], len(x_SxNxD), axis=0))
+            xs.append(x_SxNxD)
+            ys.append(y_SxN)
+            ks.append(jnp.repeat(keys[r, s][None], len(x_SxNxD), axis=0))
             labs.extend({"seed": s, **lab} for lab in labels)
     data = {"x": jnp.asarray(np.concatenate(xs)), "y": jnp.asarray(np.concatenate(ys))}
     return Members(keys=jnp.concatenate(ks), hparams=data, labels=tuple(labs))

@@ -61,7 +61,8 @@ def learning_time_vs_eigenvalue(eigenvalues: Sequence[float], a0: float, fractio
     if extra_times is not None:
         ax.plot(eigenvalues, extra_times, "s", mfc="none", color="C3", label=extra_label)
     ax.set(xlabel="eigenvalue lam_i", ylabel=f"learning time (steps at lr {lr})", title="learning time vs eigenvalue")
-    plots.log_axis(ax, "x"), plots.log_axis(ax)
+    plots.log_axis(ax, "x")
+    plots.log_axis(ax)
     plots.legend(ax)
     return fig
 
@@ -114,7 +115,8 @@ def data_lever(lever, pool, gammas: Sequence[float], rhos: Sequence[float], eige
         ax1.plot(lam, np.nanmean(lever.gd.times[j, 0], 0), marker="o", color=f"C{j}", label=f"GD gamma={g:g}")
     ax1.plot(lam, np.nanmean(lever.sam.times[0, -1], 0), marker="s", color="k", ls="--", label=f"SAM rho={rhos[-1]:g}")
     ax1.set(xlabel="eigenvalue lam_i", ylabel="learning time (steps)", title="(a) learning time vs eigenvalue")
-    plots.log_axis(ax1, "x"), plots.log_axis(ax1)
+    plots.log_axis(ax1, "x")
+    plots.log_axis(ax1)
     plots.legend(ax1)
     names, ent = pool.names, pool.entropy
     ax2.bar(range(len(names)), np.nanmean(ent, -1), yerr=np.nanstd(ent, -1), color=[f"C{i}" for i in range(len(names))])
