@@ -260,6 +260,46 @@ def test_offline_math_sets_read_like_the_real_ones(tok, tmp_path):
             assert eval(expression, {"__builtins__": {}}) == int(answer)  # noqa: S307 (digits and +/-)
 
 
+def test_planted_math_has_exact_levels_correct_answers_and_a_seeded_order(tmp_path):
+    """The planted family: each level exactly its share of the rows, a level's rows have its number
+    of terms, the answers are the sums (checked by Python's own arithmetic on the expression), the
+    files are a function of the seed, and `read_labels` returns the level of any source row."""
+    import re
+
+    from lsb_jax.llm import mathdata as M
+
+    cfg = M.PlantedMathConfig(levels=(("a", 2, 0.25), ("b", 3, 0.5), ("c", 4, 0.25)), train_size=40, test_size=21,
+                              seed=5)
+    paths = M.write_planted_math(tmp_path / "x", cfg)
+    M.write_planted_math(tmp_path / "y", cfg)
+    M.write_planted_math(tmp_path / "z", M.PlantedMathConfig(levels=cfg.levels, train_size=40, test_size=21, seed=6))
+    for name in ("train", "test"):
+        assert paths[name].read_bytes() == (tmp_path / "y" / paths[name].name).read_bytes()
+        assert paths[name].read_bytes() != (tmp_path / "z" / paths[name].name).read_bytes()
+    train = [json.loads(x) for x in paths["train"].read_text().splitlines()]
+    test = [json.loads(x) for x in paths["test"].read_text().splitlines()]
+    assert [sum(r["level"] == v for r in train) for v in "abc"] == [10, 20, 10]
+    assert [sum(r["level"] == v for r in test) for v in "abc"] == [5, 10, 6]      # the last takes the remainder
+    terms = {"a": 2, "b": 3, "c": 4}
+    for r in train + test:
+        text, answer = (r["instruction"], r["output"]) if "output" in r else (r["question"], r["answer"])
+        expression = re.fullmatch(r"What is (.*)\?", text).group(1)
+        assert len(re.findall(r"\d", expression)) == terms[r["level"]]
+        got = re.fullmatch(r"(?:The answer is |#### )(-?\d+)\.?", answer).group(1)
+        assert eval(expression, {"__builtins__": {}}) == int(got)  # noqa: S307 (digits and +/-)
+    assert {r["source"] for r in train} == {M.PLANTED_SOURCE}
+    train_spec, test_spec = M.offline_specs(tmp_path / "x")
+    assert D.read_labels(train_spec, "level", [3, 0, 39]) == [train[3]["level"], train[0]["level"], train[39]["level"]]
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "q", "output": "a", "level": "b"},
+                                               {"instruction": "q", "output": "a"}])
+    with pytest.raises(D.DataError, match=r"bad.jsonl, row 1 \(line 2\), field 'level': missing field"):
+        D.read_labels(D.DatasetSpec(str(bad)), "level", [0, 1])
+    with pytest.raises(D.DataError, match="row 7.*no such row"):
+        D.read_labels(D.DatasetSpec(str(bad)), "level", [7])
+    with pytest.raises(ValueError, match="sum to 1"):
+        M.PlantedMathConfig(levels=(("a", 2, 0.5), ("b", 3, 0.4)))
+
+
 def test_max_chars_hub_labels_and_raw_keys(examples, tok, tmp_path):
     path = write_jsonl(tmp_path / "c.jsonl", [GOOD[0], {"instruction": "q" * 50, "output": "a"}])
     with pytest.raises(D.DataError, match=r"row 1 \(line 2\), field 'instruction': too long: 50 characters"):

@@ -1,6 +1,7 @@
 """Fine-tuning (lsb_jax.llm.finetune): accumulation, AdamW vs PyTorch, LoRA, mixed precision,
 SAM/Muon wiring, sharding on 8 host devices and kill -9 resume (subprocesses)."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -197,6 +198,36 @@ def test_step_mixed_precision_sam_and_muon(folder):
         assert flat_spectrum(pmuon[k] - p0[k], n_in) and not flat_spectrum(p32[k] - p0[k], n_in), k
     _, params = prepare(load_pretrained(path), FinetuneConfig(param_dtype="bfloat16"))
     assert all(v.dtype == jnp.bfloat16 for v in _flat(params).values())
+
+
+def test_shared_step_compiles_once_and_equals_a_fixed_schedule_step(folder):
+    """Runs of other lengths and seeds share one step function (the schedule's lengths are traced
+    step arguments); its trajectory equals the one of a step built with the concrete optimizer of
+    that length (warmup-cosine, so the lengths matter), and the compiled program is reused."""
+    from lsb_jax.llm.finetune import shared_finetune_step
+    from lsb_jax.train import loop
+
+    path, _ = folder
+    cfg = FinetuneConfig(optim=OptimConfig(name="adamw", lr=1e-2, schedule="warmup_cosine"), warmup_ratio=0.3)
+    split, _ = prepare(load_pretrained(path), cfg)
+    assert shared_finetune_step(split.graphdef, cfg) is shared_finetune_step(
+        split.graphdef, dataclasses.replace(cfg, seed=3))
+    assert shared_finetune_step(split.graphdef, cfg) is not shared_finetune_step(
+        split.graphdef, dataclasses.replace(cfg, warmup_ratio=0.1))
+    loop._cached_program.cache_clear()
+    for n in (5, 3):
+        result = finetune(load_pretrained(path), iter([make_batch(i) for i in range(n)]), cfg, n, chunk_size=1)
+        split, params = prepare(load_pretrained(path), cfg)
+        opt = cfg.optimizer(n)
+        assert cfg.schedule(n)["warmup_steps"] == round(0.3 * n)
+        state = init_finetune_state(params, opt, cfg.seed)
+        step = jax.jit(make_finetune_step(split.graphdef, cfg, opt))
+        for i in range(n):
+            state, _ = step(state, {k: jnp.asarray(v) for k, v in make_batch(i).items()}, split.frozen)
+        want, got = _flat(state.params), _flat(result.fit.state.params)
+        for k in want:   # the same float32 arithmetic, compiled in another program: rounding only
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6 * np.abs(want[k]).max(), err_msg=k)
+    assert loop._cached_program.cache_info().misses == 1     # one program for both lengths
 
 
 def test_config_validation_and_host_batches():

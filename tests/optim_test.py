@@ -184,8 +184,21 @@ def test_schedules_match_formula(schedule, warmup):
         want = lr * (np.where(t < warmup, t / max(warmup, 1), decay))
     else:
         want = lr * np.minimum(1.0, t / warmup)
-    # optax's polynomial schedules divide int32 counts, so their factor is float32 even under x64.
+    # the factor is computed in float32 (as optax's schedules are), also under x64
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    # total and warmup as traced step arguments (one compiled step for any run length): the same lrs
+    cfg = OptimConfig(name="sgd", lr=lr, schedule=schedule, warmup_steps=warmup)
+
+    @jax.jit
+    def lrs(total_steps, warmup_steps):
+        tx = make_optimizer(cfg, total_steps, warmup_steps=warmup_steps).tx
+        state, out = tx.init(w), []
+        for _ in range(total + 2):
+            u, state = tx.update({"w": jnp.ones(1)}, state, w)
+            out.append(-u["w"][0])
+        return jnp.stack(out)
+
+    np.testing.assert_allclose(np.asarray(lrs(jnp.int32(total), jnp.int32(warmup))), got, rtol=1e-6, atol=1e-7)
 
 
 def test_clip_by_global_norm_matches_numpy():
@@ -300,8 +313,8 @@ def np_newton_schulz(m):
 class NpMuon:
     """Muon on matrices not named in `adam_layers`, AdamW (`adam`) on the rest."""
 
-    def __init__(self, lr, adam, beta=0.95, nesterov=True, wd=0.0, adam_layers=("head",)):
-        self.lr, self.adam, self.beta, self.nesterov, self.wd = lr, adam, beta, nesterov, wd
+    def __init__(self, lr, adam, beta=0.95, nesterov=True, wd=0.0, adam_layers=("head",), rms=None):
+        self.lr, self.adam, self.beta, self.nesterov, self.wd, self.rms = lr, adam, beta, nesterov, wd, rms
         self.adam_layers = adam_layers
         self.mu = {}
 
@@ -315,7 +328,8 @@ class NpMuon:
         else:
             mu_hat = mu / (1 - beta ** t)
         fan_in, fan_out = g.shape
-        return -self.lr * (np_newton_schulz(mu_hat) * np.sqrt(max(1.0, fan_out / fan_in)) + self.wd * w)
+        scale = np.sqrt(max(1.0, fan_out / fan_in)) if self.rms is None else self.rms * np.sqrt(max(fan_in, fan_out))
+        return -self.lr * (np_newton_schulz(mu_hat) * scale + self.wd * w)
 
 
 def test_numpy_newton_schulz_is_roughly_orthogonal():
@@ -338,6 +352,24 @@ def test_muon_factory_matches_numpy():
     rule = NpMuon(0.05, NpAdamW(0.05, 0.85, 0.99, 1e-7, wd=0.1), wd=0.1)
     for got, want in zip(traj, np_run(params, 4, rule)):
         assert_tree_close(got, want, rtol=1e-8, atol=1e-10)
+
+
+def test_muon_consistent_rms_matches_numpy_and_sets_the_update_rms():
+    """Moonlight's scaling r sqrt(max(fan_in, fan_out)): the numpy rule, and an exactly orthogonal
+    direction (one step from zero momentum of an orthogonal gradient) gets update RMS lr * r."""
+    params = init_params()
+    cfg = OptimConfig(name="muon", lr=0.05, weight_decay=0.1, muon_consistent_rms=0.2)
+    traj, _ = run(make_optimizer(cfg, 10), params, 4)
+    rule = NpMuon(0.05, NpAdamW(0.05, wd=0.1), wd=0.1, rms=0.2)
+    for got, want in zip(traj, np_run(params, 4, rule)):
+        assert_tree_close(got, want, rtol=1e-8, atol=1e-10)
+    q, _ = np.linalg.qr(np.random.default_rng(5).normal(size=(16, 8)))     # 16 x 8, orthonormal columns
+    tx = muon(0.05, consistent_rms=0.2, exclude=())
+    u, _ = tx.update({"w": jnp.asarray(q, jnp.float32)}, tx.init({"w": jnp.zeros((16, 8))}), {"w": jnp.zeros((16, 8))})
+    # NS5 maps singular values 1 near (not exactly to) 1: RMS within its few-percent band
+    np.testing.assert_allclose(np.sqrt(np.mean(np.asarray(u["w"]) ** 2)), 0.05 * 0.2, rtol=0.1)
+    with pytest.raises(ValueError, match="muon_consistent_rms"):
+        OptimConfig(name="muon", muon_consistent_rms=-1.0)
 
 
 def test_muon_plain_momentum_and_custom_exclude():

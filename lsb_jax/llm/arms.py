@@ -7,8 +7,9 @@ An arm changes the target's fine-tuning data and/or its optimizer:
     sam        the target's optimizer gets SAM (radius: the experiment's `sam_rho`)
     synth      the arm's data also holds the kept synthesized variants of the hard examples
 
-`PAPER_ARMS` are seed 001's five (its Table 1 order); `ARMS` adds hard upsampling with synthesized
-variants. Reports list arms in `ARMS` order.
+`PAPER_ARMS` are seed 001's five (its Table 1 order) and its ablation that clusters the final loss
+alone instead of the trajectories; `ARMS` adds hard upsampling with synthesized variants. Reports
+list arms in `ARMS` order.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ ARMS: dict[str, LLMArm] = {
     "upsample_easy": LLMArm("easy"),
     "random": LLMArm("random"),
     "sam": LLMArm("uniform", sam=True),
+    "upsample_final_loss": LLMArm("final_loss"),
     "upsample_hard+synth": LLMArm("hard", synth=True),
 }
-PAPER_ARMS: tuple[str, ...] = ("baseline", "upsample_hard", "upsample_easy", "random", "sam")
+PAPER_ARMS: tuple[str, ...] = ("baseline", "upsample_hard", "upsample_easy", "random", "sam", "upsample_final_loss")
 
 
 def check_arms(names: Sequence[str], field: str = "arms") -> tuple[str, ...]:

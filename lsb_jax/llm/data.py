@@ -375,6 +375,23 @@ def read_validated(spec: DatasetSpec, *, on_error: Literal["raise", "skip"] = "r
     return rows, report
 
 
+def read_labels(spec: DatasetSpec, field: str, source_rows: Sequence[int]) -> list[str]:
+    """The column `field` (as strings) at the given source rows, e.g. a planted difficulty level
+    the pipeline never trains on; a row that lacks it (or a null) is a `DataError` naming the row."""
+    wanted = {int(r) for r in source_rows}
+    found: dict[int, str] = {}
+    for raw in read_rows(spec):
+        if raw.row in wanted:
+            value = raw.value.get(field) if isinstance(raw.value, Mapping) else None
+            if value is None:
+                raise DataError(spec.label, raw.row, field, "missing field", raw.line)
+            found[raw.row] = str(value)
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise DataError(spec.label, missing[0], field, "no such row")
+    return [found[int(r)] for r in source_rows]
+
+
 # ----------------------------------------------------------------------------- templating
 
 

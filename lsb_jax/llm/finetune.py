@@ -35,6 +35,7 @@ own slice of the global batch (`jax.make_array_from_process_local_data`). See do
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -116,15 +117,25 @@ class FinetuneConfig:
         """The NNX filter of the optimized parameters."""
         return nnx.LoRAParam if self.lora_rank else nnx.Param
 
-    def optimizer(self, num_steps: int) -> Optimizer:
-        optim = self.optim
-        if self.warmup_ratio > 0:   # at least 1 step, and fewer than num_steps (warmup_cosine needs a decay)
+    def schedule(self, num_steps: int) -> dict[str, int]:
+        """The lr schedule's lengths of a run of `num_steps`: {"total_steps", "warmup_steps"}
+        (warmup from `warmup_ratio`: at least 1 step and fewer than num_steps, as warmup_cosine
+        needs a decay; else `optim.warmup_steps`)."""
+        warmup = self.optim.warmup_steps
+        if self.warmup_ratio > 0:
             warmup = min(max(1, round(self.warmup_ratio * num_steps)), max(0, num_steps - 1))
-            optim = dataclasses.replace(optim, warmup_steps=warmup)
+        return {"total_steps": int(num_steps), "warmup_steps": int(warmup)}
+
+    def optimizer(self, num_steps, warmup_steps=None) -> Optimizer:
+        """The optimizer of a run of `num_steps` (warmup: `schedule`, or `warmup_steps`); both
+        may be traced, as in the shared step of `make_finetune_step(..., optimizer=None)`."""
+        optim = self.optim
         if optim.name == "muon":   # the decoder's 3-D attention kernels are Muon matrices too
             defaults = {k: v for k, v in MUON_IN_AXES.items() if k not in optim.muon_in_axes}
             optim = dataclasses.replace(optim, muon_in_axes={**optim.muon_in_axes, **defaults})
-        return make_optimizer(optim, num_steps)
+        if warmup_steps is None:
+            warmup_steps = self.schedule(num_steps)["warmup_steps"]
+        return make_optimizer(optim, num_steps, warmup_steps=warmup_steps)
 
 
 # ----------------------------------------------------------------------------- model <-> pytrees
@@ -232,19 +243,22 @@ def accumulated_value_and_grad(loss_fn: Callable, params, batch: dict, accum_ste
     return value, loss_AxB.reshape(B), grads
 
 
-def make_finetune_step(split_graphdef: nnx.GraphDef, cfg: FinetuneConfig, optimizer: Optimizer):
+def make_finetune_step(split_graphdef: nnx.GraphDef, cfg: FinetuneConfig, optimizer: Optimizer | None = None):
     """step(state, batch, frozen) -> (state, metrics) for `fit(..., step_args=(frozen,))`.
 
+    With `optimizer=None` the step is step(state, batch, frozen, schedule) and builds
+    `cfg.optimizer(schedule["total_steps"], schedule["warmup_steps"])` from those traced
+    scalars: one compiled program serves runs of any length (`shared_finetune_step`).
     metrics: loss (the batch objective), example_loss [B], example_id [B] (if in the batch).
     The optimizer is called as `tx.update(g, opt_state, params, grad_fn=...)` (SAM evaluates
     the accumulated gradient at its adversarial point with the same micro-batches and rng).
     """
-    if optimizer.grad_mode != "mean":
+    if optimizer is not None and optimizer.grad_mode != "mean":
         raise ValueError(f"fine-tuning needs grad_mode 'mean', got {optimizer.grad_mode!r}")
     loss_fn = make_split_loss_fn(split_graphdef, cfg)
-    tx = optimizer.tx
 
-    def step(state: TrainState, batch: dict, frozen):
+    def step(state: TrainState, batch: dict, frozen, schedule=None):
+        tx = (optimizer or cfg.optimizer(schedule["total_steps"], schedule["warmup_steps"])).tx
         rng = step_key(state.rng, STREAM_STEP, state.step)
         lf = lambda p, micro, r: loss_fn(p, frozen, micro, r)  # noqa: E731
         value, loss_B, grads = accumulated_value_and_grad(lf, state.params, batch, cfg.accum_steps, rng)
@@ -257,6 +271,32 @@ def make_finetune_step(split_graphdef: nnx.GraphDef, cfg: FinetuneConfig, optimi
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return step
+
+
+class _StepKey:
+    """A config as a cache key: equal when everything but the seeds (which live in the train
+    state and the adapters' init, not in the step) is equal."""
+
+    def __init__(self, cfg: FinetuneConfig):
+        self.cfg, self.key = cfg, repr(dataclasses.replace(cfg, seed=0, lora_seed=0))
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _StepKey) and other.key == self.key
+
+
+@functools.lru_cache(maxsize=8)   # one entry per (model, config): the arms of a protocol share it
+def _shared_step(graphdef: nnx.GraphDef, cfg: _StepKey):
+    return make_finetune_step(graphdef, cfg.cfg)
+
+
+def shared_finetune_step(graphdef: nnx.GraphDef, cfg: FinetuneConfig):
+    """`make_finetune_step(graphdef, cfg)` with a traced schedule, the same function object for
+    equal (graph, config up to the seeds): `fit` caches its compiled program per step function,
+    so fine-tuning runs of other lengths, data or seeds compile once."""
+    return _shared_step(graphdef, _StepKey(cfg))
 
 
 def init_finetune_state(params, optimizer: Optimizer, seed: int) -> TrainState:
@@ -376,11 +416,15 @@ def finetune_split(split: Split, params, batches: Iterator[dict], cfg: FinetuneC
     if desc is None:   # progress bars and errors name the phase: the run folder (e.g. pretrain_proxy, an arm)
         desc = Path(ctx.dir).name if ctx is not None else "finetune"
     optimizer = cfg.optimizer(num_steps)
+    if optimizer.grad_mode != "mean":
+        raise ValueError(f"fine-tuning needs grad_mode 'mean', got {optimizer.grad_mode!r}")
     state = init_finetune_state(params, optimizer, cfg.seed)
-    step = make_finetune_step(split.graphdef, cfg, optimizer)
+    step = shared_finetune_step(split.graphdef, cfg)    # compiled once for every run length
+    schedule = {k: jnp.asarray(v, jnp.int32) for k, v in cfg.schedule(num_steps).items()}
     counting = HostBatches(batches, pad_length, fixed_shape=chunk_size > 1)
     t0 = time.perf_counter()
-    result = fit(step, state, num_steps, ctx=ctx, hooks=hooks, batches=counting, step_args=(split.frozen,),
+    result = fit(step, state, num_steps, ctx=ctx, hooks=hooks, batches=counting,
+                 step_args=(split.frozen, schedule),
                  chunk_size=chunk_size, checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir,
                  resume=resume, log_every=log_every, desc=desc, donate_state=True,
                  prepare_batches=stacked_batch_put(mesh))

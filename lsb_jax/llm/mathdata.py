@@ -12,6 +12,16 @@ reasoning-gym's procedural ones that work offline: `gsm_symbolic` (GSM8K-style w
 with a step-by-step solution), `basic_arithmetic`, `chain_sum`, `simple_equations` (easier
 items, so the hard/easy split of the proxy losses has something to find). Each generator gets
 its own seed derived from (seed, generator index); test questions never appear in the train set.
+
+The planted family (`PlantedMathConfig`, `write_planted_math`) knows each row's difficulty: sums
+of one-digit terms joined by + or -, each row of a level with that level's number of terms
+(default: "easy" 2 terms, "hard" 3), the level written in the row's `level` column. The
+response is only "The answer is x." (no worked line): a per-example loss is the mean over
+response tokens, so a worked line that repeats the expression would dilute the answer's loss by
+a length that grows with the number of terms, and the difficulty the proxy should find would be
+partly hidden by the length. Train and test rows are independent draws of the same family (each
+level's rows exactly its share of the size), so a test question may also be a train question
+(2 one-digit terms have only 200 problems): the upsample report gives the fraction per level.
 """
 
 from __future__ import annotations
@@ -108,6 +118,76 @@ def write_offline_math(folder, cfg: OfflineMathConfig = OfflineMathConfig()) -> 
     for name, file, rows in (("train", TRAIN_FILE, train), ("test", TEST_FILE, test)):
         paths[name] = io.write_text(folder / file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return paths
+
+
+@dataclasses.dataclass(frozen=True)
+class PlantedMathConfig:
+    """levels: (name, number of terms, share) from easiest to hardest (shares sum to 1); sizes of
+    the train and test sets; terms are 0..max_digit."""
+
+    levels: tuple[tuple[str, int, float], ...] = (("easy", 2, 0.5), ("hard", 3, 0.5))
+    train_size: int = 800
+    test_size: int = 1000
+    max_digit: int = 9
+    seed: int = 0
+
+    def __post_init__(self):
+        names = [name for name, _, _ in self.levels]
+        if not self.levels or len(set(names)) != len(names):
+            raise ValueError(f"PlantedMathConfig.levels: need distinct level names, got {names}")
+        if any(terms < 1 or share <= 0 for _, terms, share in self.levels):
+            raise ValueError("PlantedMathConfig.levels: every level needs >= 1 terms and a share > 0")
+        if abs(sum(share for _, _, share in self.levels) - 1.0) > 1e-9:
+            raise ValueError("PlantedMathConfig.levels: the shares must sum to 1")
+        if min(self.train_size, self.test_size, self.max_digit) < 1:
+            raise ValueError("PlantedMathConfig: train_size, test_size and max_digit must be >= 1")
+
+    @property
+    def hardest(self) -> str:
+        return self.levels[-1][0]
+
+
+PLANTED_SOURCE = "planted_sum"
+
+
+def level_sizes(levels, size: int) -> list[int]:
+    """Rows per level: round(share * size), the last level takes the remainder (sum = size)."""
+    sizes = [round(share * size) for _, _, share in levels[:-1]]
+    return sizes + [size - sum(sizes)]
+
+
+def planted_items(cfg: PlantedMathConfig, size: int, stream: int) -> list[tuple[str, str, int]]:
+    """(level, expression, value) of `size` problems in a seeded random order, each level exactly
+    `level_sizes` of them."""
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, stream]))
+    levels = [i for i, n in enumerate(level_sizes(cfg.levels, size)) for _ in range(n)]
+    out = []
+    for i in rng.permutation(levels):
+        name, terms, _ = cfg.levels[i]
+        digits = rng.integers(0, cfg.max_digit + 1, terms)
+        signs = rng.integers(0, 2, terms - 1)
+        expr = str(digits[0]) + "".join(f" {'-' if s else '+'} {d}" for s, d in zip(signs, digits[1:]))
+        value = int(digits[0] + np.sum(np.where(signs, -1, 1) * digits[1:]))
+        out.append((name, expr, value))
+    return out
+
+
+def planted_rows(cfg: PlantedMathConfig) -> tuple[list[dict], list[dict]]:
+    """(train rows {"instruction", "output", "source", "level"}, test rows {"question", "answer":
+    "#### x", "level"}): MathInstruct- and GSM8K-shaped, the planted level in `level`."""
+    train = [{"instruction": f"What is {e}?", "output": f"The answer is {v}.", "source": PLANTED_SOURCE,
+              "level": lvl} for lvl, e, v in planted_items(cfg, cfg.train_size, 0)]
+    test = [{"question": f"What is {e}?", "answer": f"#### {v}", "level": lvl}
+            for lvl, e, v in planted_items(cfg, cfg.test_size, 10_000)]
+    return train, test
+
+
+def write_planted_math(folder, cfg: PlantedMathConfig = PlantedMathConfig()) -> dict[str, Path]:
+    """`planted_rows` written (atomically) as train.jsonl and test.jsonl into `folder`."""
+    folder = Path(folder)
+    train, test = planted_rows(cfg)
+    return {name: io.write_text(folder / file, "".join(json.dumps(r) + "\n" for r in rows))
+            for name, file, rows in (("train", TRAIN_FILE, train), ("test", TEST_FILE, test))}
 
 
 def offline_specs(folder) -> tuple[DatasetSpec, DatasetSpec]:

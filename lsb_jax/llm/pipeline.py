@@ -215,8 +215,10 @@ def align_counts(counts_P, proxy_examples: Examples, target_examples: Examples) 
 # ----------------------------------------------------------------------------- figures
 
 
-def plot_trajectories(losses_NxK, steps_K, hard_N, groups_N=None, group_names: Sequence[str] = ()):
-    """Left: mean +- std of the hard and easy clusters' loss trajectories (dashed: per group).
+def plot_trajectories(losses_NxK, steps_K, hard_N, groups_N=None, group_names: Sequence[str] = (), *,
+                      planted_N=None):
+    """Left: mean +- std of the hard and easy clusters' loss trajectories (dashed: per group;
+    dotted: the mean of the rows known to be hard / easy when `planted_N` is given).
     Right: histogram of the mean trajectory loss by cluster."""
     from lsb_jax import plots  # noqa: PLC0415
 
@@ -225,45 +227,51 @@ def plot_trajectories(losses_NxK, steps_K, hard_N, groups_N=None, group_names: S
     fig, (ax, hx) = plots.figure(2)
     for mask, name, color in ((hard_N, "hard", "C3"), (~hard_N, "easy", "C0")):
         if mask.any():
-            plots.band(ax, steps_K, losses_NxK[mask].T, label=f"{name} (n={int(mask.sum())})", color=color)
+            plots.band(ax, steps_K, losses_NxK[mask].T, label=f"{name} cluster (n={int(mask.sum())})", color=color)
     if groups_N is not None:
         for g, gname in enumerate(group_names):
             for mask, color in ((hard_N, "C3"), (~hard_N, "C0")):
                 sel = mask & (np.asarray(groups_N) == g)
                 if sel.any():
                     ax.plot(steps_K, losses_NxK[sel].mean(0), ls="--", lw=0.8, color=color, alpha=0.6)
-    ax.set(xlabel="proxy step", ylabel="per-example loss", title="proxy loss trajectories by cluster")
-    ax.legend(fontsize=7)
+    if planted_N is not None:
+        planted_N = np.asarray(planted_N, bool)
+        for mask, name, color in ((planted_N, "planted hard", "k"), (~planted_N, "planted easy", "0.5")):
+            if mask.any():
+                ax.plot(steps_K, losses_NxK[mask].mean(0), ls=":", lw=1.5, color=color,
+                        label=f"{name} (mean, n={int(mask.sum())})")
+    ax.set(xlabel="proxy step", ylabel="per-example loss (nats/token)", title="proxy loss trajectories by cluster")
+    plots.legend(ax)
     mean_N = losses_NxK.mean(1)
     bins = np.linspace(mean_N.min(), mean_N.max(), 31)
     for mask, name, color in ((hard_N, "hard", "C3"), (~hard_N, "easy", "C0")):
         if mask.any():
             hx.hist(mean_N[mask], bins=bins, alpha=0.6, color=color, label=name)
-    hx.set(xlabel="mean loss over the K checkpoints", ylabel="examples", title="loss by cluster")
-    hx.legend(fontsize=7)
+    hx.set(xlabel="mean loss over the K checkpoints (nats/token)", ylabel="examples", title="loss by cluster")
+    plots.legend(hx)
     return fig
 
 
-def plot_accuracy(results: Mapping[str, Mapping[str, Mapping]], arms: Sequence[str]):
-    """Accuracy per arm with its confidence interval, one group of bars per test set."""
+def plot_accuracy(acc: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], arms: Sequence[str]):
+    """One panel per optimizer of acc[optimizer][arm][group] = [accuracy per target seed]: per arm
+    a bar at the mean over seeds with a dot per seed, one bar per item group ("all" and, with a
+    known difficulty, each level)."""
     from lsb_jax import plots  # noqa: PLC0415
 
-    sets = sorted({s for arm in arms for s in results.get(arm, {})})
-    fig, (ax,) = plots.figure(1, width=max(4.5, 1.2 * len(arms) * len(sets)))
-    width = 0.8 / max(1, len(sets))
-    for j, s in enumerate(sets):
-        x, acc, lo, hi = [], [], [], []
-        for i, arm in enumerate(arms):
-            r = results.get(arm, {}).get(s)
-            if r is not None:
-                x.append(i + (j - (len(sets) - 1) / 2) * width)
-                acc.append(100 * r["accuracy"])
-                lo.append(100 * (r["accuracy"] - r["ci_low"]))
-                hi.append(100 * (r["ci_high"] - r["accuracy"]))
-        ax.bar(x, acc, width=width, yerr=[lo, hi], capsize=3, label=s, color=f"C{j}", alpha=0.8)
-    ax.set_xticks(range(len(arms)), arms, rotation=20)
-    ax.set(ylabel="accuracy % (95% Wilson CI)", title="accuracy per arm")
-    ax.legend(fontsize=7)
+    opts = list(acc)
+    groups = list(acc[opts[0]][arms[0]])
+    fig, axes = plots.figure(len(opts), width=max(4.5, 0.5 * len(arms) * len(groups) + 1.5))
+    width = 0.8 / len(groups)
+    for ax, opt in zip(axes, opts):
+        for j, g in enumerate(groups):
+            x = np.arange(len(arms)) + (j - (len(groups) - 1) / 2) * width
+            vals = [100 * np.asarray(acc[opt][arm][g], np.float64) for arm in arms]
+            ax.bar(x, [v.mean() for v in vals], width=width, color=f"C{j}", alpha=0.7, label=g)
+            for xi, v in zip(x, vals):
+                ax.plot(np.full(v.size, xi), v, "k.", ms=3)
+        ax.set_xticks(range(len(arms)), arms, rotation=25, ha="right")
+        ax.set(ylabel="accuracy % (bar: mean, dots: target seeds)", title=f"accuracy per arm ({opt})", ylim=(0, 100))
+        plots.legend(ax)
     return fig
 
 
@@ -307,19 +315,21 @@ def scratch_tokenizer(spec: DatasetSpec, prompt_format: str, vocab_size: int):
 
 def offline_sets(folder: str | Path, offline, generators=(), *, pretrain: bool = True):
     """Writes the offline math sets into `folder` (`mathdata.write_offline_math`, after registering
-    the extra reasoning-gym `generators` (name, base, params)) and, with `pretrain`, a disjoint
-    pre-training corpus from the same generators (seed + 1) into `folder/pretrain`.
+    the extra reasoning-gym `generators` (name, base, params); or `mathdata.write_planted_math`
+    when `offline` is a `PlantedMathConfig`) and, with `pretrain`, a pre-training corpus from the
+    same generators (seed + 1) into `folder/pretrain`.
     Returns (train spec, test spec, pretraining spec or None)."""
-    from lsb_jax.llm.mathdata import offline_specs, write_offline_math  # noqa: PLC0415
+    from lsb_jax.llm.mathdata import PlantedMathConfig, offline_specs, write_offline_math, write_planted_math  # noqa
 
-    for name, base, params in generators:
+    write = write_planted_math if isinstance(offline, PlantedMathConfig) else write_offline_math
+    for name, base, params in generators if write is write_offline_math else ():
         register_generator(name, base, params)
     folder = Path(folder)
-    write_offline_math(folder, offline)
+    write(folder, offline)
     train, test = offline_specs(folder)
     corpus = None
     if pretrain:
-        write_offline_math(folder / "pretrain", dataclasses.replace(offline, seed=offline.seed + 1))
+        write(folder / "pretrain", dataclasses.replace(offline, seed=offline.seed + 1))
         corpus, _ = offline_specs(folder / "pretrain")
     return train, test, corpus
 

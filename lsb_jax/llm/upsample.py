@@ -25,25 +25,30 @@ import dataclasses
 import time
 from typing import Literal
 
+import jax
 import numpy as np
 
 from lsb_jax import io
-from lsb_jax.claims import Claim, per_seed
+from lsb_jax.claims import Claim
+from lsb_jax.claims import per_seed as per_seed_table
 from lsb_jax.llm import pipeline as pl
 from lsb_jax.llm.arms import ARMS, PAPER_ARMS, check_arms
-from lsb_jax.llm.data import DatasetSpec, Examples, PromptTemplate, Row, load_examples, read_validated, tokenize_rows
+from lsb_jax.llm.data import (DatasetSpec, Examples, PromptTemplate, Row, load_examples, read_labels, read_validated,
+                             tokenize_rows)
 from lsb_jax.llm.evaluate import comparison_table, to_jsonl
 from lsb_jax.llm.finetune import FinetuneConfig, finetune, steps_for_epochs
-from lsb_jax.llm.mathdata import GSM8K_TEST, MATH_TEST, MATHINSTRUCT, OfflineMathConfig
+from lsb_jax.llm.mathdata import GSM8K_TEST, MATH_TEST, MATHINSTRUCT, OfflineMathConfig, PlantedMathConfig
 from lsb_jax.llm.scoring import ProxyConfig, ProxyResult, jit_scorer, make_score_loss, proxy_trajectories
 from lsb_jax.llm.synthesis import SynthesisConfig, synthesize, variant_pairs
 from lsb_jax.models.lm import load_pretrained, load_tokenizer
 from lsb_jax.optim import OptimConfig
+from lsb_jax.optim.factory import NAMES as OPTIMIZER_NAMES
 from lsb_jax.tracking.clustering import selection_counts
 
 SCRATCH = pl.SCRATCH
 GENERATOR_TEMPLATE = PromptTemplate(kind="plain", prompt_format="{prompt}")   # synthesis prompts are complete
 HUB_TESTS = {"gsm8k": GSM8K_TEST, "math": MATH_TEST}
+PLANTED_FIELD = "level"   # the planted family's difficulty column (`mathdata.planted_rows`)
 # PRNG streams of the data order of each phase (and of the synthesis draws)
 PRETRAIN_STREAM, PROXY_STREAM, ARM_STREAM, SYNTH_STREAM = 1, 2, 3, 4
 
@@ -62,25 +67,28 @@ class Scratch:
 class UpsampleConfig:
     """The protocol's settings; the defaults are the offline CPU scale (the experiment's quick config)."""
 
-    data: Literal["offline", "hub"] = "offline"
-    # quick: sums of 2-3 one-digit terms (2 terms: the easy items, 3 terms: the hard ones), which
-    # a from-scratch target learns in minutes; reasoning-gym's default chain_sum (up to 6 terms
-    # of up to 4 digits) stays at 0% accuracy at this scale
+    # planted: sums whose difficulty is known (`mathdata.PlantedMathConfig`: 2 terms "easy", 3 terms
+    # "hard"), so the report measures how well the proxy's clusters recover it; offline:
+    # reasoning-gym look-alikes of MathInstruct / GSM8K (`offline`); hub: the real sets (network)
+    data: Literal["planted", "offline", "hub"] = "planted"
+    planted: PlantedMathConfig = PlantedMathConfig()
     offline: OfflineMathConfig = OfflineMathConfig(
         train=(("chain_sum_1d", 800),), test_generator="chain_sum_1d", test_size=100)
     # reasoning-gym generators with other default parameters, usable by name in `offline`:
     # (name, base generator, ((parameter, value), ...))
     generators: tuple[tuple[str, str, tuple[tuple[str, int], ...]], ...] = (
         ("chain_sum_1d", "chain_sum", (("max_digits", 1), ("max_terms", 3))),)
-    test_sets: tuple[str, ...] = ("gsm8k",)       # hub: gsm8k / math; offline: the look-alike
+    test_sets: tuple[str, ...] = ("gsm8k",)       # hub: gsm8k / math; offline / planted: the look-alike
     prompt_format: str = "Question: {prompt}\nAnswer: "
     template: Literal["auto", "chat", "plain"] = "plain"
     max_length: int = 80                          # longer train rows are skipped (and counted)
     max_skip_fraction: float = 0.01               # more skipped train rows than this fails the run
     tokenizer_vocab: int = 384                    # scratch models: BPE trained on the train texts
     proxy: str = SCRATCH                          # hub id / folder, or "scratch"
+    # the proxy is smaller than the target, not less trained: both are pre-trained the same number of
+    # steps (as the paper's Pythia-70M and its targets are both fully pre-trained LMs)
     proxy_scratch: Scratch = Scratch(pl.ScratchModel("gpt_neox", hidden_size=32, num_layers=2, num_heads=4,
-                                                     intermediate_size=128), pretrain_steps=100)
+                                                     intermediate_size=128), pretrain_steps=1000)
     proxy_train: FinetuneConfig = FinetuneConfig(optim=OptimConfig(name="adamw", lr=1e-3), warmup_ratio=0.0)
     proxy_batch: int = 16
     epoch_fraction: float = 1.0 / 3.0
@@ -89,8 +97,16 @@ class UpsampleConfig:
     target_scratch: Scratch = Scratch(pl.ScratchModel("qwen3", hidden_size=64, num_layers=2, num_heads=4,
                                                       num_kv_heads=2, intermediate_size=128, tie_embeddings=True),
                                       pretrain_steps=1000)
-    target_train: FinetuneConfig = FinetuneConfig(optim=OptimConfig(name="adamw", lr=1e-3, schedule="warmup_cosine"),
+    # Muon's matrix updates are scaled to RMS 0.2 (`OptimConfig.muon_consistent_rms`, Moonlight's
+    # rule), so the Muon variant shares AdamW's lr; the AdamW variant ignores the field
+    target_train: FinetuneConfig = FinetuneConfig(optim=OptimConfig(name="adamw", lr=1e-3, schedule="warmup_cosine",
+                                                                    muon_consistent_rms=0.2),
                                                   warmup_ratio=0.03)
+    # every arm is fine-tuned once per optimizer (target_train.optim with this name; seed 001 makes
+    # its claims with AdamW and with Muon) and per target seed (the fine-tuning data order and
+    # the train state's rng): the claims pair the arms on the test items at each target seed
+    optimizers: tuple[str, ...] = ("adamw", "muon")
+    target_seeds: tuple[int, ...] = tuple(range(8))
     target_batch: int = 16
     epochs: float = 1.0
     sam_rho: float = 0.05
@@ -106,23 +122,32 @@ class UpsampleConfig:
                                                      intermediate_size=128), pretrain_steps=150)
     per_source: bool = True                       # k-means separately per `source`, as the paper's code
     features: str = "none"                        # `clustering.normalize`: raw trajectories
-    eval_batch: int = 50
+    eval_batch: int = 100
     max_new_tokens: int = 24
     test_limit: int = 0                           # first n test rows (0: all)
-    seed: int = 0
+    # the whole protocol (generated data, scratch models, proxy, clusters, arms) runs once per base
+    # seed (`for_base`): the claims are decided at each and must agree
+    base_seeds: tuple[int, ...] = (0, 1)
 
     def __post_init__(self):
-        if self.data not in ("offline", "hub"):
-            raise ValueError(f"Config.data must be 'offline' or 'hub', got {self.data!r}")
+        if self.data not in ("planted", "offline", "hub"):
+            raise ValueError(f"Config.data must be 'planted', 'offline' or 'hub', got {self.data!r}")
         check_arms(self.arms, "Config.arms")
         if self.data == "hub" and set(self.test_sets) - set(HUB_TESTS):
             raise ValueError(f"Config.test_sets: expected some of {tuple(HUB_TESTS)}, got {self.test_sets}")
         if self.data == "hub" and SCRATCH in self.model_names:
-            raise ValueError("Config: 'scratch' models need the offline data (their tokenizer is trained on it)")
+            raise ValueError("Config: 'scratch' models need generated data (their tokenizer is trained on it)")
         if self.factor < 1 or self.epochs <= 0 or not self.targets or self.max_new_tokens < 1:
             raise ValueError("Config: factor >= 1, epochs > 0, max_new_tokens >= 1 and at least one target")
         if not 0 <= self.max_skip_fraction <= 1:
             raise ValueError(f"Config.max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
+        bad = [o for o in self.optimizers if o not in OPTIMIZER_NAMES]
+        if bad or not self.optimizers or len(set(self.optimizers)) != len(self.optimizers):
+            raise ValueError(f"Config.optimizers: distinct names of {OPTIMIZER_NAMES}, got {self.optimizers}")
+        for field in ("target_seeds", "base_seeds"):
+            seeds = getattr(self, field)
+            if not seeds or len(set(seeds)) != len(seeds):
+                raise ValueError(f"Config.{field}: at least one, all distinct, got {seeds}")
         PromptTemplate(kind=self.template, prompt_format=self.prompt_format)   # validates
 
     @property
@@ -133,6 +158,33 @@ class UpsampleConfig:
     def model_names(self) -> tuple[str, ...]:
         """Proxy, targets and (with a synthesis arm) the generator."""
         return (self.proxy, *self.targets) + ((self.synth_generator,) if self.synth_arms else ())
+
+    @property
+    def seed(self) -> int:
+        """The base seed of a one-pipeline config (`for_base`)."""
+        if len(self.base_seeds) != 1:
+            raise ValueError(f"UpsampleConfig.seed: {self.base_seeds} are several base seeds; use for_base(seed)")
+        return self.base_seeds[0]
+
+    def for_base(self, seed: int) -> UpsampleConfig:
+        """The config of the pipeline of base seed `seed`: it seeds the data order of every phase,
+        the scratch models' init, k-means and the random arm, and is added to the generated data's
+        seed (so that data too is drawn anew). A run of base_seeds=(s,) is the base seed s of a
+        run of several."""
+        return dataclasses.replace(self, base_seeds=(seed,),
+                                   planted=dataclasses.replace(self.planted, seed=self.planted.seed + seed),
+                                   offline=dataclasses.replace(self.offline, seed=self.offline.seed + seed))
+
+    @property
+    def difficulty(self) -> tuple[str, tuple[str, ...]] | None:
+        """(column of the rows' known difficulty, its values that count as hard), or None."""
+        return (PLANTED_FIELD, (self.planted.hardest,)) if self.data == "planted" else None
+
+    def target_train_for(self, optimizer: str, target_seed: int, sam: bool) -> FinetuneConfig:
+        """`target_train` with the variant's optimizer, the target seed and (SAM arms) `sam_rho`."""
+        optim = dataclasses.replace(self.target_train.optim, name=optimizer,
+                                    sam_rho=self.sam_rho if sam else self.target_train.optim.sam_rho)
+        return dataclasses.replace(self.target_train, optim=optim, seed=target_seed)
 
 
 def check(cfg: UpsampleConfig) -> None:
@@ -154,12 +206,13 @@ class RunData:
 
 
 def prepare_data(cfg: UpsampleConfig, ctx) -> RunData:
-    """Hub specs, or the offline sets (+ a pre-training corpus) written into `ctx.dir/data`; the
+    """Hub specs, or the planted / offline sets (+ a pre-training corpus) written into `ctx.dir/data`; the
     test rows read and validated; a BPE tokenizer when some proxy or target is built from scratch."""
     if cfg.data == "hub":
         train, test_specs, corpus = MATHINSTRUCT, {name: HUB_TESTS[name] for name in cfg.test_sets}, None
     else:
-        train, test, corpus = pl.offline_sets(ctx.dir / "data", cfg.offline, cfg.generators)
+        generated = cfg.planted if cfg.data == "planted" else cfg.offline
+        train, test, corpus = pl.offline_sets(ctx.dir / "data", generated, cfg.generators)
         test_specs = {f"{cfg.test_sets[0]}_like": test}
     tests = {}
     for name, spec in test_specs.items():
@@ -210,6 +263,8 @@ class ProxyPhase:
     hard_N: np.ndarray
     groups_N: np.ndarray | None                   # k-means groups (sources) or None
     arm_kw: dict                                  # selection_counts' keywords for every arm
+    levels_N: np.ndarray | None = None            # the rows' known difficulty (`cfg.difficulty`) or None
+    planted_N: np.ndarray | None = None           # ... whether it counts as hard
 
     def counts(self, selection: str) -> np.ndarray:
         """The counts [N] of one selection (`tracking.clustering.SELECTIONS`) over the proxy's rows."""
@@ -234,9 +289,15 @@ def score_proxy(cfg: UpsampleConfig, data: RunData, folder: str, ctx) -> ProxyPh
     _, hard_N = selection_counts(losses_NxK, "hard", **arm_kw)
     ctx.save_arrays("clusters", losses_NxK=losses_NxK, steps_K=steps_K, hard_N=hard_N, domain_N=examples.domain_N,
                     source_row_N=np.array([r.source_row for r in examples.rows]))
-    ctx.save_figure(pl.plot_trajectories(losses_NxK, steps_K, hard_N, groups_N, examples.domain_names),
-                    "proxy_clusters")
-    return ProxyPhase(tok, examples, validation, result, losses_NxK, steps_K, hard_N, groups_N, arm_kw)
+    levels_N = planted_N = None
+    if cfg.difficulty is not None:
+        field, hard_values = cfg.difficulty
+        levels_N = np.asarray(read_labels(data.train, field, [r.source_row for r in examples.rows]))
+        planted_N = np.isin(levels_N, hard_values)
+    ctx.save_figure(pl.plot_trajectories(losses_NxK, steps_K, hard_N, groups_N, examples.domain_names,
+                                         planted_N=planted_N), "proxy_clusters")
+    return ProxyPhase(tok, examples, validation, result, losses_NxK, steps_K, hard_N, groups_N, arm_kw, levels_N,
+                      planted_N)
 
 
 @dataclasses.dataclass
@@ -277,21 +338,23 @@ def synthesize_hard(cfg: UpsampleConfig, data: RunData, generator: str, proxy: P
 
 
 def finetune_arm(arm: str, folder: str, examples: Examples, counts_N, cfg: UpsampleConfig, data: RunData,
-                 ctx) -> dict:
-    """Fine-tunes a fresh copy of the target on the arm's multiset (SAM arms with `sam_rho`) and
-    evaluates it on every test set; counts.npz, eval_<test>.jsonl and summary.json in `ctx.dir`
-    (a finished arm's summary.json is returned as it is on a resume)."""
+                 ctx, *, optimizer: str, target_seed: int) -> dict:
+    """Fine-tunes a fresh copy of the target on the arm's multiset with one optimizer at one target
+    seed (`UpsampleConfig.target_train_for`: the data order is stream ARM_STREAM folded with the
+    seed, so every arm of a seed shares it) and evaluates it on every test set; counts.npz,
+    eval_<test>.jsonl and summary.json in `ctx.dir` (a finished arm's summary.json is returned as it
+    is on a resume)."""
     done = ctx.dir / "summary.json"
     if done.exists():
         return io.read_json(done)
     tok = load_tokenizer(folder)
-    train = cfg.target_train
-    if ARMS[arm].sam:
-        train = dataclasses.replace(train, optim=dataclasses.replace(train.optim, sam_rho=cfg.sam_rho))
+    train = cfg.target_train_for(optimizer, target_seed, ARMS[arm].sam)
     num_steps = steps_for_epochs(int(counts_N.sum()), cfg.target_batch, cfg.epochs)
-    batches = pl.epoch_batches(examples, counts_N, pl.key_for(cfg.seed, ARM_STREAM), cfg.target_batch,
-                               pad_id=tok.pad_token_id, length=pl.batch_length(examples))
-    result = finetune(load_pretrained(folder), batches, train, num_steps, ctx=ctx, chunk_size=50)
+    key = jax.random.fold_in(pl.key_for(cfg.seed, ARM_STREAM), target_seed)
+    batches = pl.epoch_batches(examples, counts_N, key, cfg.target_batch, pad_id=tok.pad_token_id,
+                               length=pl.batch_length(examples))
+    result = finetune(load_pretrained(folder), batches, train, num_steps, ctx=ctx, chunk_size=50,
+                      desc=f"{arm} ({optimizer}, seed {target_seed})")
     ids_SxB = np.asarray(result.fit.history["example_id"]).astype(np.int64)   # history is float
     ctx.save_arrays("counts", counts_N=counts_N, example_id_SxB=ids_SxB)
     t0 = time.perf_counter()
@@ -306,8 +369,8 @@ def finetune_arm(arm: str, folder: str, examples: Examples, counts_N, cfg: Upsam
 
 @dataclasses.dataclass
 class ArmResults:
-    results: dict                                 # arm -> {test set (or target/test set): accuracy summary}
-    info: dict                                    # "<target>/<arm>" -> steps, tokens, seconds, epoch size
+    results: dict     # (optimizer, target seed) -> arm -> {test set (or target/test set): accuracy summary}
+    info: dict        # "<target>/<optimizer>/seed<s>/<arm>" -> steps, tokens, seconds, epoch size
 
 
 def target_name(target: str) -> str:
@@ -316,8 +379,9 @@ def target_name(target: str) -> str:
 
 def run_arms(cfg: UpsampleConfig, data: RunData, folders: dict, proxy: ProxyPhase, synth: Synthesized | None,
              ctx) -> ArmResults:
-    """Every (target, arm): the arm's proxy counts aligned to the target's rows (`align_counts`;
-    the synthesis arm adds the kept variants once each), `finetune_arm` in `<target>/<arm>/`."""
+    """Every (target, optimizer, target seed, arm): the arm's proxy counts aligned to the target's
+    rows (`align_counts`; the synthesis arm adds the kept variants once each), `finetune_arm` in
+    `<target>/<optimizer>/seed<s>/<arm>/`."""
     out = ArmResults({}, {})
     multi = len(cfg.targets) > 1
     for i, t in enumerate(cfg.targets):
@@ -326,17 +390,24 @@ def run_arms(cfg: UpsampleConfig, data: RunData, folders: dict, proxy: ProxyPhas
         examples, _ = load_examples(data.train, tok, data.template, max_length=cfg.max_length, on_error="skip",
                                     max_skip_fraction=cfg.max_skip_fraction)
         tname = target_name(t)
-        tctx = ctx.child(tname)
+        arm_data = {}
         for arm in cfg.arms:
             arm_examples = examples
             if ARMS[arm].synth:   # + the kept variants, once each (source rows after the train rows)
                 arm_examples = tokenize_rows(list(examples.rows) + synth.rows, tok, data.template,
                                              max_length=cfg.max_length, on_error="skip")
-            counts_N = pl.align_counts(proxy.counts(ARMS[arm].selection), proxy.examples, arm_examples)
-            res = finetune_arm(arm, folder, arm_examples, counts_N, cfg, data, tctx.child(arm))
-            out.info[f"{tname}/{arm}"] = {k: v for k, v in res.items() if k != "test"}
-            for name, summary in res["test"].items():
-                out.results.setdefault(arm, {})[f"{tname}/{name}" if multi else name] = summary
+            arm_data[arm] = arm_examples, pl.align_counts(proxy.counts(ARMS[arm].selection), proxy.examples,
+                                                          arm_examples)
+        for opt in cfg.optimizers:
+            for s in cfg.target_seeds:
+                for arm in cfg.arms:
+                    where = f"{tname}/{opt}/seed{s}/{arm}"
+                    res = finetune_arm(arm, folder, *arm_data[arm], cfg, data, ctx.child(where), optimizer=opt,
+                                       target_seed=s)
+                    out.info[where] = {k: v for k, v in res.items() if k != "test"}
+                    for name, summary in res["test"].items():
+                        out.results.setdefault((opt, s), {}).setdefault(arm, {})[
+                            f"{tname}/{name}" if multi else name] = summary
     return out
 
 
@@ -346,77 +417,202 @@ SYNTH_KEYS = ("generated", "parsed", "unique", "too_long", "scored", "kept", "th
               "loss")
 
 
+def planted_recovery(cfg: UpsampleConfig, proxy: ProxyPhase) -> dict | None:
+    """How well the proxy's clusters recover the rows' known difficulty (`cfg.difficulty`), or None:
+    the planted-hard share; per clustering (trajectories: the arms' hard cluster; the final loss
+    alone) its size, precision (planted-hard share inside it), recall (share of the planted-hard
+    rows it holds) and adjusted Rand index; the proxy's mean loss per level at each checkpoint."""
+    if proxy.planted_N is None:
+        return None
+    from sklearn.metrics import adjusted_rand_score  # noqa: PLC0415
+
+    planted_N, levels_N = proxy.planted_N, proxy.levels_N
+
+    def recovery(mask_N):
+        mask_N = np.asarray(mask_N, bool)
+        return {"size": int(mask_N.sum()), "precision": float(planted_N[mask_N].mean()) if mask_N.any() else None,
+                "recall": float(mask_N[planted_N].mean()) if planted_N.any() else None,
+                "adjusted_rand": float(adjusted_rand_score(planted_N, mask_N))}
+
+    final_N = selection_counts(proxy.losses_NxK, "final_loss", **proxy.arm_kw)[1]
+    return {"field": cfg.difficulty[0], "hard_levels": list(cfg.difficulty[1]),
+            "planted_hard_share": float(planted_N.mean()),
+            "trajectory_clusters": recovery(proxy.hard_N), "final_loss_clusters": recovery(final_N),
+            "mean_loss_by_level": {str(v): proxy.losses_NxK[levels_N == v].mean(0).tolist()
+                                   for v in np.unique(levels_N)}}
+
+
+def accuracy_by_group(cfg: UpsampleConfig, data: RunData, arms: ArmResults, test: str) -> dict:
+    """{optimizer: {arm: {"all" and each level of the test rows' known difficulty: [accuracy per
+    target seed]}}} on `test` (the first target's; levels only with `cfg.difficulty`)."""
+    spec, rows = data.tests[test.split("/")[-1]]
+    groups = {"all": np.ones(len(rows), bool)}
+    if cfg.difficulty is not None:
+        levels = np.asarray(read_labels(spec, cfg.difficulty[0], [r.source_row for r in rows]))
+        groups |= {str(v): levels == v for v in np.unique(levels)}
+    out = {}
+    for opt in cfg.optimizers:
+        for arm in cfg.arms:
+            per_seed_items = [np.asarray(arms.results[(opt, s)][arm][test]["correct_items"], float)
+                              for s in cfg.target_seeds]
+            out.setdefault(opt, {})[arm] = {g: [float(c[m].mean()) for c in per_seed_items] for g, m in groups.items()}
+    return out
+
+
 def report(cfg: UpsampleConfig, data: RunData, proxy: ProxyPhase, synth: Synthesized | None, arms: ArmResults,
            seconds: dict, ctx) -> dict:
-    """comparison.{md,json} (`evaluate.comparison_table`: accuracy per arm and test set with 95%
-    Wilson intervals and the difference to the baseline), the accuracy figure, and the run's
-    results: headline numbers, a one-paragraph summary, the table, per-arm info, validation."""
-    table_md, table_rows = comparison_table(arms.results, arms=list(cfg.arms))
-    io.write_text(ctx.dir / "comparison.md", table_md)
+    """comparison.{md,json} (per optimizer, `evaluate.comparison_table`: accuracy per arm and target
+    seed with 95% Wilson intervals and the difference to the baseline; then the accuracy per planted
+    level), the figures, and this base seed's results: headline numbers, a one-paragraph summary, the
+    table, per-arm info, validation, the accuracies per target seed and the planted flags of the
+    hard cluster (`combine` turns those of every base seed into the claims' tables)."""
+    seeds = cfg.target_seeds
+    first = next(iter(arms.results[(cfg.optimizers[0], seeds[0])][cfg.arms[0]]))
+    md, table_rows = [], []
+    for opt in cfg.optimizers:
+        by_arm = {arm: {f"{name} seed{s}": arms.results[(opt, s)][arm][name]
+                        for name in arms.results[(opt, seeds[0])][arm] for s in seeds} for arm in cfg.arms}
+        t_md, t_rows = comparison_table(by_arm, arms=list(cfg.arms))
+        md += [f"## {opt}", "", t_md]
+        table_rows += [{"optimizer": opt, **r} for r in t_rows]
+    acc = accuracy_by_group(cfg, data, arms, first)
+    groups = list(next(iter(next(iter(acc.values())).values())))
+    if len(groups) > 1:
+        md += [f"## {first}: accuracy % by planted level (mean over target seeds {list(seeds)})", "",
+               "| optimizer | arm | " + " | ".join(groups) + " |", "|---|---|" + "---|" * len(groups)]
+        md += [f"| {opt} | {arm} | " + " | ".join(f"{100 * np.mean(acc[opt][arm][g]):.1f}" for g in groups) + " |"
+               for opt in cfg.optimizers for arm in cfg.arms]
+    io.write_text(ctx.dir / "comparison.md", "\n".join(md) + "\n")
     ctx.save_json("comparison.json", table_rows)
-    ctx.save_figure(pl.plot_accuracy(arms.results, cfg.arms), "accuracy_per_arm")
+    ctx.save_figure(pl.plot_accuracy(acc, cfg.arms), "accuracy_per_arm")
 
-    first = next(iter(next(iter(arms.results.values()))))
-    acc = {arm: arms.results[arm][first]["accuracy"] for arm in cfg.arms if first in arms.results.get(arm, {})}
     losses_NxK, hard_N = proxy.losses_NxK, proxy.hard_N
     mean_K = losses_NxK.mean(1)
+    recovered = planted_recovery(cfg, proxy)
     headline = {
         "n_train": len(proxy.examples), "n_test": {k: len(rows) for k, (_, rows) in data.tests.items()},
         "train_rows_skipped": proxy.validation.num_skipped,
+        "target_seeds": list(seeds),
         "hard_fraction": float(hard_N.mean()),
         "hard_mean_loss": float(mean_K[hard_N].mean()) if hard_N.any() else None,
         "easy_mean_loss": float(mean_K[~hard_N].mean()) if (~hard_N).any() else None,
         "proxy_loss_first_last": [float(losses_NxK[:, 0].mean()), float(losses_NxK[:, -1].mean())],
-        **{f"acc_{arm}": a for arm, a in acc.items()},
+        **{f"acc_{opt}_{arm}": float(np.mean(acc[opt][arm]["all"])) for opt in cfg.optimizers for arm in cfg.arms},
+        **({"planted": recovered} if recovered else {}),
+        **({"test_in_train": train_overlap(data, first, cfg.difficulty)} if cfg.data != "hub" else {}),
         **({"synthesis": {k: synth.report[k] for k in SYNTH_KEYS}} if synth else {}),
         "seconds": seconds,
     }
-    per_seed = accuracy_tables(cfg, arms, first)
-    summary = (f"Proxy ({cfg.proxy}) trained {proxy.steps_K[-1]} steps (~{cfg.epoch_fraction:.2g} epoch) on "
-               f"{len(proxy.examples)} examples; k-means on its {len(proxy.steps_K)}-checkpoint loss trajectories put "
-               f"{hard_N.mean():.0%} in the hard cluster (mean loss {headline['hard_mean_loss']:.2f} vs "
-               f"{headline['easy_mean_loss']:.2f}). Target {cfg.targets[0]} on {first} "
-               f"(n={next(iter(arms.results.values()))[first]['n']}): "
-               + ", ".join(f"{arm} {100 * a:.1f}%" for arm, a in acc.items())
-               + " (95% Wilson CIs in comparison.md; the claims compare arms paired over the test items)."
-               + (f" Synthesis: {synth.report['generated']} variants of the hard examples generated, "
-                  f"{synth.report['parsed']} parsed, {synth.report['unique']} new, {synth.report['kept']} kept as "
-                  f"hard by the proxy." if synth else ""))
-    return {"headline": headline, "summary": summary, "table": table_rows, "arms": arms.info,
-            "validation": proxy.validation.to_json(), "per_seed": per_seed}
+    out = {"headline": headline, "summary": summary_sentence(cfg, proxy, acc, first, recovered, synth),
+           "table": table_rows, "arms": arms.info, "validation": proxy.validation.to_json(), "accuracy": acc}
+    if recovered:
+        out["hard_cluster_planted"] = proxy.planted_N[hard_N].astype(int).tolist()
+    ctx.save_json("base_results.json", out)
+    return out
+
+
+def combine(cfg: UpsampleConfig, bases: dict[int, dict], ctx) -> dict:
+    """The run's results from each base seed's `report`: the claims' tables (accuracy per target
+    seed in points, the hard cluster's planted flags), a headline with one value per base seed,
+    the summaries, tables, arms and validation of every base seed."""
+    seeds = list(bases)
+    first = {b: r["headline"] for b, r in bases.items()}
+    headline = {"base_seeds": seeds, "target_seeds": list(cfg.target_seeds),
+                "n_train": [h["n_train"] for h in first.values()], "n_test": first[seeds[0]]["n_test"]}
+    for opt in cfg.optimizers:
+        for arm in cfg.arms:
+            headline[f"acc_{opt}_{arm}"] = [h[f"acc_{opt}_{arm}"] for h in first.values()]
+    if all("planted" in h for h in first.values()):
+        for key, what in (("trajectory_clusters", "hard cluster"), ("final_loss_clusters", "final-loss cluster")):
+            for stat in ("precision", "recall", "adjusted_rand"):
+                headline[f"{what} {stat} vs planted"] = [h["planted"][key][stat] for h in first.values()]
+    headline["seconds"] = {f"base{b}": h["seconds"] for b, h in first.items()}
+    per_seed = {}
+    for opt in cfg.optimizers:   # [arm, base x target seed]: each seed's accuracy over the test items, in points
+        values = [[100 * a for b in seeds for a in bases[b]["accuracy"][opt][arm]["all"]] for arm in cfg.arms]
+        per_seed[f"accuracy_{opt}"] = per_seed_table(values, list(cfg.arms), seeds, unit="pts")
+    if all("hard_cluster_planted" in r for r in bases.values()):
+        per_seed["planted_hard"] = {"arms": {"hard_cluster": [[float(x) for x in bases[b]["hard_cluster_planted"]]
+                                                              for b in seeds]}, "base_seeds": seeds, "unit": ""}
+    return {"headline": headline, "summary": " ".join(f"Base seed {b}: {r['summary']}" for b, r in bases.items()),
+            "table": [{"base_seed": b, **row} for b, r in bases.items() for row in r["table"]],
+            "arms": {f"base{b}/{k}": v for b, r in bases.items() for k, v in r["arms"].items()},
+            "validation": [r["validation"] for r in bases.values()], "per_seed": per_seed}
+
+
+def train_overlap(data: RunData, test: str, difficulty) -> dict:
+    """{level (or "all"): fraction of the test questions that are also train prompts}."""
+    spec, rows = data.tests[test.split("/")[-1]]
+    train = {r.prompt for r in read_validated(data.train)[0]}
+    seen = np.array([r.prompt in train for r in rows])
+    out = {"all": float(seen.mean())}
+    if difficulty is not None:
+        levels = np.asarray(read_labels(spec, difficulty[0], [r.source_row for r in rows]))
+        out |= {str(v): float(seen[levels == v].mean()) for v in np.unique(levels)}
+    return out
+
+
+def summary_sentence(cfg: UpsampleConfig, proxy: ProxyPhase, acc: dict, test: str, recovered, synth) -> str:
+    hard_N, mean_N = proxy.hard_N, proxy.losses_NxK.mean(1)
+    out = (f"Proxy ({cfg.proxy}) trained {proxy.steps_K[-1]} steps (~{cfg.epoch_fraction:.2g} epoch) on "
+           f"{len(proxy.examples)} examples; k-means on its {len(proxy.steps_K)}-checkpoint loss trajectories put "
+           f"{hard_N.mean():.0%} in the hard cluster (mean loss {mean_N[hard_N].mean():.2f} vs "
+           f"{mean_N[~hard_N].mean():.2f}).")
+    if recovered:
+        r, f = recovered["trajectory_clusters"], recovered["final_loss_clusters"]
+        out += (f" Planted-hard rows are {recovered['planted_hard_share']:.0%} of the data, "
+                f"{r['precision']:.0%} of the hard cluster (recall {r['recall']:.0%}; clustering the final loss "
+                f"alone: {f['precision']:.0%}, recall {f['recall']:.0%}).")
+    for opt in cfg.optimizers:
+        out += (f" {cfg.targets[0]} with {opt} on {test}, mean over {len(cfg.target_seeds)} target seeds: "
+                + ", ".join(f"{arm} {100 * np.mean(acc[opt][arm]['all']):.1f}%" for arm in cfg.arms) + ".")
+    out += " The claims compare arms paired over the test items at each target seed."
+    if synth:
+        out += (f" Synthesis: {synth.report['generated']} variants of the hard examples generated, "
+                f"{synth.report['parsed']} parsed, {synth.report['unique']} new, {synth.report['kept']} kept as "
+                f"hard by the proxy.")
+    return out
 
 
 # ----------------------------------------------------------------------------- claims
 
-_SOURCE = "Fig. 4(d)"     # seed 001: the upsampling ablation (hard vs easy vs random vs baseline)
-_ARM_CLAIMS = (
-    ("hard_beats_baseline", "upsample_hard", "baseline",
+_ARM_CLAIMS = (   # (key, arm, versus, source, the paper's sentence)
+    ("hard_beats_baseline", "upsample_hard", "baseline", "Fig. 4(d)",
      "upsampling the examples the proxy finds hard improves the target's accuracy over the baseline"),
-    ("hard_beats_easy", "upsample_hard", "upsample_easy", "upsampling easy examples does not: hard beats easy"),
-    ("hard_beats_random", "upsample_hard", "random", "nor does upsampling a random subset: hard beats random"),
-    ("sam_beats_baseline", "sam", "baseline", "SAM (twice the gradients per step) improves over the baseline"),
+    ("hard_beats_easy", "upsample_hard", "upsample_easy", "Fig. 4(d)",
+     "upsampling easy examples does not: hard beats easy"),
+    ("hard_beats_random", "upsample_hard", "random", "Fig. 4(d)",
+     "nor does upsampling a random subset: hard beats random"),
+    ("trajectory_beats_final_loss", "upsample_hard", "upsample_final_loss", "Sec. 5 ablation",
+     "clustering loss trajectories finds better examples to upsample than the final loss alone"),
+    ("sam_beats_baseline", "sam", "baseline", "Fig. 4(d)",
+     "SAM (twice the gradients per step) improves over the baseline"),
 )
 
 
 def claims(cfg: UpsampleConfig) -> list[Claim]:
-    """Seed 001's LLM claims among the config's arms, on the first target's first test set: accuracy
-    compared per test item (paired: every arm answers the same items), at the run's seed."""
-    opt = cfg.target_train.optim.name          # seed 001 makes each claim with AdamW and with Muon
-    return [Claim(key, "001", _SOURCE, f"{says} ({opt})", "accuracy", arm, versus, expect="higher")
-            for key, arm, versus, says in _ARM_CLAIMS if arm in cfg.arms and versus in cfg.arms]
-
-
-def accuracy_tables(cfg: UpsampleConfig, arms: ArmResults, test: str) -> dict:
-    """{"accuracy": per-item 0/1 correctness of every arm on `test`} for `claims` (one base seed: the
-    run's seed; replicates are the test items); empty when an arm's items are missing (a run resumed
-    from summaries written before items were kept)."""
-    items = {arm: arms.results.get(arm, {}).get(test, {}).get("correct_items") for arm in cfg.arms}
-    if any(v is None for v in items.values()) or len({len(v) for v in items.values()}) != 1:
-        return {}
-    values = np.asarray([items[arm] for arm in cfg.arms], np.float64)
-    return {"accuracy": per_seed(values, list(cfg.arms), [cfg.seed])}
+    """Seed 001's LLM claims among the config's arms, per optimizer (seed 001 makes each with AdamW
+    and with Muon), on the first target's first test set. The replicate is a target seed: its
+    accuracy over the test items (every arm answers the same items, so item difficulty cancels in
+    the difference), arms paired on the seed (the same data order stream); the interval is the
+    paired t over target seeds, so it holds the fine-tuning noise, which a single fine-tuned model
+    compared over items would leave out; decided at each base seed (they must agree). With a
+    known difficulty (`cfg.difficulty`), also the mechanism: the proxy's hard cluster holds the
+    planted-hard rows above their share of the data (exact binomial interval; the cluster is a
+    draw without replacement from a finite set, so the binomial is the conservative side of the
+    hypergeometric)."""
+    out = [Claim(f"{key}_{opt}", "001", source, f"{says} ({opt})", f"accuracy_{opt}", arm, versus, expect="higher")
+           for opt in cfg.optimizers for key, arm, versus, source, says in _ARM_CLAIMS
+           if arm in cfg.arms and versus in cfg.arms]
+    if cfg.difficulty is not None:
+        share = sum(s for name, _, s in cfg.planted.levels if name in cfg.difficulty[1])
+        out.append(Claim("hard_cluster_is_planted_hard", "001", "Sec. 5 (mechanism)",
+                         "examples the proxy learns late (its hard cluster) are the complex ones: the cluster holds "
+                         "the planted-hard rows above their share", "planted_hard", "hard_cluster", expect="higher",
+                         null=share, test="proportion"))
+    return out
 
 
 __all__ = ["Scratch", "UpsampleConfig", "check", "RunData", "prepare_data", "prepare_models", "ProxyPhase",
            "score_proxy", "Synthesized", "synthesize_hard", "finetune_arm", "ArmResults", "run_arms", "report",
-           "claims", "accuracy_tables"]
+           "claims", "combine", "planted_recovery", "accuracy_by_group"]

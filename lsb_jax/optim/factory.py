@@ -19,6 +19,7 @@ import math
 import numbers
 import re
 
+import jax.numpy as jnp
 import optax
 
 from lsb_jax.optim import partition, transforms
@@ -27,7 +28,7 @@ NAMES = ("sgd", "momentum", "adam", "adamw", "muon")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear_warmup")
 # Fields a caller may replace by (possibly traced) values.
 OVERRIDABLE = ("lr", "momentum", "b1", "b2", "eps", "weight_decay", "clip_norm", "sam_rho", "grad_bias_gamma",
-               "pcgrad_seed")
+               "pcgrad_seed", "warmup_steps")
 # Stages switched on by a positive config value; an override cannot switch them on.
 _GATES = {"sam_rho": "SAM", "grad_bias_gamma": "gradient biasing", "clip_norm": "clipping"}
 
@@ -68,6 +69,7 @@ class OptimConfig:
     freeze: tuple[str, ...] = ()  # regexes of frozen parameters
     muon_exclude: tuple[str, ...] = ("embed", "head")
     muon_in_axes: dict[str, int] = dataclasses.field(default_factory=dict)  # regex -> leading input axes (>2-D)
+    muon_consistent_rms: float = 0.0  # > 0: Muon updates scaled to this RMS (AdamW's lr works); 0: width scaling
     pcgrad_seed: int = 0  # PRNG seed of PCGrad's random projection orders
 
     def __post_init__(self):
@@ -118,12 +120,15 @@ def validate(cfg: OptimConfig, total_steps: int, overrides: dict) -> None:
         raise ValueError(f"OptimConfig.grad_bias_every must be >= 1, got {cfg.grad_bias_every}")
     if cfg.warmup_steps < 0:
         raise ValueError(f"OptimConfig.warmup_steps must be >= 0, got {cfg.warmup_steps}")
-    if cfg.schedule in ("cosine", "warmup_cosine") and not total_steps > 0:
+    # traced step counts (one compiled step for runs of any length) cannot be checked here
+    warmup = overrides.get("warmup_steps", cfg.warmup_steps)
+    concrete = isinstance(total_steps, numbers.Real) and isinstance(warmup, numbers.Real)
+    if concrete and cfg.schedule in ("cosine", "warmup_cosine") and not total_steps > 0:
         raise ValueError(f"OptimConfig.schedule={cfg.schedule!r} needs total_steps > 0, got {total_steps}")
-    if cfg.schedule == "warmup_cosine" and not cfg.warmup_steps < total_steps:
-        raise ValueError(f"OptimConfig.warmup_steps ({cfg.warmup_steps}) must be < total_steps ({total_steps}) "
+    if concrete and cfg.schedule == "warmup_cosine" and not warmup < total_steps:
+        raise ValueError(f"OptimConfig.warmup_steps ({warmup}) must be < total_steps ({total_steps}) "
                          "for schedule='warmup_cosine'")
-    if cfg.schedule == "linear_warmup" and cfg.warmup_steps < 1:
+    if concrete and cfg.schedule == "linear_warmup" and warmup < 1:
         raise ValueError("OptimConfig.warmup_steps must be >= 1 for schedule='linear_warmup'")
     for pattern, factor in cfg.layer_lr.items():
         if isinstance(factor, numbers.Real) and factor < 0:
@@ -132,26 +137,37 @@ def validate(cfg: OptimConfig, total_steps: int, overrides: dict) -> None:
     _check_regexes("freeze", cfg.freeze)
     _check_regexes("muon_exclude", cfg.muon_exclude)
     _check_regexes("muon_in_axes", cfg.muon_in_axes)
+    if cfg.muon_consistent_rms < 0:
+        raise ValueError(f"OptimConfig.muon_consistent_rms must be >= 0, got {cfg.muon_consistent_rms}")
     for pattern, n in cfg.muon_in_axes.items():
         if not (isinstance(n, numbers.Integral) and n >= 1):
             raise ValueError(f"OptimConfig.muon_in_axes[{pattern!r}] must be an integer >= 1, got {n!r}")
 
 
-def lr_schedule(cfg: OptimConfig, total_steps: int, lr):
-    """lr_t = lr * f(t), t = 0, 1, ... the update count; T = total_steps, W = warmup_steps.
+def lr_schedule(cfg: OptimConfig, total_steps, lr, warmup_steps=None):
+    """lr_t = lr * f(t), t = 0, 1, ... the update count; T = total_steps, W = warmup_steps
+    (default `cfg.warmup_steps`).
 
     constant: f = 1; cosine: f = (1 + cos(pi min(t, T) / T)) / 2;
     warmup_cosine: f = t / W for t < W, then (1 + cos(pi min(t - W, T - W) / (T - W))) / 2;
-    linear_warmup: f = min(1, t / W). The shape is static, `lr` may be traced.
+    linear_warmup: f = min(1, t / W). The shape is static; `lr`, T and W may be traced, so one
+    compiled train step serves runs of any length (`llm.finetune` passes them as step arguments).
+    Computed in float32, as optax's schedules are.
     """
     if cfg.schedule == "constant":
         return lr
-    if cfg.schedule == "cosine":
-        factor = optax.cosine_decay_schedule(1.0, total_steps)
-    elif cfg.schedule == "warmup_cosine":
-        factor = optax.warmup_cosine_decay_schedule(0.0, 1.0, cfg.warmup_steps, total_steps, end_value=0.0)
-    else:
-        factor = optax.linear_schedule(0.0, 1.0, cfg.warmup_steps)
+    warmup = cfg.warmup_steps if warmup_steps is None else warmup_steps
+
+    def factor(count):
+        t = jnp.asarray(count, jnp.float32)
+        T, W = jnp.asarray(total_steps, jnp.float32), jnp.asarray(warmup, jnp.float32)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.minimum(t, T) / T))
+        if cfg.schedule == "linear_warmup":
+            return jnp.minimum(1.0, t / W)
+        decay = 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.clip(t - W, 0.0, T - W) / (T - W)))
+        return jnp.where(t < W, t / jnp.maximum(W, 1.0), decay)
+
     return lambda count: lr * factor(count)
 
 
@@ -167,7 +183,7 @@ def _base(cfg: OptimConfig, hp: dict, lr) -> optax.GradientTransformation:
         return optax.adamw(lr, b1=hp["b1"], b2=hp["b2"], eps=hp["eps"], weight_decay=hp["weight_decay"])
     return transforms.muon(lr, weight_decay=hp["weight_decay"], adam_b1=hp["b1"], adam_b2=hp["b2"], adam_eps=hp["eps"],
                            adam_weight_decay=hp["weight_decay"], exclude=cfg.muon_exclude,
-                           in_axes=cfg.muon_in_axes)
+                           in_axes=cfg.muon_in_axes, consistent_rms=cfg.muon_consistent_rms or None)
 
 
 def make_optimizer(cfg: OptimConfig, total_steps: int, **overrides) -> Optimizer:
@@ -181,7 +197,7 @@ def make_optimizer(cfg: OptimConfig, total_steps: int, **overrides) -> Optimizer
         stages.append(transforms.gradient_bias(hp["grad_bias_gamma"], cfg.grad_bias_every))
     if cfg.clip_norm > 0:
         stages.append(optax.clip_by_global_norm(hp["clip_norm"]))
-    stages.append(_base(cfg, hp, lr_schedule(cfg, total_steps, hp["lr"])))
+    stages.append(_base(cfg, hp, lr_schedule(cfg, total_steps, hp["lr"], hp["warmup_steps"])))
     if cfg.layer_lr:
         stages.append(partition.scale_by_group(cfg.layer_lr))
     tx = optax.chain(*stages)

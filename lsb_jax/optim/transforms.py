@@ -224,9 +224,11 @@ def _dims(params, in_axes: Mapping[str, int]):
     return jax.tree_util.tree_map_with_path(one, params)
 
 
-def _scale_by_width(in_axes: Mapping[str, int]) -> optax.GradientTransformation:
+def _scale_by_width(in_axes: Mapping[str, int], consistent_rms=None) -> optax.GradientTransformation:
     """u <- sqrt(max(1, fan_out / fan_in)) u, fan_in / fan_out the products of the input / output
-    axes (Jordan's Muon scaling)."""
+    axes (Jordan's Muon scaling), or with `consistent_rms` r: u <- r sqrt(max(fan_in, fan_out)) u
+    (Liu et al. 2025, arXiv 2502.16982: an orthogonalized update has RMS 1 / sqrt(max(fan_in,
+    fan_out)), so every matrix's update gets RMS r, about AdamW's, and Muon reuses AdamW's lr)."""
 
     def update_fn(updates, state, params=None):
         del params
@@ -234,6 +236,8 @@ def _scale_by_width(in_axes: Mapping[str, int]) -> optax.GradientTransformation:
         def one(path, u):
             n = muon_input_axes(param_path(path), u.ndim, in_axes) or 1
             fan_in, fan_out = math.prod(u.shape[:n]), math.prod(u.shape[n:])
+            if consistent_rms is not None:
+                return u * (consistent_rms * max(fan_in, fan_out) ** 0.5)
             return u * max(1.0, fan_out / fan_in) ** 0.5
 
         return jax.tree_util.tree_map_with_path(one, updates), state
@@ -266,6 +270,7 @@ def muon(
     adam_weight_decay=0.0,
     exclude: Sequence[str] = (r"embed", r"lm_head", r"head"),
     in_axes: Mapping[str, int] | None = None,
+    consistent_rms=None,
 ) -> optax.GradientTransformationExtraArgs:
     """Muon (Jordan et al. 2024) on weight matrices; AdamW on everything else.
 
@@ -275,6 +280,9 @@ def muon(
         O  = NS5(M^)  (transpose if rows > cols, X <- X / (|X|_F + 1e-8), then 5 times
                         X <- a X + (b A + c A^2) X with A = X X^T, (a, b, c) = (3.4445, -4.7750, 2.0315))
         W <- W - lr (sqrt(max(1, fan_out / fan_in)) O + weight_decay W)
+    (with `consistent_rms` r: r sqrt(max(fan_in, fan_out)) O instead, the update RMS matched to
+    AdamW's so both parts share one lr, as Moonlight does; `optax.contrib.muon`'s option of the
+    same name).
     The matrices are the 2-D leaves and the leaves of more dims named in `in_axes` (regex on the
     path -> number of leading input axes; the leaf is orthogonalized as the reshaped
     prod(input) x prod(output) matrix, see `muon_input_axes`). The momentum/Newton-Schulz part is
@@ -288,7 +296,7 @@ def muon(
     muon_tx = optax.chain(
         optax.contrib.scale_by_muon(ns_steps=ns_steps, beta=beta, nesterov=nesterov,
                                     weight_dimension_numbers=lambda tree: _dims(tree, in_axes)),
-        _scale_by_width(in_axes),
+        _scale_by_width(in_axes, consistent_rms),
         optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
