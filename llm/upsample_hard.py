@@ -34,8 +34,11 @@ same for clustering the final loss alone) and each arm's accuracy per level; a b
 tokenizer trained on the train texts (digits split), a 2-layer width-32 GPT-NeoX proxy and a
 2-layer width-64 Qwen3-style target built from scratch; both are first "pre-trained" (supervised,
 same format; 1000 steps of batch 16 each: the proxy is smaller, not less trained) on a corpus from
-the same family (other seed), because a from-scratch model learns nothing in 1/3 epoch. `--set data=offline` uses reasoning-gym
-look-alikes of MathInstruct / GSM8K instead (`offline`, one-digit chain sums with a worked line).
+the same family (other seed), because a from-scratch model learns nothing in 1/3 epoch. Eight
+target seeds at each of two base seeds (the base seed redraws the data, the scratch models and the
+proxy). medium: 24 target seeds per base seed, for the claims quick leaves inconclusive.
+`--set data=offline` uses reasoning-gym look-alikes of MathInstruct / GSM8K instead (`offline`,
+one-digit chain sums with a worked line).
 The synthesis arm (off by default) adds a 2-layer width-64 GPT-NeoX generator pre-trained 150
 steps on pairs of corpus examples.
 full (GPU/TPU, network): proxy EleutherAI/pythia-70m, targets Qwen3-0.6B-Base, Llama-3.2-1B,
@@ -111,9 +114,10 @@ EXPERIMENT = Experiment(
     name="upsample_hard",
     reproduces="seeds 000/001 LLM protocol: upsample the proxy's hard cluster, fine-tune, evaluate (issue 8)",
     description=__doc__.splitlines()[0],
-    configs={"quick": UpsampleConfig(), "full": FULL},
-    cost={"quick": "~3.2 min CPU, ~6 min wall on a loaded 2-core machine (offline)",
-          "full": "hours per target on one GPU/TPU (network; not measured)"},
+    configs={"quick": UpsampleConfig(), "medium": UpsampleConfig(target_seeds=tuple(range(24))), "full": FULL},
+    cost={"quick": "~5 min on 2 idle cores (2 base seeds x 2 optimizers x 8 target seeds x 6 arms; offline)",
+          "medium": "~3x quick's arm phase, ~15 min on 2 idle cores",
+          "full": "hours per target, optimizer and seed on one GPU/TPU (network; not measured)"},
     run=run,
     check=up.check,
     claims=up.claims,

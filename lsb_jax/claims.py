@@ -85,11 +85,9 @@ class Claim:
 
 
 def per_seed(values_AxS, names: Sequence[str], base_seeds: Sequence[int], *, horizon: float | None = None,
-             unit: str = "", seed_name: str = "base seed") -> dict:
+             unit: str = "") -> dict:
     """The results table of one quantity: values [arm, seed] with the seeds of base seed r at
-    columns r*S:(r+1)*S (S = columns / len(base_seeds)); NaN = censored when `horizon` is given.
-    `seed_name` says what a base seed is when the replicates are not seeds (the LLM claims: a
-    "target seed" whose replicates are the test items)."""
+    columns r*S:(r+1)*S (S = columns / len(base_seeds)); NaN = censored when `horizon` is given."""
     v = np.asarray(values_AxS, np.float64)
     r = len(base_seeds)
     if v.ndim != 2 or v.shape[0] != len(names) or r == 0 or v.shape[1] % r:
@@ -98,8 +96,6 @@ def per_seed(values_AxS, names: Sequence[str], base_seeds: Sequence[int], *, hor
     arms = {n: [[None if math.isnan(x) else float(x) for x in v[a, i * s:(i + 1) * s]] for i in range(r)]
             for a, n in enumerate(names)}
     out = {"arms": arms, "base_seeds": [int(b) for b in base_seeds], "unit": unit}
-    if seed_name != "base seed":
-        out["seed_name"] = seed_name
     if horizon is not None:
         out["horizon"] = float(horizon)
     return out
@@ -176,16 +172,13 @@ def evaluate(claim: Claim, per_seed_tables: Mapping[str, Mapping] | None) -> dic
         return {**out, "verdict": NOT_MEASURED, "reason": f"the run did not measure {what}", "by_base_seed": []}
     if table.get("unit"):
         out["unit"] = table["unit"]
-    seed_name = table.get("seed_name", "base seed")
-    if seed_name != "base seed":
-        out["seed_name"] = seed_name
     rows = [decide(claim, table, r) for r in range(len(table["base_seeds"]))]
     verdicts = {row["verdict"] for row in rows}
     agree = len(verdicts) == 1
     out.update(by_base_seed=rows, base_seeds_agree=agree, verdict=rows[0]["verdict"] if agree else INCONCLUSIVE)
     if not agree:
         each = ", ".join(f"{row['base_seed']}: {row['verdict']}" for row in rows)
-        out["reason"] = f"{seed_name}s disagree ({each}): not decided at this scale"
+        out["reason"] = f"base seeds disagree ({each}): not decided at this scale"
     return out
 
 

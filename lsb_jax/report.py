@@ -43,8 +43,7 @@ def _claim_cell(c: dict, decide_with: str | None = None) -> tuple[str, str]:
     and, for an inconclusive verdict, the command of the larger config that can decide it)."""
     rows = c.get("by_base_seed") or []
     unit = f" {c['unit']}" if c.get("unit") else ""
-    seed = c.get("seed_name", "base seed").removesuffix(" seed")
-    effect = "; ".join(f"{_num(r['effect'])}{unit} [{_num(r['ci'][0])}, {_num(r['ci'][1])}] ({seed} {r['base_seed']}, "
+    effect = "; ".join(f"{_num(r['effect'])}{unit} [{_num(r['ci'][0])}, {_num(r['ci'][1])}] (base {r['base_seed']}, "
                        f"n={r['n']})" for r in rows) or "-"
     verdict = f"**{c['verdict']}**" + (f" ({c['reason']})" if c.get("reason") else "")
     if decide_with and c["verdict"] == "inconclusive":
@@ -65,9 +64,9 @@ def claims_section(entries: Sequence[dict]) -> list[str]:
         return []
     lines = ["## Paper claims", "",
              "Effect = mean over seeds of (arm - comparison), paired on seeds; 95% interval per base seed "
-             "(`lsb_jax.claims`; the LLM accuracy claims: over test items, paired on items, per target seed). "
-             "Reproduced / opposite: the interval excludes no effect on the paper's / the other "
-             "side; inconclusive: it contains it, or the base (target) seeds disagree."]
+             "(`lsb_jax.claims`; the LLM accuracy claims: seeds are target seeds, each one's accuracy over the "
+             "same test items). Reproduced / opposite: the interval excludes no effect on the paper's / the other "
+             "side; inconclusive: it contains it, or the base seeds disagree."]
     counts_rows = []
     for paper in sorted(by_paper):
         lines += ["", f"### seed {paper}", "",

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from lsb_jax import claims, runner
-from lsb_jax.claims import INCONCLUSIVE, NOT_MEASURED, OPPOSITE, REPRODUCED, Claim, per_seed
+from lsb_jax.claims import INCONCLUSIVE, NOT_MEASURED, OPPOSITE, REPRODUCED, Claim
 from lsb_jax.experiments import Experiment
 
 TRIALS = 500
@@ -110,22 +110,6 @@ def test_base_seeds_that_disagree_leave_the_claim_inconclusive():
     split = claims.evaluate(claim, {"loss": _table({"A": [fast, slow], "B": [slow, fast]}, (0, 7))})
     assert split["verdict"] == INCONCLUSIVE and not split["base_seeds_agree"]
     assert "0: reproduced, 7: opposite" in split["reason"]
-
-
-def test_named_replicate_sets_are_reported_by_their_name():
-    """An LLM table's base seeds are target seeds (replicates: test items): the split is decided
-    the same way, and the reason and the report name them."""
-    from lsb_jax.report import claims_section
-    a = np.array([[1, 1, 0, 1, 1, 1, 0, 1], [0, 0, 0, 1, 0, 0, 0, 1]], float)   # 2 target seeds x 4 items
-    table = per_seed(a, ["A", "B"], [3, 5], seed_name="target seed")
-    assert table["seed_name"] == "target seed" and table["arms"]["A"] == [[1, 1, 0, 1], [1, 1, 0, 1]]
-    assert "seed_name" not in per_seed(a, ["A", "B"], [3, 5])
-    claim = Claim("c", "001", "F", "A beats B", "acc", "A", "B", expect="higher")
-    split = claims.evaluate(claim, {"acc": {**_table({"A": [[1.0] * 6, [0.0] * 6], "B": [[0.0] * 6, [1.0] * 6]},
-                                                     (3, 5)), "seed_name": "target seed"}})
-    assert split["verdict"] == INCONCLUSIVE and split["reason"].startswith("target seeds disagree (3: reproduced")
-    md = "\n".join(claims_section([{"experiment": "x", "results": {"claims": [split]}}]))
-    assert "(target 3, n=6)" in md and "(target 5, n=6)" in md
 
 
 def test_missing_arm_or_quantity_is_not_measured():

@@ -157,19 +157,3 @@ def test_generation_end_to_end_on_a_tiny_random_model(offline, tmp_path):
     assert table[1]["delta"] == 0.0 and md.count("\n") == 4 and not math.isnan(table[0]["accuracy"])
 
 
-def test_paired_bootstrap_difference_matches_the_normal_approximation():
-    """For n = 4000 the bootstrap interval of mean(a - b) is close to mean +- z sd(d) / sqrt(n)."""
-    rng = np.random.RandomState(0)
-    a = rng.rand(4000) < 0.55
-    b = np.where(rng.rand(4000) < 0.8, a, rng.rand(4000) < 0.5)  # correlated arms
-    got = E.paired_difference(a, b, num_resamples=4000, seed=1)
-    d = a.astype(float) - b.astype(float)
-    half = Z95 * d.std(ddof=1) / np.sqrt(d.size)
-    assert got["delta"] == pytest.approx(d.mean())
-    assert got["ci_low"] == pytest.approx(d.mean() - half, abs=0.15 * half)
-    assert got["ci_high"] == pytest.approx(d.mean() + half, abs=0.15 * half)
-    assert got == E.paired_difference(a, b, num_resamples=4000, seed=1)
-    unpaired = Z95 * np.sqrt(a.var() / a.size + b.var() / b.size)  # pairing narrows the interval
-    assert got["ci_high"] - got["ci_low"] < 2 * unpaired
-    with pytest.raises(ValueError, match="equal-length"):
-        E.paired_difference(a, b[:-1])

@@ -54,7 +54,6 @@ from lsb_jax.llm.evaluate import (
     extract_answer,
     gold_answer,
     model_generate_fn,
-    paired_difference,
     to_jsonl,
     wilson_interval,
 )
@@ -104,7 +103,6 @@ __all__ = [
     "offline_specs",
     "OfflineMathConfig",
     "pad_batch",
-    "paired_difference",
     "PAPER_ARMS",
     "pipeline",
     "prepare",

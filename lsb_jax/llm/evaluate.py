@@ -5,6 +5,8 @@
     records, summary = evaluate_generation(rows, generate_fn, answer_format="gsm8k")
     markdown, table = comparison_table({"baseline": {"gsm8k": summary}, "upsample_hard": {...}})
 
+Arm comparisons with intervals are the experiments' claims (`lsb_jax.claims`), not this module's.
+
 A completion's answer is extracted by the first rule that matches (`extract_answer`): the GSM8K
 marker "#### x", the last `\\boxed{...}` (balanced braces), the last "The answer is x", else the
 last number in the text. The gold answer is read from the reference by the set's
@@ -25,13 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
-import statistics
 import threading
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+from scipy import stats
 
 from lsb_jax.llm.arms import ordered
 from lsb_jax.llm.data import PromptTemplate, Row, encode_prompt
@@ -152,18 +153,15 @@ def answers_match(prediction: str | None, gold: str) -> bool:
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion k / n (module docstring); (0, 1) if n = 0."""
+    """Wilson score interval for a binomial proportion k / n (module docstring; scipy's
+    `binomtest(k, n).proportion_ci(method="wilson")`); (0, 1) if n = 0."""
     if n == 0:
         return 0.0, 1.0
     if not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
-    p = k / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    ci = stats.binomtest(k, n).proportion_ci(confidence, method="wilson")
     # the bounds are exactly 0 at k = 0 and 1 at k = n (the formula rounds to within 1e-16)
-    return (0.0 if k == 0 else center - half), (1.0 if k == n else center + half)
+    return (0.0 if k == 0 else float(ci.low)), (1.0 if k == n else float(ci.high))
 
 
 def accuracy_summary(correct: Sequence[bool], confidence: float = 0.95) -> dict:
@@ -173,26 +171,6 @@ def accuracy_summary(correct: Sequence[bool], confidence: float = 0.95) -> dict:
     lo, hi = wilson_interval(k, n, confidence)
     return {"n": n, "correct": k, "accuracy": k / n if n else float("nan"), "ci_low": lo, "ci_high": hi,
             "ci_method": "wilson", "confidence": confidence}
-
-
-def paired_difference(correct_a: Sequence[bool], correct_b: Sequence[bool], *, confidence: float = 0.95,
-                      num_resamples: int = 10_000, seed: int = 0) -> dict:
-    """Accuracy difference acc_a - acc_b of two arms on the SAME test examples, with a paired
-    percentile-bootstrap interval: resample example indices with replacement (numpy Generator
-    seeded by `seed`), recompute the mean of d_i = a_i - b_i, take the (1 -+ confidence)/2
-    quantiles. Pairing removes the between-example variance the two arms share."""
-    a, b = np.asarray(correct_a, np.float64), np.asarray(correct_b, np.float64)
-    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"need two equal-length non-empty 1-D arrays, got {a.shape} and {b.shape}")
-    d = a - b
-    rng = np.random.default_rng(seed)
-    means = np.empty(num_resamples)
-    for start in range(0, num_resamples, 1000):  # [1000, n] index blocks bound the memory
-        idx = rng.integers(0, d.size, (min(1000, num_resamples - start), d.size))
-        means[start:start + len(idx)] = d[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return {"n": int(d.size), "delta": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi),
-            "ci_method": "paired percentile bootstrap", "confidence": confidence, "num_resamples": num_resamples}
 
 
 # ----------------------------------------------------------------------------- generation
