@@ -25,15 +25,16 @@ quick (offline, CPU): pool = 600 reasoning-gym rows (chain_sum 300, simple_equat
 basic_arithmetic 150; MathInstruct fields), test = 100 GSM8K-like chain_sum rows, a byte-level
 BPE tokenizer trained on the pool, a 2-layer width-64 Qwen3-style target built from scratch and
 pre-trained 40 steps on a disjoint corpus from the same generators; n = 120, 4 passes over n
-(30 steps of batch 16) per arm, 3 random seeds. Generation accuracy of such a model is ~0, so
-the held-out loss is the primary metric here.
+(30 steps of batch 16) per arm, 3 random seeds, at each of two base seeds (the base seed redraws
+the data, the starting model, the random subsets and the data order). Generation accuracy of such
+a model is ~0, so the held-out loss is the primary metric here.
 full (GPU/TPU, network): TIGER-Lab/MathInstruct (262k rows), n = 10,000, target
 Qwen/Qwen3-0.6B-Base (full fine-tuning, AdamW 2e-5, cosine, bf16, 3 epochs of n), test
 openai/gsm8k; not run here.
 
-Writes: data/ (offline sets), models/target/ (the common starting point), features.npz (MiniLM
-and hidden features [N, F]), subsets.npz (each arm's example ids), per arm <arm>/{counts.npz
-(0/1 counts and the trainer's example ids [steps, B]), heldout.npz ([N_test, K] losses),
+Writes, per base seed in base<s>/: data/ (offline sets), models/target/ (the common starting
+point), features.npz (MiniLM and hidden features [N, F]), subsets.npz (each arm's example ids),
+per arm <arm>/{counts.npz (0/1 counts and the trainer's example ids [steps, B]), heldout.npz ([N_test, K] losses),
 eval_<test>.jsonl, summary.json}, comparison.{md,json} (geometry, loss, accuracy per arm),
 accuracy.md (`evaluate.comparison_table`), the figure heldout_loss (curves | final loss vs h_min).
 What the run reports (results.json, comparison.md, the report): valid and skipped pool rows, h_min
@@ -61,16 +62,19 @@ from lsb_jax.optim import OptimConfig
 
 
 def run(cfg: SFTConfig, ctx) -> dict:
-    timer = pl.PhaseTimer()
-    run = sft.prepare(cfg, ctx)                      # data, the common starting model, the pool, held-out set
-    timer.lap("data_and_model")
-    feats = sft.pool_features(run, ctx)              # MiniLM and hidden-state features of the pool
-    picks = sft.subsets(cfg, feats, len(run.examples), run.examples.domain_N)
-    ctx.save_arrays("subsets", **picks)
-    timer.lap("select")
-    arms = {arm: sft.finetune_subset_arm(arm, idx, run, cfg, ctx.child(arm)) for arm, idx in picks.items()}
-    timer.lap("arms")
-    return sft.report(cfg, run, feats, picks, arms, timer.seconds, ctx)
+    bases = {}
+    for seed in cfg.base_seeds:                            # the whole protocol once per base seed
+        bcfg, bctx, timer = cfg.for_base(seed), ctx.child(f"base{seed}"), pl.PhaseTimer()
+        run = sft.prepare(bcfg, bctx)                      # data, the common starting model, pool, held-out set
+        timer.lap("data_and_model")
+        feats = sft.pool_features(run, bctx)               # MiniLM and hidden-state features of the pool
+        picks = sft.subsets(bcfg, feats, len(run.examples), run.examples.domain_N)
+        bctx.save_arrays("subsets", **picks)
+        timer.lap("select")
+        arms = {arm: sft.finetune_subset_arm(arm, idx, run, bcfg, bctx.child(arm)) for arm, idx in picks.items()}
+        timer.lap("arms")
+        bases[seed] = sft.report(bcfg, run, feats, picks, arms, timer.seconds, bctx)
+    return sft.combine(cfg, bases)                         # the claims' tables over the base seeds
 
 
 FULL = SFTConfig(
@@ -87,9 +91,9 @@ EXPERIMENT = Experiment(
     description=__doc__.splitlines()[0],
     # medium: 12 random subsets instead of 3, the claims' replicates (each one more fine-tuned arm)
     configs={"quick": SFTConfig(), "medium": SFTConfig(random_seeds=tuple(range(12))), "full": FULL},
-    cost={"quick": "~3.5 min CPU (offline; 4.7 min wall measured on a loaded machine)",
-          "medium": "~3-4 min CPU (9 more random-subset arms; 3.0 min wall measured idle)",
-          "full": "hours on one GPU/TPU (network; not measured)"},
+    cost={"quick": "~1 min on 2 idle cores (2 base seeds; offline)",
+          "medium": "~2-3 min (9 more random-subset arms per base seed)",
+          "full": "hours per base seed on one GPU/TPU (network; not measured)"},
     run=run,
     check=sft.check,
     claims=sft.claims,

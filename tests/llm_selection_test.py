@@ -174,6 +174,10 @@ def test_finetune_on_subset_draws_only_the_subset(tiny, tmp_path):
 # ----------------------------------------------------------------------------- end to end
 
 
+ARMS = ["kcenter_minilm", "kcenter_hidden", "kcenter_minilm_bysource", "random_0", "random_1"]
+BASES = (0, 1)
+
+
 @pytest.fixture(scope="module")
 def experiment_run(tmp_path_factory):
     pytest.importorskip("reasoning_gym")
@@ -189,31 +193,38 @@ def experiment_run(tmp_path_factory):
         num_evals=3, eval_batch=10, max_new_tokens=4, score_batch=16,
         # "full" = np.arange(N): one arm less to compile
         arms=("kcenter_minilm", "kcenter_hidden", "kcenter_minilm_bysource", "random"),
-        max_skip_fraction=0.75)   # default chain_sum rows are often longer than max_length: a length filter here
+        max_skip_fraction=0.75,   # default chain_sum rows are often longer than max_length: a length filter here
+        base_seeds=BASES)
     run_dir, results = runner.run_experiment(exp, cfg, "quick", out=tmp_path_factory.mktemp("sel") / "run",
                                              progress=False)
     return cfg, run_dir, results
 
 
-ARMS = ["kcenter_minilm", "kcenter_hidden", "kcenter_minilm_bysource", "random_0", "random_1"]
 
 
 @pytest.mark.slow
-def test_experiment_files_and_table(experiment_run):
-    cfg, run_dir, results = experiment_run
+@pytest.mark.parametrize("base", BASES)
+def test_experiment_files_and_table(experiment_run, base):
+    cfg, top, results = experiment_run
+    run_dir = top / f"base{base}"
+    assert (top / "base0/data/train.jsonl").read_bytes() != (top / "base1/data/train.jsonl").read_bytes()
     for f in ("data/train.jsonl", "data/test.jsonl", "models/target/config.json", "features.npz", "subsets.npz",
-              "comparison.md", "comparison.json", "accuracy.md", "heldout_loss.png", "results.json"):
+              "comparison.md", "comparison.json", "accuracy.md", "heldout_loss.png", "base_results.json",
+              "../results.json"):
         assert (run_dir / f).is_file(), f
     for arm in ARMS:
         for f in ("summary.json", "counts.npz", "heldout.npz", "eval_gsm8k_like.jsonl"):
             assert (run_dir / arm / f).is_file(), (arm, f)
-    assert json.loads((run_dir / "status.json").read_text())["status"] == "complete"
+    assert json.loads((top / "status.json").read_text())["status"] == "complete"
     lines = (run_dir / "comparison.md").read_text().strip().splitlines()
     assert [line.split("|")[1].strip() for line in lines[2:]] == ARMS + ["random (mean ± std, 2 seeds)"]
     assert all(len(line.strip().strip("|").split("|")) == 11 for line in lines)
     rows = json.loads((run_dir / "comparison.json").read_text())
-    assert [r["arm"] for r in rows] == ARMS and rows == results["table"]
-    assert isinstance(results["summary"], str) and "kcenter_minilm: h_min" in results["summary"]
+    assert [r["arm"] for r in rows] == ARMS and [{"base_seed": base, **r} for r in rows] == \
+        [r for r in results["table"] if r["base_seed"] == base]
+    assert isinstance(results["summary"], str) and f"Base seed {base}: " in results["summary"]
+    assert results["headline"]["n_pool"][BASES.index(base)] == \
+        json.loads((run_dir / "base_results.json").read_text())["headline"]["n_pool"]
     # geometry re-derived from the saved features and subsets by brute force
     feats, subsets = np.load(run_dir / "features.npz"), np.load(run_dir / "subsets.npz")
     for r in rows:
@@ -243,24 +254,28 @@ def test_claims_compare_each_kcenter_arm_with_the_random_subsets(experiment_run)
     kc = [a for a in ARMS if a.startswith("kcenter_")]
     assert list(decided) == [f"{a}_{what}" for a in kc for what in ("trains_faster", "ends_lower")]
 
-    def heldout(arm, final):
-        losses = np.load(run_dir / arm / "heldout.npz")["losses"].astype(np.float64).mean(0)   # [K] over items
-        return float(losses[-1] if final else losses[1:].mean())
+    def heldout(base, arm, final):
+        losses = np.load(run_dir / f"base{base}" / arm / "heldout.npz")["losses"].astype(np.float64).mean(0)
+        return float(losses[-1] if final else losses[1:].mean())   # [K] over items
     for c in decided.values():
         assert c["verdict"] != claims.NOT_MEASURED and c["versus"] == "random"
-        (row,) = c["by_base_seed"]
+        assert [row["base_seed"] for row in c["by_base_seed"]] == list(BASES)
         final = c["quantity"] == "heldout_final"
-        diffs = [heldout(c["arm"], final) - heldout(r, final) for r in ("random_0", "random_1")]
-        # the run averages float32 losses: a difference of two ~O(1) means is exact to a few float32 ulps
-        ulps = 8 * float(np.finfo(np.float32).eps) * heldout(c["arm"], final)
-        assert row["n"] == 2 and row["effect"] == pytest.approx(float(np.mean(diffs)), abs=ulps)
+        for row in c["by_base_seed"]:
+            b = row["base_seed"]
+            diffs = [heldout(b, c["arm"], final) - heldout(b, r, final) for r in ("random_0", "random_1")]
+            # the run averages float32 losses: a difference of two ~O(1) means is exact to a few float32 ulps
+            ulps = 8 * float(np.finfo(np.float32).eps) * heldout(b, c["arm"], final)
+            assert row["n"] == 2 and row["effect"] == pytest.approx(float(np.mean(diffs)), abs=ulps)
 
 
 @pytest.mark.slow
-def test_every_arm_trained_on_exactly_its_subset(experiment_run):
+@pytest.mark.parametrize("base", BASES)
+def test_every_arm_trained_on_exactly_its_subset(experiment_run, base):
     cfg, run_dir, results = experiment_run
+    run_dir = run_dir / f"base{base}"
     subsets = np.load(run_dir / "subsets.npz")
-    n_pool = results["headline"]["n_pool"]
+    n_pool = results["headline"]["n_pool"][BASES.index(base)]
     steps = math.ceil(cfg.epochs * cfg.subset_size / cfg.batch_size)
     for arm in ARMS:
         a = np.load(run_dir / arm / "counts.npz")

@@ -133,8 +133,9 @@ def kcenter_subset(x_NxD, n: int, *, start: int = 0, groups_N=None) -> np.ndarra
     return np.concatenate(out).astype(np.int64)
 
 
-def random_subset(num_items: int, n: int, seed: int) -> np.ndarray:
-    """[n] distinct example ids drawn uniformly without replacement (numpy, seeded), sorted."""
+def random_subset(num_items: int, n: int, seed: int | tuple[int, ...]) -> np.ndarray:
+    """[n] distinct example ids drawn uniformly without replacement (numpy, seeded by an int or a
+    tuple of ints, e.g. (base seed, subset seed)), sorted."""
     if not 1 <= n <= num_items:
         raise ValueError(f"random_subset: n must be in [1, {num_items}], got {n}")
     return np.sort(np.random.default_rng(seed).choice(num_items, n, replace=False)).astype(np.int64)

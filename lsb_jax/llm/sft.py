@@ -78,7 +78,9 @@ class SFTConfig:
     eval_batch: int = 50
     max_new_tokens: int = 20
     test_limit: int = 0                      # generation on the first n test rows (0: all)
-    seed: int = 0
+    # the whole protocol (data, starting model, subsets, arms) runs once per base seed (`for_base`):
+    # the claims are decided at each and must agree
+    base_seeds: tuple[int, ...] = (0, 1)
 
     def __post_init__(self):
         if self.data not in ("offline", "hub"):
@@ -94,7 +96,23 @@ class SFTConfig:
             raise ValueError("Config: subset_size >= 2, batch_size >= 1, epochs > 0 and num_evals >= 1")
         if not 0 <= self.max_skip_fraction <= 1:
             raise ValueError(f"Config.max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
+        if not self.base_seeds or len(set(self.base_seeds)) != len(self.base_seeds):
+            raise ValueError(f"Config.base_seeds: at least one, all distinct, got {self.base_seeds}")
         PromptTemplate(kind=self.template, prompt_format=self.prompt_format)   # validates
+
+    @property
+    def seed(self) -> int:
+        """The base seed of a one-pipeline config (`for_base`)."""
+        if len(self.base_seeds) != 1:
+            raise ValueError(f"SFTConfig.seed: {self.base_seeds} are several base seeds; use for_base(seed)")
+        return self.base_seeds[0]
+
+    def for_base(self, seed: int) -> SFTConfig:
+        """The config of the pipeline of base seed `seed`: it seeds the pre-training, the random
+        subsets and the data order, and is added to the generated data's seed. A run of
+        base_seeds=(s,) is the base seed s of a run of several."""
+        return dataclasses.replace(self, base_seeds=(seed,),
+                                   offline=dataclasses.replace(self.offline, seed=self.offline.seed + seed))
 
     def arm_names(self) -> list[str]:
         out = []
@@ -178,7 +196,7 @@ def subsets(cfg: SFTConfig, feats: dict, n_pool: int, source_N: np.ndarray) -> d
             out[arm] = sel.kcenter_subset(feats[space], cfg.subset_size, start=cfg.kcenter_start,
                                           groups_N=source_N if by_source else None)
         elif arm.startswith("random_"):
-            out[arm] = sel.random_subset(n_pool, cfg.subset_size, seed=int(arm.split("_", 1)[1]))
+            out[arm] = sel.random_subset(n_pool, cfg.subset_size, seed=(cfg.seed, int(arm.split("_", 1)[1])))
         else:
             out[arm] = np.arange(n_pool)
     return out
@@ -325,9 +343,25 @@ def report(cfg: SFTConfig, run: SFTRun, feats: dict, picks: dict, arms: dict, se
                + (f" Full pool: final held-out loss {arms['full']['heldout_loss'][-1]:.4f}." if "full" in arms else "")
                + " Generation accuracy: " + ", ".join(f"{r['arm']} {100 * r['accuracy']:.1f}%" for r in rows)
                + " (Wilson CIs in comparison.md).")
-    return {"headline": headline, "summary": summary, "table": rows, "arms": arms,
-            "validation": [run.validation.to_json(), run.heldout_validation.to_json()],
-            "per_seed": loss_tables(rows)}
+    out = {"headline": headline, "summary": summary, "table": rows, "arms": arms,
+           "validation": [run.validation.to_json(), run.heldout_validation.to_json()]}
+    ctx.save_json("base_results.json", out)
+    return out
+
+
+def combine(cfg: SFTConfig, bases: dict[int, dict]) -> dict:
+    """The run's results from each base seed's `report`: the claims' tables over the base seeds
+    (`loss_tables`), the headline with one value per base seed, every base seed's summary, table,
+    arms and validation."""
+    seeds = list(bases)
+    heads = [bases[b]["headline"] for b in seeds]
+    headline = {"base_seeds": seeds, **{k: [h[k] for h in heads] for k in heads[0] if k != "seconds"},
+                "seconds": {f"base{b}": h["seconds"] for b, h in zip(seeds, heads)}}
+    return {"headline": headline, "summary": " ".join(f"Base seed {b}: {r['summary']}" for b, r in bases.items()),
+            "table": [{"base_seed": b, **row} for b, r in bases.items() for row in r["table"]],
+            "arms": {f"base{b}/{k}": v for b, r in bases.items() for k, v in r["arms"].items()},
+            "validation": [v for r in bases.values() for v in r["validation"]],
+            "per_seed": loss_tables({b: r["table"] for b, r in bases.items()})}
 
 
 def claims(cfg: SFTConfig) -> list[Claim]:
@@ -346,19 +380,26 @@ def claims(cfg: SFTConfig) -> list[Claim]:
               "random"))]
 
 
-def loss_tables(rows: list[dict]) -> dict:
-    """{quantity: per_seed table} of `claims`: arm "random" holds one value per random seed, every
-    other arm its single value repeated (paired differences = the arm minus each random subset)."""
-    rand = [r for r in rows if r["arm"].startswith("random_")]
-    if not rand:
+def loss_tables(rows_by_base: dict[int, list[dict]]) -> dict:
+    """{quantity: per_seed table} of `claims` over the base seeds (their table rows): arm "random"
+    holds one value per random seed, every other arm its single value repeated (paired differences
+    = the arm minus each random subset of the same base seed)."""
+    seeds = list(rows_by_base)
+    if not any(r["arm"].startswith("random_") for r in rows_by_base[seeds[0]]):
         return {}
     out = {}
     for key in ("heldout_mean", "heldout_final"):
-        names = [r["arm"] for r in rows if not r["arm"].startswith("random_")] + ["random"]
-        values = [[r[key]] * len(rand) for r in rows if not r["arm"].startswith("random_")] + [[r[key] for r in rand]]
-        out[key] = per_seed(np.asarray(values, np.float64), names, [0])
+        columns = {}   # arm -> values of every base seed, side by side
+        for b in seeds:
+            rows = rows_by_base[b]
+            rand = [r[key] for r in rows if r["arm"].startswith("random_")]
+            for r in rows:
+                if not r["arm"].startswith("random_"):
+                    columns.setdefault(r["arm"], []).extend([r[key]] * len(rand))
+            columns.setdefault("random", []).extend(rand)
+        out[key] = per_seed(np.asarray(list(columns.values()), np.float64), list(columns), seeds)
     return out
 
 
 __all__ = ["SFTConfig", "ARM_KINDS", "SPACES", "check", "SFTRun", "prepare", "pool_features", "subsets",
-           "finetune_subset_arm", "num_steps", "table", "plot", "verdict", "report", "claims", "loss_tables"]
+           "finetune_subset_arm", "num_steps", "table", "plot", "verdict", "report", "combine", "claims", "loss_tables"]
