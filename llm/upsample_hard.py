@@ -23,8 +23,9 @@ Every arm trains `epochs` passes over its own multiset (`data.Epochs`: each epoc
 i exactly counts_i times), so the upsampled arms take more steps, as in the paper. Every arm is
 fine-tuned with each of `optimizers` (AdamW and Muon: seed 001 makes its claims with both; Muon's
 updates scaled to AdamW's RMS so they share the lr) at each of `target_seeds` (the fine-tuning
-data order): the claims compare arms paired over the test items at each target seed, and a claim
-is decided only when the target seeds agree.
+data order and the random arm's draw). A claim's replicate is a target seed: its accuracy over the
+same test items, paired between arms; the claim is decided at each base seed and only when the
+base seeds agree.
 
 quick (CPU, no network): the planted family (`llm.mathdata.PlantedMathConfig`): 800 train and
 1,000 test sums of one-digit terms, half "easy" (2 terms) and half "hard" (3 terms), the level
@@ -43,7 +44,7 @@ The synthesis arm (off by default) adds a 2-layer width-64 GPT-NeoX generator pr
 steps on pairs of corpus examples.
 full (GPU/TPU, network): proxy EleutherAI/pythia-70m, targets Qwen3-0.6B-Base, Llama-3.2-1B,
 Gemma-3-1B-pt, Phi-2 (full fine-tuning, AdamW and Muon at lr 2e-5, 3 epochs, cosine, bf16, three
-target seeds), train TIGER-Lab/MathInstruct, test openai/gsm8k and MATH-500 (`llm.mathdata`
+target seeds at one base seed), train TIGER-Lab/MathInstruct, test openai/gsm8k and MATH-500 (`llm.mathdata`
 specs). Not run here.
 
 Writes: data/{train,test}.jsonl (+ data/pretrain/ for scratch models), models/<name>/ (scratch
@@ -108,7 +109,8 @@ FULL = UpsampleConfig(
                                                   muon_consistent_rms=0.2),
                                 warmup_ratio=0.03, accum_steps=4, compute_dtype="bfloat16"),
     target_batch=32, epochs=3.0, eval_batch=64, max_new_tokens=512,
-    synth=SynthesisConfig(max_new_tokens=512, batch_size=64), synth_generator="Qwen/Qwen3-0.6B-Base")
+    synth=SynthesisConfig(max_new_tokens=512, batch_size=64), synth_generator="Qwen/Qwen3-0.6B-Base",
+    target_seeds=(0, 1, 2), base_seeds=(0,))
 
 EXPERIMENT = Experiment(
     name="upsample_hard",

@@ -576,23 +576,22 @@ def test_an_unwritable_run_directory_is_a_usage_error(tmp_path, monkeypatch):
 def test_an_lr_explosion_in_an_llm_phase_stops_the_run_with_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rc, err = run_cli(capsys, "run", "upsample_hard", "--set", "proxy_scratch.pretrain.optim.lr=1e6",
-                      "--set", 'offline={"train": [["chain_sum_1d", 200]], "test_generator": "chain_sum_1d", '
-                               '"test_size": 20}', "--out", "u", "--no-progress")
+                      "--set", 'planted={"train_size": 200, "test_size": 20}', "--out", "u", "--no-progress")
     line = [x for x in err.splitlines() if x.startswith("lsb: error:")]
     assert rc == 1 and len(line) == 1, err[-2000:]
     assert "pretrain" in line[0] and ("loss exploded" in line[0] or "loss became" in line[0]) and "at step" in line[0]
     status = json.loads((tmp_path / "u" / "status.json").read_text())
     assert status["status"] == "failed" and ("LossExplodedError" in status["error"]
                                              or "NonFiniteLossError" in status["error"])
-    assert not (tmp_path / "u" / "proxy").exists()    # nothing after the failed phase ran
+    assert (tmp_path / "u" / "base0" / "pretrain_proxy").is_dir()
+    assert not (tmp_path / "u" / "base0" / "proxy").exists()    # nothing after the failed phase ran
 
 
 @pytest.mark.slow
 def test_a_max_length_that_drops_every_row_is_one_usage_line(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rc, err = run_cli(capsys, "run", "upsample_hard", "--set", "max_length=5",
-                      "--set", 'offline={"train": [["chain_sum_1d", 50]], "test_generator": "chain_sum_1d", '
-                               '"test_size": 10}', "--out", "u", "--no-progress")
+                      "--set", 'planted={"train_size": 50, "test_size": 10}', "--out", "u", "--no-progress")
     assert rc == 2 and err.count("\n") == 1 and err.startswith("lsb: error: ") and "Traceback" not in err, err
     assert "no valid rows" in err and "too long" in err and "(max_length=5)" in err and ".jsonl" in err
     assert json.loads((tmp_path / "u" / "status.json").read_text())["status"] == "failed"

@@ -450,7 +450,12 @@ def test_target_seeds_change_the_order_and_levels_split_the_accuracy(planted_run
             by_level = [100 * np.mean([c[levels == lv].mean() for c in per_seed]) for lv in ("easy", "hard")]
             assert f"| adamw | {arm} | {100 * np.mean([c.mean() for c in per_seed]):.1f} | {by_level[0]:.1f} | " \
                    f"{by_level[1]:.1f} |" in md
-        train = {r["instruction"] for r in jsonl(d / "data/train.jsonl")}
-        seen = np.array([r["question"] in train for r in test])
-        assert head["test_in_train"] == pytest.approx(
-            {"all": seen.mean(), "easy": seen[levels == "easy"].mean(), "hard": seen[levels == "hard"].mean()})
+        for key, file in (("test_in_train", "data/train.jsonl"), ("test_in_pretraining", "data/pretrain/train.jsonl")):
+            train = {r["instruction"] for r in jsonl(d / file)}
+            seen = np.array([r["question"] in train for r in test])
+            assert head[key] == pytest.approx(
+                {"all": seen.mean(), "easy": seen[levels == "easy"].mean(), "hard": seen[levels == "hard"].mean()})
+    # no base seed trains on another's data: base 1's train set is neither base 0's train set nor its corpus
+    files = [(run_dir / f"base{b}" / f).read_bytes() for b in BASES for f in ("data/train.jsonl",
+                                                                             "data/pretrain/train.jsonl")]
+    assert len(set(files)) == 4

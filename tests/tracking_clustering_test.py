@@ -69,6 +69,10 @@ def test_selection_counts_against_scikit_learn():
     rand = selection_counts(losses, "random", seed=3)[1]
     assert rand.sum() == truth.sum() and np.array_equal(rand, selection_counts(losses, "random", seed=3)[1])
     assert not np.array_equal(rand, selection_counts(losses, "random", seed=4)[1])
+    # draw_seed: another draw of the same size (the hard cluster, seeded by `seed`, sets the size)
+    redraw = selection_counts(losses, "random", seed=3, draw_seed=(3, 1))[1]
+    assert redraw.sum() == truth.sum() and not np.array_equal(redraw, rand)
+    assert np.array_equal(selection_counts(losses, "random", seed=3, draw_seed=3)[1], rand)
     np.testing.assert_array_equal(selection_counts(losses, "uniform")[0], np.ones(42, np.int32))
     # per group: each group's own hard cluster
     groups = np.arange(42) % 2

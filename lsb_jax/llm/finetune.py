@@ -420,7 +420,7 @@ def finetune_split(split: Split, params, batches: Iterator[dict], cfg: FinetuneC
         raise ValueError(f"fine-tuning needs grad_mode 'mean', got {optimizer.grad_mode!r}")
     state = init_finetune_state(params, optimizer, cfg.seed)
     step = shared_finetune_step(split.graphdef, cfg)    # compiled once for every run length
-    schedule = {k: jnp.asarray(v, jnp.int32) for k, v in cfg.schedule(num_steps).items()}
+    schedule = {k: np.int32(v) for k, v in cfg.schedule(num_steps).items()}
     counting = HostBatches(batches, pad_length, fixed_shape=chunk_size > 1)
     t0 = time.perf_counter()
     result = fit(step, state, num_steps, ctx=ctx, hooks=hooks, batches=counting,

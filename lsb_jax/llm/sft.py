@@ -109,10 +109,11 @@ class SFTConfig:
 
     def for_base(self, seed: int) -> SFTConfig:
         """The config of the pipeline of base seed `seed`: it seeds the pre-training, the random
-        subsets and the data order, and is added to the generated data's seed. A run of
+        subsets and the data order, and 2 x seed is added to the generated data's seed. A run of
         base_seeds=(s,) is the base seed s of a run of several."""
+        # the offline sets use their seed s and s + 1 (pre-training corpus): base seeds step by 2
         return dataclasses.replace(self, base_seeds=(seed,),
-                                   offline=dataclasses.replace(self.offline, seed=self.offline.seed + seed))
+                                   offline=dataclasses.replace(self.offline, seed=self.offline.seed + 2 * seed))
 
     def arm_names(self) -> list[str]:
         out = []

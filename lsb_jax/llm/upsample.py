@@ -37,7 +37,7 @@ from lsb_jax.llm.data import (DatasetSpec, Examples, PromptTemplate, Row, load_e
                              tokenize_rows)
 from lsb_jax.llm.evaluate import comparison_table, to_jsonl
 from lsb_jax.llm.finetune import FinetuneConfig, finetune, steps_for_epochs
-from lsb_jax.llm.mathdata import GSM8K_TEST, MATH_TEST, MATHINSTRUCT, OfflineMathConfig, PlantedMathConfig
+from lsb_jax.llm.mathdata import GSM8K_TEST, MATH_TEST, MATHINSTRUCT, OfflineMathConfig, PlantedMathConfig, level_sizes
 from lsb_jax.llm.scoring import ProxyConfig, ProxyResult, jit_scorer, make_score_loss, proxy_trajectories
 from lsb_jax.llm.synthesis import SynthesisConfig, synthesize, variant_pairs
 from lsb_jax.models.lm import load_pretrained, load_tokenizer
@@ -168,12 +168,14 @@ class UpsampleConfig:
 
     def for_base(self, seed: int) -> UpsampleConfig:
         """The config of the pipeline of base seed `seed`: it seeds the data order of every phase,
-        the scratch models' init, k-means and the random arm, and is added to the generated data's
-        seed (so that data too is drawn anew). A run of base_seeds=(s,) is the base seed s of a
-        run of several."""
+        the scratch models' init, k-means and the random arm, and 2 x seed is added to the generated
+        data's seed (so that data too is drawn anew). A run of base_seeds=(s,) is the base seed s of
+        a run of several."""
+        # generated sets use their seed s for train/test and s + 1 for the pre-training corpus: base
+        # seeds step by 2 so that no base seed trains on another's pre-training corpus
         return dataclasses.replace(self, base_seeds=(seed,),
-                                   planted=dataclasses.replace(self.planted, seed=self.planted.seed + seed),
-                                   offline=dataclasses.replace(self.offline, seed=self.offline.seed + seed))
+                                   planted=dataclasses.replace(self.planted, seed=self.planted.seed + 2 * seed),
+                                   offline=dataclasses.replace(self.offline, seed=self.offline.seed + 2 * seed))
 
     @property
     def difficulty(self) -> tuple[str, tuple[str, ...]] | None:
@@ -266,9 +268,11 @@ class ProxyPhase:
     levels_N: np.ndarray | None = None            # the rows' known difficulty (`cfg.difficulty`) or None
     planted_N: np.ndarray | None = None           # ... whether it counts as hard
 
-    def counts(self, selection: str) -> np.ndarray:
-        """The counts [N] of one selection (`tracking.clustering.SELECTIONS`) over the proxy's rows."""
-        return selection_counts(self.losses_NxK, selection, **self.arm_kw)[0]
+    def counts(self, selection: str, target_seed: int = 0) -> np.ndarray:
+        """The counts [N] of one selection (`tracking.clustering.SELECTIONS`) over the proxy's rows;
+        the random selection is drawn anew per target seed (its replicates), the clusters are not."""
+        return selection_counts(self.losses_NxK, selection, **self.arm_kw,
+                                draw_seed=(self.arm_kw["seed"], target_seed))[0]
 
 
 def score_proxy(cfg: UpsampleConfig, data: RunData, folder: str, ctx) -> ProxyPhase:
@@ -340,8 +344,8 @@ def synthesize_hard(cfg: UpsampleConfig, data: RunData, generator: str, proxy: P
 def finetune_arm(arm: str, folder: str, examples: Examples, counts_N, cfg: UpsampleConfig, data: RunData,
                  ctx, *, optimizer: str, target_seed: int) -> dict:
     """Fine-tunes a fresh copy of the target on the arm's multiset with one optimizer at one target
-    seed (`UpsampleConfig.target_train_for`: the data order is stream ARM_STREAM folded with the
-    seed, so every arm of a seed shares it) and evaluates it on every test set; counts.npz,
+    seed (`UpsampleConfig.target_train_for`: the data order's key is stream ARM_STREAM folded with
+    the seed, the same key for every arm of a seed) and evaluates it on every test set; counts.npz,
     eval_<test>.jsonl and summary.json in `ctx.dir` (a finished arm's summary.json is returned as it
     is on a resume)."""
     done = ctx.dir / "summary.json"
@@ -390,20 +394,18 @@ def run_arms(cfg: UpsampleConfig, data: RunData, folders: dict, proxy: ProxyPhas
         examples, _ = load_examples(data.train, tok, data.template, max_length=cfg.max_length, on_error="skip",
                                     max_skip_fraction=cfg.max_skip_fraction)
         tname = target_name(t)
-        arm_data = {}
-        for arm in cfg.arms:
-            arm_examples = examples
-            if ARMS[arm].synth:   # + the kept variants, once each (source rows after the train rows)
-                arm_examples = tokenize_rows(list(examples.rows) + synth.rows, tok, data.template,
-                                             max_length=cfg.max_length, on_error="skip")
-            arm_data[arm] = arm_examples, pl.align_counts(proxy.counts(ARMS[arm].selection), proxy.examples,
-                                                          arm_examples)
+        arm_examples = {arm: examples for arm in cfg.arms}
+        for arm in cfg.synth_arms:   # + the kept variants, once each (source rows after the train rows)
+            arm_examples[arm] = tokenize_rows(list(examples.rows) + synth.rows, tok, data.template,
+                                              max_length=cfg.max_length, on_error="skip")
         for opt in cfg.optimizers:
             for s in cfg.target_seeds:
                 for arm in cfg.arms:
                     where = f"{tname}/{opt}/seed{s}/{arm}"
-                    res = finetune_arm(arm, folder, *arm_data[arm], cfg, data, ctx.child(where), optimizer=opt,
-                                       target_seed=s)
+                    counts_N = pl.align_counts(proxy.counts(ARMS[arm].selection, s), proxy.examples,
+                                               arm_examples[arm])
+                    res = finetune_arm(arm, folder, arm_examples[arm], counts_N, cfg, data, ctx.child(where),
+                                       optimizer=opt, target_seed=s)
                     out.info[where] = {k: v for k, v in res.items() if k != "test"}
                     for name, summary in res["test"].items():
                         out.results.setdefault((opt, s), {}).setdefault(arm, {})[
@@ -499,7 +501,9 @@ def report(cfg: UpsampleConfig, data: RunData, proxy: ProxyPhase, synth: Synthes
         "proxy_loss_first_last": [float(losses_NxK[:, 0].mean()), float(losses_NxK[:, -1].mean())],
         **{f"acc_{opt}_{arm}": float(np.mean(acc[opt][arm]["all"])) for opt in cfg.optimizers for arm in cfg.arms},
         **({"planted": recovered} if recovered else {}),
-        **({"test_in_train": train_overlap(data, first, cfg.difficulty)} if cfg.data != "hub" else {}),
+        **({"test_in_train": train_overlap(data, data.train, first, cfg.difficulty)} if cfg.data != "hub" else {}),
+        **({"test_in_pretraining": train_overlap(data, data.pretrain, first, cfg.difficulty)}
+           if data.pretrain is not None else {}),
         **({"synthesis": {k: synth.report[k] for k in SYNTH_KEYS}} if synth else {}),
         "seconds": seconds,
     }
@@ -507,6 +511,7 @@ def report(cfg: UpsampleConfig, data: RunData, proxy: ProxyPhase, synth: Synthes
            "table": table_rows, "arms": arms.info, "validation": proxy.validation.to_json(), "accuracy": acc}
     if recovered:
         out["hard_cluster_planted"] = proxy.planted_N[hard_N].astype(int).tolist()
+        out["planted_hard_share"] = recovered["planted_hard_share"]
     ctx.save_json("base_results.json", out)
     return out
 
@@ -531,7 +536,10 @@ def combine(cfg: UpsampleConfig, bases: dict[int, dict], ctx) -> dict:
     for opt in cfg.optimizers:   # [arm, base x target seed]: each seed's accuracy over the test items, in points
         values = [[100 * a for b in seeds for a in bases[b]["accuracy"][opt][arm]["all"]] for arm in cfg.arms]
         per_seed[f"accuracy_{opt}"] = per_seed_table(values, list(cfg.arms), seeds, unit="pts")
-    if all("hard_cluster_planted" in r for r in bases.values()):
+    share = planted_share(cfg)
+    # the mechanism claim's null is the planted share of the data: measured only where the proxy's
+    # rows hold exactly that share (a length filter that drops rows would shift it)
+    if all("hard_cluster_planted" in r and r["planted_hard_share"] == share for r in bases.values()):
         per_seed["planted_hard"] = {"arms": {"hard_cluster": [[float(x) for x in bases[b]["hard_cluster_planted"]]
                                                               for b in seeds]}, "base_seeds": seeds, "unit": ""}
     return {"headline": headline, "summary": " ".join(f"Base seed {b}: {r['summary']}" for b, r in bases.items()),
@@ -540,10 +548,11 @@ def combine(cfg: UpsampleConfig, bases: dict[int, dict], ctx) -> dict:
             "validation": [r["validation"] for r in bases.values()], "per_seed": per_seed}
 
 
-def train_overlap(data: RunData, test: str, difficulty) -> dict:
-    """{level (or "all"): fraction of the test questions that are also train prompts}."""
+def train_overlap(data: RunData, train_spec: DatasetSpec, test: str, difficulty) -> dict:
+    """{level (or "all"): fraction of the test questions that are also prompts of `train_spec`
+    (the train set, or the scratch models' pre-training corpus)}."""
     spec, rows = data.tests[test.split("/")[-1]]
-    train = {r.prompt for r in read_validated(data.train)[0]}
+    train = {r.prompt for r in read_validated(train_spec)[0]}
     seen = np.array([r.prompt in train for r in rows])
     out = {"all": float(seen.mean())}
     if difficulty is not None:
@@ -590,6 +599,15 @@ _ARM_CLAIMS = (   # (key, arm, versus, source, the paper's sentence)
 )
 
 
+def planted_share(cfg: UpsampleConfig) -> float | None:
+    """The share of the generated rows whose known difficulty counts as hard (None without one)."""
+    if cfg.difficulty is None:
+        return None
+    sizes = level_sizes(cfg.planted.levels, cfg.planted.train_size)
+    return sum(n for (name, _, _), n in zip(cfg.planted.levels, sizes) if name in cfg.difficulty[1]) \
+        / cfg.planted.train_size
+
+
 def claims(cfg: UpsampleConfig) -> list[Claim]:
     """Seed 001's LLM claims among the config's arms, per optimizer (seed 001 makes each with AdamW
     and with Muon), on the first target's first test set. The replicate is a target seed: its
@@ -605,7 +623,7 @@ def claims(cfg: UpsampleConfig) -> list[Claim]:
            for opt in cfg.optimizers for key, arm, versus, source, says in _ARM_CLAIMS
            if arm in cfg.arms and versus in cfg.arms]
     if cfg.difficulty is not None:
-        share = sum(s for name, _, s in cfg.planted.levels if name in cfg.difficulty[1])
+        share = planted_share(cfg)
         out.append(Claim("hard_cluster_is_planted_hard", "001", "Sec. 5 (mechanism)",
                          "examples the proxy learns late (its hard cluster) are the complex ones: the cluster holds "
                          "the planted-hard rows above their share", "planted_hard", "hard_cluster", expect="higher",

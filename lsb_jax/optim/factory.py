@@ -122,13 +122,13 @@ def validate(cfg: OptimConfig, total_steps: int, overrides: dict) -> None:
         raise ValueError(f"OptimConfig.warmup_steps must be >= 0, got {cfg.warmup_steps}")
     # traced step counts (one compiled step for runs of any length) cannot be checked here
     warmup = overrides.get("warmup_steps", cfg.warmup_steps)
-    concrete = isinstance(total_steps, numbers.Real) and isinstance(warmup, numbers.Real)
-    if concrete and cfg.schedule in ("cosine", "warmup_cosine") and not total_steps > 0:
+    total_known, warmup_known = isinstance(total_steps, numbers.Real), isinstance(warmup, numbers.Real)
+    if total_known and cfg.schedule in ("cosine", "warmup_cosine") and not total_steps > 0:
         raise ValueError(f"OptimConfig.schedule={cfg.schedule!r} needs total_steps > 0, got {total_steps}")
-    if concrete and cfg.schedule == "warmup_cosine" and not warmup < total_steps:
+    if total_known and warmup_known and cfg.schedule == "warmup_cosine" and not warmup < total_steps:
         raise ValueError(f"OptimConfig.warmup_steps ({warmup}) must be < total_steps ({total_steps}) "
                          "for schedule='warmup_cosine'")
-    if concrete and cfg.schedule == "linear_warmup" and warmup < 1:
+    if warmup_known and cfg.schedule == "linear_warmup" and warmup < 1:
         raise ValueError("OptimConfig.warmup_steps must be >= 1 for schedule='linear_warmup'")
     for pattern, factor in cfg.layer_lr.items():
         if isinstance(factor, numbers.Real) and factor < 0:
@@ -161,11 +161,12 @@ def lr_schedule(cfg: OptimConfig, total_steps, lr, warmup_steps=None):
     def factor(count):
         t = jnp.asarray(count, jnp.float32)
         T, W = jnp.asarray(total_steps, jnp.float32), jnp.asarray(warmup, jnp.float32)
+        # the max(., 1) guards only matter for traced lengths the config check could not see
         if cfg.schedule == "cosine":
-            return 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.minimum(t, T) / T))
+            return 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.minimum(t, T) / jnp.maximum(T, 1.0)))
         if cfg.schedule == "linear_warmup":
-            return jnp.minimum(1.0, t / W)
-        decay = 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.clip(t - W, 0.0, T - W) / (T - W)))
+            return jnp.minimum(1.0, t / jnp.maximum(W, 1.0))
+        decay = 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.clip(t - W, 0.0, T - W) / jnp.maximum(T - W, 1.0)))
         return jnp.where(t < W, t / jnp.maximum(W, 1.0), decay)
 
     return lambda count: lr * factor(count)

@@ -144,7 +144,8 @@ def _select(losses_NxK: np.ndarray, selection: str, q: float | None, rng: np.ran
 
 
 def selection_counts(losses_NxK, selection: str, *, factor: int = 2, q: float | None = None, groups_N=None,
-                     features: str = "none", seed: int = 0, n_init: int = 4) -> tuple[np.ndarray, np.ndarray]:
+                     features: str = "none", seed: int = 0, n_init: int = 4,
+                     draw_seed: int | tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(counts_N, mask_N): duplication counts for `data.Epochs` (`factor` copies of the selected
     examples, 1 of the others) and the selection, for one ablation arm:
 
@@ -154,7 +155,8 @@ def selection_counts(losses_NxK, selection: str, *, factor: int = 2, q: float | 
                   keyed by PRNGKey(seed) with `n_init` restarts;
       final_loss  the higher cluster of k-means on the final loss alone;
       top_q       the `q` fraction with the highest final loss (default q: the hard cluster's size);
-      random      a random subset of the same size (numpy generator seeded by `seed`).
+      random      a random subset of the same size (numpy generator seeded by `draw_seed`, default
+                  `seed`: a fresh draw per replicate while the clusters stay those of `seed`).
 
     With `groups_N` (e.g. MathInstruct source ids) each group is selected separately.
     """
@@ -170,7 +172,7 @@ def selection_counts(losses_NxK, selection: str, *, factor: int = 2, q: float | 
     groups_N = np.zeros(len(losses_NxK), np.int64) if groups_N is None else np.asarray(groups_N)
     if groups_N.shape != (len(losses_NxK),):
         raise ValueError(f"selection_counts: groups must be [N={len(losses_NxK)}], got shape {groups_N.shape}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if draw_seed is None else draw_seed)
     mask_N = np.zeros(len(losses_NxK), bool)
     for g in np.unique(groups_N):
         rows = np.flatnonzero(groups_N == g)
