@@ -105,6 +105,12 @@ def bump_digits(text):
     return "".join(str((int(c) + 1) % 10) if c.isdigit() else c for c in text)
 
 
+def scratch(s, steps):
+    """A scratch model section at toy size (1 layer, width 16), pre-trained `steps` steps."""
+    return dataclasses.replace(s, model=dataclasses.replace(s.model, hidden_size=16, num_heads=2, num_kv_heads=0,
+                                                            intermediate_size=32, num_layers=1), pretrain_steps=steps)
+
+
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
     """The quick pipeline at toy scale, all arms. The scratch generator (not pre-trained)
@@ -128,9 +134,6 @@ def pipeline_run(tmp_path_factory):
     mp.setattr(syn, "generate_variants", generate_variants)
     exp = experiments.get("upsample_hard")
     q = exp.configs["quick"]
-    scratch = lambda s, steps: dataclasses.replace(  # noqa: E731
-        s, model=dataclasses.replace(s.model, hidden_size=16, num_heads=2, num_kv_heads=0, intermediate_size=32,
-                                    num_layers=1), pretrain_steps=steps)
     cfg = dataclasses.replace(
         q, offline=dataclasses.replace(q.offline, train=(("chain_sum", 40), ("simple_equations", 30)), test_size=12),
         proxy_scratch=scratch(q.proxy_scratch, 3), target_scratch=scratch(q.target_scratch, 3),
@@ -336,9 +339,6 @@ def planted_run(tmp_path_factory):
     from lsb_jax.llm.mathdata import PlantedMathConfig
     exp = experiments.get("upsample_hard")
     q = exp.configs["quick"]
-    scratch = lambda s, steps: dataclasses.replace(  # noqa: E731
-        s, model=dataclasses.replace(s.model, hidden_size=16, num_heads=2, num_kv_heads=0, intermediate_size=32,
-                                    num_layers=1), pretrain_steps=steps)
     cfg = dataclasses.replace(
         q, planted=PlantedMathConfig(train_size=64, test_size=14), proxy_scratch=scratch(q.proxy_scratch, 20),
         target_scratch=scratch(q.target_scratch, 3), proxy_batch=8, target_batch=8, epoch_fraction=1.0,

@@ -260,7 +260,7 @@ def plot_accuracy(acc: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]]
 
     opts = list(acc)
     groups = list(acc[opts[0]][arms[0]])
-    fig, axes = plots.figure(len(opts), width=max(4.5, 0.5 * len(arms) * len(groups) + 1.5))
+    fig, axes = plots.figure(len(opts), width=max(4.5, 0.35 * len(arms) * len(groups) + 1.5))
     width = 0.8 / len(groups)
     for ax, opt in zip(axes, opts):
         for j, g in enumerate(groups):
@@ -281,6 +281,24 @@ def key_for(seed: int, stream: int) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- the models and data of a run
+
+
+class BaseSeeded:
+    """For the protocol configs (`UpsampleConfig`, `SFTConfig`) whose field `base_seeds` runs the
+    whole pipeline once per base seed: `seed` is the base seed of a one-pipeline config (what
+    their `for_base(seed)` returns); `check_base_seeds` is for their `__post_init__`."""
+
+    @property
+    def seed(self) -> int:
+        if len(self.base_seeds) != 1:
+            raise ValueError(f"{type(self).__name__}.seed: {self.base_seeds} are several base seeds; "
+                             "use for_base(seed)")
+        return self.base_seeds[0]
+
+    def check_base_seeds(self) -> None:
+        from lsb_jax.train.arms import check_base_seeds  # noqa: PLC0415
+
+        check_base_seeds(self.base_seeds, "Config.base_seeds")
 
 
 class PhaseTimer:

@@ -43,7 +43,7 @@ PRETRAIN_STREAM, ARM_STREAM = 1, 3      # PRNG streams of the data order (as in 
 
 
 @dataclasses.dataclass(frozen=True)
-class SFTConfig:
+class SFTConfig(pl.BaseSeeded):
     """The protocol's settings; the defaults are the offline CPU scale (the experiment's quick config)."""
 
     data: Literal["offline", "hub"] = "offline"
@@ -96,16 +96,8 @@ class SFTConfig:
             raise ValueError("Config: subset_size >= 2, batch_size >= 1, epochs > 0 and num_evals >= 1")
         if not 0 <= self.max_skip_fraction <= 1:
             raise ValueError(f"Config.max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
-        if not self.base_seeds or len(set(self.base_seeds)) != len(self.base_seeds):
-            raise ValueError(f"Config.base_seeds: at least one, all distinct, got {self.base_seeds}")
+        self.check_base_seeds()
         PromptTemplate(kind=self.template, prompt_format=self.prompt_format)   # validates
-
-    @property
-    def seed(self) -> int:
-        """The base seed of a one-pipeline config (`for_base`)."""
-        if len(self.base_seeds) != 1:
-            raise ValueError(f"SFTConfig.seed: {self.base_seeds} are several base seeds; use for_base(seed)")
-        return self.base_seeds[0]
 
     def for_base(self, seed: int) -> SFTConfig:
         """The config of the pipeline of base seed `seed`: it seeds the pre-training, the random

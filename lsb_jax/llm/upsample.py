@@ -64,7 +64,7 @@ class Scratch:
 
 
 @dataclasses.dataclass(frozen=True)
-class UpsampleConfig:
+class UpsampleConfig(pl.BaseSeeded):
     """The protocol's settings; the defaults are the offline CPU scale (the experiment's quick config)."""
 
     # planted: sums whose difficulty is known (`mathdata.PlantedMathConfig`: 2 terms "easy", 3 terms
@@ -144,10 +144,9 @@ class UpsampleConfig:
         bad = [o for o in self.optimizers if o not in OPTIMIZER_NAMES]
         if bad or not self.optimizers or len(set(self.optimizers)) != len(self.optimizers):
             raise ValueError(f"Config.optimizers: distinct names of {OPTIMIZER_NAMES}, got {self.optimizers}")
-        for field in ("target_seeds", "base_seeds"):
-            seeds = getattr(self, field)
-            if not seeds or len(set(seeds)) != len(seeds):
-                raise ValueError(f"Config.{field}: at least one, all distinct, got {seeds}")
+        if not self.target_seeds or len(set(self.target_seeds)) != len(self.target_seeds):
+            raise ValueError(f"Config.target_seeds: at least one, all distinct, got {self.target_seeds}")
+        self.check_base_seeds()
         PromptTemplate(kind=self.template, prompt_format=self.prompt_format)   # validates
 
     @property
@@ -158,13 +157,6 @@ class UpsampleConfig:
     def model_names(self) -> tuple[str, ...]:
         """Proxy, targets and (with a synthesis arm) the generator."""
         return (self.proxy, *self.targets) + ((self.synth_generator,) if self.synth_arms else ())
-
-    @property
-    def seed(self) -> int:
-        """The base seed of a one-pipeline config (`for_base`)."""
-        if len(self.base_seeds) != 1:
-            raise ValueError(f"UpsampleConfig.seed: {self.base_seeds} are several base seeds; use for_base(seed)")
-        return self.base_seeds[0]
 
     def for_base(self, seed: int) -> UpsampleConfig:
         """The config of the pipeline of base seed `seed`: it seeds the data order of every phase,
@@ -573,7 +565,7 @@ def summary_sentence(cfg: UpsampleConfig, proxy: ProxyPhase, acc: dict, test: st
                 f"{r['precision']:.0%} of the hard cluster (recall {r['recall']:.0%}; clustering the final loss "
                 f"alone: {f['precision']:.0%}, recall {f['recall']:.0%}).")
     for opt in cfg.optimizers:
-        out += (f" {cfg.targets[0]} with {opt} on {test}, mean over {len(cfg.target_seeds)} target seeds: "
+        out += (f" {target_name(cfg.targets[0])} with {opt} on {test}, mean over {len(cfg.target_seeds)} target seeds: "
                 + ", ".join(f"{arm} {100 * np.mean(acc[opt][arm]['all']):.1f}%" for arm in cfg.arms) + ".")
     out += " The claims compare arms paired over the test items at each target seed."
     if synth:
