@@ -390,14 +390,20 @@ def run_arms(cfg: UpsampleConfig, data: RunData, folders: dict, proxy: ProxyPhas
         for arm in cfg.synth_arms:   # + the kept variants, once each (source rows after the train rows)
             arm_examples[arm] = tokenize_rows(list(examples.rows) + synth.rows, tok, data.template,
                                               max_length=cfg.max_length, on_error="skip")
+        counts = {}
+
+        def arm_counts(arm, s):   # computed once per arm; only the random draw differs between target seeds
+            key = (arm, s if ARMS[arm].selection == "random" else None)
+            if key not in counts:
+                counts[key] = pl.align_counts(proxy.counts(ARMS[arm].selection, s), proxy.examples, arm_examples[arm])
+            return counts[key]
+
         for opt in cfg.optimizers:
             for s in cfg.target_seeds:
                 for arm in cfg.arms:
                     where = f"{tname}/{opt}/seed{s}/{arm}"
-                    counts_N = pl.align_counts(proxy.counts(ARMS[arm].selection, s), proxy.examples,
-                                               arm_examples[arm])
-                    res = finetune_arm(arm, folder, arm_examples[arm], counts_N, cfg, data, ctx.child(where),
-                                       optimizer=opt, target_seed=s)
+                    res = finetune_arm(arm, folder, arm_examples[arm], arm_counts(arm, s), cfg, data,
+                                       ctx.child(where), optimizer=opt, target_seed=s)
                     out.info[where] = {k: v for k, v in res.items() if k != "test"}
                     for name, summary in res["test"].items():
                         out.results.setdefault((opt, s), {}).setdefault(arm, {})[
