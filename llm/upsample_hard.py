@@ -94,7 +94,7 @@ def run(cfg: UpsampleConfig, ctx) -> dict:
         arms = up.run_arms(bcfg, data, folders, proxy, synth, bctx)   # per target, optimizer, seed, arm
         timer.lap("arms")
         bases[seed] = up.report(bcfg, data, proxy, synth, arms, timer.seconds, bctx)
-    return up.combine(cfg, bases, ctx)                          # the claims' tables over base and target seeds
+    return up.combine(cfg, bases)                               # the claims' tables over base and target seeds
 
 
 FULL = UpsampleConfig(

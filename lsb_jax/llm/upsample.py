@@ -442,14 +442,19 @@ def planted_recovery(cfg: UpsampleConfig, proxy: ProxyPhase) -> dict | None:
                                    for v in np.unique(levels_N)}}
 
 
-def accuracy_by_group(cfg: UpsampleConfig, data: RunData, arms: ArmResults, test: str) -> dict:
-    """{optimizer: {arm: {"all" and each level of the test rows' known difficulty: [accuracy per
-    target seed]}}} on `test` (the first target's; levels only with `cfg.difficulty`)."""
+def test_groups(cfg: UpsampleConfig, data: RunData, test: str) -> tuple[list[Row], dict[str, np.ndarray]]:
+    """The rows of `test` (the first target's test set) and their groups as masks: "all" and, with
+    a known difficulty (`cfg.difficulty`), each level."""
     spec, rows = data.tests[test.split("/")[-1]]
     groups = {"all": np.ones(len(rows), bool)}
     if cfg.difficulty is not None:
         levels = np.asarray(read_labels(spec, cfg.difficulty[0], [r.source_row for r in rows]))
         groups |= {str(v): levels == v for v in np.unique(levels)}
+    return rows, groups
+
+
+def accuracy_by_group(cfg: UpsampleConfig, arms: ArmResults, test: str, groups: dict[str, np.ndarray]) -> dict:
+    """{optimizer: {arm: {group (`test_groups`): [accuracy per target seed]}}} on `test`."""
     out = {}
     for opt in cfg.optimizers:
         for arm in cfg.arms:
@@ -475,8 +480,9 @@ def report(cfg: UpsampleConfig, data: RunData, proxy: ProxyPhase, synth: Synthes
         t_md, t_rows = comparison_table(by_arm, arms=list(cfg.arms))
         md += [f"## {opt}", "", t_md]
         table_rows += [{"optimizer": opt, **r} for r in t_rows]
-    acc = accuracy_by_group(cfg, data, arms, first)
-    groups = list(next(iter(next(iter(acc.values())).values())))
+    test_rows, masks = test_groups(cfg, data, first)
+    acc = accuracy_by_group(cfg, arms, first, masks)
+    groups = list(masks)
     if len(groups) > 1:
         md += [f"## {first}: accuracy % by planted level (mean over target seeds {list(seeds)})", "",
                "| optimizer | arm | " + " | ".join(groups) + " |", "|---|---|" + "---|" * len(groups)]
@@ -499,8 +505,8 @@ def report(cfg: UpsampleConfig, data: RunData, proxy: ProxyPhase, synth: Synthes
         "proxy_loss_first_last": [float(losses_NxK[:, 0].mean()), float(losses_NxK[:, -1].mean())],
         **{f"acc_{opt}_{arm}": float(np.mean(acc[opt][arm]["all"])) for opt in cfg.optimizers for arm in cfg.arms},
         **({"planted": recovered} if recovered else {}),
-        **({"test_in_train": train_overlap(data, data.train, first, cfg.difficulty)} if cfg.data != "hub" else {}),
-        **({"test_in_pretraining": train_overlap(data, data.pretrain, first, cfg.difficulty)}
+        **({"test_in_train": train_overlap(test_rows, masks, data.train)} if cfg.data != "hub" else {}),
+        **({"test_in_pretraining": train_overlap(test_rows, masks, data.pretrain)}
            if data.pretrain is not None else {}),
         **({"synthesis": {k: synth.report[k] for k in SYNTH_KEYS}} if synth else {}),
         "seconds": seconds,
@@ -514,22 +520,22 @@ def report(cfg: UpsampleConfig, data: RunData, proxy: ProxyPhase, synth: Synthes
     return out
 
 
-def combine(cfg: UpsampleConfig, bases: dict[int, dict], ctx) -> dict:
+def combine(cfg: UpsampleConfig, bases: dict[int, dict]) -> dict:
     """The run's results from each base seed's `report`: the claims' tables (accuracy per target
     seed in points, the hard cluster's planted flags), a headline with one value per base seed,
     the summaries, tables, arms and validation of every base seed."""
     seeds = list(bases)
-    first = {b: r["headline"] for b, r in bases.items()}
+    heads = {b: r["headline"] for b, r in bases.items()}
     headline = {"base_seeds": seeds, "target_seeds": list(cfg.target_seeds),
-                "n_train": [h["n_train"] for h in first.values()], "n_test": first[seeds[0]]["n_test"]}
+                "n_train": [h["n_train"] for h in heads.values()], "n_test": heads[seeds[0]]["n_test"]}
     for opt in cfg.optimizers:
         for arm in cfg.arms:
-            headline[f"acc_{opt}_{arm}"] = [h[f"acc_{opt}_{arm}"] for h in first.values()]
-    if all("planted" in h for h in first.values()):
+            headline[f"acc_{opt}_{arm}"] = [h[f"acc_{opt}_{arm}"] for h in heads.values()]
+    if all("planted" in h for h in heads.values()):
         for key, what in (("trajectory_clusters", "hard cluster"), ("final_loss_clusters", "final-loss cluster")):
             for stat in ("precision", "recall", "adjusted_rand"):
-                headline[f"{what} {stat} vs planted"] = [h["planted"][key][stat] for h in first.values()]
-    headline["seconds"] = {f"base{b}": h["seconds"] for b, h in first.items()}
+                headline[f"{what} {stat} vs planted"] = [h["planted"][key][stat] for h in heads.values()]
+    headline["seconds"] = {f"base{b}": h["seconds"] for b, h in heads.items()}
     per_seed = {}
     for opt in cfg.optimizers:   # [arm, base x target seed]: each seed's accuracy over the test items, in points
         values = [[100 * a for b in seeds for a in bases[b]["accuracy"][opt][arm]["all"]] for arm in cfg.arms]
@@ -546,17 +552,12 @@ def combine(cfg: UpsampleConfig, bases: dict[int, dict], ctx) -> dict:
             "validation": [r["validation"] for r in bases.values()], "per_seed": per_seed}
 
 
-def train_overlap(data: RunData, train_spec: DatasetSpec, test: str, difficulty) -> dict:
-    """{level (or "all"): fraction of the test questions that are also prompts of `train_spec`
+def train_overlap(rows: list[Row], groups: dict[str, np.ndarray], train_spec: DatasetSpec) -> dict:
+    """{group (`test_groups`): fraction of its test questions that are also prompts of `train_spec`
     (the train set, or the scratch models' pre-training corpus)}."""
-    spec, rows = data.tests[test.split("/")[-1]]
     train = {r.prompt for r in read_validated(train_spec)[0]}
     seen = np.array([r.prompt in train for r in rows])
-    out = {"all": float(seen.mean())}
-    if difficulty is not None:
-        levels = np.asarray(read_labels(spec, difficulty[0], [r.source_row for r in rows]))
-        out |= {str(v): float(seen[levels == v].mean()) for v in np.unique(levels)}
-    return out
+    return {g: float(seen[m].mean()) for g, m in groups.items()}
 
 
 def summary_sentence(cfg: UpsampleConfig, proxy: ProxyPhase, acc: dict, test: str, recovered, synth) -> str:
@@ -631,4 +632,4 @@ def claims(cfg: UpsampleConfig) -> list[Claim]:
 
 __all__ = ["Scratch", "UpsampleConfig", "check", "RunData", "prepare_data", "prepare_models", "ProxyPhase",
            "score_proxy", "Synthesized", "synthesize_hard", "finetune_arm", "ArmResults", "run_arms", "report",
-           "claims", "combine", "planted_recovery", "accuracy_by_group"]
+           "claims", "combine", "planted_recovery", "test_groups", "accuracy_by_group"]
