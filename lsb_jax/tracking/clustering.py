@@ -11,7 +11,7 @@ trajectory clusters and the LLM pipeline (whose arm table, `lsb_jax.llm.arms`, m
 these selections).
 
 k-means is Lloyd's algorithm with k-means++ seeding, jitted, restarts mapped in one program (the
-best inertia wins); the only temporaries are [N, k] distances (no N x N matrix), so N can be in
+best inertia wins), each stopping at a fixed point or after `iters` iterations; the only temporaries are [N, k] distances (no N x N matrix), so N can be in
 the millions.
 The same code serves the theory model, the synthetic tasks and the LLM pipeline.
 """
@@ -47,18 +47,34 @@ def _plus_plus(key, x_NxF, k: int):
     return centers
 
 
+def _centroids(x_NxF, lab_N, centers_KxF):
+    """Means of the assigned points; an empty cluster keeps its center."""
+    k = centers_KxF.shape[0]
+    onehot_NxK = jax.nn.one_hot(lab_N, k, dtype=x_NxF.dtype)
+    count_K = onehot_NxK.sum(0)
+    sums_KxF = onehot_NxK.T @ x_NxF
+    return jnp.where(count_K[:, None] > 0, sums_KxF / jnp.maximum(count_K, 1)[:, None], centers_KxF)
+
+
 @partial(jax.jit, static_argnames=("k", "iters"))
 def _lloyd(key, x_NxF, k: int, iters: int):
-    def body(_, centers):
-        lab_N = jnp.argmin(_sq_dists(x_NxF, centers), -1)
-        onehot_NxK = jax.nn.one_hot(lab_N, k, dtype=x_NxF.dtype)
-        count_K = onehot_NxK.sum(0)
-        sums_KxF = onehot_NxK.T @ x_NxF
-        return jnp.where(count_K[:, None] > 0, sums_KxF / jnp.maximum(count_K, 1)[:, None], centers)
+    """At most `iters` Lloyd iterations from a k-means++ start, stopping early at a fixed point (no
+    label changed: the next centers would be the same numbers), as scikit-learn's "strict
+    convergence" does. Returns (labels, centers, inertia, iterations run)."""
+    def cond(carry):
+        i, _, _, changed = carry
+        return (i < iters) & changed
 
-    centers = jax.lax.fori_loop(0, iters, body, _plus_plus(key, x_NxF, k))
+    def body(carry):
+        i, centers, lab_N, _ = carry
+        new_N = jnp.argmin(_sq_dists(x_NxF, centers), -1)
+        return i + 1, _centroids(x_NxF, new_N, centers), new_N, jnp.any(new_N != lab_N)
+
+    n = x_NxF.shape[0]
+    start = (0, _plus_plus(key, x_NxF, k), jnp.full((n,), -1, jnp.int32), jnp.bool_(True))
+    i, centers, _, _ = jax.lax.while_loop(cond, body, start)
     d_NxK = _sq_dists(x_NxF, centers)
-    return jnp.argmin(d_NxK, -1), centers, jnp.sum(jnp.min(d_NxK, -1))
+    return jnp.argmin(d_NxK, -1), centers, jnp.sum(jnp.min(d_NxK, -1)), i
 
 
 @partial(jax.jit, static_argnames=("k", "iters"))
@@ -72,7 +88,8 @@ def _restarts(keys, x_NxF, k: int, iters: int):
 def kmeans(x_NxF, k: int = 2, *, key=None, n_init: int = 4, iters: int = 30):
     """(labels [N] int32, centers [k, F], inertia) of the best of `n_init` k-means++ restarts.
 
-    Lloyd iterations run a fixed count (`iters`; an empty cluster keeps its center).
+    At most `iters` Lloyd iterations per restart, fewer once no label changes (the result is then the
+    same as running all `iters`); an empty cluster keeps its center.
     """
     x_NxF = jnp.asarray(x_NxF, jnp.float32)
     if x_NxF.ndim != 2 or x_NxF.shape[0] < k:
@@ -80,7 +97,7 @@ def kmeans(x_NxF, k: int = 2, *, key=None, n_init: int = 4, iters: int = 30):
     if not bool(jnp.isfinite(x_NxF).all()):
         raise ValueError("kmeans: the trajectories contain NaN/inf (unscored rows?)")
     key = jax.random.PRNGKey(0) if key is None else key
-    labels, centers, inertia = _restarts(jax.random.split(key, n_init), x_NxF, k, iters)
+    labels, centers, inertia, _ = _restarts(jax.random.split(key, n_init), x_NxF, k, iters)
     best = int(jnp.argmin(inertia))
     return np.asarray(labels[best], np.int32), np.asarray(centers[best]), float(inertia[best])
 

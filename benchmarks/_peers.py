@@ -1,0 +1,135 @@
+"""Fair peers for the benchmarks: interleaved rounds, a peer at 1 thread and at all threads, the ratio
+against the peer's best.
+
+PyTorch at its default thread count can be many times slower than at 1 thread on a loaded 2-core
+machine (tiny matmuls pay for the pool); scikit-learn's OpenMP/BLAS pools likewise. Every benchmark
+times its peer at each count in `peer_threads()` and reports ours against the fastest, so a ratio
+never flatters us. Timings are medians of rounds that go round-robin over all the contenders, so that
+load from other processes hits every contender alike.
+
+    times = interleaved({"ours": (f, jax.block_until_ready),
+                         **torch_at_threads({"torch": (g, None)})}, rounds=5)
+    row = compare("ICL step L4", times, ours="ours", peer="torch", unit="s/step")
+    print_table([row])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+
+def peer_threads() -> tuple[int, ...]:
+    """The thread counts a peer is timed at: 1 and the machine's cores (one entry when they agree)."""
+    return tuple(sorted({1, os.cpu_count() or 1}))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def native_threads(n: int):
+    """OpenMP/BLAS pools (scikit-learn, numpy's BLAS) limited to n threads, through threadpoolctl."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=n):
+        yield
+
+
+def at_threads(thunks: dict, ctx: Callable[[int], contextlib.AbstractContextManager],
+               threads: tuple[int, ...] | None = None) -> dict:
+    """{name: (fn, sync)} -> {"name@1t": ..., "name@Nt": ...}: each thunk run under ctx(threads)."""
+    out = {}
+    for t in threads or peer_threads():
+        for name, (fn, sync) in thunks.items():
+            def run(fn=fn, t=t):
+                with ctx(t):
+                    return fn()
+            out[f"{name}@{t}t"] = (run, sync)
+    return out
+
+
+def torch_at_threads(thunks: dict, threads: tuple[int, ...] | None = None) -> dict:
+    return at_threads(thunks, torch_threads, threads)
+
+
+def sklearn_at_threads(thunks: dict, threads: tuple[int, ...] | None = None) -> dict:
+    return at_threads(thunks, native_threads, threads)
+
+
+def interleaved(thunks: dict, rounds: int = 5, calls: int = 1, warmup: int = 1) -> dict[str, float]:
+    """{name: median seconds per call}. thunks: {name: (fn, sync)} where sync(fn()) waits for the
+    result (None: nothing to wait for). Each is warmed up `warmup` times, then `rounds` rounds go
+    round-robin over all of them, `calls` calls each per round."""
+    for fn, sync in thunks.values():
+        for _ in range(warmup):
+            out = fn()
+            if sync is not None:
+                sync(out)
+    times: dict[str, list[float]] = {name: [] for name in thunks}
+    for _ in range(rounds):
+        for name, (fn, sync) in thunks.items():
+            t0 = time.perf_counter()
+            out = None
+            for _ in range(calls):
+                out = fn()
+            if sync is not None:
+                sync(out)
+            times[name].append((time.perf_counter() - t0) / calls)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def best_peer(times: dict[str, float], peer: str) -> tuple[str, float]:
+    """(name, seconds) of the fastest entry named `peer` or `peer@<n>t`."""
+    cands = {k: v for k, v in times.items() if k == peer or k.startswith(peer + "@")}
+    if not cands:
+        raise KeyError(f"no timing for peer '{peer}' among {sorted(times)}")
+    return min(cands.items(), key=lambda kv: kv[1])
+
+
+def compare(name: str, times: dict[str, float], ours: str, peer: str, *, work: float | None = None,
+            unit: str = "s", shape: str = "") -> dict:
+    """One table row: ours vs the peer's best thread count. ratio = peer time / our time (> 1: we are
+    faster). `work` (items per call, e.g. tokens or seed-steps) turns times into rates."""
+    peer_name, peer_s = best_peer(times, peer)
+    at = {k.split("@", 1)[1] if "@" in k else "default": v for k, v in times.items()
+          if k == peer or k.startswith(peer + "@")}
+    row = {"benchmark": name, "shape": shape, "ours_s": times[ours], "peer": peer, "peer_best": peer_name,
+           "peer_best_s": peer_s, "peer_s_by_threads": at, "ratio_vs_best": peer_s / times[ours], "unit": unit}
+    if work is not None:
+        row["ours_rate"], row["peer_best_rate"] = work / times[ours], work / peer_s
+    return row
+
+
+def environment() -> dict:
+    """Where the numbers come from: CPU, core count, the load average at the time of the table."""
+    import jax
+    env = {"platform": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "jax": jax.__version__,
+           "device": jax.devices()[0].device_kind, "loadavg": list(os.getloadavg())}
+    try:
+        import torch
+        env["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return env
+
+
+def print_table(rows: list[dict], out=print) -> None:
+    """One line per benchmark: ours, the peer at each thread count, the ratio against its best."""
+    out(f"{'benchmark':34s} {'ours':>10s}  {'peer (by threads)':42s} {'ratio vs best':>13s}")
+    for r in rows:
+        peers = ", ".join(f"{t} {s:.4g}" for t, s in r["peer_s_by_threads"].items())
+        out(f"{r['benchmark'][:34]:34s} {r['ours_s']:10.4g}  {(r['peer'] + ': ' + peers)[:42]:42s} "
+            f"{r['ratio_vs_best']:12.2f}x")
+    out("(seconds per call, medians of interleaved rounds; ratio = peer's best / ours, > 1: lsb_jax faster)")
