@@ -41,7 +41,7 @@ test-serial: install
 	$(PY) -m pytest
 
 bench: install
-	$(PY) benchmarks/vmap_seeds.py
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -99,14 +99,15 @@ def best_peer(times: dict[str, float], peer: str) -> tuple[str, float]:
 
 
 def compare(name: str, times: dict[str, float], ours: str, peer: str, *, work: float | None = None,
-            unit: str = "s", shape: str = "") -> dict:
+            unit: str = "s", shape: str = "", timing: str = "median of interleaved rounds") -> dict:
     """One table row: ours vs the peer's best thread count. ratio = peer time / our time (> 1: we are
     faster). `work` (items per call, e.g. tokens or seed-steps) turns times into rates."""
     peer_name, peer_s = best_peer(times, peer)
     at = {k.split("@", 1)[1] if "@" in k else "default": v for k, v in times.items()
           if k == peer or k.startswith(peer + "@")}
     row = {"benchmark": name, "shape": shape, "ours_s": times[ours], "peer": peer, "peer_best": peer_name,
-           "peer_best_s": peer_s, "peer_s_by_threads": at, "ratio_vs_best": peer_s / times[ours], "unit": unit}
+           "peer_best_s": peer_s, "peer_s_by_threads": at, "ratio_vs_best": peer_s / times[ours], "unit": unit,
+           "timing": timing}
     if work is not None:
         row["ours_rate"], row["peer_best_rate"] = work / times[ours], work / peer_s
     return row
@@ -127,9 +128,12 @@ def environment() -> dict:
 
 def print_table(rows: list[dict], out=print) -> None:
     """One line per benchmark: ours, the peer at each thread count, the ratio against its best."""
-    out(f"{'benchmark':34s} {'ours':>10s}  {'peer (by threads)':42s} {'ratio vs best':>13s}")
+    width = max([len(r["benchmark"]) for r in rows] + [9])
+    out(f"{'benchmark':{width}s}  {'ours':>10s}  {'peer':24s} {'peer by threads':30s} {'vs best':>8s}")
     for r in rows:
         peers = ", ".join(f"{t} {s:.4g}" for t, s in r["peer_s_by_threads"].items())
-        out(f"{r['benchmark'][:34]:34s} {r['ours_s']:10.4g}  {(r['peer'] + ': ' + peers)[:42]:42s} "
-            f"{r['ratio_vs_best']:12.2f}x")
-    out("(seconds per call, medians of interleaved rounds; ratio = peer's best / ours, > 1: lsb_jax faster)")
+        out(f"{r['benchmark']:{width}s}  {r['ours_s']:10.4g}  {r['peer'][:24]:24s} {peers:30s} "
+            f"{r['ratio_vs_best']:7.2f}x")
+    how = sorted({r.get("timing", "") for r in rows} - {""})
+    out(f"(seconds per call or per unit of work; {'; '.join(how)}; vs best = the peer at its best thread count / "
+        "ours, > 1: lsb_jax faster)")

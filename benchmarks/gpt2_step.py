@@ -5,13 +5,15 @@ x ~ N(0, I_d), y = <w, x> + noise, interleaved as T = 2P tokens of dimension d +
 ([x, 0] then [0, y]); the prediction for y_i is read at x_i's position; MSE loss, Adam(1e-4).
 Both frameworks start from the same weights and see the same batch; their step-0 losses must agree.
 
-Measured (median seconds per step over --repeats timed runs of --steps steps, after warm-up/compile):
+Measured (median seconds per step over --repeats interleaved rounds of --steps steps, after warm-up/compile):
   (a) lsb_jax: jitted step (value_and_grad + optax.adam, params/opt state donated)
   (b) PyTorch eager (torch.optim.Adam), (c) torch.compile of the model (if it works here)
   (d) lsb_jax: --seeds members vmapped in one jitted step, vs (e) the seeds run one after another
       in PyTorch eager.
-Also forward-only and forward+backward times, to see where time goes. Both use the same number
-of threads (--threads; XLA's CPU pool is sized by the cores JAX sees, torch by set_num_threads).
+Also forward-only and forward+backward times, to see where time goes. PyTorch is timed at 1 thread
+and at all cores (`--threads`) and every ratio is against its faster setting (on a loaded 2-core
+machine its default threads can be many times slower); XLA uses the cores JAX sees. Medians of
+interleaved rounds (`benchmarks/_peers.py`).
 
     .venv/bin/python benchmarks/gpt2_step.py [--layers 6 --heads 4 --width 128] [--out PATH]
 """
@@ -19,9 +21,6 @@ of threads (--threads; XLA's CPU pool is sized by the cores JAX sees, torch by s
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from lsb_jax.models import gpt2
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peers import compare, environment, interleaved, peer_threads, print_table, torch_at_threads  # noqa: E402
 
 
 def icl_batch(rng: np.random.Generator, B: int, P: int, d: int, noise: float = 1.0):
@@ -48,23 +48,6 @@ def icl_batch(rng: np.random.Generator, B: int, P: int, d: int, noise: float = 1
     tok_BxPx2xI[:, :, 0, :d] = x_BxPxd
     tok_BxPx2xI[:, :, 1, d] = y_BxP
     return tok_BxPx2xI.reshape(B, 2 * P, d + 1), y_BxP.astype(np.float32)
-
-
-def time_interleaved(thunks: dict, steps: int, repeats: int) -> dict:
-    """{name: (median, min) seconds per call}. Each thunk (fn, sync) is warmed up once, then the
-    repeats go round-robin over the thunks, so that load from other processes hits all alike."""
-    for fn, sync in thunks.values():
-        sync(fn())
-    times = {name: [] for name in thunks}
-    for _ in range(repeats):
-        for name, (fn, sync) in thunks.items():
-            t0 = time.perf_counter()
-            out = None
-            for _ in range(steps):
-                out = fn()
-            sync(out)
-            times[name].append((time.perf_counter() - t0) / steps)
-    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 
 def jax_parts(cfg: gpt2.GPT2Config, lr: float):
@@ -95,14 +78,15 @@ def main():
     ap.add_argument("--seeds", type=int, default=4, help="members of the vmapped run (0: skip)")
     ap.add_argument("--steps", type=int, default=5, help="steps per timed repeat")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, nargs="+", default=None,
+                    help="torch thread counts to time (default: 1 and all cores); ratios are against the best")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--out", default=str(ROOT / "runs/benchmarks/gpt2_step.json"))
     args = ap.parse_args()
 
     import torch
     from _torch_gpt2 import TorchGPT2, load_jax_params
-    torch.set_num_threads(args.threads)
+    threads = tuple(args.threads) if args.threads else peer_threads()
 
     P, d, B, T = args.pairs, args.dim, args.batch, 2 * args.pairs
     cfg = gpt2.GPT2Config(num_layers=args.layers, num_heads=args.heads, width=args.width, max_len=T,
@@ -163,8 +147,9 @@ def main():
         return l
 
     nosync = lambda _: None
-    thunks |= {"torch.eager_forward": (torch_fwd, nosync), "torch.eager_fwd_bwd": (torch_fwd_bwd, nosync),
-               "torch.eager_step": (torch_step_fn(tmodel, torch.optim.Adam(tmodel.parameters(), lr=1e-4)), nosync)}
+    thunks |= torch_at_threads({
+        "torch.eager_forward": (torch_fwd, nosync), "torch.eager_fwd_bwd": (torch_fwd_bwd, nosync),
+        "torch.eager_step": (torch_step_fn(tmodel, torch.optim.Adam(tmodel.parameters(), lr=1e-4)), nosync)}, threads)
 
     if not args.no_compile:
         try:
@@ -174,7 +159,7 @@ def main():
             cstep()
             cstep()
             res["torch"]["compile_s"] = time.perf_counter() - t0
-            thunks["torch.compiled_step"] = (cstep, nosync)
+            thunks |= torch_at_threads({"torch.compiled_step": (cstep, nosync)}, threads)
         except Exception as e:  # torch.compile needs a C++ toolchain; report, don't fail
             res["torch"]["compiled_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
 
@@ -201,49 +186,35 @@ def main():
             for one in seed_steps:
                 for _ in range(args.steps):
                     one()
-        thunks |= {"jax.vmap_step": (jvstep, sync_jax), "torch.sequential_seeds": (seq_torch, nosync)}
+        thunks |= {"jax.vmap_step": (jvstep, sync_jax)}
+        thunks |= torch_at_threads({"torch.sequential_seeds": (seq_torch, nosync)}, threads)
 
-    timed = time_interleaved({k: v for k, v in thunks.items() if k != "torch.sequential_seeds"},
-                             args.steps, args.repeats)
-    if M:  # one call runs --steps steps of every seed: per vmapped-step equivalent
-        med, best = time_interleaved({"s": thunks["torch.sequential_seeds"]}, 1, args.repeats)["s"]
-        timed["torch.sequential_seeds"] = (med / args.steps, best / args.steps)
-    for name, (med, best) in timed.items():
+    seq = {k: v for k, v in thunks.items() if k.startswith("torch.sequential_seeds")}
+    timed = interleaved({k: v for k, v in thunks.items() if k not in seq}, rounds=args.repeats, calls=args.steps)
+    if seq:  # one call runs --steps steps of every seed: per vmapped-step equivalent
+        timed |= {k: v / args.steps for k, v in interleaved(seq, rounds=args.repeats).items()}
+    for name, sec in timed.items():
         fw, key = name.split(".")
-        res[fw][key + "_s"], res[fw][key + "_min_s"] = med, best
-    j, t = res["jax"], res["torch"]
-    ratios = {
-        "step_vs_torch_eager": t["eager_step_s"] / j["step_s"],
-        "forward_vs_torch_eager": t["eager_forward_s"] / j["forward_s"],
-        "fwd_bwd_vs_torch_eager": t["eager_fwd_bwd_s"] / j["fwd_bwd_s"],
-    }
-    if "compiled_step_s" in t:
-        ratios["step_vs_torch_compile"] = t["compiled_step_s"] / j["step_s"]
+        res[fw][key.replace("@", "_at_") + "_s"] = sec
+    size = f"L{cfg.num_layers} W{cfg.width} B{B}"
+    shape = f"L{cfg.num_layers} W{cfg.width} H{cfg.num_heads} B{B} T{T} ({n_params / 1e6:.2f}M params)"
+    pairs = [("forward", "jax.forward", "torch.eager_forward"), ("fwd+bwd", "jax.fwd_bwd", "torch.eager_fwd_bwd"),
+             ("step", "jax.step", "torch.eager_step")]
+    if any(k.startswith("torch.compiled_step") for k in timed):
+        pairs.append(("step", "jax.step", "torch.compiled_step"))
     if M:
-        ratios["vmap_seeds_vs_sequential_torch_eager"] = t["sequential_seeds_s"] / j["vmap_step_s"]
-    res["ratios"] = ratios  # > 1: lsb_jax is faster
-    res["env"] = {"jax": jax.__version__, "torch": torch.__version__, "device": jax.devices()[0].device_kind,
-                  "platform": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                  "torch_threads": torch.get_num_threads(), "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
+        pairs.append((f"{M} seeds vmap", "jax.vmap_step", "torch.sequential_seeds"))
+    rows = [compare(f"ICL GPT-2 {size} {what}", timed, ours, peer, shape=shape) for what, ours, peer in pairs]
+    res["rows"] = rows
+    res["ratios"] = {r["benchmark"]: r["ratio_vs_best"] for r in rows}  # > 1: lsb_jax is faster
+    res["env"] = environment()
 
-    print(f"GPT-2 {cfg.num_layers}L/{cfg.num_heads}H/{cfg.width}D, {n_params/1e6:.2f}M params, B={B}, T={T}, "
-          f"device={jax.devices()[0].platform}, threads={args.threads}")
+    print(f"GPT-2 {shape}, device={jax.devices()[0].platform}, torch threads timed {threads}")
     print(f"step-0 loss: lsb_jax {loss0_jax:.6f}  torch {loss0_torch:.6f}  "
-          f"(|diff| {abs(loss0_jax - loss0_torch):.2e})")
-    print(f"{'':28s}{'lsb_jax':>12s}{'torch eager':>14s}{'ratio':>8s}")
-    for name, jk, tk in [("forward (s)", "forward_s", "eager_forward_s"),
-                         ("forward+backward (s)", "fwd_bwd_s", "eager_fwd_bwd_s"),
-                         ("train step (s)", "step_s", "eager_step_s")]:
-        print(f"{name:28s}{j[jk]:12.4f}{t[tk]:14.4f}{t[tk] / j[jk]:8.2f}x")
-    if "compiled_step_s" in t:
-        print(f"{'train step vs torch.compile':28s}{j['step_s']:12.4f}{t['compiled_step_s']:14.4f}"
-              f"{ratios['step_vs_torch_compile']:8.2f}x")
-    elif "compiled_error" in t:
-        print(f"torch.compile: failed ({t['compiled_error']})")
-    if M:
-        print(f"{f'{M} seeds: vmap vs sequential':28s}{j['vmap_step_s']:12.4f}{t['sequential_seeds_s']:14.4f}"
-              f"{ratios['vmap_seeds_vs_sequential_torch_eager']:8.2f}x")
-    print(f"(ratio = torch time / lsb_jax time; > 1 means lsb_jax is faster; jax compile {j['compile_s']:.1f}s)")
+          f"(|diff| {abs(loss0_jax - loss0_torch):.2e}); jax compile {res['jax']['compile_s']:.1f} s")
+    if "compiled_error" in res["torch"]:
+        print(f"torch.compile: failed ({res['torch']['compiled_error']})")
+    print_table(rows)
     io.write_json(args.out, res)
     print(f"wrote {args.out}")
 

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -120,6 +121,7 @@ def main():
     ap.add_argument("--k", type=int, default=10_000)
     ap.add_argument("--numpy-picks", type=int, default=None, help="time numpy on its first m picks (default: all k)")
     ap.add_argument("--quick", action="store_true", help="N=20000, k=200 (smoke test)")
+    ap.add_argument("--out", default=None, help="JSON of the results (the table row under 'rows')")
     ap.add_argument("--worker", choices=("jax", "numpy"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.quick:
@@ -158,6 +160,18 @@ def main():
     print(f"h_min of the jax selection : {a['h_min']:.4f}")
     print(f"picks agree                : {int(same.sum())}/{picks}" +
           ("" if first_diff is None else f" (first difference at pick {first_diff})"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _peers import compare, environment, print_table
+
+    # numpy's loop is elementwise (no BLAS): one thread whatever the pool size
+    row = compare(f"k-center {args.k} of {args.n}x{args.dim}", {"ours": a["seconds"], "numpy": b["seconds_for_k"]},
+                  "ours", "numpy", shape=f"N={args.n} D={args.dim} k={args.k}",
+                  timing="one run each, in its own process")
+    print_table([row])
+    if args.out:
+        from lsb_jax import io
+        io.write_json(args.out, {"rows": [row], "env": environment(), "jax": a | {"index": None},
+                                 "numpy": b | {"index": None}, "picks_agree": int(same.sum())})
 
 
 if __name__ == "__main__":

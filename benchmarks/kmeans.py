@@ -99,7 +99,7 @@ def main():
               f"{r['agree_planted_ours']:.4f} / {r['agree_planted_sklearn']:.4f}; labels agree "
               f"{r['agree_ours_sklearn']:.5f}")
     print_table(rows)
-    io.write_json(args.out, res)
+    io.write_json(args.out, res | {"rows": rows})
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ AdamW (lr 1e-4, weight decay 0.01), fp32:
       `fit` runs): per-example losses (chunked cross-entropy), gradient, optax AdamW update;
   (b) PyTorch: forward (eager attention) + per-example cross-entropy + backward +
       `torch.optim.AdamW.step()`.
-Reported: tokens/s of each (median of `--repeats` timed steps after one warm-up step; compile
-time apart), the ratio a/b, and the loss difference of the first step (same weights, same
-batch: a correctness check of the comparison).
+Reported: tokens/s of each (median of `--repeats` interleaved rounds after one warm-up step; compile
+time apart; transformers at 1 thread and at all cores), the ratio a/b against transformers' faster
+setting, and the loss difference of the first step (same weights, same batch: a correctness check
+of the comparison).
 
     .venv/bin/python benchmarks/llm_finetune.py --quick    # tiny model: seconds (smoke test)
     .venv/bin/python benchmarks/llm_finetune.py            # full size: ~2-4 minutes on 2 CPU cores
@@ -20,12 +21,17 @@ batch: a correctness check of the comparison).
 from __future__ import annotations
 
 import argparse
-import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peers import compare, environment, interleaved, peer_threads, print_table, torch_at_threads  # noqa: E402
+
+from lsb_jax import io  # noqa: E402
 
 FULL = dict(layers=4, width=256, heads=4, kv_heads=2, head_dim=64, mlp=768, vocab=32000, seq=256, batch=4)
 QUICK = dict(layers=2, width=64, heads=4, kv_heads=2, head_dim=16, mlp=128, vocab=1000, seq=64, batch=2)
@@ -40,7 +46,8 @@ def hf_config(size: dict):
         intermediate_size=size["mlp"], max_position_embeddings=4096, tie_word_embeddings=True)
 
 
-def bench_torch(hf, tokens_BxT: np.ndarray, repeats: int):
+def torch_stepper(hf, tokens_BxT: np.ndarray):
+    """(step() -> loss, the loss of the first step at the initial weights)."""
     import torch
     ids = torch.tensor(tokens_BxT)
     mask = torch.ones_like(ids)
@@ -56,16 +63,11 @@ def bench_torch(hf, tokens_BxT: np.ndarray, repeats: int):
         opt.step()
         return loss.item()
 
-    first = step()  # warm-up (also the loss at the initial weights)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), first
+    return step, step()
 
 
-def bench_ours(folder: Path, tokens_BxT: np.ndarray, repeats: int):
+def our_stepper(folder: Path, tokens_BxT: np.ndarray):
+    """(step() -> loss array, compile seconds, the loss of the first step at the initial weights)."""
     import jax
     import jax.numpy as jnp
 
@@ -82,43 +84,52 @@ def bench_ours(folder: Path, tokens_BxT: np.ndarray, repeats: int):
     step = jax.jit(make_finetune_step(split.graphdef, cfg, optimizer), donate_argnums=0).lower(
         state, batch, split.frozen).compile()
     compile_s = time.perf_counter() - t0
-    state, metrics = step(state, batch, split.frozen)  # warm-up
-    first = float(metrics["loss"])
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        state, metrics = step(state, batch, split.frozen)
-        jax.block_until_ready(metrics["loss"])
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), compile_s, first
+    box = [state]
+
+    def one():
+        box[0], metrics = step(box[0], batch, split.frozen)
+        return jax.block_until_ready(metrics["loss"])
+
+    return one, compile_s, float(one())
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny model (smoke test)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="torch thread counts to time (default: 1 and all cores); the ratio is against the best")
+    parser.add_argument("--out", default=None, help="JSON of the results (the table row under 'rows')")
     args = parser.parse_args(argv)
     size = QUICK if args.quick else FULL
     import torch
     from transformers import AutoModelForCausalLM
-    if args.threads:
-        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     hf = AutoModelForCausalLM.from_config(hf_config(size), attn_implementation="eager")
     tokens_BxT = np.random.RandomState(0).randint(0, size["vocab"], (size["batch"], size["seq"]))
     n_tokens = tokens_BxT.size
-    print(f"model: qwen3 {size} ({sum(p.numel() for p in hf.parameters()) / 1e6:.1f}M params), AdamW fp32, "
-          f"torch threads {torch.get_num_threads()}")
+    n_params = sum(p.numel() for p in hf.parameters())
+    print(f"model: qwen3 {size} ({n_params / 1e6:.1f}M params), AdamW fp32")
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
-        ours_s, compile_s, ours_loss = bench_ours(Path(tmp), tokens_BxT, args.repeats)
-    torch_s, torch_loss = bench_torch(hf, tokens_BxT, args.repeats)
-    print(f"(a) ours (jitted finetune step)  {n_tokens / ours_s:10.0f} tokens/s  ({ours_s * 1e3:.0f} ms/step, "
+        ours, compile_s, ours_loss = our_stepper(Path(tmp), tokens_BxT)
+    step_torch, torch_loss = torch_stepper(hf, tokens_BxT)
+    times = interleaved({"ours": (ours, None), **torch_at_threads({"transformers": (step_torch, None)},
+                                                                  tuple(args.threads or peer_threads()))},
+                        rounds=args.repeats)
+    row = compare(f"LLM fine-tune step qwen3 {n_params / 1e6:.1f}M B{size['batch']} T{size['seq']}", times, "ours",
+                  "transformers", work=n_tokens, unit="tokens",
+                  shape=f"{size} ({n_params / 1e6:.1f}M params), AdamW fp32, full fine-tuning")
+    print(f"(a) ours (jitted finetune step)  {row['ours_rate']:10.0f} tokens/s  ({times['ours'] * 1e3:.0f} ms/step, "
           f"compile {compile_s:.1f} s)")
-    print(f"(b) transformers (PyTorch)       {n_tokens / torch_s:10.0f} tokens/s  ({torch_s * 1e3:.0f} ms/step)")
-    print(f"ratio a/b tokens/s: {torch_s / ours_s:.2f}")
+    print(f"(b) transformers (PyTorch)       {row['peer_best_rate']:10.0f} tokens/s at its best, {row['peer_best']} "
+          f"({row['peer_best_s'] * 1e3:.0f} ms/step)")
+    print(f"ratio a/b tokens/s: {row['ratio_vs_best']:.2f}")
     print(f"first-step loss: ours {ours_loss:.6f}, torch {torch_loss:.6f}, |diff| {abs(ours_loss - torch_loss):.2e}")
+    print_table([row])
+    if args.out:
+        io.write_json(args.out, {"rows": [row], "env": environment(),
+                                 "first_step_loss": {"ours": ours_loss, "transformers": torch_loss}})
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Same batch (B x 512 tokens, every token a target) for both:
   (a) ours: `jax.jit(make_loss_fn(graphdef, chunk_size=128))` -> per-example mean loss [B]
       (compile time reported apart);
   (b) PyTorch: `torch.no_grad()` forward (eager attention, fp32) + per-example cross-entropy.
-Reported: tokens/s of each (median of `--repeats` timed calls), the ratio, the max |loss
+Reported: tokens/s of each (median of `--repeats` interleaved rounds; transformers at 1 thread and
+at all cores, the ratio against its faster setting), the max |loss
 difference| between the two, and the compiled peak temporary memory (XLA memory analysis,
 no weights needed) of the loss of the same model with a 151,936 vocabulary: chunked
 (`chunk_size` 128) vs naive (full [B, T, V] fp32 logits, then log-softmax).
@@ -19,12 +20,17 @@ no weights needed) of the loss of the same model with a 151,936 vocabulary: chun
 from __future__ import annotations
 
 import argparse
-import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peers import compare, environment, interleaved, peer_threads, print_table, torch_at_threads  # noqa: E402
+
+from lsb_jax import io  # noqa: E402
 
 FULL = dict(layers=4, width=512, heads=8, kv_heads=4, head_dim=64, mlp=1536, vocab=32000, seq=512, batch=4)
 QUICK = dict(layers=2, width=64, heads=4, kv_heads=2, head_dim=16, mlp=128, vocab=1000, seq=64, batch=2)
@@ -39,16 +45,8 @@ def hf_config(size: dict, vocab: int):
         intermediate_size=size["mlp"], max_position_embeddings=4096, tie_word_embeddings=True)
 
 
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def bench_torch(hf, tokens_BxT: np.ndarray, repeats: int):
+def torch_scorer(hf, tokens_BxT: np.ndarray):
+    """(score() -> per-example mean loss [B], its first output)."""
     import torch
     ids = torch.tensor(tokens_BxT)
     mask = torch.ones_like(ids)
@@ -60,11 +58,11 @@ def bench_torch(hf, tokens_BxT: np.ndarray, repeats: int):
                                                     reduction="none")
             return nll.mean(1).numpy()
 
-    loss_B = score()  # warm-up
-    return timed(score, repeats), loss_B
+    return score, score()
 
 
-def bench_ours(folder: Path, tokens_BxT: np.ndarray, repeats: int):
+def our_scorer(folder: Path, tokens_BxT: np.ndarray):
+    """(score() -> per-example mean loss [B], compile seconds, its first output)."""
     import jax
     from flax import nnx
 
@@ -75,8 +73,7 @@ def bench_ours(folder: Path, tokens_BxT: np.ndarray, repeats: int):
     loss = jax.jit(make_loss_fn(graphdef, chunk_size=128)).lower(params, batch).compile()
     compile_s = time.perf_counter() - t0
     score = lambda: jax.block_until_ready(loss(params, batch))  # noqa: E731
-    loss_B = np.asarray(score())
-    return timed(score, repeats), compile_s, loss_B
+    return score, compile_s, np.asarray(score())
 
 
 def loss_memory(size: dict, vocab: int) -> dict[str, int]:
@@ -109,27 +106,34 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny model (smoke test)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="torch thread counts to time (default: 1 and all cores); the ratio is against the best")
+    parser.add_argument("--out", default=None, help="JSON of the results (the table row under 'rows')")
     args = parser.parse_args(argv)
     size = QUICK if args.quick else FULL
     import torch
     from transformers import AutoModelForCausalLM
-    if args.threads:
-        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     hf = AutoModelForCausalLM.from_config(hf_config(size, size["vocab"]), attn_implementation="eager").eval()
     tokens_BxT = np.random.RandomState(0).randint(0, size["vocab"], (size["batch"], size["seq"]))
     n_tokens = tokens_BxT.size
-    print(f"model: qwen3 {size} ({sum(p.numel() for p in hf.parameters()) / 1e6:.1f}M params), "
-          f"torch threads {torch.get_num_threads()}")
+    n_params = sum(p.numel() for p in hf.parameters())
+    print(f"model: qwen3 {size} ({n_params / 1e6:.1f}M params)")
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
-        ours_s, compile_s, ours_B = bench_ours(Path(tmp), tokens_BxT, args.repeats)
-    torch_s, torch_B = bench_torch(hf, tokens_BxT, args.repeats)
-    print(f"(a) ours (jax.jit loss)      {n_tokens / ours_s:10.0f} tokens/s  ({ours_s * 1e3:.0f} ms/batch, "
+        ours, compile_s, ours_B = our_scorer(Path(tmp), tokens_BxT)
+    score_torch, torch_B = torch_scorer(hf, tokens_BxT)
+    times = interleaved({"ours": (ours, None), **torch_at_threads({"transformers": (score_torch, None)},
+                                                                  tuple(args.threads or peer_threads()))},
+                        rounds=args.repeats)
+    row = compare(f"LM scoring qwen3 {n_params / 1e6:.1f}M B{size['batch']} T{size['seq']}", times, "ours",
+                  "transformers", work=n_tokens, unit="tokens",
+                  shape=f"{size} ({n_params / 1e6:.1f}M params), fp32, eager attention")
+    print(f"(a) ours (jax.jit loss)      {row['ours_rate']:10.0f} tokens/s  ({times['ours'] * 1e3:.0f} ms/batch, "
           f"compile {compile_s:.1f} s)")
-    print(f"(b) transformers (PyTorch)   {n_tokens / torch_s:10.0f} tokens/s  ({torch_s * 1e3:.0f} ms/batch)")
-    print(f"ratio a/b tokens/s: {torch_s / ours_s:.2f}")
+    print(f"(b) transformers (PyTorch)   {row['peer_best_rate']:10.0f} tokens/s at its best, {row['peer_best']} "
+          f"({row['peer_best_s'] * 1e3:.0f} ms/batch)")
+    print(f"ratio a/b tokens/s: {row['ratio_vs_best']:.2f}")
     print(f"max |loss_a - loss_b|: {np.abs(ours_B - torch_B).max():.2e}")
     mem = loss_memory(size, 4096 if args.quick else BIG_VOCAB)
     vocab = 4096 if args.quick else BIG_VOCAB
@@ -137,6 +141,10 @@ def main(argv=None) -> None:
     print(f"loss peak temp memory, vocab {vocab}: chunked {mem['chunked'] / 2**20:.1f} MiB, "
           f"naive {mem['naive'] / 2**20:.1f} MiB (fp32 logits alone {full_logits / 2**20:.1f} MiB); "
           f"ratio naive/chunked {mem['naive'] / max(mem['chunked'], 1):.1f}")
+    print_table([row])
+    if args.out:
+        io.write_json(args.out, {"rows": [row], "loss_memory_bytes": mem, "env": environment(),
+                                 "max_abs_loss_diff": float(np.abs(ours_B - torch_B).max())})
 
 
 if __name__ == "__main__":

@@ -16,15 +16,20 @@ Prints seed-steps per second and the ratio a/b. Target (issue 6): a/b >= 60.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
 
-from lsb_jax import train
-from lsb_jax.sweeps import parity
-from lsb_jax.train.arms import group_arms, group_members, member_arms
-from lsb_jax.train.sweep import group_program
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peers import compare, environment, peer_threads, print_table, torch_threads  # noqa: E402
+
+from lsb_jax import io, train  # noqa: E402
+from lsb_jax.sweeps import parity  # noqa: E402
+from lsb_jax.train.arms import group_arms, group_members, member_arms  # noqa: E402
+from lsb_jax.train.sweep import group_program  # noqa: E402
 
 
 def lsb_rate(seeds: int, steps: int, repeats: int) -> tuple[float, float]:
@@ -50,10 +55,17 @@ def lsb_rate(seeds: int, steps: int, repeats: int) -> tuple[float, float]:
 
 
 def torch_rate(seeds: int, steps: int, threads: int) -> float:
+    """Seed-steps per second of `torch_run` at `threads` threads (one timed run)."""
+    with torch_threads(threads):
+        t0 = time.perf_counter()
+        torch_run(seeds, steps)
+        return seeds * steps / (time.perf_counter() - t0)
+
+
+def torch_run(seeds: int, steps: int) -> None:
+    """The parity MLP trained in PyTorch eager, seed after seed (at the current thread count)."""
     import torch
 
-    torch.set_num_threads(threads)
-    t0 = time.perf_counter()
     for i in range(seeds):
         torch.manual_seed(i)
         net = torch.nn.Sequential(torch.nn.Linear(20, 40), torch.nn.ReLU(), torch.nn.Linear(40, 40), torch.nn.ReLU(),
@@ -66,7 +78,6 @@ def torch_rate(seeds: int, steps: int, threads: int) -> float:
             sgd.zero_grad()
             loss.backward()
             sgd.step()
-    return seeds * steps / (time.perf_counter() - t0)
 
 
 def main():
@@ -76,20 +87,28 @@ def main():
     ap.add_argument("--repeats", type=int, default=3, help="timed repetitions of (a); the best is reported")
     ap.add_argument("--torch-seeds", type=int, default=4)
     ap.add_argument("--torch-steps", type=int, default=1000)
+    ap.add_argument("--out", default=None, help="JSON of the results (the table row under 'rows')")
     args = ap.parse_args()
     rate_a, loss = lsb_rate(args.seeds, args.steps, args.repeats)
     print(f"device={jax.devices()[0].platform} seeds={args.seeds} steps={args.steps}")
     print(f"(a) lsb_jax vmap, train.fit          : {rate_a:10.0f} seed-steps/s  (last batch loss {loss:.3f})")
     try:
-        import torch
+        import torch  # noqa: F401
     except ImportError:
         print("(b) PyTorch not installed: skipped")
         return
     # the fairest PyTorch: the best thread count (tiny matmuls run fastest on one thread)
-    rates = {t: torch_rate(args.torch_seeds, args.torch_steps, t) for t in sorted({1, torch.get_num_threads()})}
-    threads, rate_b = max(rates.items(), key=lambda kv: kv[1])
-    print(f"(b) PyTorch eager, seed by seed      : {rate_b:10.0f} seed-steps/s  (best of threads {rates})")
-    print(f"ratio a/b                            : {rate_a / rate_b:8.1f}x   (target >= 60x)")
+    times = {"lsb_jax": 1 / rate_a} | {f"torch@{t}t": 1 / torch_rate(args.torch_seeds, args.torch_steps, t)
+                                       for t in peer_threads()}
+    row = compare(f"parity {args.seeds} seeds vmapped vs PyTorch seed by seed", times, "lsb_jax", "torch",
+                  work=1, unit="seed-steps", shape="MLP 20-40-40-1, batch 20, SGD",
+                  timing="ours best of repeats, torch one run per thread count")
+    print(f"(b) PyTorch eager, seed by seed      : {row['peer_best_rate']:10.0f} seed-steps/s  (best: "
+          f"{row['peer_best']})")
+    print(f"ratio a/b                            : {row['ratio_vs_best']:8.1f}x   (target >= 60x)")
+    print_table([row])
+    if args.out:
+        io.write_json(args.out, {"rows": [row], "env": environment(), "last_loss": loss})
 
 
 if __name__ == "__main__":

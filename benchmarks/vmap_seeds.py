@@ -2,10 +2,11 @@
 
 Model: the sparse-parity MLP of seed 004 (20-40-40-1, ReLU), ±1 inputs, label = product of 6 bits,
 SGD lr 0.1, batch 20, data drawn inside the step. Rates are seed-steps per second after
-compilation (best of --repeats):
+compilation (medians of --repeats rounds that go round-robin over (a), (b) and (c)):
   (a) lsb_jax: 16 seeds vmapped, trained by `train.fit` (one compiled loop over the steps);
   (b) the same jitted single step, 16 seeds run one after another, one dispatch per step;
-  (c) PyTorch (if installed), 16 seeds one after another, eager.
+  (c) PyTorch (if installed), 16 seeds one after another, eager, at 1 thread and at all cores (the
+      ratio is against its faster setting).
 Prints the ratios a/b and a/c. Target (issue 3): a/b >= 10.
 
     .venv/bin/python benchmarks/vmap_seeds.py [--seeds 16] [--steps 2000]
@@ -14,14 +15,18 @@ Prints the ratios a/b and a/c. Target (issue 3): a/b >= 10.
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-from lsb_jax import train
-from lsb_jax.models.mlp import init_mlp, mlp_apply
-from lsb_jax.optim import OptimConfig, make_optimizer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peers import compare, environment, interleaved, print_table, torch_at_threads  # noqa: E402
+
+from lsb_jax import io, train  # noqa: E402
+from lsb_jax.models.mlp import init_mlp, mlp_apply  # noqa: E402
+from lsb_jax.optim import OptimConfig, make_optimizer  # noqa: E402
 
 SIZES = (20, 40, 40, 1)
 
@@ -41,7 +46,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=16)
     ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--repeats", type=int, default=3, help="timed repetitions; the best is reported")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds; medians are reported")
+    ap.add_argument("--out", default=None, help="JSON of the results (table rows under 'rows')")
     args = ap.parse_args()
     S, T = args.seeds, args.steps
     opt = make_optimizer(OptimConfig(name="sgd", lr=0.1), T)
@@ -50,54 +56,59 @@ def main():
     keys = train.seed_keys(0, S)
 
     # (a) vmapped seeds through lsb_jax's trainer: `train.fit` runs the whole ensemble as one
-    # compiled program (best of --repeats timed runs, after a warm-up run that compiles it)
+    # compiled program; (b) the same jitted step, seed after seed, one dispatch per step; (c) PyTorch.
+    # Each call is one whole run; rounds go round-robin over (a), (b), (c) (medians; `_peers`).
     ens_step = jax.vmap(step)
-    train.fit(ens_step, jax.vmap(init)(keys), T, chunk_size=T)
-    best = float("inf")
-    for _ in range(args.repeats):
-        state = jax.vmap(init)(keys)
-        jax.block_until_ready(state)
-        t0 = time.perf_counter()
-        out = train.fit(ens_step, state, T, chunk_size=T, donate_state=True).state
-        jax.block_until_ready(out)
-        best = min(best, time.perf_counter() - t0)
-    rate_a = S * T / best
-
-    # (b) the same jitted step, seed after seed, one dispatch per step (best of --repeats)
     one = jax.jit(step, donate_argnums=0)
-    jax.block_until_ready(one(init(keys[0])))
-    best = float("inf")
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
+    last = {}
+
+    def run_a():
+        last["a"] = train.fit(ens_step, jax.vmap(init)(keys), T, chunk_size=T, donate_state=True).state
+        return last["a"]
+
+    def run_b():
         for i in range(S):
             s = init(keys[i])
             for _ in range(T):
-                s, m = one(s)
-            jax.block_until_ready(s)
-        best = min(best, time.perf_counter() - t0)
-    rate_b = S * T / best
+                s, _ = one(s)
+            if i == 0:
+                last["b0"] = s
+        return s
+
+    thunks = {"vmap": (run_a, jax.block_until_ready), "sequential_jit": (run_b, jax.block_until_ready)}
+    work = {"vmap": S * T, "sequential_jit": S * T}
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("(c) PyTorch not installed: skipped")
+    else:
+        from parity_vmap import torch_run  # the same seed-by-seed PyTorch loop (benchmarks/ is on the path)
+
+        Tt = min(T, 1000)
+        thunks |= torch_at_threads({"torch": (lambda: torch_run(S, Tt), None)})
+        work |= {k: S * Tt for k in thunks if k.startswith("torch")}
+    times = {k: v / work[k] for k, v in interleaved(thunks, rounds=args.repeats).items()}  # s per seed-step
+    rate_a, rate_b = 1 / times["vmap"], 1 / times["sequential_jit"]
     # same numbers? member 0 of (a) equals seed 0 of (b)
-    seq0 = init(keys[0])
-    for _ in range(T):
-        seq0, _ = one(seq0)
     err = max(float(jnp.max(jnp.abs(a[0] - b)))
-              for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(seq0.params)))
+              for a, b in zip(jax.tree.leaves(last["a"].params), jax.tree.leaves(last["b0"].params)))
 
     print(f"seeds={S} steps={T} device={jax.devices()[0].platform}")
     print(f"(a) vmap, train.fit : {rate_a:12.0f} seed-steps/s")
     print(f"(b) sequential jit  : {rate_b:12.0f} seed-steps/s")
     print(f"ratio a/b           : {rate_a / rate_b:8.1f}x   (max |param diff| member 0 vs sequential: {err:.2e})")
 
-    try:
-        import torch
-    except ImportError:
-        print("(c) PyTorch not installed: skipped")
-        return
-    from parity_vmap import torch_rate  # the same seed-by-seed PyTorch loop (benchmarks/ is the script's path)
-
-    rate_c = torch_rate(S, min(T, 1000), max(1, torch.get_num_threads()))
-    print(f"(c) PyTorch eager   : {rate_c:12.0f} seed-steps/s")
-    print(f"ratio a/c           : {rate_a / rate_c:8.1f}x")
+    rows = [compare(f"{S} seeds vmapped vs sequential jit", times, "vmap", "sequential_jit", work=1,
+                    unit="seed-steps", shape=f"parity MLP {SIZES}, batch 20, {T} steps")]
+    if "torch@1t" in times:
+        rows.append(compare(f"{S} seeds vmapped vs PyTorch seed by seed", times, "vmap", "torch", work=1,
+                            unit="seed-steps", shape=f"parity MLP {SIZES}, batch 20"))
+        print(f"(c) PyTorch eager   : {rows[-1]['peer_best_rate']:12.0f} seed-steps/s at its best "
+              f"({rows[-1]['peer_best']})")
+        print(f"ratio a/c           : {rows[-1]['ratio_vs_best']:8.1f}x")
+    print_table(rows)
+    if args.out:
+        io.write_json(args.out, {"rows": rows, "env": environment(), "max_param_diff_member0": err})
 
 
 if __name__ == "__main__":
