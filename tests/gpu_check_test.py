@@ -1,0 +1,71 @@
+"""benchmarks/gpu_check.py runs at tiny sizes on CPU as it will on the lent GPU machine's image.
+
+The image has no tensorboardX, datasets, math-verify or reasoning-gym, so the script runs here with
+those imports blocked (`sys.modules[name] = None`: `import` raises ModuleNotFoundError and
+`importlib.util.find_spec` says absent, as there) and with `PYTHONPATH=.` instead of the installed
+package. No speed is asserted: every section must produce its rows, with numbers.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOT_IN_GPU_IMAGE = ("tensorboardX", "datasets", "math_verify", "reasoning_gym")
+SECTIONS = {"icl", "parity", "lm", "mfu", "kcenter", "estimate"}
+MAY_BE_NA = {"icl.torch_compile", "mfu.mfu"}   # torch.compile is skipped at --tiny; CPU has no MFU peak
+
+RUN_BLOCKED = f"""
+import runpy, sys
+for name in {NOT_IN_GPU_IMAGE!r}:
+    sys.modules[name] = None
+sys.argv = ["benchmarks/gpu_check.py", *sys.argv[1:]]
+runpy.run_path("benchmarks/gpu_check.py", run_name="__main__")
+for name in {NOT_IN_GPU_IMAGE!r}:
+    assert sys.modules.get(name) is None, name + " got imported"
+"""
+
+
+@pytest.mark.slow
+def test_gpu_check_tiny_runs_without_the_modules_the_gpu_image_lacks(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    out_json = tmp_path / "x.json"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", RUN_BLOCKED, "--tiny", "--out", str(out_json)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "elapsed:" in out.stdout and "total" in out.stdout
+
+    res = json.loads(out_json.read_text())
+    rows = res["rows"]
+    assert {r["section"] for r in rows} == SECTIONS
+    for r in rows:
+        if r["key"] in MAY_BE_NA:
+            assert r["status"] in ("ok", "n/a", "error"), r
+            continue
+        assert r["status"] == "ok", r
+        assert isinstance(r["ours"], (int, float)) and math.isfinite(r["ours"]), r
+        assert r["peer"] is None or math.isfinite(r["peer"]), r
+    keys = {r["key"] for r in rows}
+    assert {"icl.torch_eager", "icl.loss0", "parity.torch_cpu", "lm.score", "lm.finetune", "mfu.step",
+            "kcenter.picks", "estimate.toy_regression"} <= keys
+
+    loss0 = res["details"]["icl"]["loss0"]   # same weights, same batch
+    assert abs(loss0["jax"] - loss0["torch"]) <= 1e-4 * abs(loss0["torch"]) + 1e-5
+    assert res["details"]["kcenter"]["agree"] == res["details"]["kcenter"]["torch_picks"]
+    assert res["details"]["estimate"]["experiments"]["toy_regression"]["fits"]   # measured through fit
+
+
+def test_gpu_check_refuses_gpu_sizes_without_a_gpu(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--only", "kcenter", "--out",
+                          str(tmp_path / "x.json")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert "--tiny" in out.stderr
+    assert not (tmp_path / "x.json").exists()
