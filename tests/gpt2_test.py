@@ -77,6 +77,48 @@ def test_float_inputs_match_hf_gpt2model_with_read_in_and_read_out():
     assert np.abs(ref_out).max() > 0.05  # the comparison is not of near-zero numbers
 
 
+def test_attention_block_sizes():
+    # paper-size ICL on CPU: 27 MB of scores per layer -> blocks of 16 examples (3.4 MB each)
+    assert gpt2.attention_block(128, 8, 82, backend="cpu") == 16
+    assert gpt2.attention_block(128, 8, 82, backend="gpu") == 128   # GPUs keep the whole batch
+    assert gpt2.attention_block(64, 4, 82, backend="cpu") == 64     # 6.9 MB: left whole
+    assert gpt2.attention_block(127, 8, 82, backend="cpu") == 127   # a prime batch: no useful divisor
+
+
+def test_blocked_attention_matches_hf_outputs_and_gradients(monkeypatch):
+    """Blocks of examples (forced on at a small size) give HF GPT-2's hidden states and the
+    gradients of torch autograd, through the rematerialized blocks."""
+    monkeypatch.setattr(gpt2, "_BLOCK_ABOVE", 0)
+    monkeypatch.setattr(gpt2, "_BLOCK_BYTES", 2 * N * 10 * 10 * 4)      # 2 examples per block
+    assert gpt2.attention_block(6, N, 10) == 2
+    cfg = FLOAT
+    model = nnx.merge(*init(cfg, jax.random.key(0)))
+    hf = hf_model(cfg, lm_head=False, seed=3)
+    copy_into(model, hf)
+    x = np.random.default_rng(1).normal(size=(6, 10, 5)).astype(np.float32)
+    W_in = np.asarray(model.read_in_kernel[...])
+    emb = torch.from_numpy(x @ W_in).requires_grad_(True)
+    ref_h = hf(inputs_embeds=emb).last_hidden_state
+    g_out = np.random.default_rng(2).normal(size=ref_h.shape).astype(np.float32)
+    (ref_h * torch.from_numpy(g_out)).sum().backward()
+    graphdef, params = nnx.split(model)
+
+    def hidden_from_embeddings(p, e):   # read-in replaced by the given embeddings (HF's inputs_embeds)
+        m = nnx.merge(graphdef, p)
+        h = e + m.wpe[...][: e.shape[1]]
+        for block in m.blocks:
+            h = block(h)
+        return gpt2.layer_norm(h, m.lnf_scale[...], m.lnf_bias[...], cfg.layer_norm_eps)
+
+    h, vjp = jax.vjp(hidden_from_embeddings, params, jnp.asarray(emb.detach().numpy()))
+    grad_params, grad_emb = vjp(jnp.asarray(g_out))
+    np.testing.assert_allclose(np.asarray(h), ref_h.detach().numpy(), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(grad_emb), emb.grad.numpy(), atol=1e-4, rtol=1e-4)
+    ref_qkv = hf.h[0].attn.c_attn.weight.grad.numpy().reshape(cfg.width, 3, N, cfg.head_dim)
+    np.testing.assert_allclose(np.asarray(grad_params["blocks"][0]["qkv_kernel"]), ref_qkv, atol=1e-4, rtol=1e-4)
+    assert np.abs(ref_qkv).max() > 1e-2  # not a comparison of near-zero numbers
+
+
 def test_token_inputs_match_hf_lm_head_logits_tied():
     cfg = GPT2Config(num_layers=L, num_heads=N, width=D, max_len=9, vocab_size=11)
     model = nnx.merge(*init(cfg, jax.random.key(0)))

@@ -90,14 +90,49 @@ def layer_norm(x_BxTxD: jax.Array, scale_D: jax.Array, bias_D: jax.Array, eps: f
     return xc * jax.lax.rsqrt(var + eps) * scale_D + bias_D
 
 
-def causal_attention(q_BxTxNxH: jax.Array, k_BxTxNxH: jax.Array, v_BxTxNxH: jax.Array) -> jax.Array:
-    """softmax(q k^T / sqrt(H) with keys s > t masked) v per head. Returns [B, T, N, H]."""
+# On CPU, attention scores [B, N, T, T] bigger than _BLOCK_ABOVE are computed a block of examples at a
+# time (`lax.map`, each block rematerialized in the backward pass), so that a block's scores stay in
+# cache instead of streaming through memory several times per layer. Paper-size ICL (12 layers,
+# B 128, 8 heads, T 82: 27 MB of scores per layer) trains markedly faster so; small ones gain nothing
+# and are left whole (`benchmarks/gpt2_step.py` measures it). GPUs keep the whole batch.
+_BLOCK_BYTES = 4 << 20
+_BLOCK_ABOVE = 16 << 20
+
+
+def attention_block(batch: int, heads: int, length: int, itemsize: int = 4, backend: str | None = None) -> int:
+    """Examples per attention block: `batch` (no blocking) unless the scores exceed _BLOCK_ABOVE on CPU;
+    then the largest divisor of `batch` whose scores fit _BLOCK_BYTES (no blocking if that divisor is
+    under a quarter of what would fit: tiny blocks cost more in loop overhead than they save)."""
+    per_example = heads * length * length * itemsize
+    if (backend or jax.default_backend()) != "cpu" or batch * per_example <= _BLOCK_ABOVE:
+        return batch
+    fit = max(1, _BLOCK_BYTES // per_example)
+    block = max(d for d in range(1, min(fit, batch) + 1) if batch % d == 0)
+    return block if 4 * block >= fit else batch
+
+
+def _attend(q_BxTxNxH: jax.Array, k_BxTxNxH: jax.Array, v_BxTxNxH: jax.Array) -> jax.Array:
     T, H = q_BxTxNxH.shape[1], q_BxTxNxH.shape[-1]
     s_BxNxTxT = jnp.einsum("BTNH,BSNH->BNTS", q_BxTxNxH * (1.0 / math.sqrt(H)), k_BxTxNxH)
-    causal_TxT = jnp.tril(jnp.ones((T, T), bool))
-    s_BxNxTxT = jnp.where(causal_TxT, s_BxNxTxT, jnp.finfo(s_BxNxTxT.dtype).min)
-    p_BxNxTxT = jax.nn.softmax(s_BxNxTxT, axis=-1)
+    # the mask as an additive bias: masked weights are exactly 0 after the softmax (as HF's
+    # where(mask, s, min)), and the backward pass needs no select over the scores
+    mask_TxT = jnp.where(jnp.tril(jnp.ones((T, T), bool)), 0.0, jnp.finfo(s_BxNxTxT.dtype).min)
+    p_BxNxTxT = jax.nn.softmax(s_BxNxTxT + mask_TxT.astype(s_BxNxTxT.dtype), axis=-1)
     return jnp.einsum("BNTS,BSNH->BTNH", p_BxNxTxT, v_BxTxNxH)
+
+
+def causal_attention(q_BxTxNxH: jax.Array, k_BxTxNxH: jax.Array, v_BxTxNxH: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(H) with keys s > t masked) v per head. Returns [B, T, N, H].
+
+    Large batches on CPU go through in blocks of examples (`attention_block`); the numbers are the
+    same either way (per-example math, recomputed rather than stored for the backward pass)."""
+    B, T, N, H = q_BxTxNxH.shape
+    block = attention_block(B, N, T, q_BxTxNxH.dtype.itemsize)
+    if block == B:
+        return _attend(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH)
+    split = lambda a: a.reshape(B // block, block, *a.shape[1:])  # noqa: E731
+    out = jax.lax.map(jax.checkpoint(lambda qkv: _attend(*qkv)), tuple(map(split, (q_BxTxNxH, k_BxTxNxH, v_BxTxNxH))))
+    return out.reshape(B, T, N, H)
 
 
 class Block(nnx.Module):
