@@ -86,13 +86,17 @@ def reweighted_omega(lam, gamma: float) -> np.ndarray:
 
 
 def combine(params) -> jax.Array:
-    """M = sum_h v_h q_h k_h^T  -> [D, D] (row index: query side, column: key side)."""
-    return jnp.einsum("h,hi,hj->ij", params["v"], params["q"], params["k"])
+    """M = sum_h v_h q_h k_h^T  -> [D, D] (row index: query side, column: key side).
+
+    Written as a broadcast product and a sum, not an einsum: D and H are small, and XLA:CPU lowers
+    such einsums to tiny matrix products whose per-call overhead dominates a step (a simulated
+    trajectory runs many times faster this way; `benchmarks/theory_scan.py` measures it)."""
+    return jnp.sum(params["v"][:, None, None] * params["q"][:, :, None] * params["k"][:, None, :], axis=0)
 
 
 def features(params) -> jax.Array:
     """m_i = M_ii, the learned amount of each eigen-direction -> [D]."""
-    return jnp.einsum("h,hi,hi->i", params["v"], params["q"], params["k"])
+    return jnp.sum(params["v"][:, None] * params["q"] * params["k"], axis=0)
 
 
 def second_moment(spec: Spectrum) -> jax.Array:
@@ -110,7 +114,7 @@ def population_loss(params, spec: Spectrum) -> jax.Array:
     """The closed-form expected squared error of the query prediction (scalar)."""
     m_DxD = combine(params)
     s_D = second_moment(spec)
-    quad = jnp.einsum("i,ij,j,ij->", spec.lam, m_DxD, s_D, m_DxD)
+    quad = jnp.sum(spec.lam[:, None] * m_DxD * s_D[None, :] * m_DxD)  # elementwise: see `combine`
     lin = jnp.sum(spec.lam ** 2 * spec.omega * jnp.diagonal(m_DxD))
     return quad - 2.0 * lin + jnp.sum(spec.lam * spec.omega) + spec.noise
 
