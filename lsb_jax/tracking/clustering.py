@@ -11,8 +11,8 @@ trajectory clusters and the LLM pipeline (whose arm table, `lsb_jax.llm.arms`, m
 these selections).
 
 k-means is Lloyd's algorithm with k-means++ seeding, jitted, restarts mapped in one program (the
-best inertia wins), each stopping at a fixed point or after `iters` iterations; the only temporaries are [N, k] distances (no N x N matrix), so N can be in
-the millions.
+best inertia wins), each stopping at a fixed point or after `iters` iterations; the only
+temporaries are [N, k] distances (no N x N matrix), so N can be in the millions.
 The same code serves the theory model, the synthetic tasks and the LLM pipeline.
 """
 
