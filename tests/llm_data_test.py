@@ -312,3 +312,20 @@ def test_max_chars_hub_labels_and_raw_keys(examples, tok, tmp_path):
         a = D.BatchIterator(examples, sampler, raw, 4, pad_id=0).batch_at(7)["example_id"]
         b = D.BatchIterator(examples, sampler, typed, 4, pad_id=0).batch_at(7)["example_id"]
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_tokenizer_without_a_pad_token_pads_with_eos(examples):
+    """Llama 3 and Pythia tokenizers ship without a pad token: batches pad with eos (as generation
+    does), never crash; padded positions are out of the attention and loss masks."""
+    nopad = tiny_tokenizer()
+    nopad.pad_token = None
+    assert nopad.pad_token_id is None and nopad.eos_token_id is not None
+    assert D.pad_token_id(nopad) == nopad.eos_token_id
+    it = D.BatchIterator(examples, Epochs(np.ones(len(examples), np.int32)), jax.random.key(0), 6,
+                         pad_id=D.pad_token_id(nopad), length_multiple=8)
+    batch = next(it)
+    padded = batch["attention_mask"] == 0
+    assert padded.any() and (batch["tokens"][padded] == nopad.eos_token_id).all()
+    assert not batch["loss_mask"][padded].any()
+    nopad.eos_token = None
+    assert D.pad_token_id(nopad) == 0

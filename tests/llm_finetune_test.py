@@ -238,6 +238,12 @@ def test_config_validation_and_host_batches():
     with pytest.raises(ValueError, match="pcgrad"):
         FinetuneConfig(optim=OptimConfig(pcgrad=True))
     assert FinetuneConfig(lora_rank=8).lora.targets == r".*\.attn\.(q|v)"
+    # adapter options without adapters are an error, not silently ignored; a bad regex is named
+    with pytest.raises(ValueError, match="lora_targets, lora_dropout set but lora_rank=0"):
+        FinetuneConfig(lora_targets="all_linear", lora_dropout=0.1)
+    with pytest.raises(ValueError, match="lora_targets.*valid regular expression"):
+        FinetuneConfig(lora_rank=4, lora_targets=r"layers\.(0")
+    assert FinetuneConfig(lora_rank=4, lora_targets=r"layers\.0\.mlp\.up").lora.targets == r"layers\.0\.mlp\.up"
     # warmup_ratio -> warmup steps: the first update is taken at lr 0
     sgd = OptimConfig(name="sgd", lr=1.0, schedule="warmup_cosine")
     opt = FinetuneConfig(optim=sgd, warmup_ratio=0.2).optimizer(10)

@@ -41,6 +41,7 @@ from lsb_jax.llm.data import (
     encode_prompt,
     load_examples,
     pad_batch,
+    pad_token_id,
     read_validated,
     tokenize_rows,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "offline_specs",
     "OfflineMathConfig",
     "pad_batch",
+    "pad_token_id",
     "PAPER_ARMS",
     "pipeline",
     "prepare",

@@ -4,7 +4,7 @@
                        response_field="output", domain_field="source")        # or a local .jsonl
     examples, report = load_examples(spec, tokenizer, PromptTemplate(), max_length=512)
     batches = BatchIterator(examples, Epochs(np.ones(len(examples), int)), data_key(rng),
-                            batch_size=32, pad_id=tokenizer.pad_token_id)
+                            batch_size=32, pad_id=pad_token_id(tokenizer))
     batch = next(batches)   # tokens, loss_mask, attention_mask [B, T]; example_id, loss_weight [B]
 
 Rows come from a Hugging Face hub dataset (`datasets.load_dataset`) or a local JSON (a list of
@@ -412,6 +412,16 @@ def render(tokenizer, template: PromptTemplate, prompt: str, response: str | Non
         raise ValueError("the chat template's conversation does not start with its generation prompt; "
                          "use PromptTemplate(kind='plain')")
     return prompt_text, full[len(prompt_text):]
+
+
+def pad_token_id(tokenizer) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else its eos token (Llama 3 and
+    Pythia ship without a pad token; generation falls back the same way), else 0. Padded positions
+    are masked out of attention and loss, so only a valid id matters."""
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0
 
 
 def encode_prompt(tokenizer, template: PromptTemplate, prompt: str) -> list[int]:

@@ -35,7 +35,7 @@ import numpy as np
 from scipy import stats
 
 from lsb_jax.llm.arms import ordered
-from lsb_jax.llm.data import PromptTemplate, Row, encode_prompt
+from lsb_jax.llm.data import PromptTemplate, Row, encode_prompt, pad_token_id
 
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _ANSWER_IS = re.compile(r"the (?:final )?answer is\s*:?\s*", re.IGNORECASE)
@@ -212,7 +212,7 @@ def model_generate_fn(model, tokenizer, template: PromptTemplate = PromptTemplat
     per prompt-length bucket); rows stop at eos (or `stop_token_ids`), then at `stop_strings`."""
     from lsb_jax.models.lm.generate import generate, truncate_at_stop_strings  # noqa: PLC0415
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad_id = pad_token_id(tokenizer)
     stops = stop_token_ids if stop_token_ids is not None else (
         () if tokenizer.eos_token_id is None else (tokenizer.eos_token_id,))
 

@@ -38,6 +38,7 @@ import dataclasses
 import functools
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -100,6 +101,20 @@ class FinetuneConfig:
             raise ValueError(f"FinetuneConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"FinetuneConfig.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.lora_rank == 0:   # full fine-tuning: adapter options would be silently ignored
+            defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
+            changed = [k for k in ("lora_targets", "lora_alpha", "lora_dropout")
+                       if getattr(self, k) != defaults[k]]
+            if changed:
+                raise ValueError(f"FinetuneConfig: {', '.join(changed)} set but lora_rank=0 (full fine-tuning "
+                                 "trains no adapters): set lora_rank > 0 or leave them at their defaults")
+        elif self.lora_targets not in LORA_TARGETS:
+            try:
+                re.compile(self.lora_targets)
+            except re.error as e:
+                raise ValueError(f"FinetuneConfig.lora_targets: {self.lora_targets!r} is neither "
+                                 f"{' nor '.join(repr(k) for k in LORA_TARGETS)} nor a valid regular expression "
+                                 f"({e})") from None
         if self.loss_chunk < 1:
             raise ValueError(f"FinetuneConfig.loss_chunk must be >= 1, got {self.loss_chunk}")
         if self.optim.pcgrad:

@@ -3,7 +3,7 @@
     tok = train_tokenizer(texts, vocab_size=384)                    # byte-level BPE, digits split
     model = init_decoder(ScratchModel("qwen3").hf_config(tok), seed=0)  # no checkpoint, no download
     save_model(model, tok, "models/target")                         # load_pretrained/load_tokenizer read it
-    batches = epoch_batches(examples, counts_N, key, B, pad_id=tok.pad_token_id, length=L)
+    batches = epoch_batches(examples, counts_N, key, B, pad_id=pad_token_id(tok), length=L)
     counts_N = align_counts(counts_P, proxy_examples, target_examples)   # proxy rows -> target rows
     register_generator("chain_sum_d1", "chain_sum", {"max_digits": 1})  # an easier offline generator
 
@@ -39,7 +39,7 @@ from flax import nnx
 
 from lsb_jax import io
 from lsb_jax.data import Epochs
-from lsb_jax.llm.data import BatchIterator, DatasetSpec, Examples, PromptTemplate, read_validated
+from lsb_jax.llm.data import BatchIterator, DatasetSpec, Examples, PromptTemplate, pad_token_id, read_validated
 from lsb_jax.llm.evaluate import evaluate_generation, model_generate_fn, to_jsonl
 from lsb_jax.llm.finetune import FinetuneConfig, finetune
 from lsb_jax.models.lm.config import DecoderConfig
@@ -360,7 +360,7 @@ def pretrain_scratch(spec: ScratchModel, tokenizer, corpus: Examples, cfg: Finet
     model = init_decoder(spec.hf_config(tokenizer), seed=seed, init_std=spec.init_std)
     if num_steps < 1:
         return model
-    batches = epoch_batches(corpus, None, key, batch_size, pad_id=tokenizer.pad_token_id, length=batch_length(corpus))
+    batches = epoch_batches(corpus, None, key, batch_size, pad_id=pad_token_id(tokenizer), length=batch_length(corpus))
     return finetune(model, batches, cfg, num_steps, ctx=ctx, chunk_size=chunk_size, desc=desc).model()
 
 

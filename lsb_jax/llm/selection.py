@@ -7,7 +7,7 @@ response loss on a held-out set is recorded over the steps.
     index_n = kcenter_subset(feats_NxF, n)                    # or random_subset(N, n, seed)
     geo = subset_geometry(feats_NxF, index_n)                 # {"h_min", "mean_nn", "n"}
     run = finetune_on_subset(model, examples, index_n, heldout, cfg, num_steps, batch_size=16,
-                             key=key, pad_id=tok.pad_token_id, eval_steps=(0, 10, 20), ctx=ctx)
+                             key=key, pad_id=pad_token_id(tok), eval_steps=(0, 10, 20), ctx=ctx)
     run.curve_K                                               # mean held-out response loss per eval step
 
 Uniformity of a set S in a feature space: h_min(S) = min_{i != j} ||f_i - f_j|| (seed 003's

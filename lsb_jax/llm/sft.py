@@ -29,7 +29,8 @@ from lsb_jax.claims import Claim, per_seed
 from lsb_jax.analysis import mean_std
 from lsb_jax.llm import pipeline as pl
 from lsb_jax.llm import selection as sel
-from lsb_jax.llm.data import DatasetSpec, Examples, PromptTemplate, Row, load_examples, read_validated
+from lsb_jax.llm.data import (DatasetSpec, Examples, PromptTemplate, Row, load_examples, pad_token_id,
+                              read_validated)
 from lsb_jax.llm.evaluate import comparison_table
 from lsb_jax.llm.finetune import FinetuneConfig, steps_for_epochs
 from lsb_jax.llm.mathdata import GSM8K_TEST, MATHINSTRUCT, OfflineMathConfig
@@ -206,7 +207,7 @@ def finetune_subset_arm(arm: str, index_n, run: SFTRun, cfg: SFTConfig, ctx) -> 
     steps = num_steps(cfg)
     sub = sel.finetune_on_subset(load_pretrained(run.folder), run.examples, index_n, run.heldout, cfg.train, steps,
                                  batch_size=cfg.batch_size, key=pl.key_for(cfg.seed, ARM_STREAM),
-                                 pad_id=tok.pad_token_id, eval_steps=sel.eval_steps(steps, cfg.num_evals),
+                                 pad_id=pad_token_id(tok), eval_steps=sel.eval_steps(steps, cfg.num_evals),
                                  ctx=ctx, score_batch_size=cfg.score_batch)
     ctx.save_arrays("counts", counts_N=sub.counts_N, example_id_SxB=sub.example_id_SxB)
     t0 = time.perf_counter()

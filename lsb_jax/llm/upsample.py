@@ -33,8 +33,8 @@ from lsb_jax.claims import Claim
 from lsb_jax.claims import per_seed as per_seed_table
 from lsb_jax.llm import pipeline as pl
 from lsb_jax.llm.arms import ARMS, PAPER_ARMS, check_arms
-from lsb_jax.llm.data import (DatasetSpec, Examples, PromptTemplate, Row, load_examples, read_labels, read_validated,
-                             tokenize_rows)
+from lsb_jax.llm.data import (DatasetSpec, Examples, PromptTemplate, Row, load_examples, pad_token_id, read_labels,
+                             read_validated, tokenize_rows)
 from lsb_jax.llm.evaluate import comparison_table, to_jsonl
 from lsb_jax.llm.finetune import FinetuneConfig, finetune, steps_for_epochs
 from lsb_jax.llm.mathdata import GSM8K_TEST, MATH_TEST, MATHINSTRUCT, OfflineMathConfig, PlantedMathConfig, level_sizes
@@ -276,7 +276,7 @@ def score_proxy(cfg: UpsampleConfig, data: RunData, folder: str, ctx) -> ProxyPh
     pcfg = ProxyConfig(finetune=cfg.proxy_train, epoch_fraction=cfg.epoch_fraction,
                        num_checkpoints=cfg.num_checkpoints, score_batch_size=64, bucket=16)
     batches = pl.epoch_batches(examples, None, pl.key_for(cfg.seed, PROXY_STREAM), cfg.proxy_batch,
-                               pad_id=tok.pad_token_id, length=pl.batch_length(examples))
+                               pad_id=pad_token_id(tok), length=pl.batch_length(examples))
     result = proxy_trajectories(load_pretrained(folder), batches, examples, pcfg, cfg.proxy_batch,
                                 ctx=ctx.child("proxy"), chunk_size=50)
     losses_NxK, steps_K = result.store.losses, np.asarray(result.store.steps)
@@ -347,7 +347,7 @@ def finetune_arm(arm: str, folder: str, examples: Examples, counts_N, cfg: Upsam
     train = cfg.target_train_for(optimizer, target_seed, ARMS[arm].sam)
     num_steps = steps_for_epochs(int(counts_N.sum()), cfg.target_batch, cfg.epochs)
     key = jax.random.fold_in(pl.key_for(cfg.seed, ARM_STREAM), target_seed)
-    batches = pl.epoch_batches(examples, counts_N, key, cfg.target_batch, pad_id=tok.pad_token_id,
+    batches = pl.epoch_batches(examples, counts_N, key, cfg.target_batch, pad_id=pad_token_id(tok),
                                length=pl.batch_length(examples))
     result = finetune(load_pretrained(folder), batches, train, num_steps, ctx=ctx, chunk_size=50,
                       desc=f"{arm} ({optimizer}, seed {target_seed})")
