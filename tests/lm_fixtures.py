@@ -16,6 +16,8 @@ LLAMA3_ROPE = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_fre
 # name -> (model_type, config overrides, legacy top-level keys written into config.json)
 CASES = {
     "neox_parallel": ("gpt_neox", dict(rotary_pct=0.25, use_parallel_residual=True), None),
+    # rotary_pct * head_dim = 0.25 * 12 = 3 rotary dims: transformers rotates the rounded-up 4
+    "neox_odd_rotary": ("gpt_neox", dict(hidden_size=48, rotary_pct=0.25, use_parallel_residual=True), None),
     "neox_sequential_legacy": ("gpt_neox", dict(use_parallel_residual=False),
                                dict(rotary_pct=0.5, rotary_emb_base=1000.0)),
     "phi2_qk_layernorm_gqa": ("phi", dict(hidden_size=40, num_attention_heads=2, num_key_value_heads=1,

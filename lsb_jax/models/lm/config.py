@@ -25,7 +25,10 @@ class ConfigError(UsageError, ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class RopeConfig:
-    """Rotary embedding of one layer type: `rotary_dim` leading dims of each head are rotated."""
+    """Rotary embedding of one layer type: `rotary_dim` leading dims of each head are rotated.
+
+    An odd `rotary_dim` (GPT-NeoX with rotary_pct * head_dim odd) is what transformers does with it:
+    ceil(rotary_dim / 2) frequencies theta^(-2i / rotary_dim), rotating rotary_dim + 1 dims."""
 
     theta: float
     rotary_dim: int
@@ -104,9 +107,9 @@ def _rope(params: dict | None, head_dim: int, key: str) -> RopeConfig:
         raise ConfigError(f"config field {key!r} has no 'rope_theta': {params!r}")
     kind = params.get("rope_type", params.get("type", "default"))
     rotary_dim = int(head_dim * params.get("partial_rotary_factor", 1.0))
-    if rotary_dim % 2 or rotary_dim <= 0:
+    if rotary_dim <= 0 or rotary_dim + rotary_dim % 2 > head_dim:   # odd: one more dim rotated (`RopeConfig`)
         raise ConfigError(f"config field {key}.partial_rotary_factor gives {rotary_dim} rotary dims "
-                          f"of head_dim {head_dim}; it must be a positive even number")
+                          f"of head_dim {head_dim}; transformers cannot rotate them either")
     base = dict(theta=float(params["rope_theta"]), rotary_dim=rotary_dim, kind=kind)
     if kind == "default":
         return RopeConfig(**base)
