@@ -1,6 +1,7 @@
 """Loading and exporting Hugging Face checkpoints (lsb_jax.models.lm.checkpoint)."""
 
 import json
+import math
 import os
 import pickle
 import re
@@ -141,7 +142,12 @@ def test_config_errors_name_the_key(tmp_path):
         load_config(tmp_path / "q")
     path.write_text(json.dumps({**config, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4,
                                                               "factor": 2.0}}))
-    with pytest.raises(ConfigError, match=r"rope_type='yarn'"):
+    yarn = load_config(tmp_path / "q").rope_for("full_attention")  # transformers fills the original length in
+    assert yarn.kind == "yarn" and yarn.attention_factor == pytest.approx(0.1 * math.log(2.0) + 1.0)
+    path.write_text(json.dumps({**config, "rope_parameters": {
+        "rope_type": "longrope", "rope_theta": 1e4, "factor": 2.0, "original_max_position_embeddings": 64,
+        "short_factor": [1.0] * 8, "long_factor": [2.0] * 8}}))
+    with pytest.raises(ConfigError, match=r"rope_type='longrope' is not supported"):
         load_config(tmp_path / "q")
 
 

@@ -28,6 +28,12 @@ CASES = {
         "llama", dict(num_key_value_heads=1, head_dim=16, tie_word_embeddings=True, attention_bias=True,
                       mlp_bias=True),
         dict(rope_theta=500000.0, rope_scaling=LLAMA3_ROPE)),
+    # long-context rope kinds: yarn (ramped frequencies, cos/sin scaled by its attention factor) and
+    # dynamic NTK (the base grows past max_position_embeddings = 8 < T; the batch reaches 12)
+    "qwen3_yarn": ("qwen3", dict(num_key_value_heads=2, head_dim=16, rope_parameters=dict(
+        rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=4)), None),
+    "llama_dynamic_ntk": ("llama", dict(max_position_embeddings=8, rope_parameters=dict(
+        rope_type="dynamic", rope_theta=10000.0, factor=2.0)), None),
     "qwen3_tied_gqa_sliding": (
         "qwen3", dict(num_key_value_heads=2, head_dim=16, tie_word_embeddings=True, use_sliding_window=True,
                       sliding_window=4, max_window_layers=1), None),

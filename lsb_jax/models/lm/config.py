@@ -9,6 +9,7 @@ N query heads, K key/value heads, G = N // K, H head dim, R rotary dims, F MLP w
 from __future__ import annotations
 
 import dataclasses
+import math
 import json
 from typing import Any, Literal
 
@@ -32,11 +33,19 @@ class RopeConfig:
 
     theta: float
     rotary_dim: int
-    kind: Literal["default", "linear", "llama3"] = "default"
+    kind: Literal["default", "linear", "llama3", "yarn", "dynamic"] = "default"
     factor: float = 1.0
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
     original_max_position_embeddings: int = 8192
+    # yarn: the ramp between extrapolated and interpolated frequencies, and the factor cos/sin are
+    # multiplied by (transformers' `attention_factor`)
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    truncate: bool = True
+    attention_factor: float = 1.0
+    # dynamic (NTK): the base grows with the sequence length beyond this many positions
+    max_position_embeddings: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +111,32 @@ def _get(hf: Any, key: str, default: Any = ...) -> Any:
     return value
 
 
-def _rope(params: dict | None, head_dim: int, key: str) -> RopeConfig:
+def _yarn(params: dict, base: dict, max_positions: int | None, key: str) -> RopeConfig:
+    """YaRN as transformers computes it (`_compute_yarn_parameters`)."""
+    try:
+        original = int(params["original_max_position_embeddings"])
+    except KeyError:
+        raise ConfigError(f"config field {key!r} (yarn rope) lacks 'original_max_position_embeddings'") from None
+    factor = params.get("factor")
+    if factor is None:
+        if not max_positions:
+            raise ConfigError(f"config field {key!r} (yarn rope) has no 'factor' and no max_position_embeddings")
+        factor = max_positions / original
+    factor = float(factor)
+
+    def mscale(scale: float, m: float = 1.0) -> float:
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    attention = params.get("attention_factor")
+    if attention is None:
+        m, m_all = params.get("mscale"), params.get("mscale_all_dim")
+        attention = mscale(factor, m) / mscale(factor, m_all) if m and m_all else mscale(factor)
+    return RopeConfig(**base, factor=factor, original_max_position_embeddings=original,
+                      beta_fast=float(params.get("beta_fast") or 32), beta_slow=float(params.get("beta_slow") or 1),
+                      truncate=bool(params.get("truncate", True)), attention_factor=float(attention))
+
+
+def _rope(params: dict | None, head_dim: int, key: str, max_positions: int | None = None) -> RopeConfig:
     if not params or "rope_theta" not in params:
         raise ConfigError(f"config field {key!r} has no 'rope_theta': {params!r}")
     kind = params.get("rope_type", params.get("type", "default"))
@@ -124,8 +158,18 @@ def _rope(params: dict | None, head_dim: int, key: str) -> RopeConfig:
                 original_max_position_embeddings=int(params["original_max_position_embeddings"]))
         except KeyError as e:
             raise ConfigError(f"config field {key!r} (llama3 rope) lacks {e.args[0]!r}") from None
+    if kind == "yarn":
+        if rotary_dim % 2:
+            raise ConfigError(f"config field {key!r} (yarn rope) needs an even number of rotary dims, not {rotary_dim}")
+        return _yarn(params, base, max_positions, key)
+    if kind == "dynamic":
+        if "factor" not in params or not max_positions:
+            raise ConfigError(f"config field {key!r} (dynamic rope) needs 'factor' and max_position_embeddings")
+        if rotary_dim <= 2:
+            raise ConfigError(f"config field {key!r} (dynamic rope) needs more than 2 rotary dims")
+        return RopeConfig(**base, factor=float(params["factor"]), max_position_embeddings=int(max_positions))
     raise ConfigError(f"config field {key}.rope_type={kind!r} is not supported "
-                      "(supported: default, linear, llama3)")
+                      "(supported: default, linear, llama3, yarn, dynamic)")
 
 
 def _from_hf(hf: Any) -> DecoderConfig:
@@ -159,8 +203,9 @@ def _from_hf(hf: Any) -> DecoderConfig:
         raise ConfigError("config field 'sliding_window' is missing but 'layer_types' has sliding layers")
     rope_params = _get(hf, "rope_parameters")
     per_type = family == "gemma3_text"  # one rope_parameters entry per layer type
+    max_positions = getattr(hf, "max_position_embeddings", None)
     rope = tuple((t, _rope(rope_params.get(t) if per_type else rope_params, H,
-                           f"rope_parameters.{t}" if per_type else "rope_parameters"))
+                           f"rope_parameters.{t}" if per_type else "rope_parameters", max_positions))
                  for t in sorted(set(layer_types)))
     common = dict(
         family=family, vocab_size=int(_get(hf, "vocab_size")), hidden_size=D, num_layers=L,

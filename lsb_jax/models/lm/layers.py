@@ -80,11 +80,28 @@ class Norm(nnx.Module):
 
 
 def rope_inv_freq(rope: RopeConfig) -> np.ndarray:
-    """Inverse frequencies [R/2] in fp32, with linear or llama3 frequency scaling."""
+    """Inverse frequencies [R/2] in fp32, with linear, llama3 or yarn frequency scaling (dynamic
+    rope's depend on the sequence: `rope_tables`)."""
     exponent = np.arange(0, rope.rotary_dim, 2).astype(np.float32) / np.float32(rope.rotary_dim)
     inv = (1.0 / (np.float32(rope.theta) ** exponent)).astype(np.float32)
     if rope.kind == "linear":
         return (inv / np.float32(rope.factor)).astype(np.float32)
+    if rope.kind == "yarn":   # transformers' _compute_yarn_parameters
+        dim, base = rope.rotary_dim, rope.theta
+
+        def correction_dim(rotations: float) -> float:
+            turns = rope.original_max_position_embeddings / (rotations * 2 * math.pi)
+            return dim * math.log(turns) / (2 * math.log(base))
+
+        low, high = correction_dim(rope.beta_fast), correction_dim(rope.beta_slow)
+        if rope.truncate:
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, dim - 1)
+        if low == high:
+            high += 0.001
+        ramp = np.clip((np.arange(dim // 2, dtype=np.float32) - low) / (high - low), 0, 1).astype(np.float32)
+        extrapolation = 1 - ramp
+        return (inv / np.float32(rope.factor) * (1 - extrapolation) + inv * extrapolation).astype(np.float32)
     if rope.kind == "llama3":
         old = rope.original_max_position_embeddings
         low_wavelen, high_wavelen = old / rope.low_freq_factor, old / rope.high_freq_factor
@@ -97,11 +114,27 @@ def rope_inv_freq(rope: RopeConfig) -> np.ndarray:
     return inv
 
 
+def _dynamic_inv_freq(positions_BxT: jax.Array, rope: RopeConfig) -> jax.Array:
+    """Dynamic NTK rope (transformers' `_compute_dynamic_ntk_parameters`): beyond
+    max_position_embeddings the base grows with the sequence length, here max(positions) + 1. A
+    pure function of the positions: transformers also keeps the largest length it has seen (it
+    resets only below the original length), which this does not replay."""
+    dim, max_pos = rope.rotary_dim, rope.max_position_embeddings
+    seq_len = jnp.maximum(jnp.max(positions_BxT).astype(jnp.float32) + 1, max_pos)
+    base = rope.theta * ((rope.factor * seq_len / max_pos) - (rope.factor - 1)) ** (dim / (dim - 2))
+    return 1.0 / (base ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+
+
 def rope_tables(positions_BxT: jax.Array, rope: RopeConfig, dtype) -> tuple[jax.Array, jax.Array]:
-    """cos, sin [B, T, R] for integer positions (computed in fp32, cast to `dtype`)."""
-    freqs_BxTxR2 = positions_BxT.astype(jnp.float32)[..., None] * jnp.asarray(rope_inv_freq(rope))
+    """cos, sin [B, T, R] for integer positions (computed in fp32, cast to `dtype`), times yarn's
+    attention factor."""
+    inv_R2 = _dynamic_inv_freq(positions_BxT, rope) if rope.kind == "dynamic" else jnp.asarray(rope_inv_freq(rope))
+    freqs_BxTxR2 = positions_BxT.astype(jnp.float32)[..., None] * inv_R2
     emb_BxTxR = jnp.concatenate([freqs_BxTxR2, freqs_BxTxR2], axis=-1)
-    return jnp.cos(emb_BxTxR).astype(dtype), jnp.sin(emb_BxTxR).astype(dtype)
+    cos, sin = jnp.cos(emb_BxTxR), jnp.sin(emb_BxTxR)
+    if rope.attention_factor != 1.0:
+        cos, sin = cos * rope.attention_factor, sin * rope.attention_factor
+    return cos.astype(dtype), sin.astype(dtype)
 
 
 def apply_rope(x_BxTxNxH: jax.Array, cos_BxTxR: jax.Array, sin_BxTxR: jax.Array) -> jax.Array:
