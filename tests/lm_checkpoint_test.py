@@ -175,6 +175,17 @@ def test_tokenizer_through_auto_tokenizer(tmp_path):
     assert load_tokenizer(tmp_path)("two plus two is four")["input_ids"] == [1, 2, 1, 3, 4]
 
 
+def test_gemma3_attn_logit_softcapping_warns_that_it_has_no_effect(tmp_path):
+    build("gemma3_softcap", tmp_path)   # attn_logit_softcapping=5.0: transformers ignores it (parity holds)
+    with pytest.warns(UserWarning, match="attn_logit_softcapping.*has no effect.*transformers"):
+        load_config(tmp_path)
+    build("gemma3_legacy_linear", tmp_path / "plain")   # not set: no warning
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        load_config(tmp_path / "plain")
+
+
 def test_weights_are_placed_on_given_shardings(tmp_path):
     build("gemma3_softcap", tmp_path)
     mesh = jax.make_mesh((1,), ("model",), axis_types=(jax.sharding.AxisType.Auto,))

@@ -9,8 +9,9 @@ N query heads, K key/value heads, G = N // K, H head dim, R rotary dims, F MLP w
 from __future__ import annotations
 
 import dataclasses
-import math
 import json
+import math
+import warnings
 from typing import Any, Literal
 
 from lsb_jax.errors import UsageError
@@ -235,7 +236,12 @@ def _from_hf(hf: Any) -> DecoderConfig:
         return DecoderConfig(**common, **rms, qk_norm=True, qk_norm_dim=H)
     if getattr(hf, "use_bidirectional_attention", False):
         raise ConfigError("config field 'use_bidirectional_attention'=True is not supported")
-    # transformers' Gemma 3 ignores attn_logit_softcapping (only final_logit_softcapping is applied).
+    # transformers' Gemma 3 ignores attn_logit_softcapping (only final_logit_softcapping is applied):
+    # say so, so that nobody expects an effect from it here either
+    if getattr(hf, "attn_logit_softcapping", None):
+        warnings.warn(f"config field 'attn_logit_softcapping'={hf.attn_logit_softcapping} has no effect: "
+                      "transformers' Gemma 3 ignores it too, and so does this loader (logits stay equal)",
+                      stacklevel=3)
     common.update(attn_scale=float(_get(hf, "query_pre_attn_scalar")) ** -0.5, embed_scale=D ** 0.5)
     return DecoderConfig(
         **common, **rms, qk_norm=True, qk_norm_dim=H, norm_unit_offset=True, sandwich_norms=True,
