@@ -165,6 +165,40 @@ def test_hub_id_goes_through_snapshot_download(tmp_path, monkeypatch):
         resolve_folder(str(tmp_path / "missing"))
 
 
+def test_hub_id_resolves_from_a_local_hub_cache_offline(tmp_path):
+    """The real hub code path without network: a cache folder laid out as huggingface_hub writes it
+    (models--org--name/{refs, snapshots/<commit>}), HF_HUB_OFFLINE=1, a hub id and a revision."""
+    import shutil
+
+    repo = tmp_path / "cache" / "models--lsb-test--tiny-neox"
+    commits = {"main": "a" * 40, "v1": "b" * 40}
+    for seed, (ref, commit) in enumerate(commits.items()):
+        build("neox_parallel", tmp_path / ref, seed=seed)
+        shutil.copytree(tmp_path / ref, repo / "snapshots" / commit)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
+    prog = textwrap.dedent("""
+        import json, sys
+        import numpy as np
+        from lsb_jax.models.lm.checkpoint import load_config, resolve_folder
+        out = {ref: str(resolve_folder("lsb-test/tiny-neox", revision=None if ref == "main" else ref))
+               for ref in ("main", "v1")}
+        out["family"] = load_config("lsb-test/tiny-neox", revision="v1").family
+        print(json.dumps(out))
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu"}
+    res = subprocess.run([sys.executable, "-c", prog], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["main"] == str(repo / "snapshots" / commits["main"])
+    assert got["v1"] == str(repo / "snapshots" / commits["v1"])
+    assert got["family"] == "gpt_neox"
+    res = subprocess.run([sys.executable, "-c", "from lsb_jax.models.lm.checkpoint import resolve_folder; "
+                          "resolve_folder('lsb-test/not-cached')"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode != 0 and "lsb-test/not-cached" in res.stderr   # offline: a clear refusal, no download
+
+
 def test_tokenizer_through_auto_tokenizer(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
 
