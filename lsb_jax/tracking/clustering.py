@@ -67,7 +67,7 @@ def _lloyd(key, x_NxF, k: int, iters: int):
 
     def body(carry):
         i, centers, lab_N, _ = carry
-        new_N = jnp.argmin(_sq_dists(x_NxF, centers), -1)
+        new_N = jnp.argmin(_sq_dists(x_NxF, centers), -1).astype(jnp.int32)
         return i + 1, _centroids(x_NxF, new_N, centers), new_N, jnp.any(new_N != lab_N)
 
     n = x_NxF.shape[0]
