@@ -308,7 +308,8 @@ def section_icl(size: dict, run: Run) -> tuple[list[dict], dict]:
 
 
 def torch_parity_rate(seeds: int, steps: int, device) -> float:
-    """Seed-steps/s of `parity_vmap.torch_rate`'s loop (same MLP, data and SGD) with tensors on `device`."""
+    """Seed-steps/s of `parity_vmap.torch_run` (same MLP, data and SGD) with tensors on `device`."""
+    import parity_vmap
     import torch
 
     def sync():
@@ -317,18 +318,7 @@ def torch_parity_rate(seeds: int, steps: int, device) -> float:
 
     sync()
     t0 = time.perf_counter()
-    for i in range(seeds):
-        torch.manual_seed(i)
-        net = torch.nn.Sequential(torch.nn.Linear(20, 40), torch.nn.ReLU(), torch.nn.Linear(40, 40), torch.nn.ReLU(),
-                                  torch.nn.Linear(40, 1)).to(device)
-        sgd = torch.optim.SGD(net.parameters(), lr=0.1)
-        for _ in range(steps):
-            x = torch.randint(0, 2, (20, 20), device=device).float() * 2 - 1
-            y = x[:, :6].prod(dim=1)
-            loss = ((net(x)[:, 0] - y) ** 2).mean()
-            sgd.zero_grad()
-            loss.backward()
-            sgd.step()
+    parity_vmap.torch_run(seeds, steps, device)
     sync()
     return seeds * steps / (time.perf_counter() - t0)
 

@@ -62,17 +62,18 @@ def torch_rate(seeds: int, steps: int, threads: int) -> float:
         return seeds * steps / (time.perf_counter() - t0)
 
 
-def torch_run(seeds: int, steps: int) -> None:
-    """The parity MLP trained in PyTorch eager, seed after seed (at the current thread count)."""
+def torch_run(seeds: int, steps: int, device="cpu") -> None:
+    """The parity MLP trained in PyTorch eager, seed after seed (at the current thread count), with its
+    tensors on `device`."""
     import torch
 
     for i in range(seeds):
         torch.manual_seed(i)
         net = torch.nn.Sequential(torch.nn.Linear(20, 40), torch.nn.ReLU(), torch.nn.Linear(40, 40), torch.nn.ReLU(),
-                                  torch.nn.Linear(40, 1))
+                                  torch.nn.Linear(40, 1)).to(device)
         sgd = torch.optim.SGD(net.parameters(), lr=0.1)
         for _ in range(steps):
-            x = torch.randint(0, 2, (20, 20)).float() * 2 - 1
+            x = torch.randint(0, 2, (20, 20), device=device).float() * 2 - 1
             y = x[:, :6].prod(dim=1)
             loss = ((net(x)[:, 0] - y) ** 2).mean()
             sgd.zero_grad()
