@@ -81,7 +81,7 @@ EXPERIMENT = Experiment(
     reproduces="seed 004 Figs. 3 and 12 on ICL regression (PCGrad at batch/4, frozen readout; plus layer-wise lr, SAM)",
     description=__doc__.splitlines()[0],
     configs={"quick": QUICK, "medium": with_seeds(QUICK, icl_sweep.MEDIUM_SEEDS), "full": Config(sweep=icl_sweep.FULL)},
-    cost={"quick": "~4 min CPU idle (12 min measured under load)",
+    cost={"quick": "~4 min CPU idle",
           "medium": "~8x quick's training (16 seeds per base seed instead of 2)", "full": "GPU (not run)"},
     run=run,
     claims=claims,
