@@ -125,3 +125,33 @@ def test_dropout_only_in_training_mode(hf_folder):
     model.train()
     c, d = np.asarray(run(model, tok_BxT)), np.asarray(run(model, tok_BxT))
     assert np.abs(c - a).max() > 1e-3 and np.abs(c - d).max() > 1e-3  # fresh masks each call
+
+
+@pytest.mark.parametrize("case,targets,modules", [
+    ("llama3_gqa_scaled", r"layers\..*", 14),                       # q, k, v, o (linear_nh), gate, up, down
+    ("neox_parallel", r"layers\.1\.attn\.(q|v)|.*\.mlp\.up", 3),   # q, v of one layer in a fused query_key_value
+    ("phi2_qk_layernorm_gqa", r".*\.attn\.(k|o)", 4),
+])
+def test_peft_adapter_loads_onto_the_base_with_our_outputs(tmp_path, case, targets, modules):
+    """`save_peft_adapter`: peft's `PeftModel.from_pretrained` on the untouched HF base gives our
+    adapted model's logits (fp32, <= 1e-5), and adapts exactly as many modules as we did."""
+    peft = pytest.importorskip("peft")
+    from lsb_jax.models.lm.lora import save_peft_adapter
+
+    hf_base = build(case, tmp_path / "base")
+    base = load_pretrained(tmp_path / "base")
+    model = add_lora(load_pretrained(tmp_path / "base"), LoRAConfig(rank=3, alpha=5.0, targets=targets),
+                     rngs=nnx.Rngs(1))
+    rng = np.random.default_rng(0)   # trained-looking adapters: B != 0
+    for _, var in nnx.to_flat_state(nnx.state(model, nnx.LoRAParam)):
+        var.set_value(jnp.asarray(0.1 * rng.standard_normal(var.get_value().shape), jnp.float32))
+    save_peft_adapter(model, tmp_path / "adapter", base_model=str(tmp_path / "base"))
+    peft_model = peft.PeftModel.from_pretrained(hf_base, tmp_path / "adapter").eval()
+    tok_BxT = tokens(2)
+    with torch.no_grad():
+        theirs = peft_model(torch.tensor(tok_BxT)).logits.numpy()
+    ours = forward(model, tok_BxT)
+    assert np.abs(ours - forward(base, tok_BxT)).max() > 1e-2     # the adapters matter
+    np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
+    adapted = [n for n, m in peft_model.named_modules() if hasattr(m, "lora_A") and "default" in m.lora_A]
+    assert len(adapted) == modules

@@ -82,6 +82,13 @@ class DatasetSpec:
     (test) is `response_field`. `answer_format` says how evaluation reads the gold answer from
     the response: "gsm8k" (after "####"), "boxed" (last \\boxed{}), "raw" (the whole field),
     "extract" (`evaluate.extract_answer`).
+
+    Conversations (the formats of TRL and most SFT sets): with `format="messages"` a row's
+    `messages_field` is a list of {"role", "content"} turns whose last turn is the assistant's
+    response (the only turn trained on) and whose earlier turns (system, user, earlier assistant
+    turns) are the prompt, rendered by the tokenizer's chat template. With `format="fields"` the
+    prompt field may also hold such a list (TRL's conversational prompt-completion: "prompt" a
+    list of turns, "completion" a list of one assistant turn).
     """
 
     path: str
@@ -92,11 +99,15 @@ class DatasetSpec:
     input_field: str | None = None
     domain_field: str | None = None
     answer_format: Literal["gsm8k", "boxed", "raw", "extract"] = "extract"
+    format: Literal["fields", "messages"] = "fields"
+    messages_field: str = "messages"
 
     def __post_init__(self):
-        for name in ("prompt_field", "response_field"):
+        for name in ("prompt_field", "response_field", "messages_field"):
             if not getattr(self, name):
                 raise ValueError(f"DatasetSpec.{name} must be a non-empty field name")
+        if self.format not in ("fields", "messages"):
+            raise ValueError(f"DatasetSpec.format: expected 'fields' or 'messages', got {self.format!r}")
         if self.answer_format not in ("gsm8k", "boxed", "raw", "extract"):
             raise ValueError(f"DatasetSpec.answer_format: unknown {self.answer_format!r}")
 
@@ -257,16 +268,30 @@ def _json_rows(path: Path, label: str) -> Iterator[RawRow]:
 # ----------------------------------------------------------------------------- validation
 
 
+Turn = tuple[str, str]   # (role, content) of one conversation turn
+
+
 @dataclasses.dataclass(frozen=True)
 class Row:
     """A validated row: prompt/response text, domain name (or None), its source row index (and
-    JSONL line)."""
+    JSONL line). A conversation's prompt is its `turns` ((role, content) pairs before the response,
+    rendered by a chat template); `prompt` is then the text of its last user turn (what reports,
+    answer checks and duplicate filters read)."""
 
     prompt: str
     response: str
     domain: str | None
     source_row: int
     source_line: int | None = None
+    turns: tuple[Turn, ...] = ()
+
+    def __post_init__(self):   # rows read back from JSON carry lists
+        object.__setattr__(self, "turns", tuple((str(r), str(c)) for r, c in self.turns))
+
+    @property
+    def query(self) -> str | tuple[Turn, ...]:
+        """What the template renders as the prompt: the turns of a conversation, else the text."""
+        return self.turns or self.prompt
 
 
 def _check_utf8(err, field: str, value: str) -> None:
@@ -293,9 +318,78 @@ def _text_field(err, value: Mapping, field: str, *, required: bool) -> str | Non
     return text
 
 
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def _turns(err, value: Any, field: str) -> list[Turn]:
+    """A list of {"role", "content"} objects -> [(role, content)]; a `DataError` naming the field
+    and the turn otherwise (not a list, no role/content, unknown role, content not a string)."""
+    if not isinstance(value, (list, tuple)):
+        raise err(field, f"wrong type: expected a list of {{role, content}} turns, got {type(value).__name__}")
+    if not value:
+        raise err(field, "empty conversation")
+    out = []
+    for j, turn in enumerate(value):
+        where = f"{field}[{j}]"
+        if not isinstance(turn, Mapping) or "role" not in turn or "content" not in turn:
+            raise err(where, "expected an object with 'role' and 'content'")
+        role, content = turn["role"], turn["content"]
+        if role not in ROLES:
+            raise err(f"{where}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        text = _text_field(err, {"content": content}, "content", required=True) if content is not None else None
+        if text is None:
+            raise err(f"{where}.content", "missing content")
+        out.append((role, text))
+    return out
+
+
+def _prompt_turns(err, turns: list[Turn], field: str) -> str:
+    """The text of the last user turn of a prompt conversation (which must have one)."""
+    users = [c for r, c in turns if r == "user"]
+    if not users:
+        raise err(field, "the prompt conversation has no user turn")
+    if not users[-1].strip():
+        raise err(field, "empty prompt")
+    return users[-1]
+
+
+def _conversation(err, value: Mapping, spec: DatasetSpec) -> tuple[str, str, tuple[Turn, ...]]:
+    """(prompt text, response, prompt turns) of a row in the "messages" format."""
+    field = spec.messages_field
+    if field not in value or value[field] is None:
+        raise err(field, "missing field")
+    turns = _turns(err, value[field], field)
+    if turns[-1][0] != "assistant":
+        raise err(f"{field}[{len(turns) - 1}].role", f"the last turn must be the assistant's response, "
+                                                     f"got {turns[-1][0]!r}")
+    prompt = _prompt_turns(err, turns[:-1], field)
+    return prompt, turns[-1][1], tuple(turns[:-1])
+
+
+def _prompt_completion(err, value: Mapping, spec: DatasetSpec) -> tuple[str, str, tuple[Turn, ...]]:
+    """(prompt text, response, prompt turns or ()) of a row in the "fields" format, where the prompt
+    may be a conversation and the response a list of one assistant turn (TRL's conversational
+    prompt-completion)."""
+    raw_prompt, raw_response = value.get(spec.prompt_field), value.get(spec.response_field)
+    turns: tuple[Turn, ...] = ()
+    if isinstance(raw_prompt, (list, tuple)):
+        turns = tuple(_turns(err, raw_prompt, spec.prompt_field))
+        prompt = _prompt_turns(err, list(turns), spec.prompt_field)
+    else:
+        prompt = _text_field(err, value, spec.prompt_field, required=True)
+    if isinstance(raw_response, (list, tuple)):
+        reply = _turns(err, raw_response, spec.response_field)
+        if len(reply) != 1 or reply[0][0] != "assistant":
+            raise err(spec.response_field, "a conversational completion must be one assistant turn")
+        response = reply[0][1]
+    else:
+        response = _text_field(err, value, spec.response_field, required=True)
+    return prompt, response, turns
+
+
 def validate_row(raw: RawRow, spec: DatasetSpec, *, max_chars: int | None = None) -> Row:
     """The row's texts, or a `DataError` (missing field, wrong type, empty prompt/response,
-    invalid UTF-8, longer than `max_chars` characters)."""
+    invalid UTF-8, longer than `max_chars` characters, a malformed conversation)."""
     if isinstance(raw.value, DataError):
         raise raw.value
 
@@ -305,15 +399,21 @@ def validate_row(raw: RawRow, spec: DatasetSpec, *, max_chars: int | None = None
     value = raw.value
     if not isinstance(value, Mapping):
         raise err(None, f"expected an object, got {type(value).__name__}")
-    prompt = _text_field(err, value, spec.prompt_field, required=True)
-    response = _text_field(err, value, spec.response_field, required=True)
+    if spec.format == "messages":
+        prompt, response, turns = _conversation(err, value, spec)
+        prompt_field = response_field = spec.messages_field
+    else:
+        prompt, response, turns = _prompt_completion(err, value, spec)
+        prompt_field, response_field = spec.prompt_field, spec.response_field
     extra = _text_field(err, value, spec.input_field, required=False) if spec.input_field else None
-    for field, text in ((spec.prompt_field, prompt), (spec.response_field, response)):
+    for field, text, what in ((prompt_field, prompt, "prompt"), (response_field, response, "response")):
         if not text.strip():
-            raise err(field, "empty " + ("prompt" if field == spec.prompt_field else "response"))
+            raise err(field, "empty " + what)
         if max_chars is not None and len(text) > max_chars:
             raise err(field, f"too long: {len(text)} characters > max_chars={max_chars}")
     if extra and extra.strip():
+        if turns:
+            raise err(spec.input_field, "input_field is for plain-text prompts, not conversations")
         prompt = f"{prompt}\n\n{extra}"
     domain = None
     if spec.domain_field:
@@ -324,7 +424,7 @@ def validate_row(raw: RawRow, spec: DatasetSpec, *, max_chars: int | None = None
             raise err(spec.domain_field, f"wrong type: expected a string or int, got {type(d).__name__}")
         domain = str(d)
         _check_utf8(err, spec.domain_field, domain)
-    return Row(prompt, response, domain, raw.row, raw.line)
+    return Row(prompt, response, domain, raw.row, raw.line, turns)
 
 
 @dataclasses.dataclass
@@ -395,15 +495,37 @@ def read_labels(spec: DatasetSpec, field: str, source_rows: Sequence[int]) -> li
 # ----------------------------------------------------------------------------- templating
 
 
-def render(tokenizer, template: PromptTemplate, prompt: str, response: str | None = None) -> tuple[str, str | None]:
-    """(prompt text, response text) as the model sees them. Chat: the prompt is the template up to
-    and including the assistant header (`add_generation_prompt`), the response whatever the full
+Query = str | tuple[Turn, ...]   # a prompt: its text, or the turns of a conversation (`Row.query`)
+
+
+def _messages(template: PromptTemplate, prompt: Query) -> list[dict]:
+    turns = [("user", prompt)] if isinstance(prompt, str) else list(prompt)
+    if template.system and not any(r == "system" for r, _ in turns):   # the conversation's own wins
+        turns.insert(0, ("system", template.system))
+    return [{"role": r, "content": c} for r, c in turns]
+
+
+def plain_prompt(prompt: Query) -> str:
+    """The text a plain template formats: the prompt, or a conversation's one user turn (a `ValueError`
+    for a conversation with other turns: only a chat template renders those)."""
+    if isinstance(prompt, str):
+        return prompt
+    if len(prompt) != 1 or prompt[0][0] != "user":
+        raise ValueError("a conversation with system or earlier turns needs a chat template (the tokenizer "
+                         "has none, or template='plain')")
+    return prompt[0][1]
+
+
+def render(tokenizer, template: PromptTemplate, prompt: Query, response: str | None = None
+           ) -> tuple[str, str | None]:
+    """(prompt text, response text) as the model sees them. `prompt`: a text (one user turn) or
+    a conversation's turns before the response (`Row.query`). Chat: the prompt is the template up
+    to and including the assistant header (`add_generation_prompt`), the response whatever the full
     conversation adds after it (content and end-of-turn markers)."""
     kind = template.resolve(tokenizer)
     if kind == "plain":
-        return template.prompt_format.replace("{prompt}", prompt), response
-    messages = ([{"role": "system", "content": template.system}] if template.system else []) + [
-        {"role": "user", "content": prompt}]
+        return template.prompt_format.replace("{prompt}", plain_prompt(prompt)), response
+    messages = _messages(template, prompt)
     prompt_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if response is None:
         return prompt_text, None
@@ -424,7 +546,7 @@ def pad_token_id(tokenizer) -> int:
     return 0
 
 
-def encode_prompt(tokenizer, template: PromptTemplate, prompt: str) -> list[int]:
+def encode_prompt(tokenizer, template: PromptTemplate, prompt: Query) -> list[int]:
     """Token ids of the templated prompt (what generation starts from). Plain prompts get the
     tokenizer's special prefix (e.g. BOS); a chat template writes its own."""
     text, _ = render(tokenizer, template, prompt)
@@ -432,7 +554,7 @@ def encode_prompt(tokenizer, template: PromptTemplate, prompt: str) -> list[int]
     return list(tokenizer(text, add_special_tokens=plain)["input_ids"])
 
 
-def encode_examples(tokenizer, template: PromptTemplate, prompts: Sequence[str], responses: Sequence[str]
+def encode_examples(tokenizer, template: PromptTemplate, prompts: Sequence[Query], responses: Sequence[str]
                     ) -> tuple[list[list[int]], list[list[int]]]:
     """(prompt ids, response ids) per example, tokenized in batches (the tokenizer's fast path);
     the same ids as `encode_prompt` for the prompts. The loss mask covers exactly the response ids."""
@@ -484,12 +606,19 @@ def tokenize_rows(rows: Sequence[Row], tokenizer, template: PromptTemplate, *, m
     """Tokenize validated rows; an example longer than `max_length` tokens raises a `DataError`
     (file, row, "prompt+response" fields) or, with `on_error="skip"`, is dropped and counted."""
     label = spec.label if spec else "<rows>"
-    fields = f"{spec.prompt_field}+{spec.response_field}" if spec else "prompt+response"
+    fields = (spec.messages_field if spec.format == "messages" else f"{spec.prompt_field}+{spec.response_field}") \
+        if spec else "prompt+response"
+    if template.resolve(tokenizer) == "plain":   # a conversation the plain format cannot render: name its row
+        for row in rows:
+            try:
+                plain_prompt(row.query)
+            except ValueError as e:
+                raise DataError(label, row.source_row, fields.split("+")[0], str(e), row.source_line) from None
     kept, ids, prompt_lengths = [], [], []
     encoded = ([], [])
     for start in range(0, len(rows), chunk):
         part = rows[start:start + chunk]
-        for acc, x in zip(encoded, encode_examples(tokenizer, template, [r.prompt for r in part],
+        for acc, x in zip(encoded, encode_examples(tokenizer, template, [r.query for r in part],
                                                    [r.response for r in part])):
             acc.extend(x)
     for row, p, r in zip(rows, *encoded):

@@ -198,7 +198,7 @@ def evaluate_generation(rows: Sequence[Row], generate_fn: Callable[[list[str]], 
                         answer_format: str, confidence: float = 0.95) -> tuple[list[dict], dict]:
     """Generate a completion per question (`generate_fn(questions) -> completions`, e.g.
     `model_generate_fn`) and score it (`evaluate_completions`)."""
-    completions = list(generate_fn([r.prompt for r in rows]))
+    completions = list(generate_fn([r.query for r in rows]))
     return evaluate_completions(rows, completions, answer_format=answer_format, confidence=confidence)
 
 

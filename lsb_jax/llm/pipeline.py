@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -39,7 +40,8 @@ from flax import nnx
 
 from lsb_jax import io
 from lsb_jax.data import Epochs
-from lsb_jax.llm.data import BatchIterator, DatasetSpec, Examples, PromptTemplate, pad_token_id, read_validated
+from lsb_jax.llm.data import (BatchIterator, DatasetSpec, Examples, PromptTemplate, check_skipped, is_local,
+                             load_examples, pad_token_id, read_validated)
 from lsb_jax.llm.evaluate import evaluate_generation, model_generate_fn, to_jsonl
 from lsb_jax.llm.finetune import FinetuneConfig, finetune
 from lsb_jax.models.lm.config import DecoderConfig
@@ -106,15 +108,17 @@ class ScratchModel:
                 not self.init_std > 0:
             raise ValueError("ScratchModel: sizes must be >= 1 and init_std > 0")
 
-    def hf_config(self, tokenizer):
-        """The `transformers` config for `tokenizer`'s vocabulary (and its pad/eos ids)."""
+    def hf_config(self, tokenizer=None, *, vocab_size: int | None = None):
+        """The `transformers` config for `tokenizer`'s vocabulary (and its pad/eos ids), or for a
+        vocabulary of `vocab_size` (pad 0, eos 1: `train_tokenizer`'s) before a tokenizer exists."""
         from transformers import AutoConfig  # noqa: PLC0415
 
-        kw = dict(vocab_size=len(tokenizer), hidden_size=self.hidden_size, num_hidden_layers=self.num_layers,
+        vocab, pad, eos = ((len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id) if tokenizer is not None
+                           else (vocab_size, 0, 1))
+        kw = dict(vocab_size=vocab, hidden_size=self.hidden_size, num_hidden_layers=self.num_layers,
                   num_attention_heads=self.num_heads, intermediate_size=self.intermediate_size,
                   max_position_embeddings=self.max_positions, tie_word_embeddings=self.tie_embeddings,
-                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                  bos_token_id=tokenizer.eos_token_id)
+                  pad_token_id=pad, eos_token_id=eos, bos_token_id=eos)
         if self.family != "gpt_neox":
             kw["num_key_value_heads"] = self.num_kv_heads or self.num_heads
         if self.family in ("llama", "qwen3", "gemma3_text"):
@@ -142,20 +146,63 @@ def init_decoder(hf_config, *, seed: int = 0, init_std: float = 0.02, dtype=jnp.
     return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
 
-def save_model(model: Decoder, tokenizer, folder: str | Path) -> Path:
-    """`save_pretrained` + the tokenizer into `folder`, written beside it and renamed into place
-    (a reader never sees a half-written model folder)."""
-    from lsb_jax.models.lm.checkpoint import save_pretrained  # noqa: PLC0415
-
+def _write_folder(folder: str | Path, write) -> Path:
+    """`write(tmp)` fills a folder beside `folder`, renamed into place (a reader never sees a
+    half-written folder; a failed write leaves the old one)."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(model, tmp)
-    tokenizer.save_pretrained(tmp)
+    write(tmp)
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
     return folder
+
+
+def save_model(model: Decoder, tokenizer, folder: str | Path, *, dtype=None, base: str | None = None) -> Path:
+    """`save_pretrained` (weights in `dtype`, default the model's) + the tokenizer + a
+    `generation_config.json` (the base checkpoint's when `base` has one, else derived from the
+    config; its pad id falls back as batching does, `data.pad_token_id`) into `folder`, atomically."""
+    from transformers import AutoConfig, GenerationConfig  # noqa: PLC0415
+
+    from lsb_jax.models.lm.checkpoint import resolve_folder, save_pretrained  # noqa: PLC0415
+
+    def write(tmp):
+        save_pretrained(model, tmp, dtype=dtype)
+        tokenizer.save_pretrained(tmp)
+        src = resolve_folder(base) if base is not None and base != SCRATCH else None
+        if src is not None and (src / "generation_config.json").exists():
+            gen = GenerationConfig.from_pretrained(src)
+        else:
+            gen = GenerationConfig.from_model_config(AutoConfig.from_pretrained(tmp))
+        if gen.eos_token_id is None:
+            gen.eos_token_id = tokenizer.eos_token_id
+        if gen.pad_token_id is None:
+            gen.pad_token_id = pad_token_id(tokenizer)
+        gen.save_pretrained(tmp)
+
+    return _write_folder(folder, write)
+
+
+def export_finetuned(result, tokenizer, folder: str | Path, *, base: str, what: Sequence[str] = ("merged", "adapter"),
+                     dropout: float = 0.0) -> dict[str, str]:
+    """A fine-tuned model to take home, in `folder`: "merged" -> `folder/model/`, a Hugging Face
+    folder (adapters folded in, weights in the trained parameters' dtype, tokenizer,
+    generation_config.json); "adapter" -> `folder/adapter/`, a `peft` LoRA adapter for `base`
+    (only when the run trained adapters). Returns {kind: folder written}."""
+    from lsb_jax.models.lm.lora import lora_paths, save_peft_adapter  # noqa: PLC0415
+
+    out = {}
+    model = result.model()
+    dtype = jax.tree.leaves(result.params)[0].dtype
+    base = str(Path(base).expanduser().resolve()) if io.looks_local(base) else base   # loadable from anywhere
+    if "merged" in what:
+        out["merged"] = str(save_model(result.merged_model(), tokenizer, Path(folder) / "model", dtype=dtype,
+                                       base=base))
+    if "adapter" in what and lora_paths(model):
+        out["adapter"] = str(_write_folder(Path(folder) / "adapter", lambda tmp: save_peft_adapter(
+            model, tmp, base_model=base, dropout=dropout)))
+    return out
 
 
 # ----------------------------------------------------------------------------- offline generators
@@ -323,6 +370,87 @@ def check_sources(names: Sequence[str]) -> None:
     for name in names:
         if name != SCRATCH:
             check_source(name)
+
+
+def check_files_config(data: str, train: DatasetSpec, test: DatasetSpec | None) -> None:
+    """With data="files" the train (and test) specs need a path; with other data they must be unset
+    (a path set there would be silently ignored)."""
+    specs = {"train_data": train} | ({"test_data": test} if test is not None else {})
+    if data == "files":
+        missing = [k for k, v in specs.items() if not v.path]
+        if missing:
+            raise ValueError(f"Config: data='files' needs {' and '.join(f'{k}.path' for k in missing)} "
+                             "(a local .json/.jsonl/.parquet file or a hub dataset id)")
+    else:
+        given = [k for k, v in specs.items() if v.path]
+        if given:
+            raise ValueError(f"Config: {', '.join(f'{k}.path' for k in given)} set but data={data!r}: "
+                             "set data=files to train on your own data")
+
+
+def user_tests(spec: DatasetSpec) -> dict[str, DatasetSpec]:
+    """{name: spec} of a user's test set: the file's stem ("data/eval.jsonl" -> "eval") or the hub
+    id's last part with its split."""
+    if is_local(spec.path):
+        name = Path(spec.path).name
+        return {name.split(".")[0] or "test": spec}
+    return {f"{spec.path.split('/')[-1]}_{spec.split}": spec}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelUse:
+    """A model the run will load (`check_inputs`): its role in messages, its source, the
+    fine-tuning config that trains it (for the LoRA check; None if it is not fine-tuned) and its
+    scratch spec (used when source is "scratch")."""
+
+    role: str
+    source: str
+    train: FinetuneConfig | None = None
+    scratch: ScratchModel | None = None
+    vocab_size: int = 384
+
+
+def check_inputs(models: Sequence[ModelUse], *, train: DatasetSpec | None = None,
+                 tests: Sequence[DatasetSpec] = (), template: PromptTemplate | None = None, max_length: int = 0,
+                 max_skip_fraction: float | None = None) -> None:
+    """Everything a run needs, checked before anything is written or computed; each failure is one
+    `UsageError` line naming the model, file, row and field:
+
+    - every model resolves (a folder with config.json, or a hub id (optionally "id@revision") in
+      the local cache when HF_HUB_OFFLINE is set), and its config.json is one we load;
+    - LoRA options match at least one linear layer of every model they fine-tune;
+    - every test row is valid (fields present, strings, non-empty; conversations well formed);
+    - the train rows: with each model's tokenizer, at most `max_skip_fraction` of them are invalid
+      or longer than `max_length` tokens (the error counts them and names the first).
+    """
+    from lsb_jax.config import ConfigError  # noqa: PLC0415
+    from lsb_jax.models.lm import check_source, load_config, load_tokenizer  # noqa: PLC0415
+    from lsb_jax.models.lm.config import DecoderConfig  # noqa: PLC0415
+    from lsb_jax.models.lm.lora import linear_paths  # noqa: PLC0415
+
+    for m in models:
+        if m.source != SCRATCH:
+            check_source(m.source)
+    for m in models:
+        lora = m.train.lora if m.train is not None else None
+        if lora is None:
+            continue
+        cfg = (DecoderConfig.from_hf(m.scratch.hf_config(vocab_size=m.vocab_size)) if m.source == SCRATCH
+               else load_config(m.source))
+        paths = linear_paths(cfg)
+        if not any(re.fullmatch(lora.targets, p) for p in paths):
+            raise ConfigError(f"lora_targets {m.train.lora_targets!r} ({lora.targets!r}) match no linear layer of the "
+                              f"{m.role} {m.source} (paths look like {', '.join(paths[:3])}, ...)")
+    for spec in tests:
+        read_validated(spec)
+    if train is None:
+        return
+    _, report = read_validated(train, on_error="skip")   # files and fields: checked once, before any tokenizer
+    check_skipped(report, max_skip_fraction)
+    for m in models:
+        if m.source != SCRATCH:
+            load_examples(train, load_tokenizer(m.source), template, max_length=max_length, on_error="skip",
+                          max_skip_fraction=max_skip_fraction)
 
 
 def scratch_tokenizer(spec: DatasetSpec, prompt_format: str, vocab_size: int):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Literal
 
 import jax
@@ -69,8 +70,11 @@ class UpsampleConfig(pl.BaseSeeded):
 
     # planted: sums whose difficulty is known (`mathdata.PlantedMathConfig`: 2 terms "easy", 3 terms
     # "hard"), so the report measures how well the proxy's clusters recover it; offline:
-    # reasoning-gym look-alikes of MathInstruct / GSM8K (`offline`); hub: the real sets (network)
-    data: Literal["planted", "offline", "hub"] = "planted"
+    # reasoning-gym look-alikes of MathInstruct / GSM8K (`offline`); hub: the real sets (network);
+    # files: your own `train_data` and `test_data` (local files or hub ids, `data.DatasetSpec`)
+    data: Literal["planted", "offline", "hub", "files"] = "planted"
+    train_data: DatasetSpec = DatasetSpec(path="")
+    test_data: DatasetSpec = DatasetSpec(path="", split="test")
     planted: PlantedMathConfig = PlantedMathConfig()
     offline: OfflineMathConfig = OfflineMathConfig(
         train=(("chain_sum_1d", 800),), test_generator="chain_sum_1d", test_size=100)
@@ -128,14 +132,18 @@ class UpsampleConfig(pl.BaseSeeded):
     # the whole protocol (generated data, scratch models, proxy, clusters, arms) runs once per base
     # seed (`for_base`): the claims are decided at each and must agree
     base_seeds: tuple[int, ...] = (0, 1)
+    # every fine-tuned arm's model to take home (`pipeline.export_finetuned`): "merged" a Hugging
+    # Face folder, "adapter" a peft LoRA adapter (LoRA runs only), in the arm's folder
+    export: tuple[Literal["merged", "adapter"], ...] = ("merged", "adapter")
 
     def __post_init__(self):
-        if self.data not in ("planted", "offline", "hub"):
-            raise ValueError(f"Config.data must be 'planted', 'offline' or 'hub', got {self.data!r}")
+        if self.data not in ("planted", "offline", "hub", "files"):
+            raise ValueError(f"Config.data must be 'planted', 'offline', 'hub' or 'files', got {self.data!r}")
         check_arms(self.arms, "Config.arms")
         if self.data == "hub" and set(self.test_sets) - set(HUB_TESTS):
             raise ValueError(f"Config.test_sets: expected some of {tuple(HUB_TESTS)}, got {self.test_sets}")
-        if self.data == "hub" and SCRATCH in self.model_names:
+        pl.check_files_config(self.data, self.train_data, self.test_data)
+        if self.data in ("hub", "files") and SCRATCH in self.model_names:
             raise ValueError("Config: 'scratch' models need generated data (their tokenizer is trained on it)")
         if self.factor < 1 or self.epochs <= 0 or not self.targets or self.max_new_tokens < 1:
             raise ValueError("Config: factor >= 1, epochs > 0, max_new_tokens >= 1 and at least one target")
@@ -182,8 +190,18 @@ class UpsampleConfig(pl.BaseSeeded):
 
 
 def check(cfg: UpsampleConfig) -> None:
-    """Before anything is written: every model that is not built from scratch resolves."""
-    pl.check_sources(cfg.model_names)
+    """Before anything is written (`pipeline.check_inputs`): every model resolves, LoRA options match
+    the models they train, and with your own data (`data="files"`) every test row is valid and the
+    train rows fit `max_length` with the proxy's and every target's tokenizer."""
+    files = cfg.data == "files"
+    models = [pl.ModelUse("proxy", cfg.proxy, cfg.proxy_train, cfg.proxy_scratch.model, cfg.tokenizer_vocab)]
+    models += [pl.ModelUse("target", t, cfg.target_train, cfg.target_scratch.model, cfg.tokenizer_vocab)
+               for t in cfg.targets]
+    if cfg.synth_arms:
+        models.append(pl.ModelUse("generator", cfg.synth_generator))
+    pl.check_inputs(models, train=cfg.train_data if files else None, tests=[cfg.test_data] if files else (),
+                    template=PromptTemplate(kind=cfg.template, prompt_format=cfg.prompt_format),
+                    max_length=cfg.max_length, max_skip_fraction=cfg.max_skip_fraction)
 
 
 # ----------------------------------------------------------------------------- data and models
@@ -204,6 +222,8 @@ def prepare_data(cfg: UpsampleConfig, ctx) -> RunData:
     test rows read and validated; a BPE tokenizer when some proxy or target is built from scratch."""
     if cfg.data == "hub":
         train, test_specs, corpus = MATHINSTRUCT, {name: HUB_TESTS[name] for name in cfg.test_sets}, None
+    elif cfg.data == "files":
+        train, test_specs, corpus = cfg.train_data, pl.user_tests(cfg.test_data), None
     else:
         generated = cfg.planted if cfg.data == "planted" else cfg.offline
         train, test, corpus = pl.offline_sets(ctx.dir / "data", generated, cfg.generators)
@@ -356,9 +376,11 @@ def finetune_arm(arm: str, folder: str, examples: Examples, counts_N, cfg: Upsam
     t0 = time.perf_counter()
     tests = pl.evaluate_tests(result.merged_model(), tok, data.template, data.tests, ctx.dir,
                               batch_size=cfg.eval_batch, max_new_tokens=cfg.max_new_tokens)
+    exported = pl.export_finetuned(result, tok, ctx.dir, base=folder, what=cfg.export, dropout=train.lora_dropout)
     out = {"steps": num_steps, "train_tokens": result.tokens, "train_seconds": result.seconds,
            "upsampled": int((counts_N > 1).sum()), "epoch_size": int(counts_N.sum()), "test": tests,
-           "eval_seconds": time.perf_counter() - t0}
+           "eval_seconds": time.perf_counter() - t0, "exported": {k: str(Path(v).relative_to(ctx.dir))
+                                                                  for k, v in exported.items()}}
     ctx.save_json("summary.json", out)
     return out
 

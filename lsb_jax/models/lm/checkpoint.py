@@ -37,11 +37,23 @@ class ModelNotFound(UsageError, FileNotFoundError):
     """A model path that is not a checkpoint folder, or a hub id that cannot be resolved."""
 
 
+def split_revision(path_or_id: str | Path, revision: str | None = None) -> tuple[str, str | None]:
+    """("org/name", "rev") of a hub id written "org/name@rev" (a branch, tag or commit; the
+    command line's way to pin one); a local path or a given `revision` is returned as is."""
+    text = str(path_or_id)
+    if revision is None and "@" in text and not io.looks_local(text):
+        text, _, revision = text.rpartition("@")
+        if not text or not revision:
+            raise ModelNotFound(f"model {path_or_id}: expected 'org/name@revision'")
+    return text, revision
+
+
 def check_source(path_or_id: str | Path, *, revision: str | None = None) -> None:
     """Raises `ModelNotFound` (one line, before any compute) unless `path_or_id` is a local
-    folder with a config.json or a well-formed hub id; with HF_HUB_OFFLINE=1 a hub id must be in
-    the local Hugging Face cache. (An online hub id is resolved when the model is loaded.)"""
-    text = str(path_or_id)
+    folder with a config.json or a well-formed hub id (optionally "id@revision"); with
+    HF_HUB_OFFLINE=1 a hub id must be in the local Hugging Face cache at that revision. (An online
+    hub id is resolved when the model is loaded.)"""
+    text, revision = split_revision(path_or_id, revision)
     if io.looks_local(text):
         path = Path(text).expanduser()
         if not path.is_dir():
@@ -57,13 +69,16 @@ def check_source(path_or_id: str | Path, *, revision: str | None = None) -> None
     except HFValidationError as e:
         raise ModelNotFound(f"model {text}: neither a local folder nor a hub id ({e})") from None
     if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(text, "config.json", revision=revision), str):
-        raise ModelNotFound(f"model {text}: not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+        at = f" at revision {revision!r}" if revision else ""
+        raise ModelNotFound(f"model {text}: not in the local Hugging Face cache ({constants.HF_HUB_CACHE}){at} and "
                             "HF_HUB_OFFLINE is set")
 
 
 def resolve_folder(path_or_id: str | Path, *, revision: str | None = None) -> Path:
-    """A local folder as is; otherwise a hub id fetched with `huggingface_hub.snapshot_download`
-    (a name that looks like a local path is never sent to the hub: `io.looks_local`)."""
+    """A local folder as is; otherwise a hub id ("id" or "id@revision") fetched with
+    `huggingface_hub.snapshot_download` (a name that looks like a local path is never sent to the
+    hub: `io.looks_local`)."""
+    path_or_id, revision = split_revision(path_or_id, revision)
     path = Path(path_or_id).expanduser()
     if path.is_dir():
         return path

@@ -1,0 +1,273 @@
+"""A user's own tiny checkpoints and JSONL data through the `lsb` command line (issue 18): plain
+fine-tuning and the upsample-hard protocol, prompt/response and `messages` formats, full and LoRA,
+the exported Hugging Face folder and peft adapter reloaded by transformers / peft with our logits,
+and every bad input refused in one line before anything is written."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+import jax.numpy as jnp  # noqa: E402
+
+from lsb_jax import cli  # noqa: E402
+from lsb_jax.llm import pipeline as pl  # noqa: E402
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+SYSTEM = "You add small numbers."
+
+
+def problems(n: int, seed: int) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        terms = [rng.randint(0, 9) for _ in range(rng.choice((2, 3)))]
+        expr = " + ".join(map(str, terms))
+        out.append((f"What is {expr}?", f"{expr} = {sum(terms)}. The answer is {sum(terms)}."))
+    return out
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def as_fields(pairs):
+    return [{"question": q, "answer": a} for q, a in pairs]
+
+
+def as_messages(pairs):
+    return [{"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q},
+                          {"role": "assistant", "content": a}]} for q, a in pairs]
+
+
+def make_checkpoint(folder, family: str, texts, *, chat: bool, pad: bool, seed: int):
+    """A random-init transformers model of `family` saved with a BPE tokenizer trained on `texts`
+    (with a ChatML template and its special tokens when `chat`; without a pad token unless `pad`,
+    as Llama 3 and Pythia ship)."""
+    tok = pl.train_tokenizer(texts, vocab_size=300)
+    if chat:
+        tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+        tok.chat_template = CHATML
+    if not pad:
+        tok.pad_token = None
+    kw = dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+              intermediate_size=64, max_position_embeddings=256, eos_token_id=tok.eos_token_id,
+              bos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    if family == "qwen3":
+        kw.update(head_dim=8, tie_word_embeddings=True)
+    config = transformers.AutoConfig.for_model(family, **kw)
+    torch.manual_seed(seed)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory):
+    """Two checkpoint folders (Llama-style without a pad token; Qwen3-style with a chat template)
+    and 200 train / 24 test rows in both formats."""
+    root = tmp_path_factory.mktemp("user")
+    train, test = problems(200, 0), problems(24, 1)
+    texts = [q + " " + a for q, a in train]
+    return {"root": root,
+            "llama": make_checkpoint(root / "llama", "llama", texts, chat=False, pad=False, seed=0),
+            "qwen": make_checkpoint(root / "qwen", "qwen3", texts, chat=True, pad=True, seed=1),
+            "train_fields": write_jsonl(root / "train.jsonl", as_fields(train)),
+            "test_fields": write_jsonl(root / "test.jsonl", as_fields(test)),
+            "train_messages": write_jsonl(root / "chat_train.jsonl", as_messages(train)),
+            "test_messages": write_jsonl(root / "chat_test.jsonl", as_messages(test))}
+
+
+def fields_sets(user, which=("train", "test")):
+    out = []
+    for part in which:
+        out += ["--set", f"{part}_data.path={user[part + '_fields']}", "--set", f"{part}_data.prompt_field=question",
+                "--set", f"{part}_data.response_field=answer"]
+    return out
+
+
+def messages_sets(user):
+    return [x for part in ("train", "test") for x in (
+        "--set", f"{part}_data.path={user[part + '_messages']}", "--set", f"{part}_data.format=messages")]
+
+
+class Captured:
+    """Wraps `pipeline.export_finetuned` to keep what it exported and the trained model it came from."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        real = pl.export_finetuned
+
+        def export(result, tokenizer, folder, **kw):
+            out = real(result, tokenizer, folder, **kw)
+            self.calls.append((result.model(), out, kw["base"]))
+            return out
+
+        monkeypatch.setattr(pl, "export_finetuned", export)
+
+
+def lsb(capsys, *args) -> tuple[int, str]:
+    rc = cli.main(["run", *args, "--no-progress"])
+    return rc, capsys.readouterr().err
+
+
+def probe_tokens(vocab: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, vocab, (2, 10))
+
+
+def our_logits(model, tok_BxT) -> np.ndarray:
+    return np.asarray(model(jnp.asarray(tok_BxT)), np.float32)
+
+
+def hf_logits(model, tok_BxT) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.tensor(tok_BxT)).logits.float().numpy()
+
+
+@pytest.mark.slow
+def test_finetune_messages_with_lora_exports_a_merged_model_and_a_peft_adapter(user, tmp_path, capsys, monkeypatch):
+    cap = Captured(monkeypatch)
+    out = tmp_path / "run"
+    rc, err = lsb(capsys, "finetune", "--out", str(out), "--set", "data=files", "--set", f"model={user['qwen']}",
+                  *messages_sets(user), "--set", "train.lora_rank=4", "--set", "train.lora_targets=all_linear",
+                  "--set", "epochs=2", "--set", "max_new_tokens=8", "--set", "max_length=128")
+    assert rc == 0, err
+    (model, exported, base), = cap.calls
+    assert base == user["qwen"] and set(exported) == {"merged", "adapter"}
+    results = json.loads((out / "results.json").read_text())
+    assert results["headline"]["n_train"] == 200 and results["exported"] == {"merged": "model", "adapter": "adapter"}
+    records = [json.loads(x) for x in (out / "eval_chat_test.jsonl").read_text().splitlines()]
+    assert len(records) == 24 and all(r["question"].startswith("What is ") for r in records)   # the user turn
+    tok_BxT = probe_tokens(model.cfg.vocab_size)
+    ours = our_logits(model, tok_BxT)
+    base_model = transformers.AutoModelForCausalLM.from_pretrained(user["qwen"]).eval()
+    assert np.abs(ours - hf_logits(base_model, tok_BxT)).max() > 1e-3          # training changed the model
+    merged = transformers.AutoModelForCausalLM.from_pretrained(out / "model").eval()
+    np.testing.assert_allclose(hf_logits(merged, tok_BxT), ours, atol=1e-5, rtol=0)
+    adapted = peft.PeftModel.from_pretrained(base_model, out / "adapter").eval()
+    np.testing.assert_allclose(hf_logits(adapted, tok_BxT), ours, atol=1e-5, rtol=0)
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == user["qwen"]
+    saved_tok = transformers.AutoTokenizer.from_pretrained(out / "model")
+    assert saved_tok.chat_template == CHATML
+    gen = transformers.GenerationConfig.from_pretrained(out / "model")
+    assert gen.eos_token_id == saved_tok.eos_token_id
+
+
+@pytest.mark.slow
+def test_finetune_prompt_response_without_pad_token_full(user, tmp_path, capsys, monkeypatch):
+    """A Llama-style tokenizer without a pad token, plain prompt format, all weights trained."""
+    cap = Captured(monkeypatch)
+    out = tmp_path / "run"
+    rc, err = lsb(capsys, "finetune", "--out", str(out), "--set", "data=files", "--set", f"model={user['llama']}",
+                  *fields_sets(user), "--set", "template=plain", "--set", "max_new_tokens=8", "--set", "max_length=64")
+    assert rc == 0, err
+    (model, exported, _), = cap.calls
+    assert set(exported) == {"merged"} and not (out / "adapter").exists()
+    tok_BxT = probe_tokens(model.cfg.vocab_size)
+    merged = transformers.AutoModelForCausalLM.from_pretrained(out / "model").eval()
+    np.testing.assert_allclose(hf_logits(merged, tok_BxT), our_logits(model, tok_BxT), atol=1e-5, rtol=0)
+    gen = transformers.GenerationConfig.from_pretrained(out / "model")
+    assert gen.pad_token_id == gen.eos_token_id    # no pad token: eos, as batching pads
+
+
+@pytest.mark.slow
+def test_upsample_hard_on_own_models_and_data(user, tmp_path, capsys, monkeypatch):
+    """The protocol on user folders: a Qwen3-style proxy, a Llama-style LoRA target; every arm
+    exported (merged + adapter onto the target folder)."""
+    cap = Captured(monkeypatch)
+    out = tmp_path / "run"
+    rc, err = lsb(capsys, "upsample_hard", "--out", str(out), "--set", "data=files", *fields_sets(user),
+                  "--set", f"proxy={user['qwen']}", "--set", f"targets={user['llama']}", "--set", "template=plain",
+                  "--set", 'arms=["baseline","upsample_hard"]', "--set", "optimizers=adamw",
+                  "--set", "target_seeds=0", "--set", "base_seeds=0", "--set", "target_train.lora_rank=4",
+                  "--set", "max_new_tokens=8", "--set", "max_length=64", "--set", "num_checkpoints=3")
+    assert rc == 0, err
+    assert len(cap.calls) == 2 and all(base == user["llama"] for _, _, base in cap.calls)
+    arm = out / "base0" / "llama" / "adamw" / "seed0"
+    for name in ("baseline", "upsample_hard"):
+        assert (arm / name / "model" / "model.safetensors").is_file()
+        assert (arm / name / "adapter" / "adapter_model.safetensors").is_file()
+    counts = np.load(arm / "upsample_hard" / "counts.npz")["counts_N"]
+    assert counts.shape == (200,) and set(np.unique(counts)) == {1, 2}
+    results = json.loads((out / "results.json").read_text())
+    assert results["headline"]["n_train"] == [200]
+
+
+BAD = {   # --set assignments -> what the one-line error must say
+    "no such train file": (["train_data.path={root}/trian.jsonl"], "trian.jsonl: no such file"),
+    "wrong prompt field": (["train_data.prompt_field=prompt"], "field 'prompt': missing field"),
+    "max_length too short": (["max_length=12"], "rows skipped (200 too long), more than max_skip_fraction"),
+    "lora regex matches nothing": (["train.lora_rank=4", r"train.lora_targets=layers\.9\..*"],
+                                   "match no linear layer of the model"),
+    "lora options without rank": (["train.lora_targets=all_linear"], "lora_targets set but lora_rank=0"),
+    "model folder typo": (["model={root}/lama"], "lama: no such folder"),
+    "hub id not cached offline": (["model=nobody/no-such-model@v1"], "not in the local Hugging Face cache"),
+    "test row without answer": (["test_data.response_field=solution"], "row 0 (line 1), field 'solution'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_inputs_are_one_line_before_anything_is_written(user, tmp_path, capsys, monkeypatch, case):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    sets, message = BAD[case]
+    base = ["data=files", f"model={user['llama']}", "template=plain", "max_length=64"]
+    args = [x for s in fields_sets(user) for x in [s]]
+    for s in base + [s.format(root=user["root"]) for s in sets]:
+        args += ["--set", s]
+    out = tmp_path / "run"
+    rc, err = lsb(capsys, "finetune", "--out", str(out), *args)
+    assert rc == 2 and err.startswith("lsb: error:") and err.count("\n") == 1, err
+    assert message in err, err
+    assert not out.exists()
+
+
+def test_messages_rows_are_validated_by_turn(tmp_path):
+    """The conversational formats' own errors name the row and the turn."""
+    from lsb_jax.llm.data import DataError, DatasetSpec, read_validated
+
+    rows = [{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]},
+            {"messages": [{"role": "user", "content": "hi"}]},
+            {"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]},
+            {"messages": "not a list"},
+            {"prompt": [{"role": "user", "content": "3+3?"}], "completion": [{"role": "assistant", "content": "6"}]}]
+    path = write_jsonl(tmp_path / "c.jsonl", rows)
+    spec = DatasetSpec(path, format="messages")
+    kept, report = read_validated(spec, on_error="skip")
+    assert [r.source_row for r in kept] == [0] and kept[0].query == (("user", "2+2?"),)
+    assert kept[0].prompt == "2+2?" and kept[0].response == "4"
+    assert report.errors[0].endswith("row 1 (line 2), field 'messages[0].role': the last turn must be the "
+                                     "assistant's response, got 'user'")
+    assert "field 'messages[1].role': unknown role 'robot'" in report.errors[1]
+    assert "wrong type: expected a list of {role, content} turns, got str" in report.errors[2]
+    with pytest.raises(DataError, match="row 1"):
+        read_validated(spec)
+    completion = DatasetSpec(path, prompt_field="prompt", response_field="completion")
+    kept, _ = read_validated(completion, on_error="skip")
+    assert [(r.source_row, r.query, r.response) for r in kept] == [(4, (("user", "3+3?"),), "6")]
+
+
+def test_chat_rendering_of_a_conversation_matches_the_template(user):
+    """A messages row renders exactly as the tokenizer's chat template renders the conversation
+    (its own system turn kept), and the response ids are what the full conversation adds."""
+    from lsb_jax.llm.data import PromptTemplate, Row, encode_examples
+    from lsb_jax.models.lm import load_tokenizer
+
+    tok = load_tokenizer(user["qwen"])
+    turns = (("system", SYSTEM), ("user", "What is 1 + 2?"))
+    row = Row("What is 1 + 2?", "1 + 2 = 3.", None, 0, turns=turns)
+    (p_ids,), (r_ids,) = encode_examples(tok, PromptTemplate(kind="chat", system="ignored"), [row.query],
+                                         [row.response])
+    msgs = [{"role": r, "content": c} for r, c in turns]
+    full = tok.apply_chat_template(msgs + [{"role": "assistant", "content": row.response}], tokenize=False)
+    assert tok.decode(p_ids + r_ids) == full
+    assert tok.decode(p_ids) == tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
