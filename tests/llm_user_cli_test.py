@@ -202,6 +202,22 @@ def test_upsample_hard_on_own_models_and_data(user, tmp_path, capsys, monkeypatc
     assert results["headline"]["n_train"] == [200]
 
 
+@pytest.mark.slow
+def test_sft_selection_on_own_model_and_messages(user, tmp_path, capsys, monkeypatch):
+    cap = Captured(monkeypatch)
+    out = tmp_path / "run"
+    rc, err = lsb(capsys, "sft_selection", "--out", str(out), "--set", "data=files", *messages_sets(user),
+                  "--set", f"target={user['qwen']}", "--set", 'arms=["kcenter_hidden","random"]',
+                  "--set", "template=auto", "--set", "random_seeds=0", "--set", "base_seeds=0",
+                  "--set", "subset_size=40", "--set", "epochs=1", "--set", "max_length=128",
+                  "--set", "heldout_max_length=128", "--set", "max_new_tokens=8", "--set", "num_evals=2")
+    assert rc == 0, err
+    assert len(cap.calls) == 2 and all(base == user["qwen"] for _, _, base in cap.calls)
+    for arm in ("kcenter_hidden", "random_0"):
+        assert (out / "base0" / arm / "model" / "model.safetensors").is_file()
+        assert (out / "base0" / arm / "eval_chat_test.jsonl").is_file()
+
+
 BAD = {   # --set assignments -> what the one-line error must say
     "no such train file": (["train_data.path={root}/trian.jsonl"], "trian.jsonl: no such file"),
     "wrong prompt field": (["train_data.prompt_field=prompt"], "field 'prompt': missing field"),

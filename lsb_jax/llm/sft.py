@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -47,7 +48,9 @@ PRETRAIN_STREAM, ARM_STREAM = 1, 3      # PRNG streams of the data order (as in 
 class SFTConfig(pl.BaseSeeded):
     """The protocol's settings; the defaults are the offline CPU scale (the experiment's quick config)."""
 
-    data: Literal["offline", "hub"] = "offline"
+    data: Literal["offline", "hub", "files"] = "offline"   # files: your own train_data (the pool) and test_data
+    train_data: DatasetSpec = DatasetSpec(path="")
+    test_data: DatasetSpec = DatasetSpec(path="", split="test")
     offline: OfflineMathConfig = OfflineMathConfig(
         train=(("chain_sum", 300), ("simple_equations", 150), ("basic_arithmetic", 150)),
         test_generator="chain_sum", test_size=100)
@@ -82,16 +85,20 @@ class SFTConfig(pl.BaseSeeded):
     # the whole protocol (data, starting model, subsets, arms) runs once per base seed (`for_base`):
     # the claims are decided at each and must agree
     base_seeds: tuple[int, ...] = (0, 1)
+    # every arm's model to take home (`pipeline.export_finetuned`): "merged" a Hugging Face folder,
+    # "adapter" a peft LoRA adapter (LoRA runs only), in the arm's folder
+    export: tuple[Literal["merged", "adapter"], ...] = ("merged", "adapter")
 
     def __post_init__(self):
-        if self.data not in ("offline", "hub"):
-            raise ValueError(f"Config.data must be 'offline' or 'hub', got {self.data!r}")
+        if self.data not in ("offline", "hub", "files"):
+            raise ValueError(f"Config.data must be 'offline', 'hub' or 'files', got {self.data!r}")
+        pl.check_files_config(self.data, self.train_data, self.test_data)
         unknown = [a for a in self.arms if a not in ARM_KINDS]
         if unknown or not self.arms:
             raise ValueError(f"Config.arms: unknown {unknown}; expected some of {ARM_KINDS}")
         if "random" in self.arms and not self.random_seeds:
             raise ValueError("Config.random_seeds: the random arm needs at least one seed")
-        if self.data == "hub" and self.target == SCRATCH:
+        if self.data != "offline" and self.target == SCRATCH:
             raise ValueError("Config: a 'scratch' target needs the offline data (its tokenizer is trained on it)")
         if self.subset_size < 2 or self.batch_size < 1 or self.epochs <= 0 or self.num_evals < 1:
             raise ValueError("Config: subset_size >= 2, batch_size >= 1, epochs > 0 and num_evals >= 1")
@@ -117,8 +124,14 @@ class SFTConfig(pl.BaseSeeded):
 
 
 def check(cfg: SFTConfig) -> None:
-    """Before anything is written: a target that is not built from scratch resolves."""
-    pl.check_sources([cfg.target])
+    """Before anything is written (`pipeline.check_inputs`): the target resolves, LoRA options match
+    it, and with your own data (`data="files"`) every test row is valid and the pool fits
+    `max_length` with the target's tokenizer."""
+    files = cfg.data == "files"
+    pl.check_inputs([pl.ModelUse("target", cfg.target, cfg.train, cfg.target_model, cfg.tokenizer_vocab)],
+                    train=cfg.train_data if files else None, tests=[cfg.test_data] if files else (),
+                    template=PromptTemplate(kind=cfg.template, prompt_format=cfg.prompt_format),
+                    max_length=cfg.max_length, max_skip_fraction=cfg.max_skip_fraction)
 
 
 @dataclasses.dataclass
@@ -142,6 +155,8 @@ def prepare(cfg: SFTConfig, ctx) -> SFTRun:
     tokenizer, corpus_spec = None, None
     if cfg.data == "hub":
         pool_spec, test_spec = MATHINSTRUCT, GSM8K_TEST
+    elif cfg.data == "files":
+        pool_spec, test_spec = cfg.train_data, cfg.test_data
     else:
         pool_spec, test_spec, corpus_spec = pl.offline_sets(ctx.dir / "data", cfg.offline,
                                                             pretrain=cfg.target == SCRATCH)
@@ -163,8 +178,8 @@ def prepare(cfg: SFTConfig, ctx) -> SFTRun:
         raise ValueError(f"Config.subset_size={cfg.subset_size} exceeds the pool ({len(examples)} valid rows)")
     test_rows, _ = read_validated(test_spec)
     test = (test_spec, test_rows[:cfg.test_limit] if cfg.test_limit else test_rows)
-    return SFTRun(template, test_spec, folder, examples, validation, heldout, heldout_validation, test,
-                  "gsm8k" if cfg.data == "hub" else "gsm8k_like")
+    test_name = {"hub": "gsm8k", "offline": "gsm8k_like"}.get(cfg.data) or next(iter(pl.user_tests(test_spec)))
+    return SFTRun(template, test_spec, folder, examples, validation, heldout, heldout_validation, test, test_name)
 
 
 def pool_features(run: SFTRun, ctx) -> dict[str, np.ndarray]:
@@ -214,10 +229,13 @@ def finetune_subset_arm(arm: str, index_n, run: SFTRun, cfg: SFTConfig, ctx) -> 
     acc = pl.evaluate_tests(sub.train.merged_model(), tok, run.template, {run.test_name: run.test}, ctx.dir,
                             batch_size=cfg.eval_batch, max_new_tokens=cfg.max_new_tokens)[run.test_name]
     loss_S = np.asarray(sub.train.fit.history["loss"], np.float64).reshape(-1)
+    exported = pl.export_finetuned(sub.train, tok, ctx.dir, base=run.folder, what=cfg.export,
+                                   dropout=cfg.train.lora_dropout)
     out = {"arm": arm, "n": int(len(index_n)), "steps": steps, "train_tokens": sub.train.tokens,
            "train_seconds": sub.train.seconds, "eval_seconds": time.perf_counter() - t0,
            "eval_steps": sub.steps_K.tolist(), "heldout_loss": sub.curve_K.tolist(),
-           "train_loss_first_last": [float(loss_S[0]), float(loss_S[-1])], "accuracy": acc}
+           "train_loss_first_last": [float(loss_S[0]), float(loss_S[-1])], "accuracy": acc,
+           "exported": {k: str(Path(v).relative_to(ctx.dir)) for k, v in exported.items()}}
     ctx.save_json("summary.json", out)
     return out
 
