@@ -44,6 +44,7 @@ DEFAULT_RUNS = Path("runs")
 
 MARKER = ".lsb-run"     # written first into every run directory: what --force may delete
 LOCK = ".lsb-lock"
+PER_EXAMPLE_PREFIX = "example_"   # per-example metrics: in metrics.jsonl, never TensorBoard scalars
 
 
 class RunExists(UsageError, RuntimeError):
@@ -60,6 +61,8 @@ class MetricsWriter:
 
     Values may be scalars or per-member vectors (vmapped seeds/hyperparameters): JSONL keeps the
     vector, TensorBoard gets its mean under `name` and each member under `name/m<i>` (up to 16).
+    Names starting with "example_" (a batch's per-example losses and ids: their home is the
+    JSONL and the trajectory store) are not written to TensorBoard.
     `position()` (saved in every checkpoint) is the file's length and sha256; `rewind(position)`
     on resume checks that the file still holds exactly those bytes and drops what follows, so a
     deleted, truncated or edited metrics file stops the resume instead of silently shortening
@@ -137,7 +140,7 @@ class MetricsWriter:
             self._tb = SummaryWriter(logdir=str(self._tb_dir), flush_secs=30, purge_step=self._purge_step)
         for name, value in metrics.items():
             arr = np.asarray(value, dtype=np.float64)
-            if arr.size == 0:
+            if arr.size == 0 or name.startswith(PER_EXAMPLE_PREFIX):   # a batch's slots are not members
                 continue
             if arr.ndim == 0:
                 self._tb.add_scalar(name, float(arr), step)

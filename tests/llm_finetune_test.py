@@ -122,8 +122,9 @@ def _torch_adamw_losses(hf, batches, lr, wd):
         loss = (torch.tensor(batch["loss_weight"]) * loss_B).mean()
         opt.zero_grad()
         loss.backward()
+        norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters() if p.grad is not None))
         opt.step()
-        out.append((loss.item(), loss_B.detach().numpy()))
+        out.append((loss.item(), loss_B.detach().numpy(), norm.item()))
     return out
 
 
@@ -139,6 +140,10 @@ def test_adamw_fine_tuning_matches_pytorch_with_accumulation(folder):
     np.testing.assert_array_equal(hist["example_id"], np.arange(4 * steps).reshape(steps, 4))
     assert result.tokens == sum(int(make_batch(s)["loss_mask"][:, 1:].sum()) for s in range(steps))
     assert hist["loss"][0] > hist["loss"][-1] - 1.0  # sanity: finite, comparable
+    # the logs a fine-tuner reads: grad norm as torch computes it, the lr, the batch's target tokens
+    np.testing.assert_allclose(hist["grad_norm"], [r[2] for r in ref], rtol=1e-4)
+    np.testing.assert_allclose(hist["lr"], lr, rtol=1e-6)
+    np.testing.assert_array_equal(hist["tokens"], [make_batch(s)["loss_mask"][:, 1:].sum() for s in range(steps)])
 
 
 def test_lora_trains_only_adapters_and_exports_merged(folder):

@@ -162,14 +162,47 @@ def test_finetune_messages_with_lora_exports_a_merged_model_and_a_peft_adapter(u
     assert gen.eos_token_id == saved_tok.eos_token_id
 
 
+def tensorboard_tags(folder) -> set[str]:
+    """Scalar tags of the TensorBoard event files in `folder` (TFRecord framing read by hand)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    tags = set()
+    for path in folder.glob("events.out.tfevents.*"):
+        data, i = path.read_bytes(), 0
+        while i + 12 <= len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+            tags |= {v.tag for v in event.summary.value}
+            i += 12 + n + 4
+    return tags
+
+
 @pytest.mark.slow
 def test_finetune_prompt_response_without_pad_token_full(user, tmp_path, capsys, monkeypatch):
-    """A Llama-style tokenizer without a pad token, plain prompt format, all weights trained."""
+    """A Llama-style tokenizer without a pad token, plain prompt format, all weights trained; the
+    logs a fine-tuner reads (loss, lr, grad norm, tokens/s, accuracy; no per-slot losses in TensorBoard)."""
     cap = Captured(monkeypatch)
     out = tmp_path / "run"
     rc, err = lsb(capsys, "finetune", "--out", str(out), "--set", "data=files", "--set", f"model={user['llama']}",
-                  *fields_sets(user), "--set", "template=plain", "--set", "max_new_tokens=8", "--set", "max_length=64")
+                  *fields_sets(user), "--set", "template=plain", "--set", "max_new_tokens=8", "--set", "max_length=64",
+                  "--set", "epochs=6", "--set", "batch_size=8", "--set", "train.warmup_ratio=0.1")
     assert rc == 0, err
+    rows = [json.loads(x) for x in (out / "train" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    T, lr = 150, 1e-3                                          # 6 epochs x 200 rows / 8; the default lr
+    W = round(0.1 * T)
+    want = [lr * (t / W if t < W else 0.5 * (1 + np.cos(np.pi * (t - W) / (T - W)))) for t in range(T)]
+    np.testing.assert_allclose([r["lr"] for r in steps], want, rtol=1e-5, atol=1e-6 * lr)   # float32 cos
+    assert len(steps) == T and all(r["grad_norm"] > 0 and r["tokens"] > 0 for r in steps)
+    rates = [r["tokens_per_s"] for r in steps if "tokens_per_s" in r]
+    assert [r["step"] for r in steps if "tokens_per_s" in r] == [100, 150] and min(rates) > 0   # 50-step segments
+    acc = json.loads((out / "results.json").read_text())["headline"]["accuracy_test"]
+    assert rows[-1] == {"step": T, "eval/accuracy_test": acc}
+    tags = tensorboard_tags(out / "train" / "tb")
+    assert {"loss", "lr", "grad_norm", "tokens", "tokens_per_s", "eval/accuracy_test"} <= tags
+    assert not any(t.startswith("example_") for t in tags), tags
     (model, exported, _), = cap.calls
     assert set(exported) == {"merged"} and not (out / "adapter").exists()
     tok_BxT = probe_tokens(model.cfg.vocab_size)

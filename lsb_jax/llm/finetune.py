@@ -56,6 +56,7 @@ from lsb_jax.models.lm.loss import sequence_loss
 from lsb_jax.models.lm.model import Decoder
 from lsb_jax.models.lm.sharding import batch_sharding, shard_model
 from lsb_jax.optim import OptimConfig, Optimizer, make_optimizer
+from lsb_jax.optim.factory import lr_schedule
 from lsb_jax.train import STREAM_STEP, FitResult, Hook, TrainState, fit, reduce_losses, step_key
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -264,7 +265,9 @@ def make_finetune_step(split_graphdef: nnx.GraphDef, cfg: FinetuneConfig, optimi
     With `optimizer=None` the step is step(state, batch, frozen, schedule) and builds
     `cfg.optimizer(schedule["total_steps"], schedule["warmup_steps"])` from those traced
     scalars: one compiled program serves runs of any length (`shared_finetune_step`).
-    metrics: loss (the batch objective), example_loss [B], example_id [B] (if in the batch).
+    metrics: loss (the batch objective), lr (the schedule's value at this update; shared step only), grad_norm (global
+    L2 norm of the accumulated gradient, before any clipping), tokens (target tokens in the batch;
+    `fit` turns them into tokens_per_s), example_loss [B] and example_id [B] (if in the batch).
     The optimizer is called as `tx.update(g, opt_state, params, grad_fn=...)` (SAM evaluates
     the accumulated gradient at its adversarial point with the same micro-batches and rng).
     """
@@ -280,7 +283,11 @@ def make_finetune_step(split_graphdef: nnx.GraphDef, cfg: FinetuneConfig, optimi
         grad_fn = lambda p, _: accumulated_value_and_grad(lf, p, batch, cfg.accum_steps, rng)[2]  # noqa: E731
         updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": value, "example_loss": loss_B}
+        metrics = {"loss": value, "grad_norm": optax.tree.norm(grads).astype(jnp.float32),
+                   "tokens": batch["loss_mask"][:, 1:].sum().astype(jnp.int32), "example_loss": loss_B}
+        if schedule is not None:   # the schedule of the shared step (an explicit optimizer hides its own)
+            lr = lr_schedule(cfg.optim, schedule["total_steps"], cfg.optim.lr, schedule["warmup_steps"])
+            metrics["lr"] = jnp.asarray(lr(state.step) if callable(lr) else lr, jnp.float32)
         if EXAMPLE_ID in batch:
             metrics[EXAMPLE_ID] = batch[EXAMPLE_ID].astype(jnp.int32)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics

@@ -508,6 +508,13 @@ def model_folder(source: str, folder: str | Path, spec: ScratchModel, tokenizer,
     return str(save_model(model, tokenizer, folder))
 
 
+def log_accuracy(ctx, step: int, tests: Mapping[str, dict]) -> None:
+    """Each test set's generation accuracy (`evaluate_tests`) as metrics `eval/accuracy_<test>` at
+    `step` (the fine-tuning's last), beside its loss, lr and grad norm in JSONL and TensorBoard."""
+    if ctx is not None and tests:
+        ctx.metrics.write(step, {f"eval/accuracy_{name}": s["accuracy"] for name, s in tests.items()})
+
+
 def evaluate_tests(model, tokenizer, template: PromptTemplate, tests: Mapping[str, tuple], out_dir: str | Path, *,
                    batch_size: int, max_new_tokens: int) -> dict[str, dict]:
     """Greedy generation on every test set {name: (spec, rows)} (stops at a blank line), per-example

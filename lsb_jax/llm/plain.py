@@ -122,7 +122,8 @@ def run(cfg: PlainConfig, ctx) -> dict:
     batches = pl.epoch_batches(examples, None, pl.key_for(cfg.seed, TRAIN_STREAM), cfg.batch_size,
                                pad_id=pad_token_id(tok), length=pl.batch_length(examples))
     train = dataclasses.replace(cfg.train, seed=cfg.seed)
-    result = finetune(load_pretrained(folder), batches, train, num_steps, ctx=ctx.child("train"), chunk_size=50,
+    train_ctx = ctx.child("train")
+    result = finetune(load_pretrained(folder), batches, train, num_steps, ctx=train_ctx, chunk_size=50,
                       desc="finetune")
     timer.lap("train")
     tests = {}
@@ -132,6 +133,7 @@ def run(cfg: PlainConfig, ctx) -> dict:
                                   {name: (spec, rows[name][:cfg.test_limit] if cfg.test_limit else rows[name])
                                    for name, spec in test_specs.items()}, ctx.dir,
                                   batch_size=cfg.eval_batch, max_new_tokens=cfg.max_new_tokens)
+    pl.log_accuracy(train_ctx, num_steps, tests)
     timer.lap("eval")
     exported = pl.export_finetuned(result, tok, ctx.dir, base=folder, what=cfg.export, dropout=train.lora_dropout)
     timer.lap("export")

@@ -229,6 +229,7 @@ def finetune_subset_arm(arm: str, index_n, run: SFTRun, cfg: SFTConfig, ctx) -> 
     acc = pl.evaluate_tests(sub.train.merged_model(), tok, run.template, {run.test_name: run.test}, ctx.dir,
                             batch_size=cfg.eval_batch, max_new_tokens=cfg.max_new_tokens)[run.test_name]
     loss_S = np.asarray(sub.train.fit.history["loss"], np.float64).reshape(-1)
+    pl.log_accuracy(ctx, steps, {run.test_name: acc})
     exported = pl.export_finetuned(sub.train, tok, ctx.dir, base=run.folder, what=cfg.export,
                                    dropout=cfg.train.lora_dropout)
     out = {"arm": arm, "n": int(len(index_n)), "steps": steps, "train_tokens": sub.train.tokens,

@@ -376,6 +376,7 @@ def finetune_arm(arm: str, folder: str, examples: Examples, counts_N, cfg: Upsam
     t0 = time.perf_counter()
     tests = pl.evaluate_tests(result.merged_model(), tok, data.template, data.tests, ctx.dir,
                               batch_size=cfg.eval_batch, max_new_tokens=cfg.max_new_tokens)
+    pl.log_accuracy(ctx, num_steps, tests)
     exported = pl.export_finetuned(result, tok, ctx.dir, base=folder, what=cfg.export, dropout=train.lora_dropout)
     out = {"steps": num_steps, "train_tokens": result.tokens, "train_seconds": result.seconds,
            "upsampled": int((counts_N > 1).sum()), "epoch_size": int(counts_N.sum()), "test": tests,

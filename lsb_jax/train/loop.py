@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import jax
@@ -296,6 +297,7 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
     program = None
     disable = (not ctx.progress) if ctx is not None else None
     bar = tqdm(total=num_steps, initial=start, desc=desc, disable=disable, dynamic_ncols=True, mininterval=1.0)
+    warm = 0    # segments run by this process (the first one compiles)
     try:
         current = start
         for boundary in boundaries:
@@ -305,25 +307,35 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
                 probe = (state, jax.tree.map(lambda a: a[0], xs)) if host else (state,)
                 shapes = jax.eval_shape(lambda *a: step_fn(*a, *step_args)[1], *probe)
                 program = _segment_program(step_fn, chunk, host, shapes)
+            t_segment = time.perf_counter()
             state, metrics, params_finite = program(state, np.int32(length), step_args, xs)
             metrics = jax.tree.map(lambda m: np.asarray(m)[:length], jax.device_get(metrics))
+            seconds, warm = time.perf_counter() - t_segment, warm + 1
             loss_LxM = np.asarray(metrics.get("loss", np.zeros(length))).reshape(length, -1)
             if guard_state is None or not isinstance(guard_state.get("start"), np.ndarray):
                 guard_state = DivergenceGuard.state_from_json(guard_state or {}, loss_LxM.shape[1])
             first_M, reasons, guard_state = guard.scan(loss_LxM, guard_state, first_step=current + 1)
             stop_at, what, error = (_first_bad(first_M, reasons, bool(params_finite), length, current)
                                     if on_divergence == "raise" else (length, None, None))
+            # a step that reports its "tokens" gets the segment's throughput (wall clock, so not part of
+            # what a resume reproduces) on the segment's last row; the first segment compiles: none
+            rate = (float(np.sum(metrics["tokens"][:stop_at])) / seconds if "tokens" in metrics and warm > 1
+                    and stop_at > 0 else None)
             for i in range(stop_at):
                 s = current + i + 1
-                if s % log_every == 0 or s == num_steps:
-                    log(s, {k: np.asarray(v[i]) for k, v in metrics.items()})
+                if s % log_every == 0 or s == num_steps or (rate is not None and i == stop_at - 1):
+                    values = {k: np.asarray(v[i]) for k, v in metrics.items()}
+                    if rate is not None and i == stop_at - 1:
+                        values["tokens_per_s"] = rate
+                    log(s, values)
             if what is not None:
                 last = ckpt.newest_intact(state) if ckpt is not None else None
                 where = f"; last good checkpoint: step {last} in {ckpt.directory}" if last is not None else ""
                 raise error(f"{desc}: {what}; stopped{where}")
             current = boundary
             bar.update(length)
-            bar.set_postfix(loss=f"{float(np.nanmean(loss_LxM[-1])):.4g}", refresh=False)
+            bar.set_postfix(loss=f"{float(np.nanmean(loss_LxM[-1])):.4g}",
+                            **({"tok/s": f"{rate:.0f}"} if rate is not None else {}), refresh=False)
             run_hooks(current)
             if current in ckpt_steps or (ckpt is not None and current == num_steps):
                 save(current)
