@@ -166,6 +166,9 @@ def error_line(e: BaseException) -> str:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command in ("run", "reproduce"):   # several processes (docs/tpu.md): before any device is used
+            from lsb_jax.train.hosts import maybe_initialize_distributed  # noqa: PLC0415
+            maybe_initialize_distributed()
         return {"list": cmd_list, "show": cmd_show, "run": cmd_run, "reproduce": cmd_reproduce}[args.command](args)
     except UsageError as e:
         print(f"lsb: error: {error_line(e)}", file=sys.stderr)

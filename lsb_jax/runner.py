@@ -208,6 +208,9 @@ class RunContext:
     progress: bool = True
     figures: list[str] = dataclasses.field(default_factory=list)
     root: Path | None = None   # the top run directory (children record figures relative to it)
+    # several processes (`run_experiment`): process i > 0 runs in its own folder but checkpoints into
+    # the main process's (orbax writes one checkpoint with every process): that folder's root
+    checkpoint_root: Path | None = None
     fit_used: bool = dataclasses.field(default=False, init=False, repr=False)   # set by train.fit
     children: list = dataclasses.field(default_factory=list, init=False, repr=False)
 
@@ -221,12 +224,14 @@ class RunContext:
     def child(self, name: str) -> "RunContext":
         """A sub-run (e.g. one arm of a comparison) with its own metrics and checkpoints."""
         child = RunContext(self.dir / name, self.config, self.config_name, self.resume, self.progress,
-                           figures=self.figures, root=self.root)
+                           figures=self.figures, root=self.root, checkpoint_root=self.checkpoint_root)
         self.children.append(child)
         return child
 
     @property
     def checkpoint_dir(self) -> Path:
+        if self.checkpoint_root is not None:
+            return Path(self.checkpoint_root) / self.dir.relative_to(self.root) / "checkpoints"
         return self.dir / "checkpoints"
 
     # --- outputs ---------------------------------------------------------------------------
@@ -388,6 +393,10 @@ def run_experiment(exp: exp_lib.Experiment, cfg: Any, config_name: str, *, out: 
     that carry the run marker. The experiment's `check(cfg)` runs before anything is written.
     """
     run_dir = Path(out) if out is not None else default_run_dir(Path(runs_root), exp.name, config_name, cfg)
+    checkpoint_root = None
+    index, count = _process()
+    if count > 1 and index > 0:   # several processes: the main one owns run_dir, process i the folder beside it
+        run_dir, checkpoint_root = run_dir.with_name(f"{run_dir.name}.process-{index}"), run_dir
     if "://" in str(out or runs_root):
         raise RunExists(f"run directories must be local paths, got {out or runs_root} (checkpoints inside a run "
                         "may go to remote storage; see docs/tpu.md)")
@@ -405,12 +414,32 @@ def run_experiment(exp: exp_lib.Experiment, cfg: Any, config_name: str, *, out: 
         raise RunExists(f"cannot create the run directory {run_dir}: {e.strerror}") from None
     lock = RunLock(run_dir).acquire()
     try:
-        return _run_locked(exp, cfg, config_name, run_dir, declared, resume=resume, force=force, progress=progress)
+        return _run_locked(exp, cfg, config_name, run_dir, declared, resume=resume, force=force, progress=progress,
+                           checkpoint_root=checkpoint_root)
     finally:
         lock.release()
 
 
-def _run_locked(exp, cfg, config_name: str, run_dir: Path, declared, *, resume: bool, force: bool, progress: bool):
+def _process() -> tuple[int, int]:
+    """(index, count) of this process among the run's processes (1 process unless `jax.distributed`
+    was initialized, e.g. by `lsb run` with LSB_DISTRIBUTED / JAX_COORDINATOR_ADDRESS set)."""
+    if "jax" not in sys.modules:
+        return 0, 1
+    import jax  # noqa: PLC0415
+
+    return (jax.process_index(), jax.process_count()) if jax.distributed.is_initialized() else (0, 1)
+
+
+def _sync(name: str) -> None:
+    """A barrier of every process of a multi-process run (none with one process)."""
+    if _process()[1] > 1:
+        from jax.experimental import multihost_utils  # noqa: PLC0415
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _run_locked(exp, cfg, config_name: str, run_dir: Path, declared, *, resume: bool, force: bool, progress: bool,
+                checkpoint_root: Path | None = None):
     chash = config_lib.config_hash(cfg)
     if force and is_run_dir(run_dir):
         _clear(run_dir)
@@ -441,7 +470,9 @@ def _run_locked(exp, cfg, config_name: str, run_dir: Path, declared, *, resume: 
             "command": " ".join(sys.argv), "python": platform.python_version(), "versions": _versions(),
         })
     _write_status(run_dir, {"status": "running", "started": time.time(), "pid": os.getpid()})
-    ctx = RunContext(run_dir, cfg, config_name, resume=resume and status is not None, progress=progress)
+    ctx = RunContext(run_dir, cfg, config_name, resume=resume and status is not None, progress=progress,
+                     checkpoint_root=checkpoint_root)
+    _sync("lsb_run_start")    # the main folder is ready (cleared, marked) before any process checkpoints
     t0 = time.time()
     try:
         results = dict(exp.run(cfg, ctx) or {})

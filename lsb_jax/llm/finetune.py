@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 import re
 import time
 from pathlib import Path
@@ -57,6 +56,7 @@ from lsb_jax.models.lm.model import Decoder
 from lsb_jax.models.lm.sharding import batch_sharding, shard_model
 from lsb_jax.optim import OptimConfig, Optimizer, make_optimizer
 from lsb_jax.optim.factory import lr_schedule
+from lsb_jax.train.hosts import maybe_initialize_distributed  # noqa: F401 (re-exported)
 from lsb_jax.train import STREAM_STEP, FitResult, Hook, TrainState, fit, reduce_losses, step_key
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -331,6 +331,34 @@ def init_finetune_state(params, optimizer: Optimizer, seed: int) -> TrainState:
 # ----------------------------------------------------------------------------- host batches
 
 
+class ProcessShare:
+    """This process's rows of every global batch of `batches` (rows [p B / P, (p + 1) B / P) of
+    process p of P): what each host feeds `stacked_batch_put` in a multi-process run, where every
+    host iterates the same global order (same data, same key). get/set_state forwarded."""
+
+    def __init__(self, batches: Iterator[dict], index: int | None = None, count: int | None = None):
+        self._it = batches
+        self.index = jax.process_index() if index is None else index
+        self.count = jax.process_count() if count is None else count
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        batch = next(self._it)
+        B = len(next(iter(batch.values())))
+        if B % self.count:
+            raise ValueError(f"a batch of {B} rows cannot be split over {self.count} processes")
+        n = B // self.count
+        return {k: np.asarray(v)[self.index * n:(self.index + 1) * n] for k, v in batch.items()}
+
+    def get_state(self):
+        return self._it.get_state()
+
+    def set_state(self, state) -> None:
+        self._it.set_state(state)
+
+
 def stacked_batch_put(mesh: Mesh | None) -> Callable[[dict], dict]:
     """`fit(prepare_batches=...)` for a segment's stacked batches [L, B, ...]: the batch axis goes
     over the mesh's (data, fsdp) axes. With several processes each one passes its local slice."""
@@ -455,27 +483,6 @@ def finetune_split(split: Split, params, batches: Iterator[dict], cfg: FinetuneC
 
 
 # ----------------------------------------------------------------------------- multi-host
-
-
-def maybe_initialize_distributed(env: dict | None = None) -> bool:
-    """`jax.distributed.initialize()` when the environment asks for it; returns whether it did.
-
-    Triggers: LSB_DISTRIBUTED=1 (TPU VMs and SLURM/GKE clusters: JAX detects the coordinator),
-    or JAX_COORDINATOR_ADDRESS with JAX_NUM_PROCESSES and JAX_PROCESS_ID (explicit). Call it
-    before anything touches a device; calling it again is a no-op.
-    """
-    env = os.environ if env is None else env
-    explicit = env.get("JAX_COORDINATOR_ADDRESS")
-    if not explicit and env.get("LSB_DISTRIBUTED", "").lower() not in ("1", "true", "yes"):
-        return False
-    if jax.distributed.is_initialized():
-        return True
-    if explicit:
-        jax.distributed.initialize(coordinator_address=explicit, num_processes=int(env["JAX_NUM_PROCESSES"]),
-                                   process_id=int(env["JAX_PROCESS_ID"]))
-    else:
-        jax.distributed.initialize()
-    return True
 
 
 def steps_for_epochs(num_examples: int, batch_size: int, epochs: float) -> int:

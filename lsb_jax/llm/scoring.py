@@ -41,6 +41,7 @@ from lsb_jax.models.lm.model import Decoder
 from lsb_jax.models.lm.sharding import batch_sharding
 from lsb_jax.tracking.trajectories import TrajectoryStore
 from lsb_jax.train import Hook
+from lsb_jax.train.hosts import to_host
 
 Pool = Any   # dict of [N, T] arrays (tokens, loss_mask, attention_mask), or `llm.data.Examples`
 
@@ -134,7 +135,7 @@ def score_into(store: TrajectoryStore, step: int, score: Callable, args: tuple, 
             padded = np.concatenate([idx, np.repeat(idx[:1], batch_size - len(idx))])
             batch = pool_batch(pool, padded, bucket)
             loss_B = score(*args, _put(batch, mesh))
-            losses.append(np.asarray(jax.device_get(loss_B))[:len(idx)])
+            losses.append(np.asarray(to_host(loss_B))[:len(idx)])
             cost.tokens += int(np.asarray(batch["attention_mask"])[:len(idx)].sum()) if "attention_mask" in batch \
                 else batch["tokens"][:len(idx)].size
             cost.padded_tokens += batch["tokens"].size

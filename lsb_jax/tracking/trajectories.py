@@ -22,6 +22,7 @@ import numpy as np
 from lsb_jax import io
 from lsb_jax.errors import ResumeMismatch
 from lsb_jax.train.loop import Hook
+from lsb_jax.train.hosts import to_host
 
 
 def evenly_spaced_steps(num_steps: int, num_points: int, include_start: bool = True) -> tuple[int, ...]:
@@ -170,7 +171,7 @@ class LossTracker(Hook):
         self._score = jax.jit(score_fn)
 
     def __call__(self, state, step):
-        losses = np.asarray(jax.device_get(self._score(state.params, *self.args)))
+        losses = np.asarray(to_host(self._score(state.params, *self.args)))
         self.store.write(step, losses)
         return {"pool_loss": losses.mean(axis=-1)}
 

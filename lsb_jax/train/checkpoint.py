@@ -42,6 +42,7 @@ from etils import epath  # a dependency of orbax
 
 from lsb_jax import io
 from lsb_jax.errors import RunFailure
+from lsb_jax.train.hosts import to_host
 
 
 class CheckpointCorrupt(RunFailure, RuntimeError):
@@ -85,7 +86,7 @@ def _host(x) -> np.ndarray:
     """A replicated (or single-device) array's value on this host, also when it spans other hosts."""
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
         return np.asarray(x.addressable_data(0))
-    return np.asarray(jax.device_get(x))
+    return np.asarray(to_host(x))
 
 
 def tree_checksums(tree: Any) -> dict[str, str]:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from lsb_jax.analysis import history_from_rows
 from lsb_jax.train.checkpoint import Checkpointer
 from lsb_jax.train.guard import DivergenceGuard, LossExplodedError, NonFiniteLossError, TrainingDiverged
+from lsb_jax.train.hosts import to_host
 
 __all__ = ["DivergenceGuard", "EvalHook", "FitResult", "Hook", "LossExplodedError", "NonFiniteLossError",
            "TrainingDiverged", "fit", "segment_boundaries"]
@@ -79,7 +80,7 @@ class EvalHook(Hook):
         self.name = name
 
     def __call__(self, state, step):
-        out = jax.device_get(self._fn(state, *self.args))
+        out = to_host(self._fn(state, *self.args))
         return {self.prefix + k: np.asarray(v) for k, v in out.items()}
 
 
@@ -96,7 +97,7 @@ class FitResult:
 
 
 def _host_step(state) -> int:
-    return int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
+    return int(np.asarray(to_host(state.step)).reshape(-1)[0])
 
 
 def segment_boundaries(start: int, num_steps: int, chunk_size: int, events: Iterable[int]) -> list[int]:
@@ -309,7 +310,7 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
                 program = _segment_program(step_fn, chunk, host, shapes)
             t_segment = time.perf_counter()
             state, metrics, params_finite = program(state, np.int32(length), step_args, xs)
-            metrics = jax.tree.map(lambda m: np.asarray(m)[:length], jax.device_get(metrics))
+            metrics = jax.tree.map(lambda m: np.asarray(m)[:length], to_host(metrics))
             seconds, warm = time.perf_counter() - t_segment, warm + 1
             loss_LxM = np.asarray(metrics.get("loss", np.zeros(length))).reshape(length, -1)
             if guard_state is None or not isinstance(guard_state.get("start"), np.ndarray):

@@ -23,6 +23,7 @@ from lsb_jax.errors import UsageError
 from lsb_jax.models.lm import names
 from lsb_jax.models.lm.config import FAMILIES, ConfigError, DecoderConfig
 from lsb_jax.models.lm.model import Decoder
+from lsb_jax.train.hosts import to_host
 
 _HUB_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]
 # Fields that must be in config.json itself (transformers would silently fill in defaults).
@@ -179,7 +180,7 @@ def save_pretrained(model: Decoder, folder: str | Path, *, dtype=None) -> Path:
     np_dtype = np.dtype(dtype or model.dtype)
     tensors = {}
     for hf, ours, kind in names.expand(cfg.family, cfg.num_layers, set(params)):
-        host = [np.asarray(jax.device_get(params[o])) for o in ours]
+        host = [np.asarray(to_host(params[o])) for o in ours]
         tensors[hf] = names.to_hf(kind, host).astype(np_dtype)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})

@@ -26,6 +26,7 @@ from flax import nnx
 
 from lsb_jax.models.lm.layers import init_cache
 from lsb_jax.models.lm.model import Decoder, positions_from_mask
+from lsb_jax.train.hosts import to_host
 
 
 def sample_logits(logits_BxV: jax.Array, key: jax.Array, temperature: jax.Array, top_k: jax.Array,
@@ -168,7 +169,7 @@ def generate_text(model: Decoder, tokenizer, prompts: Sequence[str], *, max_new_
     eos = kwargs.pop("stop_token_ids", None)
     if eos is None:
         eos = () if tokenizer.eos_token_id is None else (tokenizer.eos_token_id,)
-    tokens_BxN, lengths_B = jax.device_get(generate(
+    tokens_BxN, lengths_B = to_host(generate(
         model, prompt_BxP, mask_BxP, max_new_tokens=max_new_tokens, stop_token_ids=eos, pad_id=pad_id,
         **kwargs))
     texts = [tokenizer.decode(t[:n], skip_special_tokens=True) for t, n in zip(tokens_BxN, lengths_B)]

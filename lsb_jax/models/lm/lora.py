@@ -29,6 +29,7 @@ from flax import nnx
 from lsb_jax.models.lm import names
 from lsb_jax.models.lm.layers import Linear
 from lsb_jax.models.lm.model import Decoder
+from lsb_jax.train.hosts import to_host
 
 # Module paths of every Linear: layers.{i}.attn.{q,k,v,o}, layers.{i}.mlp.{gate,up,down}, lm_head.
 ATTENTION_QV = r".*\.attn\.(q|v)"
@@ -141,7 +142,7 @@ def save_peft_adapter(model: Decoder, folder, *, base_model: str, dropout: float
         raise ValueError("save_peft_adapter: adapters of different ranks or scales")
     cfg = model.cfg
     kernels = {f"{p}.kernel" for p, _ in _linears(model)}
-    host = {p: (np.asarray(jax.device_get(x.a[...]), np.float32), np.asarray(jax.device_get(x.b[...]), np.float32))
+    host = {p: (np.asarray(to_host(x.a[...]), np.float32), np.asarray(to_host(x.b[...]), np.float32))
             for p, x in adapters.items()}
     tensors, modules, rank_pattern, alpha_pattern = {}, [], {}, {}
     for hf, ours, kind in names.expand(cfg.family, cfg.num_layers, kernels):

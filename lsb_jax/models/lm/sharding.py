@@ -14,6 +14,7 @@ array, is dropped for that array (that dimension is then replicated over it).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import jax
@@ -36,6 +37,36 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("head_dim", None),
     ("lora_rank", None),
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """A (data, fsdp, tensor) mesh as config fields (`--set mesh.fsdp=4`). data=0: the devices the
+    other axes leave (the default: data parallel over every device of every process)."""
+
+    data: int = 0
+    fsdp: int = 1
+    tensor: int = 1
+
+    def __post_init__(self):
+        if self.data < 0 or self.fsdp < 1 or self.tensor < 1:
+            raise ValueError(f"MeshConfig: data >= 0 (0: what the others leave), fsdp >= 1, tensor >= 1; got "
+                             f"({self.data}, {self.fsdp}, {self.tensor})")
+
+    def shape(self, num_devices: int) -> tuple[int, int, int]:
+        """(data, fsdp, tensor) over `num_devices`, or a `ValueError` saying why it does not fit."""
+        rest = self.fsdp * self.tensor
+        data = self.data or num_devices // rest
+        if data * rest != num_devices:
+            raise ValueError(f"mesh data={self.data or 'auto'} x fsdp={self.fsdp} x tensor={self.tensor} does not "
+                             f"fit the {num_devices} devices of this run (jax.device_count())")
+        return data, self.fsdp, self.tensor
+
+    def make(self) -> Mesh | None:
+        """The mesh over every device (None on a single device: the plain single-device program)."""
+        n = jax.device_count()
+        shape = self.shape(n)
+        return None if n == 1 else make_mesh(*shape)
 
 
 def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, devices: Sequence | None = None) -> Mesh:

@@ -1,0 +1,60 @@
+"""Several processes (multi-host JAX): values every process can read, and who writes files.
+
+With `jax.distributed` initialized, an array sharded over the devices of several processes is not
+readable by any one of them (`jax.device_get` raises). `to_host` gathers such arrays (a collective:
+every process calls it at the same point of the same program, as they all run the same code) and
+reads the others as usual; with one process it is `jax.device_get`. Who writes which files is the
+runner's business (`runner.run_experiment`: process 0 owns the run folder, process i > 0 writes its
+own beside it; orbax writes one checkpoint with every process).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def to_host(tree: Any) -> Any:
+    """`tree` with every jax.Array as a numpy array of its global value (gathered across processes
+    when it spans devices of other processes)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    def read(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(jax.device_get(x)) if isinstance(x, jax.Array) else x
+
+    return jax.tree.map(read, tree)
+
+
+def maybe_initialize_distributed(env: dict | None = None) -> bool:
+    """`jax.distributed.initialize()` when the environment asks for it; returns whether it did.
+
+    Triggers: LSB_DISTRIBUTED=1 (TPU VMs and SLURM/GKE clusters: JAX detects the coordinator),
+    or JAX_COORDINATOR_ADDRESS with JAX_NUM_PROCESSES and JAX_PROCESS_ID (explicit). Call it
+    before anything touches a device (`lsb run` does, first); calling it again is a no-op. CPU
+    processes talk through gloo (the CPU collectives), so a multi-process run also works on CPUs.
+    """
+    env = os.environ if env is None else env
+    explicit = env.get("JAX_COORDINATOR_ADDRESS")
+    if not explicit and env.get("LSB_DISTRIBUTED", "").lower() not in ("1", "true", "yes"):
+        return False
+    if jax.distributed.is_initialized():
+        return True
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if explicit:
+        missing = [k for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if not env.get(k)]
+        if missing:
+            from lsb_jax.errors import UsageError  # noqa: PLC0415
+            raise UsageError(f"JAX_COORDINATOR_ADDRESS={explicit} is set but {' and '.join(missing)} "
+                             "are not: set all three (or LSB_DISTRIBUTED=1 where JAX finds them itself)")
+        jax.distributed.initialize(coordinator_address=explicit, num_processes=int(env["JAX_NUM_PROCESSES"]),
+                                   process_id=int(env["JAX_PROCESS_ID"]))
+    else:
+        jax.distributed.initialize()
+    return True
