@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -58,9 +59,13 @@ def run(cmd, environ, timeout=600):
     return res
 
 
-def losses(folder) -> np.ndarray:
-    rows = [json.loads(x) for x in (folder / "train" / "metrics.jsonl").read_text().splitlines()]
+def step_losses(metrics_file) -> np.ndarray:
+    rows = [json.loads(x) for x in metrics_file.read_text().splitlines()]
     return np.array([r["loss"] for r in rows if "loss" in r])
+
+
+def losses(folder) -> np.ndarray:
+    return step_losses(folder / "train" / "metrics.jsonl")
 
 
 def weights(folder) -> dict[str, np.ndarray]:
@@ -74,19 +79,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def doc_block() -> str:
+    """The two-process command of docs/tpu.md, as written there."""
+    text = open(os.path.join(ROOT, "docs", "tpu.md")).read()
+    block = re.search(r"<!-- two-process-cpu -->\s*```bash\n(.*?)```\s*<!-- /two-process-cpu -->", text, re.S)
+    assert block, "docs/tpu.md lost its two-process block"
+    return block.group(1)
+
+
 @pytest.mark.slow
 def test_two_processes_equal_one_process_and_sharding_equals_one_device(user, tmp_path):
+    """docs/tpu.md's two-process command, run as written; the same run in one process with four
+    devices; the single-device and the (2, 2, 2) runs."""
     root = tmp_path
     run(args(user, root / "one_device"), env(1))
     run(args(user, root / "sharded", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"), env(8))
     run(args(user, root / "one_process", "mesh.fsdp=2"), env(4))
-    port, t0 = free_port(), time.perf_counter()
-    procs = [subprocess.Popen(args(user, root / "two_processes", "mesh.fsdp=2"), cwd=ROOT, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env=env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-                                      JAX_PROCESS_ID=str(i))) for i in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert all(p.returncode == 0 for p in procs), "\n".join(err[-3000:] for _, err in outs)
+    t0 = time.perf_counter()
+    shell_env = {**env(1), "OUT": str(root / "two_processes"), "MODEL": str(user["root"] / "llama"),
+                 "TRAIN": user["train"], "TEST": user["test"], "PORT": str(free_port()),
+                 "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
+    shell_env.pop("XLA_FLAGS")
+    res = subprocess.run(["bash", "-c", "set -e\n" + doc_block()], env=shell_env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
     print(f"two processes: {time.perf_counter() - t0:.1f} s")
     main, other = root / "two_processes", root / "two_processes.process-1"
     # process 0 owns the run folder and the one orbax checkpoint; process 1 runs beside it
@@ -110,3 +126,43 @@ def test_two_processes_equal_one_process_and_sharding_equals_one_device(user, tm
     # the parameter by ~lr d / |g| (see llm_finetune_test's sharded test): a budget of 2e-3 lr
     for k, w in weights(root / "one_device").items():
         np.testing.assert_allclose(weights(root / "sharded")[k], w, atol=2e-3 * 1e-3, rtol=0, err_msg=k)
+
+
+@pytest.mark.slow
+def test_upsample_hard_two_processes_equal_one_process(user, tmp_path):
+    """The whole protocol (proxy trajectories, clusters, arms) in two processes equals one process
+    with the same four devices and mesh."""
+    user_qwen = user["root"] / "qwen"
+    if not user_qwen.exists():
+        make_checkpoint(user_qwen, "qwen3", [json.loads(x)["question"] for x in open(user["train"])],
+                        chat=False, pad=True, seed=1)
+    sets = ["data=files", f"proxy={user_qwen}", f"targets={user['root'] / 'llama'}", "template=plain",
+            "max_length=64", "max_new_tokens=4", "mesh.fsdp=2", "target_train.lora_rank=4", "proxy_batch=8",
+            "target_batch=8", 'arms=["baseline","upsample_hard"]', "optimizers=adamw", "target_seeds=0",
+            "base_seeds=0", "num_checkpoints=3"]
+    for part in ("train", "test"):
+        sets += [f"{part}_data.path={user[part]}", f"{part}_data.prompt_field=question",
+                 f"{part}_data.response_field=answer"]
+
+    def cmd(out):
+        return [sys.executable, "-m", "lsb_jax.cli", "run", "upsample_hard", "--no-progress", "--out", str(out),
+                *[x for s in sets for x in ("--set", s)]]
+
+    run(cmd(tmp_path / "one"), env(4))
+    port = free_port()
+    procs = [subprocess.Popen(cmd(tmp_path / "two"), cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                                                              JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
+             for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(err[-3000:] for _, err in outs)
+    for folder in (tmp_path / "two", tmp_path / "two.process-1"):
+        one, two = np.load(tmp_path / "one" / "base0" / "clusters.npz"), np.load(folder / "base0" / "clusters.npz")
+        print("proxy trajectories, two processes vs one: max |d|", np.abs(one["losses_NxK"] - two["losses_NxK"]).max())
+        np.testing.assert_allclose(two["losses_NxK"], one["losses_NxK"], atol=1e-5, rtol=0)
+        np.testing.assert_array_equal(two["hard_N"], one["hard_N"])
+        arm = "base0/llama/adamw/seed0/upsample_hard"
+        np.testing.assert_array_equal(np.load(folder / arm / "counts.npz")["example_id_SxB"],
+                                      np.load(tmp_path / "one" / arm / "counts.npz")["example_id_SxB"])
+        np.testing.assert_allclose(step_losses(folder / arm / "metrics.jsonl"),
+                                   step_losses(tmp_path / "one" / arm / "metrics.jsonl"), atol=1e-5, rtol=0)

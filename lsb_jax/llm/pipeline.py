@@ -508,6 +508,39 @@ def model_folder(source: str, folder: str | Path, spec: ScratchModel, tokenizer,
     return str(save_model(model, tokenizer, folder))
 
 
+def load_for_training(folder: str, mesh=None) -> Decoder:
+    """The model of `folder`, born sharded on `mesh` (each device reads its slice) or on one device."""
+    from lsb_jax.models.lm import load_config, load_pretrained, param_shardings  # noqa: PLC0415
+
+    return load_pretrained(folder, shardings=param_shardings(load_config(folder), mesh) if mesh is not None else None)
+
+
+def process_batches(batches):
+    """`batches` as this process feeds them: every process iterates the same global batches and
+    keeps its rows (`finetune.ProcessShare`) when there are several processes."""
+    from lsb_jax.llm.finetune import ProcessShare  # noqa: PLC0415
+
+    return ProcessShare(batches) if jax.process_count() > 1 else batches
+
+
+def check_devices(mesh, models: Sequence[str], batch_sizes: Sequence[int]) -> None:
+    """Before anything is written: the mesh (`sharding.MeshConfig`) fits the devices; with several
+    processes no model is built from scratch (one process would build it) and every batch splits."""
+    from lsb_jax.config import ConfigError  # noqa: PLC0415
+
+    try:
+        mesh.shape(jax.device_count())
+    except ValueError as e:
+        raise ConfigError(f"mesh: {e}") from None
+    n = jax.process_count()
+    if n > 1 and SCRATCH in models:
+        raise ConfigError(f"{n} processes: a scratch model is built by one process; give every model as a "
+                          "checkpoint folder or hub id that every host can read")
+    bad = [b for b in batch_sizes if b % n]
+    if bad:
+        raise ConfigError(f"batch size {bad[0]} cannot be split over {n} processes")
+
+
 def log_accuracy(ctx, step: int, tests: Mapping[str, dict]) -> None:
     """Each test set's generation accuracy (`evaluate_tests`) as metrics `eval/accuracy_<test>` at
     `step` (the fine-tuning's last), beside its loss, lr and grad norm in JSONL and TensorBoard."""

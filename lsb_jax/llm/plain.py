@@ -19,15 +19,14 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-import jax
 import numpy as np
 
 from lsb_jax.llm import pipeline as pl
 from lsb_jax.llm.data import DatasetSpec, PromptTemplate, load_examples, pad_token_id, read_validated
-from lsb_jax.llm.finetune import FinetuneConfig, ProcessShare, finetune, steps_for_epochs
+from lsb_jax.llm.finetune import FinetuneConfig, finetune, steps_for_epochs
 from lsb_jax.llm.mathdata import PlantedMathConfig
 from lsb_jax.llm.upsample import Scratch
-from lsb_jax.models.lm import load_config, load_pretrained, load_tokenizer, param_shardings
+from lsb_jax.models.lm import load_tokenizer
 from lsb_jax.models.lm.sharding import MeshConfig
 from lsb_jax.optim import OptimConfig
 
@@ -91,17 +90,7 @@ def check(cfg: PlainConfig) -> None:
     """Before anything is written (`pipeline.check_inputs`): the mesh fits the devices (and several
     processes get a model to load, and batches they can split), the model resolves, LoRA options
     match it, with your own data every test row is valid and the train rows fit `max_length`."""
-    from lsb_jax.config import ConfigError  # noqa: PLC0415
-
-    try:
-        cfg.mesh.shape(jax.device_count())
-    except ValueError as e:
-        raise ConfigError(f"mesh: {e}") from None
-    if jax.process_count() > 1 and cfg.model == SCRATCH:
-        raise ConfigError(f"{jax.process_count()} processes: a scratch model is built by one process; give "
-                          "model=<checkpoint folder or hub id> (one that every host can read)")
-    if cfg.batch_size % jax.process_count():
-        raise ConfigError(f"batch_size={cfg.batch_size} cannot be split over {jax.process_count()} processes")
+    pl.check_devices(cfg.mesh, [cfg.model], [cfg.batch_size])
     files = cfg.data == "files"
     pl.check_inputs([pl.ModelUse("model", cfg.model, cfg.train, cfg.scratch.model, cfg.tokenizer_vocab)],
                     train=cfg.train_data if files else None,
@@ -140,13 +129,12 @@ def run(cfg: PlainConfig, ctx) -> dict:
     num_steps = steps_for_epochs(len(examples), cfg.batch_size, cfg.epochs)
     batches = pl.epoch_batches(examples, None, pl.key_for(cfg.seed, TRAIN_STREAM), cfg.batch_size,
                                pad_id=pad_token_id(tok), length=pl.batch_length(examples))
-    if jax.process_count() > 1:      # every process draws the same global batches and feeds its rows
-        batches = ProcessShare(batches)
+    batches = pl.process_batches(batches)      # several processes: each feeds its rows of every batch
     train = dataclasses.replace(cfg.train, seed=cfg.seed)
     train_ctx = ctx.child("train")
     mesh = cfg.mesh.make()
-    model = load_pretrained(folder, shardings=param_shardings(load_config(folder), mesh) if mesh else None)
-    result = finetune(model, batches, train, num_steps, ctx=train_ctx, chunk_size=50, mesh=mesh, desc="finetune")
+    result = finetune(pl.load_for_training(folder, mesh), batches, train, num_steps, ctx=train_ctx, chunk_size=50,
+                      mesh=mesh, desc="finetune")
     timer.lap("train")
     tests = {}
     if test_specs:

@@ -115,7 +115,7 @@ def score_into(store: TrajectoryStore, step: int, score: Callable, args: tuple, 
     """Fills the missing rows of `store`'s column for `step` with `score(*args, batch) -> [B]`.
 
     `score` should be jitted (`jit_scorer`). The store is saved after every block of
-    `rows_per_save` rows (only by process 0); `on_block(rows_done, rows_missing)` runs after each
+    `rows_per_save` rows (by every process, to its own store); `on_block(rows_done, rows_missing)` runs after each
     save. Returns the cost of the rows computed in this call.
     """
     if batch_size < 1 or rows_per_save < 1 or bucket < 1:
@@ -146,8 +146,7 @@ def score_into(store: TrajectoryStore, step: int, score: Callable, args: tuple, 
                                seconds=time.perf_counter() - t0 - done_cost.seconds)
         store.add_stats(step, **block_cost.to_metrics())   # saved with the rows it describes
         done_cost.add(block_cost)
-        if jax.process_index() == 0:
-            store.save()
+        store.save()    # several processes: each its own copy (`runner`: each runs in its own folder)
         if on_block is not None:
             on_block(start + len(rows), len(missing))
     cost.seconds = time.perf_counter() - t0

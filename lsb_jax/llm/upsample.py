@@ -42,6 +42,7 @@ from lsb_jax.llm.mathdata import GSM8K_TEST, MATH_TEST, MATHINSTRUCT, OfflineMat
 from lsb_jax.llm.scoring import ProxyConfig, ProxyResult, jit_scorer, make_score_loss, proxy_trajectories
 from lsb_jax.llm.synthesis import SynthesisConfig, synthesize, variant_pairs
 from lsb_jax.models.lm import load_pretrained, load_tokenizer
+from lsb_jax.models.lm.sharding import MeshConfig
 from lsb_jax.optim import OptimConfig
 from lsb_jax.optim.factory import NAMES as OPTIMIZER_NAMES
 from lsb_jax.tracking.clustering import selection_counts
@@ -135,6 +136,9 @@ class UpsampleConfig(pl.BaseSeeded):
     # every fine-tuned arm's model to take home (`pipeline.export_finetuned`): "merged" a Hugging
     # Face folder, "adapter" a peft LoRA adapter (LoRA runs only), in the arm's folder
     export: tuple[Literal["merged", "adapter"], ...] = ("merged", "adapter")
+    # devices of the proxy's and the arms' training (scratch pre-training runs on one device):
+    # data parallel over all by default; several processes need every model as a folder or hub id
+    mesh: MeshConfig = MeshConfig()
 
     def __post_init__(self):
         if self.data not in ("planted", "offline", "hub", "files"):
@@ -193,6 +197,10 @@ def check(cfg: UpsampleConfig) -> None:
     """Before anything is written (`pipeline.check_inputs`): every model resolves, LoRA options match
     the models they train, and with your own data (`data="files"`) every test row is valid and the
     train rows fit `max_length` with the proxy's and every target's tokenizer."""
+    pl.check_devices(cfg.mesh, cfg.model_names, [cfg.proxy_batch, cfg.target_batch])
+    if cfg.synth_arms and jax.process_count() > 1:
+        from lsb_jax.config import ConfigError  # noqa: PLC0415
+        raise ConfigError("the synthesis arm runs in one process only (its generation is not split over hosts)")
     files = cfg.data == "files"
     models = [pl.ModelUse("proxy", cfg.proxy, cfg.proxy_train, cfg.proxy_scratch.model, cfg.tokenizer_vocab)]
     models += [pl.ModelUse("target", t, cfg.target_train, cfg.target_scratch.model, cfg.tokenizer_vocab)
@@ -297,8 +305,9 @@ def score_proxy(cfg: UpsampleConfig, data: RunData, folder: str, ctx) -> ProxyPh
                        num_checkpoints=cfg.num_checkpoints, score_batch_size=64, bucket=16)
     batches = pl.epoch_batches(examples, None, pl.key_for(cfg.seed, PROXY_STREAM), cfg.proxy_batch,
                                pad_id=pad_token_id(tok), length=pl.batch_length(examples))
-    result = proxy_trajectories(load_pretrained(folder), batches, examples, pcfg, cfg.proxy_batch,
-                                ctx=ctx.child("proxy"), chunk_size=50)
+    mesh = cfg.mesh.make()
+    result = proxy_trajectories(pl.load_for_training(folder, mesh), pl.process_batches(batches), examples, pcfg,
+                                cfg.proxy_batch, ctx=ctx.child("proxy"), chunk_size=50, mesh=mesh)
     losses_NxK, steps_K = result.store.losses, np.asarray(result.store.steps)
     groups_N = examples.domain_N if cfg.per_source and examples.domain_names else None
     arm_kw = dict(factor=cfg.factor, groups_N=groups_N, features=cfg.features, seed=cfg.seed)
@@ -369,8 +378,9 @@ def finetune_arm(arm: str, folder: str, examples: Examples, counts_N, cfg: Upsam
     key = jax.random.fold_in(pl.key_for(cfg.seed, ARM_STREAM), target_seed)
     batches = pl.epoch_batches(examples, counts_N, key, cfg.target_batch, pad_id=pad_token_id(tok),
                                length=pl.batch_length(examples))
-    result = finetune(load_pretrained(folder), batches, train, num_steps, ctx=ctx, chunk_size=50,
-                      desc=f"{arm} ({optimizer}, seed {target_seed})")
+    mesh = cfg.mesh.make()
+    result = finetune(pl.load_for_training(folder, mesh), pl.process_batches(batches), train, num_steps, ctx=ctx,
+                      chunk_size=50, mesh=mesh, desc=f"{arm} ({optimizer}, seed {target_seed})")
     ids_SxB = np.asarray(result.fit.history["example_id"]).astype(np.int64)   # history is float
     ctx.save_arrays("counts", counts_N=counts_N, example_id_SxB=ids_SxB)
     t0 = time.perf_counter()
@@ -378,7 +388,8 @@ def finetune_arm(arm: str, folder: str, examples: Examples, counts_N, cfg: Upsam
                               batch_size=cfg.eval_batch, max_new_tokens=cfg.max_new_tokens)
     pl.log_accuracy(ctx, num_steps, tests)
     exported = pl.export_finetuned(result, tok, ctx.dir, base=folder, what=cfg.export, dropout=train.lora_dropout)
-    out = {"steps": num_steps, "train_tokens": result.tokens, "train_seconds": result.seconds,
+    out = {"steps": num_steps, "train_tokens": int(np.sum(result.fit.history["tokens"])),   # every process's rows
+           "train_seconds": result.seconds,
            "upsampled": int((counts_N > 1).sum()), "epoch_size": int(counts_N.sum()), "test": tests,
            "eval_seconds": time.perf_counter() - t0, "exported": {k: str(Path(v).relative_to(ctx.dir))
                                                                   for k, v in exported.items()}}
