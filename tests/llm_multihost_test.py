@@ -166,3 +166,33 @@ def test_upsample_hard_two_processes_equal_one_process(user, tmp_path):
                                       np.load(tmp_path / "one" / arm / "counts.npz")["example_id_SxB"])
         np.testing.assert_allclose(step_losses(folder / arm / "metrics.jsonl"),
                                    step_losses(tmp_path / "one" / arm / "metrics.jsonl"), atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_two_processes_killed_and_resumed_equal_one_uninterrupted_process(user, tmp_path):
+    """kill -9 of both processes after a checkpoint, then `--resume` on both: the losses and the
+    exported model of one uninterrupted process (four devices, same mesh)."""
+    sets = ("mesh.fsdp=2", "epochs=6", "checkpoint_every=12")        # 96 rows / 8 x 6 = 72 steps
+    run(args(user, tmp_path / "one", *sets), env(4))
+
+    def start(port, *extra):
+        return [subprocess.Popen(args(user, tmp_path / "two", *sets) + list(extra), cwd=ROOT, text=True,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 env=env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                                         JAX_PROCESS_ID=str(i))) for i in range(2)]
+
+    procs, ckpt, t0 = start(free_port()), tmp_path / "two" / "train" / "checkpoints", time.time()
+    while not (ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())):
+        assert time.time() - t0 < 300 and all(p.poll() is None for p in procs), "no checkpoint before the kill"
+        time.sleep(0.2)
+    for p in procs:
+        p.kill()
+        p.wait()
+    assert json.loads((tmp_path / "two" / "status.json").read_text())["status"] == "running"
+    procs = start(free_port(), "--resume")
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(err[-3000:] for _, err in outs)
+    for folder in (tmp_path / "two", tmp_path / "two.process-1"):
+        np.testing.assert_allclose(losses(folder), losses(tmp_path / "one"), atol=1e-5, rtol=0)
+        for k, w in weights(tmp_path / "one").items():
+            np.testing.assert_allclose(weights(folder)[k], w, atol=1e-6, rtol=0, err_msg=k)

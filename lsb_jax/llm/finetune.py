@@ -469,6 +469,10 @@ def finetune_split(split: Split, params, batches: Iterator[dict], cfg: FinetuneC
     if optimizer.grad_mode != "mean":
         raise ValueError(f"fine-tuning needs grad_mode 'mean', got {optimizer.grad_mode!r}")
     state = init_finetune_state(params, optimizer, cfg.seed)
+    if mesh is not None:   # leaves off the mesh (step, key, optimizer counts) replicated on it, as a restore puts them
+        replicated, devices = NamedSharding(mesh, PartitionSpec()), set(mesh.devices.flat)
+        on_mesh = lambda x: getattr(x, "sharding", None) is not None and x.sharding.device_set == devices  # noqa: E731
+        state = jax.tree.map(lambda x: x if on_mesh(x) else jax.device_put(x, replicated), state)
     step = shared_finetune_step(split.graphdef, cfg)    # compiled once for every run length
     schedule = {k: np.int32(v) for k, v in cfg.schedule(num_steps).items()}
     counting = HostBatches(batches, pad_length, fixed_shape=chunk_size > 1)

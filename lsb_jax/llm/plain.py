@@ -56,6 +56,7 @@ class PlainConfig:
     batch_size: int = 16
     epochs: float = 1.0
     seed: int = 0                                 # data order, scratch model, adapters' init (lora_seed aside)
+    checkpoint_every: int = 200                   # steps between checkpoints (and at the end): --resume continues
     eval_batch: int = 64
     max_new_tokens: int = 24
     test_limit: int = 0                           # first n test rows (0: all)
@@ -75,8 +76,10 @@ class PlainConfig:
         if self.data == "files" and self.model == SCRATCH:
             raise ValueError("Config: a 'scratch' model needs generated data (its tokenizer is trained on it); "
                              "set model to a hub id or a checkpoint folder")
-        if self.epochs <= 0 or self.batch_size < 1 or self.max_new_tokens < 1 or self.max_length < 2:
-            raise ValueError("Config: epochs > 0, batch_size >= 1, max_new_tokens >= 1 and max_length >= 2")
+        if self.epochs <= 0 or self.batch_size < 1 or self.max_new_tokens < 1 or self.max_length < 2 \
+                or self.checkpoint_every < 1:
+            raise ValueError("Config: epochs > 0, batch_size >= 1, max_new_tokens >= 1, max_length >= 2 and "
+                             "checkpoint_every >= 1")
         if not 0 <= self.max_skip_fraction <= 1:
             raise ValueError(f"Config.max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
         PromptTemplate(kind=self.template, prompt_format=self.prompt_format)   # validates
@@ -134,7 +137,7 @@ def run(cfg: PlainConfig, ctx) -> dict:
     train_ctx = ctx.child("train")
     mesh = cfg.mesh.make()
     result = finetune(pl.load_for_training(folder, mesh), batches, train, num_steps, ctx=train_ctx, chunk_size=50,
-                      mesh=mesh, desc="finetune")
+                      mesh=mesh, checkpoint_every=cfg.checkpoint_every, desc="finetune")
     timer.lap("train")
     tests = {}
     if test_specs:

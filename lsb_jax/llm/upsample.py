@@ -114,6 +114,7 @@ class UpsampleConfig(pl.BaseSeeded):
     target_seeds: tuple[int, ...] = tuple(range(8))
     target_batch: int = 16
     epochs: float = 1.0
+    checkpoint_every: int = 500                   # an arm's steps between checkpoints (and at its end)
     sam_rho: float = 0.05
     arms: tuple[str, ...] = PAPER_ARMS
     factor: int = 2
@@ -149,8 +150,10 @@ class UpsampleConfig(pl.BaseSeeded):
         pl.check_files_config(self.data, self.train_data, self.test_data)
         if self.data in ("hub", "files") and SCRATCH in self.model_names:
             raise ValueError("Config: 'scratch' models need generated data (their tokenizer is trained on it)")
-        if self.factor < 1 or self.epochs <= 0 or not self.targets or self.max_new_tokens < 1:
-            raise ValueError("Config: factor >= 1, epochs > 0, max_new_tokens >= 1 and at least one target")
+        if self.factor < 1 or self.epochs <= 0 or not self.targets or self.max_new_tokens < 1 \
+                or self.checkpoint_every < 1:
+            raise ValueError("Config: factor >= 1, epochs > 0, max_new_tokens >= 1, checkpoint_every >= 1 and at "
+                             "least one target")
         if not 0 <= self.max_skip_fraction <= 1:
             raise ValueError(f"Config.max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
         bad = [o for o in self.optimizers if o not in OPTIMIZER_NAMES]
@@ -380,7 +383,8 @@ def finetune_arm(arm: str, folder: str, examples: Examples, counts_N, cfg: Upsam
                                length=pl.batch_length(examples))
     mesh = cfg.mesh.make()
     result = finetune(pl.load_for_training(folder, mesh), pl.process_batches(batches), train, num_steps, ctx=ctx,
-                      chunk_size=50, mesh=mesh, desc=f"{arm} ({optimizer}, seed {target_seed})")
+                      chunk_size=50, mesh=mesh, checkpoint_every=cfg.checkpoint_every,
+                      desc=f"{arm} ({optimizer}, seed {target_seed})")
     ids_SxB = np.asarray(result.fit.history["example_id"]).astype(np.int64)   # history is float
     ctx.save_arrays("counts", counts_N=counts_N, example_id_SxB=ids_SxB)
     t0 = time.perf_counter()

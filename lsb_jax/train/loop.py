@@ -239,9 +239,9 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
         state, meta = ckpt.restore(state)     # the newest intact checkpoint (corrupt ones moved aside)
         resumed_from = _host_step(state)
         if metrics_writer is not None:        # first: a run whose metrics were lost must not go on
-            if "metrics" in meta:
+            if "metrics" in meta and jax.process_index() == 0:
                 metrics_writer.rewind(meta["metrics"], resumed_from)
-            else:                             # checkpoints of older versions
+            else:   # older checkpoints; process i > 0 (the position saved is process 0's file: `runner`)
                 metrics_writer.truncate_after(resumed_from)
         saved = meta.get("hooks", {})
         for i, hook in enumerate(hooks):
