@@ -131,9 +131,10 @@ def print_table(rows: list[dict], out=print) -> None:
     width = max([len(r["benchmark"]) for r in rows] + [9])
     out(f"{'benchmark':{width}s}  {'ours':>10s}  {'peer':24s} {'peer by threads':30s} {'vs best':>8s}")
     for r in rows:
-        peers = ", ".join(f"{t} {s:.4g}" for t, s in r["peer_s_by_threads"].items())
-        out(f"{r['benchmark']:{width}s}  {r['ours_s']:10.4g}  {r['peer'][:24]:24s} {peers:30s} "
+        unit = "" if r.get("unit", "s") == "s" else " " + r["unit"]
+        peers = ", ".join(f"{t} {s:.4g}{unit}" for t, s in r["peer_s_by_threads"].items())
+        out(f"{r['benchmark']:{width}s}  {format(r['ours_s'], '.4g') + unit:>10s}  {r['peer'][:24]:24s} {peers:30s} "
             f"{r['ratio_vs_best']:7.2f}x")
     how = sorted({r.get("timing", "") for r in rows} - {""})
-    out(f"(seconds per call or per unit of work; {'; '.join(how)}; vs best = the peer at its best thread count / "
-        "ours, > 1: lsb_jax faster)")
+    out(f"(seconds per call or per unit of work unless a unit is shown; {'; '.join(how)}; vs best = the peer at its "
+        "best thread count / ours, > 1: lsb_jax faster, or for memory smaller)")

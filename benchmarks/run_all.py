@@ -5,8 +5,9 @@ another's threads or memory), collects the table rows each writes under "rows" i
 prints them as one table with the machine, the load average before and after, and the wall time of
 each script. Sizes: the issue's (k-means 1M x 15; 16 and 64 parity seeds; the ICL GPT-2 step at
 the experiments' L4 and the paper's L12; the LM scoring and fine-tuning models of their scripts;
-k-center at 100k x 384; the MLSA scan). `--tiny` runs the same scripts at smoke-test sizes (the
-test suite does), so a broken script is found before anyone waits for the full sitting.
+k-center at 100k x 384; the MLSA scan; the peak memory of loading a ~100M Llama-style
+checkpoint). `--tiny` runs the same scripts at smoke-test sizes (the test suite does), so a broken
+script is found before anyone waits for the full sitting.
 
     .venv/bin/python benchmarks/run_all.py            # or: make bench   (about 15-20 min on 2 cores)
     .venv/bin/python benchmarks/run_all.py --tiny     # about a minute
@@ -42,6 +43,7 @@ SCRIPTS = {
     "lm_scoring": (["lm_scoring.py"], ["lm_scoring.py", "--quick", "--repeats", "1"]),
     "llm_finetune": (["llm_finetune.py"], ["llm_finetune.py", "--quick", "--repeats", "1"]),
     "kcenter": (["kcenter.py", "--n", "100000", "--k", "1000", "--numpy-picks", "200"], ["kcenter.py", "--quick"]),
+    "lm_load_memory": (["lm_load_memory.py"], ["lm_load_memory.py", "--tiny", "--repeats", "1"]),
     "theory_scan": (["theory_scan.py"], ["theory_scan.py", "--steps", "1000", "--numpy-steps", "200", "--members",
                                          "4", "--repeats", "1"]),
 }

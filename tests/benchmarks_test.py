@@ -23,11 +23,11 @@ def test_every_benchmark_runs_at_tiny_size_with_peers_at_each_thread_count(tmp_p
     res = json.loads((tmp_path / "all.json").read_text())
     r = res["results"]
     assert not res["failed"] and set(r) >= {"kmeans", "vmap_seeds", "parity_vmap", "gpt2_step_L4", "lm_scoring",
-                                            "llm_finetune", "kcenter", "theory_scan"}
+                                            "llm_finetune", "kcenter", "theory_scan", "lm_load_memory"}
     for row in res["rows"]:
         assert row["ours_s"] > 0 and row["peer_best_s"] > 0
-        if row["peer"].startswith(("torch", "sklearn", "transformers")):
-            assert "1t" in row["peer_s_by_threads"], row  # the peer at 1 thread, not only its default
+        if row["peer"].startswith(("torch", "sklearn", "transformers")) and row.get("unit", "s") == "s":
+            assert "1t" in row["peer_s_by_threads"], row  # the peer at 1 thread, not only its default (timings)
     for run in r["kmeans"]["runs"].values():  # the same clustering on both sides
         assert abs(run["inertia_ours"] - run["inertia_sklearn"]) <= 1e-3 * run["inertia_sklearn"]
         assert run["agree_ours_sklearn"] > 0.999

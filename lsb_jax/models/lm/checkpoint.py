@@ -1,13 +1,14 @@
 """Hugging Face checkpoints <-> `Decoder`: load (local folder or hub id) and export.
 
-Tensors are read one at a time with `safetensors.safe_open(framework="numpy")`, cast to the
-requested dtype and placed straight onto their sharding (`jax.make_array_from_callback` hands
-each device only its slice), so the host never holds more than one full tensor.
+Tensors are read one at a time with `safetensors.safe_open(framework="numpy")` (the file mapped
+only while its tensor is read), cast to the requested dtype and placed straight onto their
+sharding (`jax.make_array_from_callback` hands each device only its slice): beside the arrays
+already placed, the host holds one tensor, its re-laid-out copy and the device copy being made
+(`benchmarks/lm_load_memory.py` measures the peak against transformers').
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from pathlib import Path
@@ -140,24 +141,26 @@ def read_params(folder: Path, cfg: DecoderConfig, shapes: dict[str, tuple[int, .
     aliases = names.ALIASES.get(cfg.family, {})
     np_dtype = np.dtype(dtype)
     out, used = {}, set()
-    with contextlib.ExitStack() as stack:
-        handles: dict[Path, Any] = {}
-        for hf, ours, kind in rules:
-            key = hf if hf in files or hf not in aliases else aliases[hf]
-            if key not in files:
-                raise CheckpointError(f"tensor {hf!r} is missing from the checkpoint in {folder}")
-            file = files[key]
-            if file not in handles:
-                from safetensors import safe_open
-                handles[file] = stack.enter_context(safe_open(file, framework="numpy"))
-            expected = names.hf_shape(kind, shapes[ours[0]])
-            got = tuple(handles[file].get_slice(key).get_shape())
+    from safetensors import safe_open
+    for hf, ours, kind in rules:
+        key = hf if hf in files or hf not in aliases else aliases[hf]
+        if key not in files:
+            raise CheckpointError(f"tensor {hf!r} is missing from the checkpoint in {folder}")
+        file = files[key]
+        expected = names.hf_shape(kind, shapes[ours[0]])
+        # one tensor at a time, its file mapped only while it is read: the pages of the checkpoint do
+        # not stay resident beside the arrays built from them
+        with safe_open(file, framework="numpy") as handle:
+            got = tuple(handle.get_slice(key).get_shape())
             if got != expected:
                 raise CheckpointError(f"tensor {key!r} in {file} has shape {got}, expected {expected}")
-            used.add(key)
-            parts = names.to_ours(kind, handles[file].get_tensor(key).astype(np_dtype), shapes[ours[0]])
-            for path, host in zip(ours, parts):
-                out[path] = _place(host, sharding_of(path))
+            tensor = handle.get_tensor(key)
+        used.add(key)
+        parts = names.to_ours(kind, tensor.astype(np_dtype, copy=False), shapes[ours[0]])
+        del tensor
+        for path, host in zip(ours, parts):
+            out[path] = _place(host, sharding_of(path))
+        del parts
     ignored = [re.compile(p) for p in names.IGNORED + ((r"lm_head\.weight",) if cfg.tie_embeddings else ())]
     extra = sorted(k for k in files if k not in used and not any(p.fullmatch(k) for p in ignored))
     if extra:
