@@ -251,6 +251,52 @@ def test_sft_selection_on_own_model_and_messages(user, tmp_path, capsys, monkeyp
         assert (out / "base0" / arm / "eval_chat_test.jsonl").is_file()
 
 
+def test_hub_dataset_ids_resolve_from_a_local_cache_offline(user, tmp_path):
+    """Train and test sets given as hub dataset ids, read from a Hugging Face cache folder laid out
+    as huggingface_hub writes it (datasets--org--name/{refs, snapshots/<commit>}) with
+    HF_HUB_OFFLINE=1, in the parquet shards and split names of the hub's conventions; a pinned
+    revision; an uncached id refused in one line before anything is written."""
+    import os
+    import subprocess
+    import sys
+
+    import datasets
+
+    repo = tmp_path / "cache" / "datasets--lsb-test--sums"
+    commits = {"main": "c" * 40, "v1": "d" * 40}
+    for ref, commit in commits.items():
+        data = repo / "snapshots" / commit / "data"
+        data.mkdir(parents=True)
+        n = 40 if ref == "main" else 24
+        datasets.Dataset.from_list(as_fields(problems(n, 0))).to_parquet(data / "train-00000-of-00001.parquet")
+        datasets.Dataset.from_list(as_fields(problems(8, 1))).to_parquet(data / "test-00000-of-00001.parquet")
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu",
+           "HF_DATASETS_CACHE": str(tmp_path / "datasets_cache")}
+
+    def lsb_run(out, train_id):
+        sets = ["data=files", f"model={user['llama']}", "template=plain", "max_length=64", "max_new_tokens=4",
+                f"train_data.path={train_id}", "train_data.prompt_field=question", "train_data.response_field=answer",
+                "test_data.path=lsb-test/sums", "test_data.prompt_field=question", "test_data.response_field=answer"]
+        return subprocess.run([sys.executable, "-m", "lsb_jax.cli", "run", "finetune", "--no-progress", "--out",
+                               str(out), *[x for s in sets for x in ("--set", s)]], env=env, capture_output=True,
+                              text=True, timeout=600)
+
+    res = lsb_run(tmp_path / "main", "lsb-test/sums")
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = json.loads((tmp_path / "main" / "results.json").read_text())
+    assert results["headline"]["n_train"] == 40 and results["test"]["sums_test"]["n"] == 8
+    res = lsb_run(tmp_path / "v1", "lsb-test/sums@v1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((tmp_path / "v1" / "results.json").read_text())["headline"]["n_train"] == 24
+    res = lsb_run(tmp_path / "missing", "lsb-test/not-cached")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr[-3000:]
+    assert res.stderr.startswith("lsb: error: lsb-test/not-cached:train: hub dataset lsb-test/not-cached not "
+                                 "available (HF_HUB_OFFLINE is set")
+    assert not (tmp_path / "missing").exists()
+
+
 BAD = {   # --set assignments -> what the one-line error must say
     "no such train file": (["train_data.path={root}/trian.jsonl"], "trian.jsonl: no such file"),
     "wrong prompt field": (["train_data.prompt_field=prompt"], "field 'prompt': missing field"),

@@ -74,7 +74,8 @@ class DataError(UsageError, ValueError):
 class DatasetSpec:
     """Where rows come from and which fields they use.
 
-    path: a hub id (`datasets.load_dataset(path, config, split=split)`) or a local .json/.jsonl
+    path: a hub dataset id ("org/name", or "org/name@revision": its snapshot in the Hugging Face
+    cache, `hub_folder`, read by `datasets.load_dataset(folder, config, split=split)`) or a local .json/.jsonl
     (optionally gzipped: .json.gz/.jsonl.gz) or .parquet file; suffixes in any case, a UTF-8 BOM
     is ignored. A path that looks local (see `is_local`) is never sent to the hub. The prompt is
     `prompt_field` (plus `input_field` after a blank line when that is given and non-empty, as
@@ -189,7 +190,11 @@ def read_rows(spec: DatasetSpec) -> Iterator[RawRow]:
     if not is_local(spec.path):
         import datasets  # noqa: PLC0415 (heavy; only for hub sources)
 
-        ds = datasets.load_dataset(spec.path, spec.config, split=spec.split)
+        folder = hub_folder(spec)
+        try:
+            ds = datasets.load_dataset(str(folder), spec.config, split=spec.split)
+        except (ValueError, FileNotFoundError) as e:   # e.g. no such config or split in the repository
+            raise DataError(label, None, None, f"{type(e).__name__}: {' '.join(str(e).split())}") from None
         for i, value in enumerate(ds):
             yield RawRow(i, None, value)
         return
@@ -204,6 +209,30 @@ def read_rows(spec: DatasetSpec) -> Iterator[RawRow]:
             yield from _json_rows(path, label)
     except (OSError, EOFError, zlib.error) as e:   # e.g. a truncated .gz
         raise DataError(label, None, None, f"unreadable ({type(e).__name__}: {e})") from None
+
+
+HUB_DATA_FILES = ["*.parquet", "*.json", "*.jsonl", "*.json.gz", "*.jsonl.gz", "*.csv", "*.arrow", "README.md",
+                  "*.yaml"]
+
+
+def hub_folder(spec: DatasetSpec) -> Path:
+    """The local snapshot of a hub dataset ("org/name" or "org/name@revision"): its data files in the
+    Hugging Face cache (downloaded when online; with HF_HUB_OFFLINE=1 only the cache is read, and
+    an uncached id is a one-line `DataError`). `datasets` then reads the split from the folder with
+    its packaged builders (parquet, json, csv), as it reads the repository online."""
+    from huggingface_hub import snapshot_download  # noqa: PLC0415
+
+    repo, _, revision = spec.path.partition("@")
+    try:
+        return Path(snapshot_download(repo, repo_type="dataset", revision=revision or None,
+                                      allow_patterns=HUB_DATA_FILES))
+    except Exception as e:   # huggingface_hub's errors: not cached offline, no such repository or revision
+        from huggingface_hub import constants  # noqa: PLC0415
+
+        offline = " (HF_HUB_OFFLINE is set: only the local Hugging Face cache is read)" if constants.HF_HUB_OFFLINE \
+            else ""
+        raise DataError(spec.label, None, None, f"hub dataset {spec.path} not available{offline}: "
+                                                f"{type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
 
 
 def check_local_file(spec: DatasetSpec) -> None:
