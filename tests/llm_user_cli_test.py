@@ -326,6 +326,32 @@ def test_bad_inputs_are_one_line_before_anything_is_written(user, tmp_path, caps
     assert not out.exists()
 
 
+def test_truncate_cuts_responses_to_max_length(user):
+    """truncate=True: each example is its prompt plus the first max_length - len(prompt) response
+    ids (the ids `encode_examples` gives, independently cut here); a prompt that leaves no room is
+    still too long; without truncate the error says how many rows and how to fix it."""
+    from lsb_jax.llm.data import DataError, DatasetSpec, PromptTemplate, encode_examples, load_examples
+    from lsb_jax.models.lm import load_tokenizer
+
+    tok, template = load_tokenizer(user["llama"]), PromptTemplate(kind="plain", prompt_format="Q: {prompt}\nA: ")
+    spec = DatasetSpec(user["train_fields"], prompt_field="question", response_field="answer")
+    rows = as_fields(problems(200, 0))
+    p_ids, r_ids = encode_examples(tok, template, [r["question"] for r in rows], [r["answer"] for r in rows])
+    L = int(np.median([len(p) + len(r) for p, r in zip(p_ids, r_ids)]))
+    assert max(len(p) for p in p_ids) < L
+    examples, report = load_examples(spec, tok, template, max_length=L, truncate=True, on_error="skip")
+    assert len(examples) == 200 and report.num_skipped == 0
+    for i in range(200):
+        want = (p_ids[i] + r_ids[i])[:L]
+        got = examples.tokens[examples.offsets_N[i]:examples.offsets_N[i] + examples.lengths_N[i]]
+        np.testing.assert_array_equal(got, want)
+        assert examples.prompt_lengths_N[i] == len(p_ids[i])
+    with pytest.raises(DataError, match=r"rows skipped \(\d+ too long\).*set truncate=true"):
+        load_examples(spec, tok, template, max_length=L, on_error="skip")
+    with pytest.raises(DataError, match="prompts alone too long"):
+        load_examples(spec, tok, template, max_length=min(len(p) for p in p_ids), truncate=True, on_error="skip")
+
+
 def test_messages_rows_are_validated_by_turn(tmp_path):
     """The conversational formats' own errors name the row and the turn."""
     from lsb_jax.llm.data import DataError, DatasetSpec, read_validated

@@ -631,9 +631,11 @@ class Examples:
 
 def tokenize_rows(rows: Sequence[Row], tokenizer, template: PromptTemplate, *, max_length: int,
                   on_error: Literal["raise", "skip"] = "raise", report: ValidationReport | None = None,
-                  spec: DatasetSpec | None = None, chunk: int = 1024) -> Examples:
+                  spec: DatasetSpec | None = None, chunk: int = 1024, truncate: bool = False) -> Examples:
     """Tokenize validated rows; an example longer than `max_length` tokens raises a `DataError`
-    (file, row, "prompt+response" fields) or, with `on_error="skip"`, is dropped and counted."""
+    (file, row, "prompt+response" fields) or, with `on_error="skip"`, is dropped and counted.
+    `truncate`: its response is cut to fit instead (the end of the response, an eos included, is
+    then not trained on); only a prompt that leaves no room for one response token is too long."""
     label = spec.label if spec else "<rows>"
     fields = (spec.messages_field if spec.format == "messages" else f"{spec.prompt_field}+{spec.response_field}") \
         if spec else "prompt+response"
@@ -651,6 +653,8 @@ def tokenize_rows(rows: Sequence[Row], tokenizer, template: PromptTemplate, *, m
                                                    [r.response for r in part])):
             acc.extend(x)
     for row, p, r in zip(rows, *encoded):
+        if truncate and len(p) < max_length:
+            r = r[:max_length - len(p)]
         if len(p) + len(r) > max_length:
             e = DataError(label, row.source_row, fields,
                           f"too long: {len(p) + len(r)} tokens > max_length={max_length}", row.source_line)
@@ -692,15 +696,17 @@ def check_skipped(report: ValidationReport, max_skip_fraction: float | None, wha
 
 def load_examples(spec: DatasetSpec, tokenizer, template: PromptTemplate = PromptTemplate(), *,
                   max_length: int = 512, on_error: Literal["raise", "skip"] = "raise",
-                  max_chars: int | None = None, max_skip_fraction: float | None = MAX_SKIP_FRACTION
-                  ) -> tuple[Examples, ValidationReport]:
+                  max_chars: int | None = None, max_skip_fraction: float | None = MAX_SKIP_FRACTION,
+                  truncate: bool = False) -> tuple[Examples, ValidationReport]:
     """Read, validate and tokenize a source: (examples numbered 0..N-1, report). With
     `on_error="skip"` bad rows are dropped and counted, and more than `max_skip_fraction` of
     them (None: no limit) is a `DataError`."""
     rows, report = read_validated(spec, on_error=on_error, max_chars=max_chars)
     examples = tokenize_rows(rows, tokenizer, template, max_length=max_length, on_error=on_error,
-                             report=report, spec=spec)
-    hint = f" (max_length={max_length})" if "too long" in report.skipped else ""
+                             report=report, spec=spec, truncate=truncate)
+    hint = (f" (max_length={max_length}; raise it, or set truncate=true to cut the responses)"
+            if "too long" in report.skipped and not truncate else
+            f" (max_length={max_length}: prompts alone too long)" if "too long" in report.skipped else "")
     check_skipped(report, max_skip_fraction, hint)
     if len(examples) == 0:
         raise DataError(spec.label, None, None,

@@ -412,7 +412,7 @@ class ModelUse:
 
 def check_inputs(models: Sequence[ModelUse], *, train: DatasetSpec | None = None,
                  tests: Sequence[DatasetSpec] = (), template: PromptTemplate | None = None, max_length: int = 0,
-                 max_skip_fraction: float | None = None) -> None:
+                 max_skip_fraction: float | None = None, truncate: bool = False) -> None:
     """Everything a run needs, checked before anything is written or computed; each failure is one
     `UsageError` line naming the model, file, row and field:
 
@@ -421,7 +421,8 @@ def check_inputs(models: Sequence[ModelUse], *, train: DatasetSpec | None = None
     - LoRA options match at least one linear layer of every model they fine-tune;
     - every test row is valid (fields present, strings, non-empty; conversations well formed);
     - the train rows: with each model's tokenizer, at most `max_skip_fraction` of them are invalid
-      or longer than `max_length` tokens (the error counts them and names the first).
+      or longer than `max_length` tokens (the error counts them and names the first); with
+      `truncate` only prompts that leave no room for a response count as too long.
     """
     from lsb_jax.config import ConfigError  # noqa: PLC0415
     from lsb_jax.models.lm import check_source, load_config, load_tokenizer  # noqa: PLC0415
@@ -450,7 +451,7 @@ def check_inputs(models: Sequence[ModelUse], *, train: DatasetSpec | None = None
     for m in models:
         if m.source != SCRATCH:
             load_examples(train, load_tokenizer(m.source), template, max_length=max_length, on_error="skip",
-                          max_skip_fraction=max_skip_fraction)
+                          max_skip_fraction=max_skip_fraction, truncate=truncate)
 
 
 def scratch_tokenizer(spec: DatasetSpec, prompt_format: str, vocab_size: int):

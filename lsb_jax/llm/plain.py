@@ -47,6 +47,7 @@ class PlainConfig:
     template: Literal["auto", "chat", "plain"] = "auto"
     max_length: int = 512                         # longer train rows are skipped (and counted) ...
     max_skip_fraction: float = 0.01               # ... and more than this share of them fails the run
+    truncate: bool = False                        # cut too-long train rows' responses to max_length instead
     tokenizer_vocab: int = 384                    # scratch model: BPE trained on the train texts
     model: str = SCRATCH                          # hub id ("id@revision") / folder, or "scratch"
     scratch: Scratch = Scratch(pl.ScratchModel("qwen3", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -99,7 +100,7 @@ def check(cfg: PlainConfig) -> None:
                     train=cfg.train_data if files else None,
                     tests=[cfg.test_data] if files and cfg.has_test else (),
                     template=PromptTemplate(kind=cfg.template, prompt_format=cfg.prompt_format),
-                    max_length=cfg.max_length, max_skip_fraction=cfg.max_skip_fraction)
+                    max_length=cfg.max_length, max_skip_fraction=cfg.max_skip_fraction, truncate=cfg.truncate)
 
 
 def run(cfg: PlainConfig, ctx) -> dict:
@@ -127,7 +128,7 @@ def run(cfg: PlainConfig, ctx) -> dict:
                              desc="pretrain (scratch model)")
     tok = load_tokenizer(folder)
     examples, validation = load_examples(train_spec, tok, template, max_length=cfg.max_length, on_error="skip",
-                                         max_skip_fraction=cfg.max_skip_fraction)
+                                         max_skip_fraction=cfg.max_skip_fraction, truncate=cfg.truncate)
     timer.lap("data_and_model")
     num_steps = steps_for_epochs(len(examples), cfg.batch_size, cfg.epochs)
     batches = pl.epoch_batches(examples, None, pl.key_for(cfg.seed, TRAIN_STREAM), cfg.batch_size,

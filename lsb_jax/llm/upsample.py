@@ -88,6 +88,7 @@ class UpsampleConfig(pl.BaseSeeded):
     template: Literal["auto", "chat", "plain"] = "plain"
     max_length: int = 80                          # longer train rows are skipped (and counted)
     max_skip_fraction: float = 0.01               # more skipped train rows than this fails the run
+    truncate: bool = False                        # cut too-long train rows' responses to max_length instead
     tokenizer_vocab: int = 384                    # scratch models: BPE trained on the train texts
     proxy: str = SCRATCH                          # hub id / folder, or "scratch"
     # the proxy is smaller than the target, not less trained: both are pre-trained the same number of
@@ -212,7 +213,7 @@ def check(cfg: UpsampleConfig) -> None:
         models.append(pl.ModelUse("generator", cfg.synth_generator))
     pl.check_inputs(models, train=cfg.train_data if files else None, tests=[cfg.test_data] if files else (),
                     template=PromptTemplate(kind=cfg.template, prompt_format=cfg.prompt_format),
-                    max_length=cfg.max_length, max_skip_fraction=cfg.max_skip_fraction)
+                    max_length=cfg.max_length, max_skip_fraction=cfg.max_skip_fraction, truncate=cfg.truncate)
 
 
 # ----------------------------------------------------------------------------- data and models
@@ -303,7 +304,7 @@ def score_proxy(cfg: UpsampleConfig, data: RunData, folder: str, ctx) -> ProxyPh
     cluster, clusters.npz and the trajectories-by-cluster figure."""
     tok = load_tokenizer(folder)
     examples, validation = load_examples(data.train, tok, data.template, max_length=cfg.max_length, on_error="skip",
-                                         max_skip_fraction=cfg.max_skip_fraction)
+                                         max_skip_fraction=cfg.max_skip_fraction, truncate=cfg.truncate)
     pcfg = ProxyConfig(finetune=cfg.proxy_train, epoch_fraction=cfg.epoch_fraction,
                        num_checkpoints=cfg.num_checkpoints, score_batch_size=64, bucket=16)
     batches = pl.epoch_batches(examples, None, pl.key_for(cfg.seed, PROXY_STREAM), cfg.proxy_batch,
@@ -422,7 +423,7 @@ def run_arms(cfg: UpsampleConfig, data: RunData, folders: dict, proxy: ProxyPhas
         folder = folders[f"target{i}"]
         tok = load_tokenizer(folder)
         examples, _ = load_examples(data.train, tok, data.template, max_length=cfg.max_length, on_error="skip",
-                                    max_skip_fraction=cfg.max_skip_fraction)
+                                    max_skip_fraction=cfg.max_skip_fraction, truncate=cfg.truncate)
         tname = target_name(t)
         arm_examples = {arm: examples for arm in cfg.arms}
         for arm in cfg.synth_arms:   # + the kept variants, once each (source rows after the train rows)
