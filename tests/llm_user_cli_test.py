@@ -301,6 +301,7 @@ BAD = {   # --set assignments -> what the one-line error must say
     "no such train file": (["train_data.path={root}/trian.jsonl"], "trian.jsonl: no such file"),
     "wrong prompt field": (["train_data.prompt_field=prompt"], "field 'prompt': missing field"),
     "max_length too short": (["max_length=12"], "rows skipped (200 too long), more than max_skip_fraction"),
+    "max_length hint": (["max_length=12"], "; raise max_length or set truncate=true (tokenized for the model"),
     "lora regex matches nothing": (["train.lora_rank=4", r"train.lora_targets=layers\.9\..*"],
                                    "match no linear layer of the model"),
     "lora options without rank": (["train.lora_targets=all_linear"], "lora_targets set but lora_rank=0"),
@@ -329,7 +330,7 @@ def test_bad_inputs_are_one_line_before_anything_is_written(user, tmp_path, caps
 def test_truncate_cuts_responses_to_max_length(user):
     """truncate=True: each example is its prompt plus the first max_length - len(prompt) response
     ids (the ids `encode_examples` gives, independently cut here); a prompt that leaves no room is
-    still too long; without truncate the error says how many rows and how to fix it."""
+    still too long; without truncate the error counts the rows."""
     from lsb_jax.llm.data import DataError, DatasetSpec, PromptTemplate, encode_examples, load_examples
     from lsb_jax.models.lm import load_tokenizer
 
@@ -346,7 +347,7 @@ def test_truncate_cuts_responses_to_max_length(user):
         got = examples.tokens[examples.offsets_N[i]:examples.offsets_N[i] + examples.lengths_N[i]]
         np.testing.assert_array_equal(got, want)
         assert examples.prompt_lengths_N[i] == len(p_ids[i])
-    with pytest.raises(DataError, match=r"rows skipped \(\d+ too long\).*set truncate=true"):
+    with pytest.raises(DataError, match=r"rows skipped \(\d+ too long\)"):
         load_examples(spec, tok, template, max_length=L, on_error="skip")
     with pytest.raises(DataError, match="prompts alone too long"):
         load_examples(spec, tok, template, max_length=min(len(p) for p in p_ids), truncate=True, on_error="skip")
@@ -360,6 +361,7 @@ def test_messages_rows_are_validated_by_turn(tmp_path):
             {"messages": [{"role": "user", "content": "hi"}]},
             {"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]},
             {"messages": "not a list"},
+            {"messages": [{"role": "user", "content": ["an image part"]}, {"role": "assistant", "content": "x"}]},
             {"prompt": [{"role": "user", "content": "3+3?"}], "completion": [{"role": "assistant", "content": "6"}]}]
     path = write_jsonl(tmp_path / "c.jsonl", rows)
     spec = DatasetSpec(path, format="messages")
@@ -370,11 +372,12 @@ def test_messages_rows_are_validated_by_turn(tmp_path):
                                      "assistant's response, got 'user'")
     assert "field 'messages[1].role': unknown role 'robot'" in report.errors[1]
     assert "wrong type: expected a list of {role, content} turns, got str" in report.errors[2]
+    assert "field 'messages[0].content': wrong type: expected a string, got list" in report.errors[3]
     with pytest.raises(DataError, match="row 1"):
         read_validated(spec)
     completion = DatasetSpec(path, prompt_field="prompt", response_field="completion")
     kept, _ = read_validated(completion, on_error="skip")
-    assert [(r.source_row, r.query, r.response) for r in kept] == [(4, (("user", "3+3?"),), "6")]
+    assert [(r.source_row, r.query, r.response) for r in kept] == [(5, (("user", "3+3?"),), "6")]
 
 
 def test_chat_rendering_of_a_conversation_matches_the_template(user):

@@ -362,12 +362,10 @@ def _turns(err, value: Any, field: str) -> list[Turn]:
         where = f"{field}[{j}]"
         if not isinstance(turn, Mapping) or "role" not in turn or "content" not in turn:
             raise err(where, "expected an object with 'role' and 'content'")
-        role, content = turn["role"], turn["content"]
+        role = turn["role"]
         if role not in ROLES:
             raise err(f"{where}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
-        text = _text_field(err, {"content": content}, "content", required=True) if content is not None else None
-        if text is None:
-            raise err(f"{where}.content", "missing content")
+        text = _text_field(err, {f"{where}.content": turn["content"]}, f"{where}.content", required=True)
         out.append((role, text))
     return out
 
@@ -704,8 +702,7 @@ def load_examples(spec: DatasetSpec, tokenizer, template: PromptTemplate = Promp
     rows, report = read_validated(spec, on_error=on_error, max_chars=max_chars)
     examples = tokenize_rows(rows, tokenizer, template, max_length=max_length, on_error=on_error,
                              report=report, spec=spec, truncate=truncate)
-    hint = (f" (max_length={max_length}; raise it, or set truncate=true to cut the responses)"
-            if "too long" in report.skipped and not truncate else
+    hint = (f" (max_length={max_length})" if "too long" in report.skipped and not truncate else
             f" (max_length={max_length}: prompts alone too long)" if "too long" in report.skipped else "")
     check_skipped(report, max_skip_fraction, hint)
     if len(examples) == 0:

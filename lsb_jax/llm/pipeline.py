@@ -40,8 +40,8 @@ from flax import nnx
 
 from lsb_jax import io
 from lsb_jax.data import Epochs
-from lsb_jax.llm.data import (BatchIterator, DatasetSpec, Examples, PromptTemplate, check_skipped, is_local,
-                             load_examples, pad_token_id, read_validated)
+from lsb_jax.llm.data import (BatchIterator, DataError, DatasetSpec, Examples, PromptTemplate, check_skipped,
+                             is_local, load_examples, pad_token_id, read_validated)
 from lsb_jax.llm.evaluate import evaluate_generation, model_generate_fn, to_jsonl
 from lsb_jax.llm.finetune import FinetuneConfig, finetune
 from lsb_jax.models.lm.config import DecoderConfig
@@ -450,8 +450,13 @@ def check_inputs(models: Sequence[ModelUse], *, train: DatasetSpec | None = None
     check_skipped(report, max_skip_fraction)
     for m in models:
         if m.source != SCRATCH:
-            load_examples(train, load_tokenizer(m.source), template, max_length=max_length, on_error="skip",
-                          max_skip_fraction=max_skip_fraction, truncate=truncate)
+            try:
+                load_examples(train, load_tokenizer(m.source), template, max_length=max_length, on_error="skip",
+                              max_skip_fraction=max_skip_fraction, truncate=truncate)
+            except DataError as e:
+                fix = "; raise max_length or set truncate=true" if "too long" in e.reason and not truncate else ""
+                raise DataError(e.file, e.row, e.field, f"{e.reason}{fix} (tokenized for the {m.role} {m.source})",
+                                e.line) from None
 
 
 def scratch_tokenizer(spec: DatasetSpec, prompt_format: str, vocab_size: int):
