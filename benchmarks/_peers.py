@@ -131,7 +131,7 @@ def print_table(rows: list[dict], out=print) -> None:
     width = max([len(r["benchmark"]) for r in rows] + [9])
     out(f"{'benchmark':{width}s}  {'ours':>10s}  {'peer':24s} {'peer by threads':30s} {'vs best':>8s}")
     for r in rows:
-        unit = "" if r.get("unit", "s") == "s" else " " + r["unit"]
+        unit = " " + r["unit"] if r.get("measure") == "memory" else ""   # other units are per-unit seconds
         peers = ", ".join(f"{t} {s:.4g}{unit}" for t, s in r["peer_s_by_threads"].items())
         out(f"{r['benchmark']:{width}s}  {format(r['ours_s'], '.4g') + unit:>10s}  {r['peer'][:24]:24s} {peers:30s} "
             f"{r['ratio_vs_best']:7.2f}x")

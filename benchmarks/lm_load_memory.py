@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     row = {"benchmark": "lm_load_peak_memory", "shape": f"llama {n_params / 1e6:.0f}M params fp32",
            "ours_s": delta["ours"], "peer": "transformers", "peer_best": "transformers", "peer_best_s":
            delta["transformers"], "peer_s_by_threads": {"default": delta["transformers"]},
-           "ratio_vs_best": delta["transformers"] / delta["ours"], "unit": "MiB",
+           "ratio_vs_best": delta["transformers"] / delta["ours"], "unit": "MiB", "measure": "memory",
            "timing": "load peak RSS above the pre-load RSS, median of fresh processes"}
     print(f"{n_params / 1e6:.1f}M parameters ({weights_mib:.0f} MiB of fp32 weights); peak RSS above the pre-load "
           f"RSS, median of {args.repeats} fresh processes each:")

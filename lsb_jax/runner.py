@@ -229,6 +229,13 @@ class RunContext:
         return child
 
     @property
+    def name(self) -> str:
+        """This sub-run's path below the run folder (e.g. "base0/llama/adamw/seed0/baseline"): what
+        progress bars show."""
+        rel = str(self.dir.relative_to(self.root))
+        return rel if rel != "." else self.dir.name
+
+    @property
     def checkpoint_dir(self) -> Path:
         if self.checkpoint_root is not None:
             return Path(self.checkpoint_root) / self.dir.relative_to(self.root) / "checkpoints"

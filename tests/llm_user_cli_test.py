@@ -298,6 +298,7 @@ def test_hub_dataset_ids_resolve_from_a_local_cache_offline(user, tmp_path):
 
 
 BAD = {   # --set assignments -> what the one-line error must say
+    "a file as data": (["data={root}/train.jsonl"], "for your own data set data=files and train_data.path="),
     "no such train file": (["train_data.path={root}/trian.jsonl"], "trian.jsonl: no such file"),
     "wrong prompt field": (["train_data.prompt_field=prompt"], "field 'prompt': missing field"),
     "max_length too short": (["max_length=12"], "rows skipped (200 too long), more than max_skip_fraction"),

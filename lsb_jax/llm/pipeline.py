@@ -372,6 +372,15 @@ def check_sources(names: Sequence[str]) -> None:
             check_source(name)
 
 
+def check_data_choice(data: str, choices: Sequence[str]) -> None:
+    """Config.data is one of `choices`; a file or hub id given there gets the fields to use instead."""
+    if data in choices:
+        return
+    hint = (f": for your own data set data=files and train_data.path={data} (and test_data.path)"
+            if "files" in choices and ("/" in data or "." in data) else "")
+    raise ValueError(f"Config.data must be one of {', '.join(map(repr, choices))}, got {data!r}{hint}")
+
+
 def check_files_config(data: str, train: DatasetSpec, test: DatasetSpec | None) -> None:
     """With data="files" the train (and test) specs need a path; with other data they must be unset
     (a path set there would be silently ignored)."""

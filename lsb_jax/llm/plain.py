@@ -39,7 +39,7 @@ class PlainConfig:
     """The defaults are the offline demo: generated sums (`mathdata.PlantedMathConfig`) and a
     scratch Qwen3-style decoder. Your own run: data="files", train_data / test_data, model."""
 
-    data: Literal["planted", "files"] = "planted"
+    data: str = "planted"   # one of ("planted", "files")
     planted: PlantedMathConfig = PlantedMathConfig(train_size=800, test_size=200)
     train_data: DatasetSpec = DatasetSpec(path="")
     test_data: DatasetSpec = DatasetSpec(path="", split="test")   # path "" with data="files": no evaluation
@@ -67,8 +67,7 @@ class PlainConfig:
     mesh: MeshConfig = MeshConfig()
 
     def __post_init__(self):
-        if self.data not in ("planted", "files"):
-            raise ValueError(f"Config.data must be 'planted' or 'files', got {self.data!r}")
+        pl.check_data_choice(self.data, ("planted", "files"))
         if self.data == "files" and not self.train_data.path:
             raise ValueError("Config: data='files' needs train_data.path (a local .json/.jsonl/.parquet file "
                              "or a hub dataset id)")

@@ -261,7 +261,8 @@ def proxy_trajectories(model: Decoder, batches: Iterator[dict], pool: Pool, cfg:
                        mesh=mesh, on_block=on_block)
     result = finetune_split(split, params, batches, cfg.finetune, num_steps, ctx=ctx, mesh=mesh, hooks=(hook,),
                             checkpoint_every=num_steps // cfg.num_checkpoints, checkpoint_dir=checkpoint_dir,
-                            resume=resume, chunk_size=chunk_size, pad_length=pad_length, desc="proxy")
+                            resume=resume, chunk_size=chunk_size, pad_length=pad_length,
+                            desc=f"proxy {getattr(ctx, 'name', '')}".strip())
     if not store.complete:
         raise RuntimeError(f"{store.path}: trajectories incomplete after training (missing "
                            f"{int((~store.done).sum())} entries)")

@@ -233,7 +233,7 @@ def finetune_on_subset(model: Decoder, examples: Examples, index_n, heldout: Exa
     hook = HeldoutLossHook(store, jit_scorer(make_score_loss(split, cfg)), heldout, args=(split.frozen,),
                            batch_size=score_batch_size, bucket=bucket)
     result = finetune_split(split, params, batches, cfg, num_steps, ctx=ctx, hooks=(hook,), chunk_size=chunk_size,
-                            desc="subset")
+                            desc=f"arm {getattr(ctx, 'name', '')}".strip())
     return SubsetRun(counts_N, result, store)
 
 

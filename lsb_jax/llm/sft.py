@@ -48,7 +48,7 @@ PRETRAIN_STREAM, ARM_STREAM = 1, 3      # PRNG streams of the data order (as in 
 class SFTConfig(pl.BaseSeeded):
     """The protocol's settings; the defaults are the offline CPU scale (the experiment's quick config)."""
 
-    data: Literal["offline", "hub", "files"] = "offline"   # files: your own train_data (the pool) and test_data
+    data: str = "offline"   # "offline", "hub" or "files" (your own train_data (the pool) and test_data)
     train_data: DatasetSpec = DatasetSpec(path="")
     test_data: DatasetSpec = DatasetSpec(path="", split="test")
     offline: OfflineMathConfig = OfflineMathConfig(
@@ -90,8 +90,7 @@ class SFTConfig(pl.BaseSeeded):
     export: tuple[Literal["merged", "adapter"], ...] = ("merged", "adapter")
 
     def __post_init__(self):
-        if self.data not in ("offline", "hub", "files"):
-            raise ValueError(f"Config.data must be 'offline', 'hub' or 'files', got {self.data!r}")
+        pl.check_data_choice(self.data, ("offline", "hub", "files"))
         pl.check_files_config(self.data, self.train_data, self.test_data)
         unknown = [a for a in self.arms if a not in ARM_KINDS]
         if unknown or not self.arms:
@@ -127,6 +126,12 @@ def check(cfg: SFTConfig) -> None:
     """Before anything is written (`pipeline.check_inputs`): the target resolves, LoRA options match
     it, and with your own data (`data="files"`) every test row is valid and the pool fits
     `max_length` with the target's tokenizer."""
+    import jax  # noqa: PLC0415
+
+    from lsb_jax.config import ConfigError  # noqa: PLC0415
+    if jax.process_count() > 1:
+        raise ConfigError("sft_selection runs in one process (its arms are not split over hosts); run it without "
+                          "LSB_DISTRIBUTED / JAX_COORDINATOR_ADDRESS")
     files = cfg.data == "files"
     pl.check_inputs([pl.ModelUse("target", cfg.target, cfg.train, cfg.target_model, cfg.tokenizer_vocab)],
                     train=cfg.train_data if files else None, tests=[cfg.test_data] if files else (),

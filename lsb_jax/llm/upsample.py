@@ -73,7 +73,7 @@ class UpsampleConfig(pl.BaseSeeded):
     # "hard"), so the report measures how well the proxy's clusters recover it; offline:
     # reasoning-gym look-alikes of MathInstruct / GSM8K (`offline`); hub: the real sets (network);
     # files: your own `train_data` and `test_data` (local files or hub ids, `data.DatasetSpec`)
-    data: Literal["planted", "offline", "hub", "files"] = "planted"
+    data: str = "planted"   # one of ("planted", "offline", "hub", "files")
     train_data: DatasetSpec = DatasetSpec(path="")
     test_data: DatasetSpec = DatasetSpec(path="", split="test")
     planted: PlantedMathConfig = PlantedMathConfig()
@@ -143,8 +143,7 @@ class UpsampleConfig(pl.BaseSeeded):
     mesh: MeshConfig = MeshConfig()
 
     def __post_init__(self):
-        if self.data not in ("planted", "offline", "hub", "files"):
-            raise ValueError(f"Config.data must be 'planted', 'offline', 'hub' or 'files', got {self.data!r}")
+        pl.check_data_choice(self.data, ("planted", "offline", "hub", "files"))
         check_arms(self.arms, "Config.arms")
         if self.data == "hub" and set(self.test_sets) - set(HUB_TESTS):
             raise ValueError(f"Config.test_sets: expected some of {tuple(HUB_TESTS)}, got {self.test_sets}")
@@ -385,7 +384,7 @@ def finetune_arm(arm: str, folder: str, examples: Examples, counts_N, cfg: Upsam
     mesh = cfg.mesh.make()
     result = finetune(pl.load_for_training(folder, mesh), pl.process_batches(batches), train, num_steps, ctx=ctx,
                       chunk_size=50, mesh=mesh, checkpoint_every=cfg.checkpoint_every,
-                      desc=f"{arm} ({optimizer}, seed {target_seed})")
+                      desc=f"arm {ctx.name}")   # base seed/target/optimizer/seed/arm
     ids_SxB = np.asarray(result.fit.history["example_id"]).astype(np.int64)   # history is float
     ctx.save_arrays("counts", counts_N=counts_N, example_id_SxB=ids_SxB)
     t0 = time.perf_counter()
