@@ -155,3 +155,6 @@ def test_peft_adapter_loads_onto_the_base_with_our_outputs(tmp_path, case, targe
     np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
     adapted = [n for n, m in peft_model.named_modules() if hasattr(m, "lora_A") and "default" in m.lora_A]
     assert len(adapted) == modules
+    pinned = save_peft_adapter(model, tmp_path / "pinned", base_model="org/name", revision="v1")
+    config = peft.PeftConfig.from_pretrained(pinned)        # a hub base at a revision: peft's own fields
+    assert (config.base_model_name_or_path, config.revision) == ("org/name", "v1")

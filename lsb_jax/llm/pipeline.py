@@ -196,12 +196,14 @@ def export_finetuned(result, tokenizer, folder: str | Path, *, base: str, what: 
     model = result.model()
     dtype = jax.tree.leaves(result.params)[0].dtype
     base = str(Path(base).expanduser().resolve()) if io.looks_local(base) else base   # loadable from anywhere
+    from lsb_jax.models.lm.checkpoint import split_revision  # noqa: PLC0415
+    base_name, revision = split_revision(base)      # "org/name@rev": peft keeps the revision in its own field
     if "merged" in what:
         out["merged"] = str(save_model(result.merged_model(), tokenizer, Path(folder) / "model", dtype=dtype,
                                        base=base))
     if "adapter" in what and lora_paths(model):
         out["adapter"] = str(_write_folder(Path(folder) / "adapter", lambda tmp: save_peft_adapter(
-            model, tmp, base_model=base, dropout=dropout)))
+            model, tmp, base_model=base_name, revision=revision, dropout=dropout)))
     return out
 
 

@@ -120,10 +120,11 @@ def merge_lora(model: Decoder) -> Decoder:
     return merged
 
 
-def save_peft_adapter(model: Decoder, folder, *, base_model: str, dropout: float = 0.0):
+def save_peft_adapter(model: Decoder, folder, *, base_model: str, revision: str | None = None, dropout: float = 0.0):
     """Write the model's adapters as a `peft` LoRA adapter (`adapter_config.json` +
     `adapter_model.safetensors`, fp32) that `PeftModel.from_pretrained(base, folder)` loads onto
-    the Hugging Face model `base_model` (hub id or folder) with the same outputs as ours.
+    the Hugging Face model `base_model` (hub id or folder; `revision` a hub revision) with the same
+    outputs as ours.
 
     Per adapted HF module: lora_A [r, in] = A^T, lora_B [out, r] = B^T (flattened in the HF
     weight's order, `names.to_hf`), scaling alpha / r as ours. GPT-NeoX's fused query_key_value
@@ -172,6 +173,7 @@ def save_peft_adapter(model: Decoder, folder, *, base_model: str, dropout: float
         tensors[f"base_model.model.{module}.lora_B.weight"] = np.ascontiguousarray(b_hf)
         modules.append(module)
     config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(base_model),
+              "revision": revision,
               "r": r, "lora_alpha": scale * r, "lora_dropout": float(dropout), "bias": "none",
               "target_modules": "(" + "|".join(re.escape(m) for m in modules) + ")",
               "rank_pattern": rank_pattern, "alpha_pattern": alpha_pattern, "fan_in_fan_out": False,
