@@ -431,7 +431,8 @@ def check_inputs(models: Sequence[ModelUse], *, train: DatasetSpec | None = None
       the local cache when HF_HUB_OFFLINE is set), and its config.json is one we load;
     - LoRA options match at least one linear layer of every model they fine-tune;
     - every test row is valid (fields present, strings, non-empty; conversations well formed);
-    - the train rows: with each model's tokenizer, at most `max_skip_fraction` of them are invalid
+    - the train rows: with the tokenizer of each model trained on them (`ModelUse.train` given),
+      at most `max_skip_fraction` of them are invalid
       or longer than `max_length` tokens (the error counts them and names the first); with
       `truncate` only prompts that leave no room for a response count as too long.
     """
@@ -460,7 +461,7 @@ def check_inputs(models: Sequence[ModelUse], *, train: DatasetSpec | None = None
     _, report = read_validated(train, on_error="skip")   # files and fields: checked once, before any tokenizer
     check_skipped(report, max_skip_fraction)
     for m in models:
-        if m.source != SCRATCH:
+        if m.source != SCRATCH and m.train is not None:     # the models fine-tuned on the train rows
             try:
                 load_examples(train, load_tokenizer(m.source), template, max_length=max_length, on_error="skip",
                               max_skip_fraction=max_skip_fraction, truncate=truncate)
