@@ -46,7 +46,7 @@ EXPERIMENT = Experiment(
     reproduces="no paper figure: plain fine-tuning of your model on your data (issue 18)",
     description=__doc__.splitlines()[0],
     configs={"quick": PlainConfig(), "full": FULL},
-    cost={"quick": "~1 min on 2 idle cores (offline)",
+    cost={"quick": "under a minute on 2 idle cores (offline)",
           "full": "minutes on one GPU (network; not measured)"},
     run=run,
     check=plain.check,
