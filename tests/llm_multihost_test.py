@@ -172,7 +172,8 @@ def test_upsample_hard_two_processes_equal_one_process(user, tmp_path):
 def test_two_processes_killed_and_resumed_equal_one_uninterrupted_process(user, tmp_path):
     """kill -9 of both processes after a checkpoint, then `--resume` on both: the losses and the
     exported model of one uninterrupted process (four devices, same mesh)."""
-    sets = ("mesh.fsdp=2", "epochs=6", "checkpoint_every=12")        # 96 rows / 8 x 6 = 72 steps
+    # 96 rows / 8 x 12 = 144 steps: the kill lands long before the end (polled every 0.1 s from step 12)
+    sets = ("mesh.fsdp=2", "epochs=12", "checkpoint_every=12")
     run(args(user, tmp_path / "one", *sets), env(4))
 
     def start(port, *extra):
@@ -184,7 +185,7 @@ def test_two_processes_killed_and_resumed_equal_one_uninterrupted_process(user, 
     procs, ckpt, t0 = start(free_port()), tmp_path / "two" / "train" / "checkpoints", time.time()
     while not (ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())):
         assert time.time() - t0 < 300 and all(p.poll() is None for p in procs), "no checkpoint before the kill"
-        time.sleep(0.2)
+        time.sleep(0.1)
     for p in procs:
         p.kill()
         p.wait()
