@@ -103,7 +103,7 @@ EXPERIMENT = Experiment(
     configs={"quick": QUICK, "medium": with_seeds(QUICK, facts.MEDIUM_SEEDS),
              "full": Config()},
     cost={"quick": "~4.5 min CPU",
-          "medium": "~8x quick's training (16 seeds per base seed instead of 2; > 17 min)", "full": "GPU (not run)"},
+          "medium": "~8x quick's training (16 seeds per base seed instead of 2)", "full": "GPU (not run)"},
     run=run,
     claims=claims,
     order=64,

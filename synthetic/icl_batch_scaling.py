@@ -87,7 +87,7 @@ EXPERIMENT = Experiment(
     reproduces="seed 004 Fig. 9, App. C.2 (ICL regression: batch size scaled with k, loss vs datapoints seen)",
     description=__doc__.splitlines()[0],
     configs={"quick": QUICK, "medium": with_seeds(QUICK, icl_sweep.MEDIUM_SEEDS), "full": Config(sweep=icl_sweep.FULL)},
-    cost={"quick": "~2 min CPU idle (4 min measured under load)",
+    cost={"quick": "~2 min CPU idle",
           "medium": "~8x quick's training (16 seeds per base seed instead of 2)", "full": "GPU (not run)"},
     run=run,
     claims=claims,

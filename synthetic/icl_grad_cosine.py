@@ -77,7 +77,7 @@ EXPERIMENT = Experiment(
     reproduces="seed 004 Fig. 8, App. C.1 / C.5 (ICL regression: gradient cosine of random batches vs task count)",
     description=__doc__.splitlines()[0],
     configs={"quick": QUICK, "medium": with_seeds(QUICK, icl_sweep.MEDIUM_SEEDS), "full": Config(sweep=icl_sweep.FULL)},
-    cost={"quick": "~3 min CPU idle (7 min measured under load)",
+    cost={"quick": "~3 min CPU idle",
           "medium": "~8x quick's training (16 seeds per base seed instead of 2)", "full": "GPU (not run)"},
     run=run,
     claims=claims,

@@ -67,7 +67,7 @@ EXPERIMENT = Experiment(
         "quick": QUICK, "medium": with_seeds(QUICK, icl_sweep.MEDIUM_SEEDS),
         "full": Config(sweep=icl_sweep.FULL),
     },
-    cost={"quick": "~3 min CPU (8-12 min measured on a heavily loaded 2-core machine)",
+    cost={"quick": "~3 min CPU idle",
           "medium": "~8x quick's training (16 seeds per base seed instead of 2)", "full": "GPU (not run)"},
     run=run,
     claims=claims,
