@@ -115,6 +115,9 @@ def test_two_processes_equal_one_process_and_sharding_equals_one_device(user, tm
                                                                          weights(main).values())))
     np.testing.assert_allclose(two, one, atol=1e-5, rtol=0)
     np.testing.assert_array_equal(losses(other), two)          # both processes log the same global losses
+    headline = lambda folder: json.loads((folder / "results.json").read_text())["headline"]  # noqa: E731
+    assert headline(main)["train_tokens"] == headline(other)["train_tokens"] == \
+        headline(root / "one_process")["train_tokens"]          # every process's rows counted, not its own
     for k, w in weights(root / "one_process").items():
         np.testing.assert_allclose(weights(main)[k], w, atol=1e-6, rtol=0, err_msg=k)
         np.testing.assert_array_equal(weights(other)[k], weights(main)[k])   # the same model exported twice

@@ -222,10 +222,11 @@ def hub_folder(spec: DatasetSpec) -> Path:
     its packaged builders (parquet, json, csv), as it reads the repository online."""
     from huggingface_hub import snapshot_download  # noqa: PLC0415
 
-    repo, _, revision = spec.path.partition("@")
+    from lsb_jax.models.lm.checkpoint import split_revision  # noqa: PLC0415
+
     try:
-        return Path(snapshot_download(repo, repo_type="dataset", revision=revision or None,
-                                      allow_patterns=HUB_DATA_FILES))
+        repo, revision = split_revision(spec.path)
+        return Path(snapshot_download(repo, repo_type="dataset", revision=revision, allow_patterns=HUB_DATA_FILES))
     except Exception as e:   # huggingface_hub's errors: not cached offline, no such repository or revision
         from huggingface_hub import constants  # noqa: PLC0415
 

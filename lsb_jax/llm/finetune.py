@@ -385,7 +385,7 @@ def stacked_batch_put(mesh: Mesh | None) -> Callable[[dict], dict]:
 class FinetuneResult:
     split: Split
     fit: FitResult
-    tokens: int            # target tokens (loss_mask) seen, over all steps (also those before a resume)
+    tokens: int            # target tokens (loss_mask) seen, over all steps (also those before a resume) and processes
     seconds: float
 
     @property
@@ -483,7 +483,11 @@ def finetune_split(split: Split, params, batches: Iterator[dict], cfg: FinetuneC
                  resume=resume, log_every=log_every, desc=desc, donate_state=True,
                  prepare_batches=stacked_batch_put(mesh))
     jax.block_until_ready(result.state.params)
-    return FinetuneResult(split, result, counting.tokens, time.perf_counter() - t0)
+    tokens = counting.tokens
+    if jax.process_count() > 1:   # each process counted the rows it fed: the run's tokens are their sum
+        from jax.experimental import multihost_utils  # noqa: PLC0415
+        tokens = int(np.sum(multihost_utils.process_allgather(np.int64(tokens))))
+    return FinetuneResult(split, result, tokens, time.perf_counter() - t0)
 
 
 # ----------------------------------------------------------------------------- multi-host

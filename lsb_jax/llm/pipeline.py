@@ -190,13 +190,13 @@ def export_finetuned(result, tokenizer, folder: str | Path, *, base: str, what: 
     folder (adapters folded in, weights in the trained parameters' dtype, tokenizer,
     generation_config.json); "adapter" -> `folder/adapter/`, a `peft` LoRA adapter for `base`
     (only when the run trained adapters). Returns {kind: folder written}."""
+    from lsb_jax.models.lm.checkpoint import split_revision  # noqa: PLC0415
     from lsb_jax.models.lm.lora import lora_paths, save_peft_adapter  # noqa: PLC0415
 
     out = {}
     model = result.model()
     dtype = jax.tree.leaves(result.params)[0].dtype
     base = str(Path(base).expanduser().resolve()) if io.looks_local(base) else base   # loadable from anywhere
-    from lsb_jax.models.lm.checkpoint import split_revision  # noqa: PLC0415
     base_name, revision = split_revision(base)      # "org/name@rev": peft keeps the revision in its own field
     if "merged" in what:
         out["merged"] = str(save_model(result.merged_model(), tokenizer, Path(folder) / "model", dtype=dtype,
@@ -437,13 +437,11 @@ def check_inputs(models: Sequence[ModelUse], *, train: DatasetSpec | None = None
       `truncate` only prompts that leave no room for a response count as too long.
     """
     from lsb_jax.config import ConfigError  # noqa: PLC0415
-    from lsb_jax.models.lm import check_source, load_config, load_tokenizer  # noqa: PLC0415
+    from lsb_jax.models.lm import load_config, load_tokenizer  # noqa: PLC0415
     from lsb_jax.models.lm.config import DecoderConfig  # noqa: PLC0415
     from lsb_jax.models.lm.lora import linear_paths  # noqa: PLC0415
 
-    for m in models:
-        if m.source != SCRATCH:
-            check_source(m.source)
+    check_sources([m.source for m in models])
     for m in models:
         lora = m.train.lora if m.train is not None else None
         if lora is None:

@@ -19,7 +19,6 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 
 from lsb_jax.llm import pipeline as pl
 from lsb_jax.llm.data import DatasetSpec, PromptTemplate, load_examples, pad_token_id, read_validated
@@ -68,11 +67,8 @@ class PlainConfig:
 
     def __post_init__(self):
         pl.check_data_choice(self.data, ("planted", "files"))
-        if self.data == "files" and not self.train_data.path:
-            raise ValueError("Config: data='files' needs train_data.path (a local .json/.jsonl/.parquet file "
-                             "or a hub dataset id)")
-        if self.data != "files":
-            pl.check_files_config(self.data, self.train_data, self.test_data)
+        # with data=files the test set is optional (no path: no evaluation)
+        pl.check_files_config(self.data, self.train_data, None if self.data == "files" else self.test_data)
         if self.data == "files" and self.model == SCRATCH:
             raise ValueError("Config: a 'scratch' model needs generated data (its tokenizer is trained on it); "
                              "set model to a hub id or a checkpoint folder")
@@ -155,9 +151,8 @@ def run(cfg: PlainConfig, ctx) -> dict:
 
 def summarize(cfg: PlainConfig, examples, validation, num_steps: int, result, tests: dict, exported: dict,
               seconds: dict, ctx) -> dict:
-    tokens = int(np.sum(result.fit.history["tokens"]))    # every process's rows (each host counts only its own)
-    headline = {"n_train": len(examples), "steps": num_steps, "train_tokens": tokens,
-                "train_tokens_per_s": tokens / result.seconds if result.seconds else None,
+    headline = {"n_train": len(examples), "steps": num_steps, "train_tokens": result.tokens,
+                "train_tokens_per_s": result.tokens / result.seconds if result.seconds else None,
                 "seconds": seconds}
     for name, s in tests.items():
         headline[f"accuracy_{name}"] = s["accuracy"]

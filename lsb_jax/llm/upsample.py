@@ -392,8 +392,7 @@ def finetune_arm(arm: str, folder: str, examples: Examples, counts_N, cfg: Upsam
                               batch_size=cfg.eval_batch, max_new_tokens=cfg.max_new_tokens)
     pl.log_accuracy(ctx, num_steps, tests)
     exported = pl.export_finetuned(result, tok, ctx.dir, base=folder, what=cfg.export, dropout=train.lora_dropout)
-    out = {"steps": num_steps, "train_tokens": int(np.sum(result.fit.history["tokens"])),   # every process's rows
-           "train_seconds": result.seconds,
+    out = {"steps": num_steps, "train_tokens": result.tokens, "train_seconds": result.seconds,
            "upsampled": int((counts_N > 1).sum()), "epoch_size": int(counts_N.sum()), "test": tests,
            "eval_seconds": time.perf_counter() - t0, "exported": {k: str(Path(v).relative_to(ctx.dir))
                                                                   for k, v in exported.items()}}
