@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from lsb_jax.analysis import history_from_rows
 from lsb_jax.train.checkpoint import Checkpointer
 from lsb_jax.train.guard import DivergenceGuard, LossExplodedError, NonFiniteLossError, TrainingDiverged
 from lsb_jax.train.hosts import to_host
@@ -115,26 +114,26 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def _segment_program(step_fn: Callable, chunk: int, host: bool, metric_shapes):
-    """Cached: calling fit() again with the same step_fn and shapes reuses the compiled program."""
-    leaves, treedef = jax.tree.flatten(metric_shapes)
-    return _cached_program(step_fn, chunk, host, treedef, tuple(leaves))
-
-
 @functools.lru_cache(maxsize=8)  # holds step_fn closures: keep it small
-def _cached_program(step_fn: Callable, chunk: int, host: bool, treedef, leaves: tuple):
-    return _build_program(step_fn, chunk, host, jax.tree.unflatten(treedef, list(leaves)))
+def _cached_program(step_fn: Callable, chunk: int, host: bool):
+    """Cached: calling fit() again with the same step_fn reuses the jitted program (and jit's own
+    cache its compilation for the same shapes), with no tracing on the host per call."""
+    return _build_program(step_fn, chunk, host)
 
 
-def _build_program(step_fn: Callable, chunk: int, host: bool, metric_shapes):
+def _build_program(step_fn: Callable, chunk: int, host: bool):
     """One jitted program for every segment: run n <= chunk steps, metrics into a [chunk] buffer.
 
     The trip count n is a traced argument, so segments of any length share one compilation
     (scan would compile once per distinct length). Also returns whether all parameters are
     finite, so a checkpoint is never written from a state that went bad in the segment's last
-    update (whose loss, computed before the update, still looked fine).
+    update (whose loss, computed before the update, still looked fine). The metrics' shapes are
+    found while the program is traced (once per compilation), not by tracing the step again
+    at every fit() call.
     """
     def run(state, n, args, xs):
+        probe = (state, jax.tree.map(lambda a: a[0], xs)) if host else (state,)
+        metric_shapes = jax.eval_shape(lambda *a: step_fn(*a, *args)[1], *probe)
         buf0 = jax.tree.map(lambda sd: jnp.zeros((chunk,) + sd.shape, sd.dtype), metric_shapes)
 
         def body(i, carry):
@@ -166,6 +165,20 @@ def _first_bad(first_M: np.ndarray, reasons: list, params_finite: bool, length: 
     if not params_finite:
         return length - 1, f"parameters became non-finite by step {start + length}", NonFiniteLossError
     return length, None, None
+
+
+def _history_from_blocks(blocks: list[tuple[np.ndarray, dict]]) -> dict[str, np.ndarray]:
+    """The `history_from_rows` columns ({name: [rows, ...]} in float64, {name_step: [rows]}) of
+    blocks of rows logged in step order."""
+    values: dict[str, list] = {}
+    steps: dict[str, list] = {}
+    for block_steps, block in blocks:
+        for k, v in block.items():
+            values.setdefault(k, []).append(np.asarray(v, np.float64))
+            steps.setdefault(k, []).append(block_steps)
+    hist = {k: np.concatenate(v) for k, v in values.items()}
+    hist.update({f"{k}_step": np.concatenate(s) for k, s in steps.items()})
+    return hist
 
 
 def _copy_tree(tree):
@@ -221,14 +234,14 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
     resume = (ctx.resume if ctx is not None else False) if resume is None else resume
     ckpt = Checkpointer(ckpt_dir) if ckpt_dir is not None else None
     metrics_writer = ctx.metrics if ctx is not None else None
-    memory_rows: list[dict] = []
+    memory_blocks: list[tuple[np.ndarray, dict]] = []   # without ctx: (steps [R], {name: [R, ...]})
     host = batches is not None
 
     def log(step: int, values: dict) -> None:
         if metrics_writer is not None:
             metrics_writer.write(step, values)
         else:
-            memory_rows.append({"step": step, **values})
+            memory_blocks.append((np.asarray([step]), {k: np.asarray(v)[None] for k, v in values.items()}))
 
     # --- resume -------------------------------------------------------------------------------
     resumed_from = None
@@ -305,9 +318,7 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
             length = boundary - current
             xs = next_batches(length, current) if host else None
             if program is None:
-                probe = (state, jax.tree.map(lambda a: a[0], xs)) if host else (state,)
-                shapes = jax.eval_shape(lambda *a: step_fn(*a, *step_args)[1], *probe)
-                program = _segment_program(step_fn, chunk, host, shapes)
+                program = _cached_program(step_fn, chunk, host)
             t_segment = time.perf_counter()
             state, metrics, params_finite = program(state, np.int32(length), step_args, xs)
             metrics = jax.tree.map(lambda m: np.asarray(m)[:length], to_host(metrics))
@@ -322,13 +333,21 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
             # what a resume reproduces) on the segment's last row; the first segment compiles: none
             rate = (float(np.sum(metrics["tokens"][:stop_at])) / seconds if "tokens" in metrics and warm > 1
                     and stop_at > 0 else None)
-            for i in range(stop_at):
-                s = current + i + 1
-                if s % log_every == 0 or s == num_steps or (rate is not None and i == stop_at - 1):
+            steps = current + 1 + np.arange(stop_at)
+            keep = (steps % log_every == 0) | (steps == num_steps)
+            if rate is not None:
+                keep[-1] = True
+            rows = np.flatnonzero(keep)
+            if metrics_writer is not None:
+                for i in rows:
                     values = {k: np.asarray(v[i]) for k, v in metrics.items()}
                     if rate is not None and i == stop_at - 1:
                         values["tokens_per_s"] = rate
-                    log(s, values)
+                    log(int(steps[i]), values)
+            elif rows.size:   # in memory: the segment's rows as one block (no per-step Python)
+                memory_blocks.append((steps[rows], {k: np.asarray(v)[rows] for k, v in metrics.items()}))
+                if rate is not None:
+                    log(int(steps[-1]), {"tokens_per_s": rate})
             if what is not None:
                 last = ckpt.newest_intact(state) if ckpt is not None else None
                 where = f"; last good checkpoint: step {last} in {ckpt.directory}" if last is not None else ""
@@ -347,6 +366,6 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
         if metrics_writer is not None:
             metrics_writer.flush()
 
-    history = metrics_writer.history() if metrics_writer is not None else history_from_rows(memory_rows)
+    history = metrics_writer.history() if metrics_writer is not None else _history_from_blocks(memory_blocks)
     diverged_at = None if guard_state is None else np.asarray(guard_state["diverged_at"]).copy()
     return FitResult(state=state, history=history, resumed_from=resumed_from, diverged_at=diverged_at)
