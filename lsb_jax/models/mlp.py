@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu, "linear": lambda x: x,
@@ -28,6 +29,38 @@ def init_mlp(key: jax.Array, sizes: Sequence[int], scale: float = 1.0) -> dict:
     return params
 
 
+def _swap(a: jax.Array) -> jax.Array:
+    return jnp.swapaxes(a, -1, -2)
+
+
+@jax.custom_jvp
+def dense(x: jax.Array, w: jax.Array) -> jax.Array:
+    """x @ w whose reverse pass multiplies canonical layouts: the same product and derivatives.
+
+    Differentiating x @ w gives g @ w^T and x^T @ g. XLA folds those transposes into the dots'
+    dimension numbers, and on CPU a batched dot that contracts a transposed operand (a vmapped
+    ensemble's backward pass) falls off the fast matmul path. Here the transposed copies are
+    made explicitly, behind an optimization barrier, so both backward dots are plain row-major
+    products. The rule is a JVP, so forward mode (jvp, jacfwd, hessians) works too.
+    """
+    return x @ w
+
+
+def _dense_jvp(primals, tangents):
+    x, w = primals
+    dx, dw = tangents
+    y = x @ w
+    out = jnp.zeros_like(y)
+    if not isinstance(dx, SymbolicZero):    # the inputs' tangent (none for the data at layer 0)
+        out = out + dx @ _swap(jax.lax.optimization_barrier(_swap(w)))
+    if not isinstance(dw, SymbolicZero):
+        out = out + _swap(jax.lax.optimization_barrier(_swap(x))) @ dw
+    return y, out
+
+
+dense.defjvp(_dense_jvp, symbolic_zeros=True)
+
+
 def mlp_apply(params: dict, x_BxD: jax.Array, activation: str = "tanh") -> jax.Array:
     """Forward pass; the last layer is linear. Returns [B, D_out]."""
     act = ACTIVATIONS[activation]
@@ -35,7 +68,7 @@ def mlp_apply(params: dict, x_BxD: jax.Array, activation: str = "tanh") -> jax.A
     h = x_BxD
     for l in range(n):
         layer = params[f"layers_{l}"]
-        h = h @ layer["kernel"] + layer["bias"]
+        h = dense(h, layer["kernel"]) + layer["bias"]
         if l < n - 1:
             h = act(h)
     return h
