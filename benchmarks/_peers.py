@@ -19,6 +19,7 @@ import contextlib
 import os
 import platform
 import statistics
+import sys
 import time
 from typing import Callable
 
@@ -66,6 +67,20 @@ def torch_at_threads(thunks: dict, threads: tuple[int, ...] | None = None) -> di
 
 def sklearn_at_threads(thunks: dict, threads: tuple[int, ...] | None = None) -> dict:
     return at_threads(thunks, native_threads, threads)
+
+
+def xla_cpu_pool(threads: int | None) -> None:
+    """Re-executes this script with XLA's CPU thread pool at `threads` threads (None: leave it).
+
+    XLA's CPU client sizes its pool from the NPROC environment variable when it starts (the first
+    computation), so the setting needs a process of its own; call this before any jax computation.
+    A pool of one thread can be faster for tiny per-op work on a small machine (no hand-offs
+    between threads), slower for large matmuls: benchmarks report both settings.
+    """
+    if threads is None or os.environ.get("NPROC") == str(threads):
+        return
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "NPROC": str(threads)})
 
 
 def interleaved(thunks: dict, rounds: int = 5, calls: int = 1, warmup: int = 1) -> dict[str, float]:
@@ -117,7 +132,8 @@ def environment() -> dict:
     """Where the numbers come from: CPU, core count, the load average at the time of the table."""
     import jax
     env = {"platform": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "jax": jax.__version__,
-           "device": jax.devices()[0].device_kind, "loadavg": list(os.getloadavg())}
+           "device": jax.devices()[0].device_kind, "loadavg": list(os.getloadavg()),
+           "xla_cpu_pool": os.environ.get("NPROC", "default")}
     try:
         import torch
         env["torch"] = torch.__version__

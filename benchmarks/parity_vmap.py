@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _peers import compare, environment, peer_threads, print_table, torch_threads  # noqa: E402
+from _peers import compare, environment, peer_threads, print_table, torch_threads, xla_cpu_pool  # noqa: E402
 
 from lsb_jax import io, train  # noqa: E402
 from lsb_jax.sweeps import parity  # noqa: E402
@@ -89,9 +89,12 @@ def main():
     ap.add_argument("--torch-seeds", type=int, default=4)
     ap.add_argument("--torch-steps", type=int, default=1000)
     ap.add_argument("--out", default=None, help="JSON of the results (the table row under 'rows')")
+    ap.add_argument("--xla-threads", type=int, default=None, help="XLA's CPU pool size (default: XLA's own)")
     args = ap.parse_args()
+    xla_cpu_pool(args.xla_threads)      # before any computation: may re-execute this script
     rate_a, loss = lsb_rate(args.seeds, args.steps, args.repeats)
-    print(f"device={jax.devices()[0].platform} seeds={args.seeds} steps={args.steps}")
+    print(f"device={jax.devices()[0].platform} seeds={args.seeds} steps={args.steps} "
+          f"XLA CPU pool threads={args.xla_threads or 'default'}")
     print(f"(a) lsb_jax vmap, train.fit          : {rate_a:10.0f} seed-steps/s  (last batch loss {loss:.3f})")
     try:
         import torch  # noqa: F401
@@ -101,7 +104,8 @@ def main():
     # the fairest PyTorch: the best thread count (tiny matmuls run fastest on one thread)
     times = {"lsb_jax": 1 / rate_a} | {f"torch@{t}t": 1 / torch_rate(args.torch_seeds, args.torch_steps, t)
                                        for t in peer_threads()}
-    row = compare(f"parity {args.seeds} seeds vmapped vs PyTorch seed by seed", times, "lsb_jax", "torch",
+    tag = "" if args.xla_threads is None else f" (XLA pool {args.xla_threads} thread{'s' * (args.xla_threads > 1)})"
+    row = compare(f"parity {args.seeds} seeds vmapped vs PyTorch seed by seed{tag}", times, "lsb_jax", "torch",
                   work=1, unit="seed-steps", shape="MLP 20-40-40-1, batch 20, SGD",
                   timing="ours best of repeats, torch one run per thread count")
     print(f"(b) PyTorch eager, seed by seed      : {row['peer_best_rate']:10.0f} seed-steps/s  (best: "

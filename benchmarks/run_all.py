@@ -34,6 +34,10 @@ SCRIPTS = {
     "vmap_seeds": (["vmap_seeds.py"], ["vmap_seeds.py", "--seeds", "2", "--steps", "30", "--repeats", "1"]),
     "parity_vmap": (["parity_vmap.py"], ["parity_vmap.py", "--seeds", "2", "--steps", "20", "--repeats", "1",
                                          "--torch-seeds", "1", "--torch-steps", "20"]),
+    # the same two with XLA's CPU pool at one thread (its own process: `_peers.xla_cpu_pool`)
+    "vmap_seeds_pool1": (["vmap_seeds.py", "--xla-threads", "1"],
+                         ["vmap_seeds.py", "--seeds", "2", "--steps", "30", "--repeats", "1", "--xla-threads", "1"]),
+    "parity_vmap_pool1": (["parity_vmap.py", "--xla-threads", "1"], None),
     "gpt2_step_L4": (["gpt2_step.py", "--layers", "4", "--width", "128", "--heads", "4", "--batch", "64",
                       "--steps", "3", "--repeats", "5", "--seeds", "4"],
                      ["gpt2_step.py", "--layers", "2", "--width", "64", "--batch", "16", "--pairs", "8", "--steps",

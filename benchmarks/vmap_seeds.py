@@ -9,7 +9,16 @@ compilation (medians of --repeats rounds that go round-robin over (a), (b) and (
       ratio is against its faster setting).
 Prints the ratios a/b and a/c. Target (issue 3): a/b >= 10.
 
-    .venv/bin/python benchmarks/vmap_seeds.py [--seeds 16] [--steps 2000]
+Also prints where a step of (a) goes, each part timed as its own compiled loop over the steps in the
+same interleaved rounds: the model alone (forward, backward and SGD update on a fixed batch), the
+data stream alone (the batch draws), the whole compiled loop of `train.fit`, and `train.fit` itself
+(the loop plus its host work); and the FLOP rate of (a) beside the rate of a large matmul in the same
+process (what XLA reaches on this CPU when a dot is big).
+
+--xla-threads 1 reruns the script with XLA's CPU thread pool at one thread (`_peers.xla_cpu_pool`):
+on a small machine tiny per-op work can run faster without hand-offs between pool threads.
+
+    .venv/bin/python benchmarks/vmap_seeds.py [--seeds 16] [--steps 2000] [--xla-threads 1]
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _peers import compare, environment, interleaved, print_table, torch_at_threads  # noqa: E402
+from _peers import compare, environment, interleaved, print_table, torch_at_threads, xla_cpu_pool  # noqa: E402
 
 from lsb_jax import io, train  # noqa: E402
 from lsb_jax.models.mlp import init_mlp, mlp_apply  # noqa: E402
@@ -42,13 +51,59 @@ def loss_fn(params, batch):
     return (mlp_apply(params, batch["x"], "relu")[:, 0] - batch["y"]) ** 2
 
 
+def flops_per_seed_step(sizes=SIZES, batch_size=20) -> int:
+    """Multiply-adds x 2 of one SGD step: the forward dots, every layer's weight gradient, and the
+    input gradients of every layer but the first (the data need none)."""
+    dots = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+    return 2 * batch_size * (2 * sum(dots) + sum(dots[1:]))
+
+
+def breakdown(step, ens_step, init_all, keys, steps: int) -> dict:
+    """{part: thunk} timing the parts of (a) as compiled loops over `steps` steps (see the module doc)."""
+    from lsb_jax.train.state import data_key
+    from lsb_jax.train.step import make_train_step
+    opt_step = make_train_step(loss_fn, make_optimizer(OptimConfig(name="sgd", lr=0.1), steps))
+    draw = jax.vmap(parity_batch, in_axes=(0, None))
+    batch0 = draw(jax.vmap(data_key)(init_all(keys).rng), jnp.int32(0))
+
+    def model_only(state, batch):
+        return jax.lax.fori_loop(0, steps, lambda i, s: jax.vmap(opt_step)(s, batch)[0], state)
+
+    def data_only(rng):
+        key = jax.vmap(data_key)(rng)
+        def body(i, acc):
+            b = draw(key, i)
+            return acc + jnp.sum(b["x"][:, 0]) + jnp.sum(b["y"])   # a use of every draw, little else
+        return jax.lax.fori_loop(0, steps, body, jnp.float32(0))
+
+    def loop_only(state):
+        return jax.lax.fori_loop(0, steps, lambda i, s: ens_step(s)[0], state)
+
+    model_only, loop_only = jax.jit(model_only, donate_argnums=0), jax.jit(loop_only, donate_argnums=0)
+    data_only = jax.jit(data_only)
+    return {"model (fixed batch)": (lambda: model_only(init_all(keys), batch0), jax.block_until_ready),
+            "data draws": (lambda: data_only(keys), jax.block_until_ready),
+            "compiled loop": (lambda: loop_only(init_all(keys)), jax.block_until_ready)}
+
+
+def matmul_rate(n: int = 1024, repeats: int = 5) -> float:
+    """FLOP/s of one jitted n x n x n float32 matmul (the best of `repeats`)."""
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    times = interleaved({"mm": (lambda: f(a), jax.block_until_ready)}, rounds=repeats)
+    return 2 * n ** 3 / times["mm"]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=16)
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds; medians are reported")
     ap.add_argument("--out", default=None, help="JSON of the results (table rows under 'rows')")
+    ap.add_argument("--xla-threads", type=int, default=None, help="XLA's CPU pool size (default: XLA's own)")
     args = ap.parse_args()
+    xla_cpu_pool(args.xla_threads)      # before any computation: may re-execute this script
     S, T = args.seeds, args.steps
     opt = make_optimizer(OptimConfig(name="sgd", lr=0.1), T)
     step = train.make_sampled_step(loss_fn, opt, parity_batch)
@@ -78,6 +133,9 @@ def main():
 
     thunks = {"vmap": (run_a, jax.block_until_ready), "sequential_jit": (run_b, jax.block_until_ready)}
     work = {"vmap": S * T, "sequential_jit": S * T}
+    parts = breakdown(step, ens_step, init_all, keys, T)
+    thunks |= parts
+    work |= {k: T for k in parts}      # per step of all S seeds
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -94,22 +152,34 @@ def main():
     err = max(float(jnp.max(jnp.abs(a[0] - b)))
               for a, b in zip(jax.tree.leaves(last["a"].params), jax.tree.leaves(last["b0"].params)))
 
-    print(f"seeds={S} steps={T} device={jax.devices()[0].platform}")
+    pool = args.xla_threads or "default"
+    print(f"seeds={S} steps={T} device={jax.devices()[0].platform} XLA CPU pool threads={pool}")
     print(f"(a) vmap, train.fit : {rate_a:12.0f} seed-steps/s")
     print(f"(b) sequential jit  : {rate_b:12.0f} seed-steps/s")
     print(f"ratio a/b           : {rate_a / rate_b:8.1f}x   (max |param diff| member 0 vs sequential: {err:.2e})")
 
-    rows = [compare(f"{S} seeds vmapped vs sequential jit", times, "vmap", "sequential_jit", work=1,
+    flops, peak = flops_per_seed_step(), matmul_rate()
+    per_step = {k: times[k] * 1e6 for k in parts} | {"train.fit": times["vmap"] * S * 1e6}
+    print(f"one step of all {S} seeds, in microseconds (each part its own compiled loop):")
+    for k, us in per_step.items():
+        print(f"    {k:20s} {us:8.1f}")
+    print(f"(a) computes {flops * rate_a / 1e9:.1f} GFLOP/s ({flops} FLOP per seed-step); a 1024^3 matmul here: "
+          f"{peak / 1e9:.1f} GFLOP/s")
+
+    tag = "" if args.xla_threads is None else f" (XLA pool {args.xla_threads} thread{'s' * (args.xla_threads > 1)})"
+    rows = [compare(f"{S} seeds vmapped vs sequential jit{tag}", times, "vmap", "sequential_jit", work=1,
                     unit="seed-steps", shape=f"parity MLP {SIZES}, batch 20, {T} steps")]
     if "torch@1t" in times:
-        rows.append(compare(f"{S} seeds vmapped vs PyTorch seed by seed", times, "vmap", "torch", work=1,
+        rows.append(compare(f"{S} seeds vmapped vs PyTorch seed by seed{tag}", times, "vmap", "torch", work=1,
                             unit="seed-steps", shape=f"parity MLP {SIZES}, batch 20"))
         print(f"(c) PyTorch eager   : {rows[-1]['peer_best_rate']:12.0f} seed-steps/s at its best "
               f"({rows[-1]['peer_best']})")
         print(f"ratio a/c           : {rows[-1]['ratio_vs_best']:8.1f}x")
     print_table(rows)
     if args.out:
-        io.write_json(args.out, {"rows": rows, "env": environment(), "max_param_diff_member0": err})
+        io.write_json(args.out, {"rows": rows, "env": environment(), "max_param_diff_member0": err,
+                                 "step_us": per_step, "flops_per_seed_step": flops, "gflops": flops * rate_a / 1e9,
+                                 "matmul_gflops": peak / 1e9, "xla_cpu_pool": pool})
 
 
 if __name__ == "__main__":

@@ -32,6 +32,10 @@ def test_every_benchmark_runs_at_tiny_size_with_peers_at_each_thread_count(tmp_p
         assert abs(run["inertia_ours"] - run["inertia_sklearn"]) <= 1e-3 * run["inertia_sklearn"]
         assert run["agree_ours_sklearn"] > 0.999
     assert r["vmap_seeds"]["max_param_diff_member0"] < 1e-4   # a vmapped member trains the seed's network
+    # --xla-threads 1 reran the script with XLA's CPU pool at one thread; the default run left XLA's own
+    assert r["vmap_seeds_pool1"]["env"]["xla_cpu_pool"] == "1" and r["vmap_seeds_pool1"]["xla_cpu_pool"] == 1
+    assert r["vmap_seeds"]["env"]["xla_cpu_pool"] == "default"
+    assert r["vmap_seeds"]["flops_per_seed_step"] == 2 * 20 * (2 * (20 * 40 + 40 * 40 + 40) + 40 * 40 + 40)
     assert r["theory_scan"]["max_param_diff_vs_numpy"] < 1e-4  # compiled trainer and numpy loop agree
     loss0 = r["gpt2_step_L4"]["loss0"]
     assert abs(loss0["jax"] - loss0["torch"]) < 1e-4 * max(1.0, abs(loss0["torch"]))  # same weights, same batch
