@@ -35,13 +35,14 @@ def _swap(a: jax.Array) -> jax.Array:
 
 @jax.custom_jvp
 def dense(x: jax.Array, w: jax.Array) -> jax.Array:
-    """x @ w whose reverse pass multiplies canonical layouts: the same product and derivatives.
+    """x @ w whose weight gradient is a plain row-major product (the same product and derivatives).
 
-    Differentiating x @ w gives g @ w^T and x^T @ g. XLA folds those transposes into the dots'
-    dimension numbers, and on CPU a batched dot that contracts a transposed operand (a vmapped
-    ensemble's backward pass) falls off the fast matmul path. Here the transposed copies are
-    made explicitly, behind an optimization barrier, so both backward dots are plain row-major
-    products. The rule is a JVP, so forward mode (jvp, jacfwd, hessians) works too.
+    Differentiating x @ w gives g @ w^T and x^T @ g. XLA folds the transpose of x^T @ g into the
+    dot's dimension numbers, and on CPU a batched dot that contracts the rows of both operands (a
+    vmapped ensemble's weight gradients) falls off the fast matmul path. Here x^T is copied
+    explicitly, behind an optimization barrier, so the weight gradient multiplies canonical layouts.
+    (g @ w^T stays as it is: it is on the fast path, and copying w^T costs more than it saves.)
+    The rule is a JVP, so forward mode (jvp, jacfwd, hessians) works too.
     """
     return x @ w
 
@@ -52,7 +53,7 @@ def _dense_jvp(primals, tangents):
     y = x @ w
     out = jnp.zeros_like(y)
     if not isinstance(dx, SymbolicZero):    # the inputs' tangent (none for the data at layer 0)
-        out = out + dx @ _swap(jax.lax.optimization_barrier(_swap(w)))
+        out = out + dx @ w
     if not isinstance(dw, SymbolicZero):
         out = out + _swap(jax.lax.optimization_barrier(_swap(x))) @ dw
     return y, out
