@@ -12,7 +12,7 @@ SIZES = (6, 5, 4, 1)
 
 
 def _np_params(params):
-    return [(np.asarray(params[f"layers_{l}"]["kernel"], np.float64), np.asarray(params[f"layers_{l}"]["bias"], np.float64))
+    return [tuple(np.asarray(params[f"layers_{l}"][name], np.float64) for name in ("kernel", "bias"))
             for l in range(len(params))]
 
 
