@@ -84,3 +84,12 @@ def test_dense_is_the_matrix_product_with_its_derivatives():
     _, t = jax.jvp(lambda w_: dense(jnp.asarray(x, jnp.float32), w_), (jnp.asarray(w, jnp.float32),),
                    (jnp.asarray(g[:3], jnp.float32),))
     np.testing.assert_allclose(np.asarray(t), x @ g[:3], rtol=1e-5, atol=1e-6)
+
+
+def test_a_single_example_of_rank_one():
+    params = init_mlp(jax.random.PRNGKey(2), SIZES)
+    x, y = _data(6, n=1)
+    one = jax.grad(lambda p: jnp.sum((mlp_apply(p, jnp.asarray(x[0]), "tanh")[0] - y[0]) ** 2))(params)
+    _, want, _ = _np_loss_and_grads(params, x, y)
+    for l, g in enumerate(want):
+        np.testing.assert_allclose(np.asarray(one[f"layers_{l}"]["kernel"]), g["kernel"], rtol=1e-4, atol=1e-5)

@@ -54,8 +54,8 @@ def _dense_jvp(primals, tangents):
     out = jnp.zeros_like(y)
     if not isinstance(dx, SymbolicZero):    # the inputs' tangent (none for the data at layer 0)
         out = out + dx @ w
-    if not isinstance(dw, SymbolicZero):
-        out = out + _swap(jax.lax.optimization_barrier(_swap(x))) @ dw
+    if not isinstance(dw, SymbolicZero):    # a single example (x of rank 1) has no rows to transpose
+        out = out + (_swap(jax.lax.optimization_barrier(_swap(x))) if x.ndim > 1 else x) @ dw
     return y, out
 
 
