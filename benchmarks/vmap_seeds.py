@@ -58,11 +58,11 @@ def flops_per_seed_step(sizes=SIZES, batch_size=20) -> int:
     return 2 * batch_size * (2 * sum(dots) + sum(dots[1:]))
 
 
-def breakdown(step, ens_step, init_all, keys, steps: int) -> dict:
+def breakdown(opt, ens_step, init_all, keys, steps: int) -> dict:
     """{part: thunk} timing the parts of (a) as compiled loops over `steps` steps (see the module doc)."""
     from lsb_jax.train.state import data_key
     from lsb_jax.train.step import make_train_step
-    opt_step = make_train_step(loss_fn, make_optimizer(OptimConfig(name="sgd", lr=0.1), steps))
+    opt_step = make_train_step(loss_fn, opt)
     draw = jax.vmap(parity_batch, in_axes=(0, None))
     batch0 = draw(jax.vmap(data_key)(init_all(keys).rng), jnp.int32(0))
 
@@ -73,7 +73,7 @@ def breakdown(step, ens_step, init_all, keys, steps: int) -> dict:
         key = jax.vmap(data_key)(rng)
         def body(i, acc):
             b = draw(key, i)
-            return acc + jnp.sum(b["x"][:, 0]) + jnp.sum(b["y"])   # a use of every draw, little else
+            return acc + jnp.sum(b["x"]) + jnp.sum(b["y"])   # a use of every draw, little else
         return jax.lax.fori_loop(0, steps, body, jnp.float32(0))
 
     def loop_only(state):
@@ -87,7 +87,7 @@ def breakdown(step, ens_step, init_all, keys, steps: int) -> dict:
 
 
 def matmul_rate(n: int = 1024, repeats: int = 5) -> float:
-    """FLOP/s of one jitted n x n x n float32 matmul (the best of `repeats`)."""
+    """FLOP/s of one jitted n x n x n float32 matmul (the median of `repeats`)."""
     a = jnp.ones((n, n), jnp.float32)
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
@@ -133,7 +133,7 @@ def main():
 
     thunks = {"vmap": (run_a, jax.block_until_ready), "sequential_jit": (run_b, jax.block_until_ready)}
     work = {"vmap": S * T, "sequential_jit": S * T}
-    parts = breakdown(step, ens_step, init_all, keys, T)
+    parts = breakdown(opt, ens_step, init_all, keys, T)
     thunks |= parts
     work |= {k: T for k in parts}      # per step of all S seeds
     try:
