@@ -28,23 +28,36 @@ def steps_to_threshold(steps_T: np.ndarray, values_TxM: np.ndarray, threshold: f
     return out
 
 
+def row_block(step: int, values: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One logged row {name: value} at `step` as a block of one row (`history_from_blocks`)."""
+    return np.asarray([step]), {k: np.asarray(v, np.float64)[None] for k, v in values.items()}
+
+
+def history_from_blocks(blocks, names=None) -> dict[str, np.ndarray]:
+    """Column arrays of logged metrics given as blocks of rows (steps [R], {name: [R, ...]}), in
+    step order: {name: [rows_with_name, ...]} in float64 and {name_step: [rows_with_name]};
+    `names` keeps only those metrics."""
+    values: dict[str, list] = {}
+    steps: dict[str, list] = {}
+    for block_steps, block in blocks:
+        for k, v in block.items():
+            if names is not None and k not in names:
+                continue
+            values.setdefault(k, []).append(np.asarray(v, np.float64))
+            steps.setdefault(k, []).append(np.asarray(block_steps))
+    hist = {k: np.concatenate(v) for k, v in values.items()}
+    hist.update({f"{k}_step": np.concatenate(s) for k, s in steps.items()})
+    return hist
+
+
 def history_from_rows(rows, names=None) -> dict[str, np.ndarray]:
     """Column arrays of logged metric rows {"step": s, name: value, ...}.
 
     Returns {name: [rows_with_name, ...]} and {name_step: [rows_with_name]}; `names` keeps only
     those metrics.
     """
-    out: dict[str, list] = {}
-    steps: dict[str, list] = {}
-    for row in rows:
-        for k, v in row.items():
-            if k == "step" or (names is not None and k not in names):
-                continue
-            out.setdefault(k, []).append(np.asarray(v, dtype=np.float64))
-            steps.setdefault(k, []).append(row["step"])
-    hist = {k: np.stack(v) for k, v in out.items()}
-    hist.update({f"{k}_step": np.asarray(s) for k, s in steps.items()})
-    return hist
+    return history_from_blocks((row_block(row["step"], {k: v for k, v in row.items() if k != "step"})
+                                for row in rows), names)
 
 
 def mean_std(x) -> tuple[float, float]:

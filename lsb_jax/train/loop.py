@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from lsb_jax.analysis import history_from_blocks, row_block
 from lsb_jax.train.checkpoint import Checkpointer
 from lsb_jax.train.guard import DivergenceGuard, LossExplodedError, NonFiniteLossError, TrainingDiverged
 from lsb_jax.train.hosts import to_host
@@ -167,20 +168,6 @@ def _first_bad(first_M: np.ndarray, reasons: list, params_finite: bool, length: 
     return length, None, None
 
 
-def _history_from_blocks(blocks: list[tuple[np.ndarray, dict]]) -> dict[str, np.ndarray]:
-    """The `history_from_rows` columns ({name: [rows, ...]} in float64, {name_step: [rows]}) of
-    blocks of rows logged in step order."""
-    values: dict[str, list] = {}
-    steps: dict[str, list] = {}
-    for block_steps, block in blocks:
-        for k, v in block.items():
-            values.setdefault(k, []).append(np.asarray(v, np.float64))
-            steps.setdefault(k, []).append(block_steps)
-    hist = {k: np.concatenate(v) for k, v in values.items()}
-    hist.update({f"{k}_step": np.concatenate(s) for k, s in steps.items()})
-    return hist
-
-
 def _copy_tree(tree):
     return jax.tree.map(lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x, tree)
 
@@ -241,7 +228,7 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
         if metrics_writer is not None:
             metrics_writer.write(step, values)
         else:
-            memory_blocks.append((np.asarray([step]), {k: np.asarray(v)[None] for k, v in values.items()}))
+            memory_blocks.append(row_block(step, values))
 
     # --- resume -------------------------------------------------------------------------------
     resumed_from = None
@@ -366,6 +353,6 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
         if metrics_writer is not None:
             metrics_writer.flush()
 
-    history = metrics_writer.history() if metrics_writer is not None else _history_from_blocks(memory_blocks)
+    history = metrics_writer.history() if metrics_writer is not None else history_from_blocks(memory_blocks)
     diverged_at = None if guard_state is None else np.asarray(guard_state["diverged_at"]).copy()
     return FitResult(state=state, history=history, resumed_from=resumed_from, diverged_at=diverged_at)
