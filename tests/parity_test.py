@@ -106,6 +106,21 @@ def test_online_points_are_fresh_and_zipf_batches_are_fixed_blocks():
     assert len(set(top)) == 4   # a batch is B distinct pool points
 
 
+def test_online_and_pool_points_are_slices_of_one_long_jax_draw():
+    """Online step t = row t of jax.random.bits(data_key, (steps, B)); pool point i = element i of
+    jax.random.bits(pool_key, (N,)): JAX's own draws, signs read off by numpy."""
+    cfg = ParityConfig(dim=20, k=3, batch_size=4, steps=16)
+    key = jax.random.PRNGKey(11)
+    online = _points(cfg, P.Lever(), 16, key)
+    ref = np.asarray(jax.random.bits(key, (16, 4), jnp.uint32))
+    for t in range(16):
+        np.testing.assert_array_equal(online[t], _np_signs(ref[t], 20))
+    idx = jnp.asarray([0, 5, 63, 17], jnp.int32)
+    pool = np.asarray(jax.jit(P.pool_points, static_argnums=2)(P.pool_key(key), idx, 20))
+    ref_pool = np.asarray(jax.random.bits(P.pool_key(key), (64,), jnp.uint32))[np.asarray(idx)]
+    np.testing.assert_array_equal(pool, _np_signs(ref_pool, 20))
+
+
 def test_curriculum_switches_from_the_small_set_to_the_full_pool():
     cfg = ParityConfig(dim=32, k=3, batch_size=4, steps=100)
     xs = _points(cfg, P.Lever("curriculum", rho=0.02, switch=10), 30)   # K = 8 points

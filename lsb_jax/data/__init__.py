@@ -13,9 +13,13 @@ pairwise distance h_min (greedy farthest point, 2-approximation), `min_pairwise_
 `nearest_neighbor`, `select_uniform(features, x, k)`; sentence embeddings in `lsb_jax.data.embed`
 (optional extra `embed`).
 
+Counter-based draws (`bits.py`): `stream_bits(key, index)` / `stream_row(key, row, width)` are
+elements of one long jax.random.bits(key, ...) stream, hashed in one fused kernel (no PRNG loop).
+
 Numbers may be schedules (`schedules.py`) or traced arrays; `sample` works under jit, scan, vmap.
 """
 
+from lsb_jax.data.bits import stream_bits, stream_row
 from lsb_jax.data.permutation import permute, unpermute  # the module `permutation` stays importable by name
 from lsb_jax.data.samplers import (
     Curriculum,
@@ -54,6 +58,8 @@ __all__ = [
     "piecewise",
     "sample_indices_host",
     "select_uniform",
+    "stream_bits",
+    "stream_row",
     "subsample_counts",
     "unpermute",
 ]

@@ -11,12 +11,14 @@ MSE loss (f(x) - y)^2; chance level is MSE 1 (predict 0) and accuracy 1/2; accur
 mean[sign f(x) = chi_k(x)] on a fixed test set drawn uniformly from the hypercube.
 
 Points are generated from random bits, never stored: x = 2 * bits(u) - 1 for one uint32 u per
-example (D <= 32), so a batch costs one PRNG draw and a shift. The training set D of the paper
-(size N = steps x batch) is a *counter-based pool*: point i is bits(fold_in(pool_key, i)), a pure
-function of (member, i). As the points are i.i.d., "a random fraction rho of D" is distributed
-exactly as "the first round(rho N) points", which is what the levers use:
+example (D <= 32), so a batch costs one PRNG draw and a shift. Draws are counter-based
+(`lsb_jax.data.bits`: JAX's own threefry numbers, hashed in one fused kernel). The training set D
+of the paper (size N = steps x batch) is a *counter-based pool*: point i is element i of
+jax.random.bits(pool_key, (N,)), a pure function of (member, i). As the points are i.i.d., "a
+random fraction rho of D" is distributed exactly as "the first round(rho N) points", which is what
+the levers use:
 
-    online      fresh points every step: bits(fold_in(data_key, step), [B])
+    online      fresh points every step: row `step` of jax.random.bits(data_key, (steps, B))
     subsample   rho: the pool [0, K), K = round(rho N), in epochs without replacement
                 (`data.Epochs`), for the same number of steps, i.e. ~1/rho epochs (Fig. 4)
     zipf        the pool cut into N/B fixed batches; batch b drawn with p ∝ (rank + 1)^-alpha,
@@ -40,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lsb_jax.data import Epochs, Zipf
+from lsb_jax.data.bits import stream_bits, stream_row
 from lsb_jax.models.mlp import mlp_apply
 
 SAMPLERS = ("online", "subsample", "zipf", "curriculum")
@@ -68,9 +71,13 @@ def pool_key(data_key: jax.Array) -> jax.Array:
 
 
 def pool_points(key: jax.Array, index_B: jax.Array, dim: int) -> jax.Array:
-    """[B, D] points i of the counter-based pool: x_i = signs(bits(fold_in(key, i)))."""
-    bits_B = jax.vmap(lambda i: jax.random.bits(jax.random.fold_in(key, i), (), jnp.uint32))(index_B)
-    return bits_to_signs(bits_B, dim)
+    """[B, D] points i of the counter-based pool: x_i = signs(jax.random.bits(key, (N,))[i])."""
+    return bits_to_signs(stream_bits(key, index_B), dim)
+
+
+def online_points(key: jax.Array, step, batch_size: int, dim: int) -> jax.Array:
+    """[B, D] the fresh points of step `step`: signs of row `step` of jax.random.bits(key, (steps, B))."""
+    return bits_to_signs(stream_row(key, step, batch_size), dim)
 
 
 def parity(x_BxD: jax.Array, k: int) -> jax.Array:
@@ -134,7 +141,7 @@ def batch_sampler(cfg, arm: Lever, batch_size: int | None = None):
 
     if arm.sampler == "online":
         def sample(key, step):
-            x_BxD = sample_signs(jax.random.fold_in(key, step), b, dim)
+            x_BxD = online_points(key, step, b, dim)
             return {"x": x_BxD, "y": target(x_BxD)}
         return sample
 
@@ -168,5 +175,5 @@ def test_set(cfg) -> tuple[jax.Array, jax.Array]:
     return x_TxD, parity(x_TxD, cfg.k)
 
 
-__all__ = ["SAMPLERS", "Lever", "batch_sampler", "bits_to_signs", "evaluate", "mse_losses", "parity", "pool_key",
-           "pool_points", "sample_signs", "staircase", "test_set"]
+__all__ = ["SAMPLERS", "Lever", "batch_sampler", "bits_to_signs", "evaluate", "mse_losses", "online_points",
+           "parity", "pool_key", "pool_points", "sample_signs", "staircase", "test_set"]
