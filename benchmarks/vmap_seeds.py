@@ -7,7 +7,12 @@ compilation (medians of --repeats rounds that go round-robin over (a), (b) and (
   (b) the same jitted single step, 16 seeds run one after another, one dispatch per step;
   (c) PyTorch (if installed), 16 seeds one after another, eager, at 1 thread and at all cores (the
       ratio is against its faster setting).
-Prints the ratios a/b and a/c. Target (issue 3): a/b >= 10.
+Prints the ratios a/b and a/c. Target (issue 3): a/b >= 10. Member 0 of (a) is checked against seed 0
+of (b) over the first CHECK_STEPS steps (same numbers up to rounding).
+
+The batch is the sparse-parity task's own online draw (`lsb_jax.tasks.parity.online_points`, a
+counter-based `lsb_jax.data.stream_row`). `run_all.py` also runs this script with --xla-threads 1
+and adds a row with each side at its faster pool.
 
 Also prints where a step of (a) goes, each part timed as its own compiled loop over the steps in the
 same interleaved rounds: the model alone (forward, backward and SGD update on a fixed batch), the
