@@ -12,7 +12,8 @@ training step pays on every step (`benchmarks/vmap_seeds.py` times its share). H
 rounds are plain uint32 arithmetic: one elementwise kernel on every backend. Its result is divided
 by a traced one, because XLA duplicates cheap elementwise producers into each consumer (and a
 broadcasting consumer, such as bits -> ±1 coordinates, would recompute the hash for every reuse)
-but does not duplicate a division: the hash is computed once per draw.
+but treats a division as expensive and does not: the hash is computed once per draw (one fusion in
+the compiled parity step; a speed matter only, the numbers are the same either way).
 
 Keys are raw uint32[2] threefry keys (`jax.random.PRNGKey`, `jax.random.key_data` of a typed key).
 """

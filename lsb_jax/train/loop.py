@@ -117,7 +117,7 @@ def _all_finite(tree) -> jax.Array:
 
 # XLA:CPU's default copy insertion copies loop-carried parameters the step still reads after its
 # update is computed; with region analysis it proves most of those copies unneeded (the 16-seed parity
-# step: 7 copies per step -> 1). Layout of buffers only: the numbers are the same.
+# step: 7 copies per step -> 1). Buffer copies only: the arithmetic, and so the numbers, are the same.
 _CPU_LOOP_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
 
 
