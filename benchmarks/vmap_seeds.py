@@ -14,11 +14,12 @@ The batch is the sparse-parity task's own online draw (`lsb_jax.tasks.parity.onl
 counter-based `lsb_jax.data.stream_row`). `run_all.py` also runs this script with --xla-threads 1
 and adds a row with each side at its faster pool.
 
-Also prints where a step of (a) goes, each part timed as its own compiled loop over the steps in the
-same interleaved rounds: the model alone (forward, backward and SGD update on a fixed batch), the
-data stream alone (the batch draws), the whole compiled loop of `train.fit`, and `train.fit` itself
-(the loop plus its host work); and the FLOP rate of (a) beside the rate of a large matmul in the same
-process (what XLA reaches on this CPU when a dot is big).
+Also prints where a step of (a) goes, each part timed as its own compiled loop over the steps (with
+fit's compiler options, `train.loop_compiler_options`) in the same interleaved rounds: the model alone
+(forward, backward and SGD update on a fixed batch), the data stream alone (the batch draws), the
+whole compiled loop of `train.fit`, and `train.fit` itself (the loop plus its host work); and the
+FLOP rate of (a) beside the rate of a large matmul in the same process (what XLA reaches on this CPU
+when a dot is big).
 
 --xla-threads 1 reruns the script with XLA's CPU thread pool at one thread (`_peers.xla_cpu_pool`):
 on a small machine tiny per-op work can run faster without hand-offs between pool threads.
@@ -86,8 +87,10 @@ def breakdown(opt, ens_step, init_all, keys, steps: int) -> dict:
     def loop_only(state):
         return jax.lax.fori_loop(0, steps, lambda i, s: ens_step(s)[0], state)
 
-    model_only, loop_only = jax.jit(model_only, donate_argnums=0), jax.jit(loop_only, donate_argnums=0)
-    data_only = jax.jit(data_only)
+    options = train.loop_compiler_options()    # what fit compiles its own loop with
+    model_only = jax.jit(model_only, donate_argnums=0, compiler_options=options)
+    loop_only = jax.jit(loop_only, donate_argnums=0, compiler_options=options)
+    data_only = jax.jit(data_only, compiler_options=options)
     return {"model (fixed batch)": (lambda: model_only(init_all(keys), batch0), jax.block_until_ready),
             "data draws": (lambda: data_only(keys), jax.block_until_ready),
             "compiled loop": (lambda: loop_only(init_all(keys)), jax.block_until_ready)}

@@ -122,9 +122,10 @@ _CPU_LOOP_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
 
 
 @functools.cache
-def _loop_compiler_options() -> dict:
-    """Compiler options for the segment program: `_CPU_LOOP_OPTIONS` on a CPU backend whose XLA
-    knows them (probed once with a tiny program), none elsewhere."""
+def loop_compiler_options() -> dict:
+    """The compiler options of fit's segment program (for other compiled training loops too):
+    `_CPU_LOOP_OPTIONS` on a CPU backend whose XLA knows them (probed once with a tiny program),
+    none elsewhere."""
     if jax.default_backend() != "cpu":
         return {}
     try:
@@ -168,7 +169,7 @@ def _build_program(step_fn: Callable, chunk: int, host: bool):
         state, buf = jax.lax.fori_loop(0, n, body, (state, buf0))
         return state, buf, _all_finite(state.params)
 
-    return jax.jit(run, donate_argnums=0, compiler_options=_loop_compiler_options())
+    return jax.jit(run, donate_argnums=0, compiler_options=loop_compiler_options())
 
 
 def _first_bad(first_M: np.ndarray, reasons: list, params_finite: bool, length: int, start: int
