@@ -4,15 +4,19 @@ Model: MLSA with D = H = 4 (Sigma = diag(4, 2, 1, 0.5)), closed-form population 
 (global normalization, two gradients per step) or GD. In one run on the same machine:
   (a) `dynamics.simulator`: the whole trajectory as one jitted `lax.scan`/`fori_loop`;
   (b) the same update written in numpy (analytic gradients, float64), one Python iteration per step;
-  (c) 64 members (seeds x rho) vmapped in one program vs (d) the 64 runs one after another with (a).
-Rates are steps/s after compilation (best of --repeats). Prints ratios a/b and c/d.
+  (c) 64 members (seeds x rho) vmapped in one program, compiled as the theory's grids are
+      (`dynamics.grid_compiler_options`), vs (d) the 64 runs one after another with (a);
+  (c') the 64 members with the CPU as one device per core (`train.hosts.use_cpu_cores`) and the
+      members split over them (`train.member_vmap`: each core runs its own block), vs (d).
+Rates are steps/s after compilation (best of --repeats). Prints ratios a/b, c/d and c'/d.
 
-    .venv/bin/python benchmarks/theory_scan.py [--steps 100000] [--members 64] [--method sam]
+    .venv/bin/python benchmarks/theory_scan.py [--steps 100000] [--members 64] [--method sam] [--cpu-devices N]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -24,7 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peers import compare, environment, print_table  # noqa: E402
 
-from lsb_jax import io  # noqa: E402
+from lsb_jax import io, train  # noqa: E402
+from lsb_jax.train import hosts  # noqa: E402
 from lsb_jax.theory import dynamics, mlsa  # noqa: E402
 
 LAM = np.array([4.0, 2.0, 1.0, 0.5])
@@ -67,7 +72,9 @@ def main():
     ap.add_argument("--method", default="sam", choices=("gd", "sam"))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None, help="JSON of the results (table rows under 'rows')")
+    ap.add_argument("--cpu-devices", default="auto", help="CPU devices for (c'): a count or 'auto' (one per core)")
     args = ap.parse_args()
+    hosts.use_cpu_cores(args.cpu_devices)     # before any computation
     spec = mlsa.spectrum(LAM)
     lr, rho = 0.02, 0.04
     p0 = mlsa.init_params(jax.random.PRNGKey(0), 4, 4, mlsa.Init("random", 0.05))
@@ -93,7 +100,8 @@ def main():
     rhos = jnp.linspace(0.0, 0.06, m)
     steps_c = max(args.steps // 10, 100)
     run_c = dynamics.simulator(mlsa.population_loss, num_steps=steps_c, record_every=steps_c // 10, method=args.method)
-    vm = jax.jit(jax.vmap(run_c, in_axes=(0, None, None, 0)))
+    grid = dynamics.grid_compiler_options()       # what the theory's grids compile with (`theory.sweeps`)
+    vm = jax.jit(jax.vmap(run_c, in_axes=(0, None, None, 0)), compiler_options=grid)
     jax.block_until_ready(vm(params, spec, lr, rhos))
     t_c = best_of(lambda: vm(params, spec, lr, rhos), args.repeats)
     one = lambda i: run_c(jax.tree.map(lambda x: x[i], params), spec, lr, rhos[i])
@@ -102,16 +110,36 @@ def main():
     print(f"(c) {m} members vmapped: {m * steps_c / t_c:,.0f} member-steps/s")
     print(f"(d) {m} runs one by one:  {m * steps_c / t_d:,.0f} member-steps/s")
     print(f"ratio c/d: {t_d / t_c:.1f}x")
+    mesh = train.member_mesh(jax.devices()[:math.gcd(m, jax.device_count())])
+    split_diff = None
+    if mesh is not None:
+        sp = jax.jit(train.member_vmap(run_c, (0, None, None, 0), mesh), compiler_options=grid)
+        p_s, r_s = train.shard_members(params, mesh), train.shard_members(rhos, mesh)
+        out_s = jax.block_until_ready(sp(p_s, spec, lr, r_s))
+        t_s = best_of(lambda: sp(p_s, spec, lr, r_s), args.repeats)
+        out_c = vm(params, spec, lr, rhos)
+        split_diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                         for a, b in zip(jax.tree.leaves(out_s.params), jax.tree.leaves(out_c.params)))
+        print(f"(c') {m} members over {mesh.size} CPU devices: {m * steps_c / t_s:,.0f} member-steps/s "
+              f"(max |param diff| vs (c): {split_diff:.1e})")
+        print(f"ratio c'/d: {t_d / t_s:.1f}x")
     # seconds per (member-)step; numpy's loop is single-threaded Python (its BLAS is not used at D = 4)
     times = {"scan": t_a / args.steps, "numpy_loop": t_b / args.steps, "vmapped": t_c / (m * steps_c),
              "one_by_one": t_d / (m * steps_c)}
+    if mesh is not None:
+        times["split"] = t_s / (m * steps_c)
     rows = [compare(f"MLSA {args.method} scan vs numpy loop", times, "scan", "numpy_loop", work=1, unit="steps",
                     shape="D=H=4, population loss", timing="best of repeats"),
             compare(f"MLSA {args.method} {m} members vmapped vs one by one", times, "vmapped", "one_by_one", work=1,
                     unit="member-steps", shape="D=H=4, population loss", timing="best of repeats")]
+    if mesh is not None:
+        rows.append(compare(f"MLSA {args.method} {m} members over {mesh.size} CPU devices vs one by one", times,
+                            "split", "one_by_one", work=1, unit="member-steps", shape="D=H=4, population loss",
+                            timing="best of repeats"))
     print_table(rows)
     if args.out:
-        io.write_json(args.out, {"rows": rows, "env": environment(), "max_param_diff_vs_numpy": diff})
+        io.write_json(args.out, {"rows": rows, "env": environment(), "max_param_diff_vs_numpy": diff,
+                                 "max_param_diff_split_vs_vmap": split_diff, "cpu_devices": jax.device_count()})
 
 
 if __name__ == "__main__":

@@ -3,12 +3,17 @@
 Model: the sparse-parity MLP of seed 004 (20-40-40-1, ReLU), ±1 inputs, label = product of 6 bits,
 SGD lr 0.1, batch 20, data drawn inside the step. Rates are seed-steps per second after
 compilation (medians of --repeats rounds that go round-robin over (a), (b) and (c)):
-  (a) lsb_jax: 16 seeds vmapped, trained by `train.fit` (one compiled loop over the steps);
+  (a) lsb_jax: 16 seeds vmapped, trained by `train.fit` (one compiled loop over the steps) on one
+      CPU device;
+  (a') the same with the CPU split into one device per core (`train.hosts.use_cpu_cores`, as
+      `lsb --cpu-devices auto` does) and the seeds split over them (`train.member_vmap`: each core
+      steps its own 16/D seeds; what a sweep does with several devices);
   (b) the same jitted single step, 16 seeds run one after another, one dispatch per step;
   (c) PyTorch (if installed), 16 seeds one after another, eager, at 1 thread and at all cores (the
       ratio is against its faster setting).
-Prints the ratios a/b and a/c. Target (issue 3): a/b >= 10. Member 0 of (a) is checked against seed 0
-of (b) over the first CHECK_STEPS steps (same numbers up to rounding).
+Prints the ratios a/b, a'/b and a/c. Target (issue 3): >= 10 against (b). Member 0 of (a) and (a') is
+checked against seed 0 of (b) over the first CHECK_STEPS steps (same numbers up to rounding). (b) and
+(c) may use every core too: XLA's pool splits each op of (b), PyTorch runs at its best thread count.
 
 The batch is the sparse-parity task's own online draw (`lsb_jax.tasks.parity.online_points`, a
 counter-based `lsb_jax.data.stream_row`). `run_all.py` also runs this script with --xla-threads 1
@@ -24,12 +29,13 @@ when a dot is big).
 --xla-threads 1 reruns the script with XLA's CPU thread pool at one thread (`_peers.xla_cpu_pool`):
 on a small machine tiny per-op work can run faster without hand-offs between pool threads.
 
-    .venv/bin/python benchmarks/vmap_seeds.py [--seeds 16] [--steps 2000] [--xla-threads 1]
+    .venv/bin/python benchmarks/vmap_seeds.py [--seeds 16] [--steps 2000] [--xla-threads 1] [--cpu-devices N]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -40,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peers import compare, environment, interleaved, print_table, torch_at_threads, xla_cpu_pool  # noqa: E402
 
 from lsb_jax import io, train  # noqa: E402
+from lsb_jax.train import hosts  # noqa: E402
 from lsb_jax.models.mlp import init_mlp, mlp_apply  # noqa: E402
 from lsb_jax.tasks.parity import online_points, parity  # noqa: E402
 from lsb_jax.optim import OptimConfig, make_optimizer  # noqa: E402
@@ -112,8 +119,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds; medians are reported")
     ap.add_argument("--out", default=None, help="JSON of the results (table rows under 'rows')")
     ap.add_argument("--xla-threads", type=int, default=None, help="XLA's CPU pool size (default: XLA's own)")
+    ap.add_argument("--cpu-devices", default="auto", help="CPU devices for (a'): a count or 'auto' (one per core)")
     args = ap.parse_args()
     xla_cpu_pool(args.xla_threads)      # before any computation: may re-execute this script
+    hosts.use_cpu_cores(args.cpu_devices)
     S, T = args.seeds, args.steps
     opt = make_optimizer(OptimConfig(name="sgd", lr=0.1), T)
     step = train.make_sampled_step(loss_fn, opt, parity_batch)
@@ -130,6 +139,14 @@ def main():
     def run_a():
         return train.fit(ens_step, init_all(keys), T, chunk_size=T, donate_state=True).state
 
+    # (a'): the seeds split over the CPU devices, each device stepping its own block
+    mesh = train.member_mesh(jax.devices()[:math.gcd(S, jax.device_count())])
+    cores_step = train.member_vmap(step, (0,), mesh)
+
+    def run_cores():
+        return train.fit(cores_step, train.shard_members(init_all(keys), mesh), T, chunk_size=T,
+                         donate_state=True).state
+
     def run_b():
         for i in range(S):
             s = init_one(keys[i])
@@ -138,7 +155,9 @@ def main():
         return s
 
     thunks = {"vmap": (run_a, jax.block_until_ready), "sequential_jit": (run_b, jax.block_until_ready)}
-    work = {"vmap": S * T, "sequential_jit": S * T}
+    if mesh is not None:
+        thunks["vmap_cores"] = (run_cores, jax.block_until_ready)
+    work = {k: S * T for k in thunks}
     parts = breakdown(opt, ens_step, init_all, keys, T)
     thunks |= parts
     work |= {k: T for k in parts}      # per step of all S seeds
@@ -157,12 +176,17 @@ def main():
     # same numbers? member 0 of (a) equals seed 0 of (b) over the first CHECK_STEPS steps (longer runs
     # can part: a rounding difference between the batched and the single dots may flip a ReLU once)
     n = min(T, CHECK_STEPS)
-    a0 = train.fit(ens_step, init_all(keys), n, chunk_size=n, donate_state=True).state
     b0 = init_one(keys[0])
     for _ in range(n):
         b0, _ = one(b0)
-    err = max(float(jnp.max(jnp.abs(a[0] - b)))
-              for a, b in zip(jax.tree.leaves(a0.params), jax.tree.leaves(b0.params)))
+
+    def member0_err(step_fn, state):
+        a0 = train.fit(step_fn, state, n, chunk_size=n, donate_state=True).state
+        return max(float(jnp.max(jnp.abs(a[0] - b)))
+                   for a, b in zip(jax.tree.leaves(a0.params), jax.tree.leaves(b0.params)))
+
+    err = member0_err(ens_step, init_all(keys))
+    err_cores = member0_err(cores_step, train.shard_members(init_all(keys), mesh)) if mesh is not None else None
 
     pool = args.xla_threads or "default"
     print(f"seeds={S} steps={T} device={jax.devices()[0].platform} XLA CPU pool threads={pool}")
@@ -170,6 +194,10 @@ def main():
     print(f"(b) sequential jit  : {rate_b:12.0f} seed-steps/s")
     print(f"ratio a/b           : {rate_a / rate_b:8.1f}x   (max |param diff| member 0 vs sequential after {n} "
           f"steps: {err:.2e})")
+    if mesh is not None:
+        rate_c = 1 / times["vmap_cores"]
+        print(f"(a') vmap over {mesh.size} CPU devices: {rate_c:12.0f} seed-steps/s")
+        print(f"ratio a'/b          : {rate_c / rate_b:8.1f}x   (max |param diff| member 0: {err_cores:.2e})")
 
     flops, peak = flops_per_seed_step(), matmul_rate()
     per_step = {k: times[k] * 1e6 for k in parts} | {"train.fit": times["vmap"] * S * 1e6}
@@ -182,6 +210,10 @@ def main():
     tag = "" if args.xla_threads is None else f" (XLA pool {args.xla_threads} thread{'s' * (args.xla_threads > 1)})"
     rows = [compare(f"{S} seeds vmapped vs sequential jit{tag}", times, "vmap", "sequential_jit", work=1,
                     unit="seed-steps", shape=f"parity MLP {SIZES}, batch 20, {T} steps")]
+    if mesh is not None:
+        rows.append(compare(f"{S} seeds vmapped over {mesh.size} CPU devices vs sequential jit{tag}", times,
+                            "vmap_cores", "sequential_jit", work=1, unit="seed-steps",
+                            shape=f"parity MLP {SIZES}, batch 20, {T} steps"))
     if "torch@1t" in times:
         rows.append(compare(f"{S} seeds vmapped vs PyTorch seed by seed{tag}", times, "vmap", "torch", work=1,
                             unit="seed-steps", shape=f"parity MLP {SIZES}, batch 20"))
@@ -191,6 +223,7 @@ def main():
     print_table(rows)
     if args.out:
         io.write_json(args.out, {"rows": rows, "env": environment(), "max_param_diff_member0": err, "check_steps": n,
+                                 "max_param_diff_member0_cores": err_cores, "cpu_devices": jax.device_count(),
                                  "step_us": per_step, "flops_per_seed_step": flops, "gflops": flops * rate_a / 1e9,
                                  "matmul_gflops": peak / 1e9, "xla_cpu_pool": pool})
 

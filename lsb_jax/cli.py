@@ -32,6 +32,10 @@ from lsb_jax.errors import RunFailure, UsageError
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lsb", description="Reproduce the lsb_jax experiments.")
     p.add_argument("--runs", default=str(runner.DEFAULT_RUNS), help="root folder of run directories (default: runs)")
+    p.add_argument("--cpu-devices", default=None, metavar="N|auto",
+                   help="split the CPU into N JAX devices ('auto': one per core) so that sweeps split their "
+                        "seeds x arms over the cores (default: JAX's one CPU device; results can differ "
+                        "in the last bits with the split)")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="list every experiment, the figure it reproduces and its cost")
@@ -167,7 +171,8 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command in ("run", "reproduce"):   # several processes (docs/tpu.md): before any device is used
-            from lsb_jax.train.hosts import maybe_initialize_distributed  # noqa: PLC0415
+            from lsb_jax.train.hosts import maybe_initialize_distributed, use_cpu_cores  # noqa: PLC0415
+            use_cpu_cores(args.cpu_devices)
             maybe_initialize_distributed()
         return {"list": cmd_list, "show": cmd_show, "run": cmd_run, "reproduce": cmd_reproduce}[args.command](args)
     except UsageError as e:

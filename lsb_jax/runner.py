@@ -475,6 +475,7 @@ def _run_locked(exp, cfg, config_name: str, run_dir: Path, declared, *, resume: 
             "experiment": exp.name, "reproduces": exp.reproduces, "config_name": config_name,
             "config_hash": chash, "config": config_lib.to_dict(cfg),
             "command": " ".join(sys.argv), "python": platform.python_version(), "versions": _versions(),
+            "devices": _devices(),
         })
     _write_status(run_dir, {"status": "running", "started": time.time(), "pid": os.getpid()})
     ctx = RunContext(run_dir, cfg, config_name, resume=resume and status is not None, progress=progress,
@@ -523,6 +524,12 @@ def _stored_identity(run_dir: Path) -> tuple[str | None, str | None]:
         return stored.get("experiment"), stored.get("config_hash")
     except (OSError, json.JSONDecodeError):
         return None, None
+
+
+def _devices() -> str:
+    """What the run computes on, e.g. '2 x cpu' (results can differ in the last bits across splits)."""
+    import jax  # noqa: PLC0415
+    return f"{jax.device_count()} x {jax.devices()[0].platform}"
 
 
 def _versions() -> dict[str, str]:

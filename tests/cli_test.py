@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 
@@ -28,6 +29,7 @@ def test_list_names_every_experiment(tmp_path):
     (["run", "toy_regression", "--set", "optim.name=adamax"], "unknown optimizer 'adamax'"),
     (["run", "toy_regression", "--set", "optim.lr=-1"], "OptimConfig.lr must be in"),
     (["reproduce", "--only", "zzz*"], "matches no experiment"),
+    (["--cpu-devices", "0", "run", "toy_regression"], "need a count >= 1 or 'auto'"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragment):
     out = run_cli(tmp_path, *args)
@@ -35,6 +37,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragmen
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lsb: error:") and fragment in lines[0], out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cpu_devices_splits_the_cpu_and_the_run_records_it(tmp_path):
+    out = run_cli(tmp_path, "--cpu-devices", "2", "run", "toy_regression", "--out", "r", "--no-progress")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["devices"] == "2 x cpu"
 
 
 def test_show_prints_resolved_config(tmp_path):

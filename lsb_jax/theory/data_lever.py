@@ -125,6 +125,7 @@ def pool_pipeline(model: ModelConfig, *, pool_size: int, context: int, pool_seed
         run = dynamics.simulator(dynamics.pool_loss, num_steps=m.steps, record_every=m.record_every, method=method)
         data_axes = {"c": None, "xq": None, "yq": None, "weight": 0}
         over = jax.vmap(jax.vmap(run, in_axes=(0, None, None, None)), in_axes=(None, data_axes, None, None))
+        over = jax.jit(over, compiler_options=dynamics.grid_compiler_options())
         return over(params0, dict(pool, weight=jnp.asarray(weights_AxP, jnp.float32)), m.lr, rho)
 
     out_gd = train("gd", np.stack(list(arms.values())), 0.0)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from lsb_jax.optim import OptimConfig, make_optimizer
 from lsb_jax.optim.transforms import SAM_NORMS
 from lsb_jax.theory import mlsa
+from lsb_jax.train.loop import cpu_compiler_options
 from lsb_jax.train.state import TrainState
 from lsb_jax.train.step import make_train_step
 
@@ -74,7 +75,8 @@ def simulator(loss: Callable, *, num_steps: int, record_every: int, method: str 
 
     Records `features(params)` and the loss every `record_every` steps (and at step 0): an
     outer `lax.scan` over records around an inner `fori_loop` of updates, so the program size
-    does not grow with the step count. Pure: vmap it over seeds (params0), rho, lr or data.
+    does not grow with the step count. Pure: vmap it over seeds (params0), rho, lr or data (and
+    jit a vmapped grid with `compiler_options=grid_compiler_options()`, as `theory.sweeps` does).
     """
     if num_steps < 1 or record_every < 1 or num_steps % record_every:
         raise ValueError(f"num_steps ({num_steps}) must be a positive multiple of record_every ({record_every})")
@@ -95,7 +97,14 @@ def simulator(loss: Callable, *, num_steps: int, record_every: int, method: str 
         return Trajectory(steps_R, jnp.concatenate([f0[None], feats_RxD]), jnp.concatenate([l0[None], loss_R]),
                           state.params)
 
-    return jax.jit(run)
+    return jax.jit(run)   # no compiler options here: JAX refuses them on a jit nested in another
+
+
+def grid_compiler_options() -> dict:
+    """XLA options for the outermost jit of (a vmapped grid of) simulator runs: a compiled loop's,
+    and dots-only YNN fusions (`train.cpu_compiler_options`: XLA:CPU's YNN reductions are several
+    times slower on the D = 4 model's tiny per-member sums once a grid has a few dozen members)."""
+    return cpu_compiler_options("loop", "tiny_reductions")
 
 
 def pool_loss(params, pool) -> jax.Array:

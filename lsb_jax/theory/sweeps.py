@@ -56,7 +56,8 @@ def sweep(specs: Sequence[mlsa.Spectrum], *, rhos: Sequence[float], seeds: int, 
                              method=method, norm=norm)
     over_seeds = jax.vmap(run, in_axes=(0, None, None, None))
     over_rho = jax.vmap(over_seeds, in_axes=(None, None, None, 0))
-    over_spec = jax.jit(jax.vmap(over_rho, in_axes=(None, 0, None, None)))
+    over_spec = jax.jit(jax.vmap(over_rho, in_axes=(None, 0, None, None)),
+                        compiler_options=dynamics.grid_compiler_options())
     out = over_spec(params0, stacked, jnp.float32(lr), jnp.asarray(rhos, jnp.float32))
     feats = np.asarray(out.features, np.float64)
     loss = np.asarray(out.loss, np.float64)

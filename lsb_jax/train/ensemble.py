@@ -13,8 +13,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from lsb_jax.train.state import jit_once, seed_keys
+
+MEMBER_AXIS = "members"   # the mesh axis a member axis is split over (`member_mesh`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +53,43 @@ def ensemble_init(member_init: Callable[[jax.Array, Mapping[str, Any]], Any], me
     return jit_once(jax.vmap(member_init))(members.keys, members.hparams)
 
 
-def ensemble_step(member_step: Callable[..., Any]):
-    """vmap of member_step(state, hparams, *args) over state and hparams (args shared)."""
+def member_mesh(devices: Sequence | None = None) -> Mesh | None:
+    """The 1-D mesh (axis MEMBER_AXIS) that splits a member axis over `devices` (default: every
+    local device; with the CPU as several devices, `train.hosts.use_cpu_cores`, its cores); None
+    for one device (nothing to split)."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    return Mesh(np.asarray(devices), (MEMBER_AXIS,)) if len(devices) > 1 else None
+
+
+def shard_members(tree: Any, mesh: Mesh | None) -> Any:
+    """`tree` with every leaf's leading (member) axis split over `mesh` (unchanged for None). The
+    member count must be a multiple of the mesh size (pad with copies of a member)."""
+    if mesh is None:
+        return tree
+    return jax.device_put(tree, NamedSharding(mesh, P(MEMBER_AXIS)))
+
+
+def member_vmap(fn: Callable[..., Any], in_axes: Sequence[int | None], mesh: Mesh | None = None) -> Callable[..., Any]:
+    """vmap(fn, in_axes) with every output's member axis first; with a `mesh` of several devices,
+    each device runs the vmap over its own block of members (`jax.shard_map` over MEMBER_AXIS;
+    in_axes 0: the argument's leading axis is split, None: replicated; see `member_mesh`).
+
+    The members never talk to each other, so each device runs its block on its own: a vmapped
+    loop whose trip count depends on the data (e.g. a cycle walk that runs while any member still
+    walks) is decided per device, where plain sharding of the vmapped program would make every
+    device agree on it with a collective at each trip."""
+    batched = jax.vmap(fn, in_axes=tuple(in_axes))
+    if mesh is None or mesh.size == 1:
+        return batched
+    if any(a not in (0, None) for a in in_axes):
+        raise ValueError(f"member_vmap: in_axes must be 0 or None, got {tuple(in_axes)}")
+    specs = tuple(P(MEMBER_AXIS) if a == 0 else P() for a in in_axes)
+    return jax.shard_map(batched, mesh=mesh, in_specs=specs, out_specs=P(MEMBER_AXIS))
+
+
+def ensemble_step(member_step: Callable[..., Any], mesh: Mesh | None = None):
+    """vmap of member_step(state, hparams, *args) over state and hparams (args shared); with a
+    mesh of several devices, each device steps its own block of members (`member_vmap`)."""
     def step(state, hparams, *args):
-        return jax.vmap(member_step, in_axes=(0, 0) + (None,) * len(args))(state, hparams, *args)
+        return member_vmap(member_step, (0, 0) + (None,) * len(args), mesh)(state, hparams, *args)
     return step

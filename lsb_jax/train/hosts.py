@@ -58,3 +58,36 @@ def maybe_initialize_distributed(env: dict | None = None) -> bool:
     else:
         jax.distributed.initialize()
     return True
+
+
+def use_cpu_cores(devices: int | str | None = "auto", env: dict | None = None) -> int | None:
+    """Splits the host CPU into `devices` JAX devices ("auto": one per core this process may run
+    on; None: leave JAX's setting); returns the count set, or None when nothing was set.
+
+    JAX sees a CPU as one device, and XLA spreads only each single op over the cores: the tiny ops
+    of a vmapped ensemble of small models hardly split. With several CPU devices a sweep splits
+    its members over them (`train.member_mesh`) and each core steps its own block. Only the CPU
+    backend changes (an accelerator's devices stay as they are). An explicit choice is left
+    alone: JAX_NUM_CPU_DEVICES, or XLA_FLAGS with --xla_force_host_platform_device_count. Call
+    it before any JAX computation (`lsb --cpu-devices` does).
+    """
+    env = os.environ if env is None else env
+    if devices is None or env.get("JAX_NUM_CPU_DEVICES") or \
+            "xla_force_host_platform_device_count" in env.get("XLA_FLAGS", ""):
+        return None
+    from lsb_jax.errors import UsageError  # noqa: PLC0415
+    if devices == "auto":
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    else:
+        try:
+            n = int(devices)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise UsageError(f"cpu devices: need a count >= 1 or 'auto', got {devices!r}")
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:
+        raise UsageError(f"cpu devices: JAX already started with {jax.config.jax_num_cpu_devices} "
+                         f"(-1: its default), cannot make it {n}: set it before any JAX computation") from None
+    return n

@@ -115,24 +115,47 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-# XLA:CPU's default copy insertion copies loop-carried parameters the step still reads after its
-# update is computed; with region analysis it proves most of those copies unneeded (the 16-seed parity
-# step: 7 copies per step -> 1). Buffer copies only: the arithmetic, and so the numbers, are the same.
-_CPU_LOOP_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
+# XLA:CPU options by kind, each probed on its own (an XLA that lacks one runs with its default).
+_CPU_OPTIONS = {
+    # XLA:CPU's default copy insertion copies loop-carried parameters the step still reads after its
+    # update is computed; with region analysis it proves most of those copies unneeded (the 16-seed
+    # parity step: 7 copies per step -> 1). Buffer copies only: the arithmetic is the same.
+    "loop": {"xla_cpu_copy_insertion_use_region_analysis": True},
+    # YNNPACK fusions for dots only, not reductions: from a few dozen members on, XLA:CPU hands a
+    # vmapped grid's tiny per-member reductions (the MLSA's D = 4 sums) to YNNPACK, several times
+    # slower than its own loops (`benchmarks/theory_scan.py`). The parity MLP's step keeps the
+    # default: there its YNN fusions are dots and help. A different summation order: last bits.
+    "tiny_reductions": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"},
+}
 
 
 @functools.cache
-def loop_compiler_options() -> dict:
-    """The compiler options of fit's segment program (for other compiled training loops too):
-    `_CPU_LOOP_OPTIONS` on a CPU backend whose XLA knows them (probed once with a tiny program),
-    none elsewhere."""
+def _cpu_option_works(name: str, value) -> bool:
+    try:
+        jax.jit(lambda x: jnp.sum(x * 2), compiler_options={name: value}).lower(np.ones(4, np.float32)).compile()
+    except Exception:  # an XLA without the option (or the value)
+        return False
+    return True
+
+
+def cpu_compiler_options(*kinds: str) -> dict:
+    """The XLA:CPU compiler options of the given kinds ("loop": compiled training loops, what fit
+    uses; "tiny_reductions": vmapped grids of tiny models, the theory's), those this XLA accepts
+    (each probed once with a tiny program); {} off the CPU. Pass as jax.jit(compiler_options=...)
+    to the outermost jit (an inner jit's options are not used)."""
     if jax.default_backend() != "cpu":
         return {}
-    try:
-        jax.jit(lambda x: x + 1, compiler_options=_CPU_LOOP_OPTIONS).lower(np.float32(0)).compile()
-    except Exception:  # an XLA without the option: its defaults
-        return {}
-    return dict(_CPU_LOOP_OPTIONS)
+    out = {}
+    for kind in kinds:
+        for name, value in _CPU_OPTIONS[kind].items():
+            if _cpu_option_works(name, value):
+                out[name] = value
+    return out
+
+
+def loop_compiler_options() -> dict:
+    """The compiler options of fit's segment program (for other compiled training loops too)."""
+    return cpu_compiler_options("loop")
 
 
 @functools.lru_cache(maxsize=8)  # holds step_fn closures: keep it small

@@ -19,7 +19,9 @@ The numeric optimizer fields that differ inside a group are traced per member.
 Devices. The member axis of each group is sharded over a 1-D mesh of the local devices (`devices`,
 default all of `jax.local_devices()`): a group of M members on D devices is padded to a multiple of
 D with copies of its last member (dropped from every output), so 8 GPUs or a TPU host train 8x the
-members in the time of one. With one device nothing is padded or placed.
+members in the time of one. With one device nothing is padded or placed. Each device steps and
+evaluates its own block of members with no collective in the loop (`train.member_vmap`). The CPU
+is one device unless it is split into several (`train.hosts.use_cpu_cores`; `lsb --cpu-devices`).
 
 The task. `SweepTask` holds pure functions of one member:
 
@@ -43,17 +45,16 @@ from typing import Any, Callable, Hashable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from lsb_jax import analysis, claims
 from lsb_jax.optim import OptimConfig, make_optimizer
 from lsb_jax.train.arms import ArmGroup, ArmTraining, base_seed_tuple, group_arms, group_members, member_arms
-from lsb_jax.train.ensemble import Members, ensemble_init, ensemble_step
+from lsb_jax.train.ensemble import (MEMBER_AXIS, Members, ensemble_init, ensemble_step, member_mesh, member_vmap,
+                                    shard_members)
 from lsb_jax.train.loop import EvalHook, Hook, fit
 from lsb_jax.train.state import init_state
 from lsb_jax.train.step import make_sampled_step
-
-MEMBER_AXIS = "members"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,14 +217,6 @@ def _pad(members: Members, multiple: int) -> Members:
                    labels=members.labels + (members.labels[-1],) * extra)
 
 
-def _placer(devices: Sequence) -> Callable:
-    """put(tree) -> the tree with every leaf's leading (member) axis sharded over the devices."""
-    if len(devices) == 1:
-        return lambda tree: tree
-    sharding = NamedSharding(Mesh(np.asarray(devices), (MEMBER_AXIS,)), PartitionSpec(MEMBER_AXIS))
-    return lambda tree: jax.device_put(tree, sharding)
-
-
 def group_program(task: SweepTask, group: ArmGroup, steps: int):
     """(member_init(key, hp) -> TrainState, member_step(state, hp, *data) -> (state, metrics)) of one
     group: its program optimizer with hp["optim.<field>"] as traced overrides, batches from
@@ -242,12 +235,12 @@ def group_program(task: SweepTask, group: ArmGroup, steps: int):
     return member_init, member_step
 
 
-def _eval_fn(task: SweepTask):
+def _eval_fn(task: SweepTask, mesh: Mesh | None):
     n_eval, n_member = len(task.eval_data), len(task.member_data)
 
     def evaluate(state, hp, eval_data, member_data):
         axes = (0, 0, 0) + (None,) * n_eval + (0,) * n_member
-        return jax.vmap(task.evaluate, in_axes=axes)(state.params, state.step, hp, *eval_data, *member_data)
+        return member_vmap(task.evaluate, axes, mesh)(state.params, state.step, hp, *eval_data, *member_data)
     return evaluate
 
 
@@ -258,10 +251,10 @@ def run(task: SweepTask, arms: Sequence[Arm], spec: SweepSpec, ctx=None, *, desc
     groups = group_arms([a.training for a in arms], len(arms), optim=spec.optim, batch_size=spec.batch_size,
                         steps=spec.steps, static=[a.static for a in arms])
     devices = list(jax.local_devices() if devices is None else devices)
-    put = _placer(devices)
+    mesh = member_mesh(devices)
     members = member_arms(spec.seeds, spec.seed, [dict(a.levers) for a in arms])
     member_data = tuple(jnp.asarray(x) for x in task.member_data)
-    evaluate = _eval_fn(task)
+    evaluate = _eval_fn(task, mesh)
     runs, histories, final, diverged = [], [], [None] * members.size, np.full(members.size, -1, np.int64)
     for g, group in enumerate(groups):
         idx, gm = group_members(members, group)
@@ -270,13 +263,13 @@ def run(task: SweepTask, arms: Sequence[Arm], spec: SweepSpec, ctx=None, *, desc
         gctx = ctx if (ctx is None or len(groups) == 1) else ctx.child(f"group{g}")
         grun = GroupRun(g, group, idx, padded, idx.size, gctx, devices=len(devices))
         member_init, member_step = group_program(task, group, spec.steps)
-        hp = put(padded.hparams)
-        state = put(ensemble_init(member_init, dataclasses.replace(padded, hparams=hp)))
-        mdata = put(tuple(x[pidx] for x in member_data))
+        hp = shard_members(padded.hparams, mesh)
+        state = shard_members(ensemble_init(member_init, dataclasses.replace(padded, hparams=hp)), mesh)
+        mdata = shard_members(tuple(x[pidx] for x in member_data), mesh)
         hooks = [EvalHook(evaluate, every=spec.eval_every, at_start=spec.eval_at_start,
                           args=(hp, task.eval_data, mdata))]
         grun.hooks = hooks + list(task.hooks(grun) if task.hooks is not None else [])
-        result = fit(ensemble_step(member_step), state, spec.steps, ctx=gctx, hooks=grun.hooks,
+        result = fit(ensemble_step(member_step, mesh), state, spec.steps, ctx=gctx, hooks=grun.hooks,
                      step_args=(hp, *task.data), chunk_size=spec.chunk_size,
                      checkpoint_every=spec.checkpoint_every or None, log_every=spec.log_every,
                      desc=f"{desc} g{g}" if len(groups) > 1 else desc, on_divergence="continue")

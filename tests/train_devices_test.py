@@ -1,0 +1,112 @@
+"""The CPU split into several devices (`train.hosts.use_cpu_cores`) and members split over them
+(`train.member_vmap`, `member_mesh`, `shard_members`). Each check needs a fresh process: the CPU's
+device count is fixed when JAX starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from lsb_jax.errors import UsageError
+from lsb_jax.train import hosts
+
+_SCRIPT = textwrap.dedent("""
+    import json
+    import jax, jax.numpy as jnp, numpy as np
+    from lsb_jax import train
+    from lsb_jax.data import permute
+    from lsb_jax.train import hosts
+
+    got = hosts.use_cpu_cores(4)
+    assert jax.device_count() == 4, jax.devices()
+
+    N = 37      # not a power of 4: the permutation cycle-walks, a loop whose trip count depends on the data
+
+    def member_step(state, shift, table):
+        # a data-dependent while loop (the cycle walk), a replicated argument and a per-member one
+        idx = permute(jnp.arange(8) + state["t"], jax.random.fold_in(state["key"], state["t"]), N)
+        return {"key": state["key"], "t": state["t"] + 1, "acc": state["acc"] + table[idx] * shift}, idx
+
+    M = 8
+    state = {"key": jax.random.split(jax.random.PRNGKey(0), M), "t": jnp.zeros(M, jnp.int32),
+             "acc": jnp.zeros((M, 8), jnp.float32)}
+    shift = jnp.arange(M, dtype=jnp.float32)
+    table = jnp.linspace(-1.0, 1.0, N)
+
+    def run(step, state):
+        def body(i, s):
+            return step(s, shift, table)[0]
+        return jax.jit(lambda s: jax.lax.fori_loop(0, 20, body, s))
+
+    mesh = train.member_mesh()
+    split = train.member_vmap(member_step, (0, 0, None), mesh)
+    plain = jax.vmap(member_step, in_axes=(0, 0, None))
+    placed = train.shard_members(state, mesh)
+    hlo_split = run(split, placed).lower(placed).compile().as_text()
+    hlo_plain = run(plain, placed).lower(placed).compile().as_text()     # the same vmap, only sharded
+    a = run(split, placed)(placed)
+    b = run(plain, state)(state)      # one device
+    print("RESULT" + json.dumps({
+        "use_cpu_cores": got, "mesh": mesh.size,
+        "sharded_over": len(a["acc"].sharding.device_set),
+        "collectives_split": sum(hlo_split.count(c) for c in ("all-reduce", "all-gather", "collective-permute")),
+        "collectives_plain": sum(hlo_plain.count(c) for c in ("all-reduce", "all-gather", "collective-permute")),
+        "diff": float(np.max(np.abs(np.asarray(a["acc"]) - np.asarray(b["acc"])))),
+        "t": np.asarray(a["t"]).tolist(),
+        "again": hosts.use_cpu_cores(4)}))
+""")
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
+    return {**env, "JAX_PLATFORMS": "cpu", **extra}
+
+
+def test_members_split_over_cpu_devices_run_without_collectives_and_equal_one_device():
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT")[-1])
+    assert out["use_cpu_cores"] == 4 and out["mesh"] == 4 and out["sharded_over"] == 4
+    assert out["again"] == 4                      # the same count again after JAX started: accepted
+    # plain sharding of the vmapped loop agrees on the cycle walk's trips with collectives; the split
+    # program has none (each device runs its members on its own)
+    assert out["collectives_plain"] > 0
+    assert out["collectives_split"] == 0
+    assert out["diff"] == 0.0                     # integer-valued gathers times a shift: exact on both
+    assert out["t"] == [20] * 8
+
+
+@pytest.mark.parametrize("env", [{"JAX_NUM_CPU_DEVICES": "3"},
+                                 {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}])
+def test_an_explicit_device_count_is_left_alone(env):
+    code = ("import jax; from lsb_jax.train import hosts; "
+            "print('RESULT', hosts.use_cpu_cores('auto'), jax.device_count())")
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(**env), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("RESULT")[-1].split() == ["None", "3"]
+
+
+def test_auto_is_one_device_per_usable_core():
+    code = ("import jax; from lsb_jax.train import hosts; "
+            "print('RESULT', hosts.use_cpu_cores('auto'), jax.device_count())")
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cores = len(os.sched_getaffinity(0))
+    assert proc.stdout.split("RESULT")[-1].split() == [str(cores), str(cores)]
+
+
+def test_bad_counts_and_a_started_backend_get_one_line_errors():
+    import jax
+    jax.numpy.ones(1).block_until_ready()          # JAX has started in this process
+    for bad in ("0", "-2", "many"):
+        with pytest.raises(UsageError, match="need a count >= 1 or 'auto'"):
+            hosts.use_cpu_cores(bad, env={})
+    want = jax.device_count() + 1
+    with pytest.raises(UsageError, match="set it before any JAX computation"):
+        hosts.use_cpu_cores(want, env={})
+    assert hosts.use_cpu_cores(None, env={}) is None
