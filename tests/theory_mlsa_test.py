@@ -175,3 +175,33 @@ def test_simulator_records_and_vmaps():
     np.testing.assert_allclose(out.features[0], mlsa.features(p0), rtol=1e-6)
     with pytest.raises(ValueError, match="multiple"):
         dynamics.simulator(mlsa.population_loss, num_steps=101, record_every=10)
+
+
+def test_grid_compiler_options_keep_ynn_off_the_tiny_reductions_and_the_numbers():
+    """A 64-member SAM grid: XLA:CPU by default hands its per-member D = 4 sums to YNNPACK; the
+    grid's options keep YNN for dots only. Same trajectories (up to summation order)."""
+    from lsb_jax import train
+    opts = dynamics.grid_compiler_options()
+    if jax.default_backend() != "cpu" or "xla_cpu_experimental_ynn_fusion_type" not in opts:
+        pytest.skip("an XLA:CPU without the YNN fusion option")
+    assert train.cpu_compiler_options("loop", "tiny_reductions") == opts
+    with pytest.raises(KeyError):
+        train.cpu_compiler_options("no such kind")
+    m, spec = 64, mlsa.spectrum(np.array([4.0, 2.0, 1.0, 0.5]))
+    params = jax.vmap(lambda k: mlsa.init_params(k, 4, 4, mlsa.Init("random", 0.05)))(
+        jax.random.split(jax.random.PRNGKey(1), m))
+    rhos = jnp.linspace(0.0, 0.06, m)
+    run = dynamics.simulator(mlsa.population_loss, num_steps=20, record_every=1, method="sam")
+    grid = jax.vmap(run, in_axes=(0, None, None, 0))
+    default, tuned = jax.jit(grid), jax.jit(grid, compiler_options=opts)
+
+    def ynn_fusions(f):
+        hlo = f.lower(params, spec, 0.02, rhos).compile().as_text()
+        return [line for line in hlo.splitlines() if "__ynn_fusion" in line and "reduce" in line]
+
+    assert ynn_fusions(default)          # what the options are for (were XLA's default to change, see loop.py)
+    assert not ynn_fusions(tuned)
+    a, b = default(params, spec, 0.02, rhos), tuned(params, spec, 0.02, rhos)
+    np.testing.assert_allclose(np.asarray(b.loss), np.asarray(a.loss), rtol=1e-5, atol=1e-6)   # 20 steps: no chaos yet
+    for x, y in zip(jax.tree.leaves(b.params), jax.tree.leaves(a.params)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
