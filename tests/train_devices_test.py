@@ -62,6 +62,35 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
+_GRID_SCRIPT = textwrap.dedent("""
+    import json
+    import jax, jax.numpy as jnp, numpy as np
+    from lsb_jax.theory import dynamics, mlsa, sweeps
+    from lsb_jax.train import hosts
+    hosts.use_cpu_cores(4)
+    m = 6                                   # padded to 8 on 4 devices
+    params = sweeps.init_members(m, 4, 4, mlsa.Init("random", 0.05))
+    rho = np.linspace(0.0, 0.05, m)
+    spec = mlsa.spectrum(np.array([4.0, 2.0, 1.0, 0.5]))
+    run = dynamics.simulator(mlsa.population_loss, num_steps=30, record_every=10, method="sam")
+    split = sweeps.run_members(run, params, spec, 0.02, rho, data_axes=None)
+    one = sweeps.run_members(run, params, spec, 0.02, rho, data_axes=None, devices=jax.devices()[:1])
+    alone = run(jax.tree.map(lambda x: x[5], params), spec, 0.02, rho[5])     # member 5 by itself
+    print("RESULT" + json.dumps({
+        "shape": list(split.features.shape), "devices": len(split.features.sharding.device_set),
+        "diff": float(np.max(np.abs(np.asarray(split.loss) - np.asarray(one.loss)))),
+        "diff_alone": float(np.max(np.abs(np.asarray(split.loss[5]) - np.asarray(alone.loss))))}))
+""")
+
+
+def test_a_theory_grid_split_over_cpu_devices_equals_one_device():
+    proc = subprocess.run([sys.executable, "-c", _GRID_SCRIPT], env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT")[-1])
+    assert out["shape"] == [6, 4, 4] and out["devices"] == 4     # 6 members (the 2 padding ones dropped), 3 records + 0
+    assert out["diff"] < 1e-6 and out["diff_alone"] < 1e-6
+
+
 def _env(**extra):
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
     return {**env, "JAX_PLATFORMS": "cpu", **extra}

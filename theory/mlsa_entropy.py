@@ -130,7 +130,7 @@ EXPERIMENT = Experiment(
                        decays=(0.5, 0.75, 1.0, 1.25, 1.5), rhos=(0.0, 0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1),
                        seeds=8),
     },
-    cost={"quick": "~10 s CPU", "full": "~9 min CPU"},
+    cost={"quick": "~10 s CPU", "full": "~2-3 min CPU"},
     run=run,
     claims=claims,
     order=11,

@@ -128,7 +128,7 @@ EXPERIMENT = Experiment(
         "full": Config(model=ModelConfig(eigenvalues=(4.0, 2.0, 1.0, 0.5, 0.25, 0.125), heads=6, steps=200_000,
                                          record_every=50), seeds=16, ode_lr=0.002, ode_record_every=50),
     },
-    cost={"quick": "~10 s CPU", "full": "~3 min CPU"},
+    cost={"quick": "~10 s CPU", "full": "~25 s CPU"},
     run=run,
     claims=claims,
     order=10,

@@ -121,12 +121,14 @@ def pool_pipeline(model: ModelConfig, *, pool_size: int, context: int, pool_seed
     hard = select["hard"][1]
     arms = {"GD": select["uniform"][0], **{f"GD, {s} x{factor}": select[s][0] for s in ("hard", "easy", "random")}}
 
-    def train(method, weights_AxP, rho):
+    def train(method, weights_AxP, rho):        # every arm x seed: a Trajectory with leaves [A, n, ...]
         run = dynamics.simulator(dynamics.pool_loss, num_steps=m.steps, record_every=m.record_every, method=method)
-        data_axes = {"c": None, "xq": None, "yq": None, "weight": 0}
-        over = jax.vmap(jax.vmap(run, in_axes=(0, None, None, None)), in_axes=(None, data_axes, None, None))
-        over = jax.jit(over, compiler_options=dynamics.grid_compiler_options())
-        return over(params0, dict(pool, weight=jnp.asarray(weights_AxP, jnp.float32)), m.lr, rho)
+        shape = (len(weights_AxP), jax.tree.leaves(params0)[0].shape[0])
+        ia, i_s = (a.ravel() for a in np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"))
+        data = dict(pool, weight=jnp.asarray(weights_AxP, jnp.float32)[ia])
+        out = sweeps.run_members(run, jax.tree.map(lambda x: x[i_s], params0), data, m.lr, np.full(ia.size, rho),
+                                 data_axes={"c": None, "xq": None, "yq": None, "weight": 0})
+        return jax.tree.map(lambda x: x.reshape(shape + x.shape[1:]), out)
 
     out_gd = train("gd", np.stack(list(arms.values())), 0.0)
     out_sam = train("sam", np.ones((1, pool_size)), rho)

@@ -5,8 +5,9 @@
     grid.times       # [S, P, n, D] learning times (steps; NaN = not learned)
     grid.entropy     # [S, P, n]
 
-Every member of the grid shares one compiled program (`jax.vmap` of `dynamics.simulator`),
-so a 64-member grid costs about one long run on a CPU.
+Every member of the grid shares one compiled program (`run_members`: `jax.vmap` of
+`dynamics.simulator`), so a 64-member grid costs about one long run on a CPU; with several
+devices (or the CPU split into one per core, `lsb --cpu-devices`) the members are split over them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from lsb_jax.theory import dynamics, learning_times, mlsa
 from lsb_jax.train.arms import member_keys
+from lsb_jax.train.ensemble import member_mesh, member_vmap
 from lsb_jax.train.guard import trajectory_divergence
 
 
@@ -44,6 +46,25 @@ def init_members(seeds: int, heads: int, dim: int, init: mlsa.Init, seed: int | 
     return jax.vmap(lambda k: mlsa.init_params(k, heads, dim, init))(member_keys(seeds, seed))
 
 
+def run_members(run, params_M: dict, data, lr, rho_M, data_axes=0, devices=None) -> dynamics.Trajectory:
+    """`run` (a `dynamics.simulator`) for M members at once: params_M and rho_M have a leading
+    member axis, `data` too where `data_axes` (0 / None, or a pytree prefix of them) says 0.
+
+    One compiled program (`dynamics.grid_compiler_options`); its members are split over `devices`
+    (default: the local devices; `train.member_mesh`, padded to a multiple of them with copies of the last member,
+    dropped from the result), each device running its own block (`train.member_vmap`)."""
+    m = int(jnp.shape(rho_M)[0])
+    mesh = member_mesh(devices)
+    extra = 0 if mesh is None else (-m) % mesh.size
+    idx = np.concatenate([np.arange(m), np.full(extra, m - 1)])
+    take = lambda tree: jax.tree.map(lambda x: jnp.asarray(x)[idx], tree)      # noqa: E731
+    is_axis = lambda a: a is None or isinstance(a, int)                          # noqa: E731
+    data = jax.tree.map(lambda a, x: take(x) if a == 0 else x, data_axes, data, is_leaf=is_axis)
+    step = jax.jit(member_vmap(run, (0, data_axes, None, 0), mesh), compiler_options=dynamics.grid_compiler_options())
+    out = step(take(params_M), data, jnp.float32(lr), take(jnp.asarray(rho_M, jnp.float32)))
+    return jax.tree.map(lambda x: x[:m], out)
+
+
 def sweep(specs: Sequence[mlsa.Spectrum], *, rhos: Sequence[float], seeds: int, heads: int, init: mlsa.Init,
           lr: float, num_steps: int, record_every: int, method: str = "sam", norm: str = "global",
           fraction: float = 0.5, seed: int | Sequence[int] = 0) -> Grid:
@@ -54,11 +75,11 @@ def sweep(specs: Sequence[mlsa.Spectrum], *, rhos: Sequence[float], seeds: int, 
     params0 = init_members(seeds, heads, dim, init, seed)
     run = dynamics.simulator(mlsa.population_loss, num_steps=num_steps, record_every=record_every,
                              method=method, norm=norm)
-    over_seeds = jax.vmap(run, in_axes=(0, None, None, None))
-    over_rho = jax.vmap(over_seeds, in_axes=(None, None, None, 0))
-    over_spec = jax.jit(jax.vmap(over_rho, in_axes=(None, 0, None, None)),
-                        compiler_options=dynamics.grid_compiler_options())
-    out = over_spec(params0, stacked, jnp.float32(lr), jnp.asarray(rhos, jnp.float32))
+    shape = (len(specs), len(rhos), jax.tree.leaves(params0)[0].shape[0])
+    ip, ir, i_s = (a.ravel() for a in np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"))  # spec, rho, seed
+    out = run_members(run, jax.tree.map(lambda x: x[i_s], params0), jax.tree.map(lambda x: x[ip], stacked), lr,
+                      np.asarray(rhos, np.float32)[ir])
+    out = jax.tree.map(lambda x: x.reshape(shape + x.shape[1:]), out)                        # [S, P, n, ...]
     feats = np.asarray(out.features, np.float64)
     loss = np.asarray(out.loss, np.float64)
     targets = np.asarray(jax.vmap(mlsa.optimal_features)(stacked), np.float64)

@@ -69,10 +69,11 @@ def shard_members(tree: Any, mesh: Mesh | None) -> Any:
     return jax.device_put(tree, NamedSharding(mesh, P(MEMBER_AXIS)))
 
 
-def member_vmap(fn: Callable[..., Any], in_axes: Sequence[int | None], mesh: Mesh | None = None) -> Callable[..., Any]:
+def member_vmap(fn: Callable[..., Any], in_axes: Sequence[Any], mesh: Mesh | None = None) -> Callable[..., Any]:
     """vmap(fn, in_axes) with every output's member axis first; with a `mesh` of several devices,
     each device runs the vmap over its own block of members (`jax.shard_map` over MEMBER_AXIS;
-    in_axes 0: the argument's leading axis is split, None: replicated; see `member_mesh`).
+    in_axes 0: the leading axis is split, None: replicated; per argument, or a pytree prefix of
+    it as in jax.vmap; see `member_mesh`).
 
     The members never talk to each other, so each device runs its block on its own: a vmapped
     loop whose trip count depends on the data (e.g. a cycle walk that runs while any member still
@@ -81,9 +82,11 @@ def member_vmap(fn: Callable[..., Any], in_axes: Sequence[int | None], mesh: Mes
     batched = jax.vmap(fn, in_axes=tuple(in_axes))
     if mesh is None or mesh.size == 1:
         return batched
-    if any(a not in (0, None) for a in in_axes):
+    is_axis = lambda a: a is None or isinstance(a, int)   # noqa: E731
+    axes = jax.tree.leaves(tuple(in_axes), is_leaf=lambda a: a is None)
+    if any(a not in (0, None) for a in axes):
         raise ValueError(f"member_vmap: in_axes must be 0 or None, got {tuple(in_axes)}")
-    specs = tuple(P(MEMBER_AXIS) if a == 0 else P() for a in in_axes)
+    specs = jax.tree.map(lambda a: P(MEMBER_AXIS) if a == 0 else P(), tuple(in_axes), is_leaf=is_axis)
     return jax.shard_map(batched, mesh=mesh, in_specs=specs, out_specs=P(MEMBER_AXIS))
 
 
