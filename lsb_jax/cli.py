@@ -33,9 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lsb", description="Reproduce the lsb_jax experiments.")
     p.add_argument("--runs", default=str(runner.DEFAULT_RUNS), help="root folder of run directories (default: runs)")
     p.add_argument("--cpu-devices", default=None, metavar="N|auto",
-                   help="split the CPU into N JAX devices ('auto': one per core) so that sweeps split their "
-                        "seeds x arms over the cores (default: JAX's one CPU device; results can differ "
-                        "in the last bits with the split)")
+                   help="split the CPU into N JAX devices ('auto': one per core) so that arm sweeps and "
+                        "theory grids split their members over the cores (default: JAX's one CPU device; "
+                        "results can differ in the last bits with the split)")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="list every experiment, the figure it reproduces and its cost")
