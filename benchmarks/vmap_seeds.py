@@ -27,7 +27,8 @@ FLOP rate of (a) beside the rate of a large matmul in the same process (what XLA
 when a dot is big).
 
 --xla-threads 1 reruns the script with XLA's CPU thread pool at one thread (`_peers.xla_cpu_pool`):
-on a small machine tiny per-op work can run faster without hand-offs between pool threads.
+on a small machine tiny per-op work can run faster without hand-offs between pool threads. That run
+keeps the CPU one device (no (a')): with two CPU devices NPROC=1 no longer limits XLA's pool.
 
     .venv/bin/python benchmarks/vmap_seeds.py [--seeds 16] [--steps 2000] [--xla-threads 1] [--cpu-devices N]
 """
@@ -119,10 +120,13 @@ def main():
     ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds; medians are reported")
     ap.add_argument("--out", default=None, help="JSON of the results (table rows under 'rows')")
     ap.add_argument("--xla-threads", type=int, default=None, help="XLA's CPU pool size (default: XLA's own)")
-    ap.add_argument("--cpu-devices", default="auto", help="CPU devices for (a'): a count or 'auto' (one per core)")
+    ap.add_argument("--cpu-devices", default=None,
+                    help="CPU devices for (a'): a count or 'auto' (default: 'auto', but one with --xla-threads)")
     args = ap.parse_args()
     xla_cpu_pool(args.xla_threads)      # before any computation: may re-execute this script
-    hosts.use_cpu_cores(args.cpu_devices)
+    # with two CPU devices NPROC=1 no longer limits XLA's pool (the 1024^3 matmul ran at the two-core
+    # rate): a pool-size run keeps the CPU one device unless told otherwise
+    hosts.use_cpu_cores(args.cpu_devices or ("auto" if args.xla_threads is None else None))
     S, T = args.seeds, args.steps
     opt = make_optimizer(OptimConfig(name="sgd", lr=0.1), T)
     step = train.make_sampled_step(loss_fn, opt, parity_batch)
