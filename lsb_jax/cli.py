@@ -33,8 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lsb", description="Reproduce the lsb_jax experiments.")
     p.add_argument("--runs", default=str(runner.DEFAULT_RUNS), help="root folder of run directories (default: runs)")
     p.add_argument("--cpu-devices", default=None, metavar="N|auto",
-                   help="split the CPU into N JAX devices ('auto': one per core) so that arm sweeps and "
-                        "theory grids split their members over the cores (default: JAX's one CPU device; "
+                   help="split the CPU into N JAX devices ('auto': one per core) so that vmapped ensembles "
+                        "(sweeps, theory grids) split their members over the cores (default: JAX's one CPU device; "
                         "results can differ in the last bits with the split)")
     sub = p.add_subparsers(dest="command", required=True)
 

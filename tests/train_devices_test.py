@@ -58,7 +58,8 @@ _SCRIPT = textwrap.dedent("""
         "collectives_plain": sum(hlo_plain.count(c) for c in ("all-reduce", "all-gather", "collective-permute")),
         "diff": float(np.max(np.abs(np.asarray(a["acc"]) - np.asarray(b["acc"])))),
         "t": np.asarray(a["t"]).tolist(),
-        "again": hosts.use_cpu_cores(4)}))
+        "again": hosts.use_cpu_cores(4),
+        "mesh_for": [None if (mm := train.member_mesh(members=k)) is None else mm.size for k in (6, 7, 8, 12)]}))
 """)
 
 
@@ -108,6 +109,7 @@ def test_members_split_over_cpu_devices_run_without_collectives_and_equal_one_de
     assert out["collectives_split"] == 0
     assert out["diff"] == 0.0                     # integer-valued gathers times a shift: exact on both
     assert out["t"] == [20] * 8
+    assert out["mesh_for"] == [2, None, 4, 4]     # with a member count: the most devices that divide it
 
 
 @pytest.mark.parametrize("env", [{"JAX_NUM_CPU_DEVICES": "3"},

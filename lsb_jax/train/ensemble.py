@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -53,11 +54,14 @@ def ensemble_init(member_init: Callable[[jax.Array, Mapping[str, Any]], Any], me
     return jit_once(jax.vmap(member_init))(members.keys, members.hparams)
 
 
-def member_mesh(devices: Sequence | None = None) -> Mesh | None:
+def member_mesh(devices: Sequence | None = None, members: int | None = None) -> Mesh | None:
     """The 1-D mesh (axis MEMBER_AXIS) that splits a member axis over `devices` (default: every
-    local device; with the CPU as several devices, `train.hosts.use_cpu_cores`, its cores); None
-    for one device (nothing to split)."""
+    local device; with the CPU as several devices, `train.hosts.use_cpu_cores`, its cores); with
+    a member count, over the most of them that divide it (no padding needed); None for one device
+    (nothing to split)."""
     devices = list(jax.local_devices() if devices is None else devices)
+    if members is not None:
+        devices = devices[:math.gcd(int(members), len(devices))]
     return Mesh(np.asarray(devices), (MEMBER_AXIS,)) if len(devices) > 1 else None
 
 
