@@ -51,8 +51,8 @@ def run_members(run, params_M: dict, data, lr, rho_M, data_axes=0, devices=None)
     member axis, `data` too where `data_axes` (0 / None, or a pytree prefix of them) says 0.
 
     One compiled program (`dynamics.grid_compiler_options`); its members are split over `devices`
-    (default: the local devices; `train.member_mesh`, padded to a multiple of them with copies of the last member,
-    dropped from the result), each device running its own block (`train.member_vmap`)."""
+    (default: the local devices; `train.member_mesh`), padded to a multiple of them with copies of
+    the last member (dropped from the result), each device running its own block (`train.member_vmap`)."""
     m = int(jnp.shape(rho_M)[0])
     mesh = member_mesh(devices)
     extra = 0 if mesh is None else (-m) % mesh.size

@@ -142,7 +142,7 @@ def cpu_compiler_options(*kinds: str) -> dict:
     """The XLA:CPU compiler options of the given kinds ("loop": compiled training loops, what fit
     uses; "tiny_reductions": vmapped grids of tiny models, the theory's), those this XLA accepts
     (each probed once with a tiny program); {} off the CPU. Pass as jax.jit(compiler_options=...)
-    to the outermost jit (an inner jit's options are not used)."""
+    to the outermost jit only (JAX refuses compiler options on a jit nested in another)."""
     if jax.default_backend() != "cpu":
         return {}
     out = {}
