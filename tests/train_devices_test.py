@@ -92,6 +92,50 @@ def test_a_theory_grid_split_over_cpu_devices_equals_one_device():
     assert out["diff"] < 1e-6 and out["diff_alone"] < 1e-6
 
 
+_RESUME_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, jax.numpy as jnp, numpy as np
+    from lsb_jax import train
+    from lsb_jax.models.mlp import init_mlp, mlp_apply
+    from lsb_jax.optim import OptimConfig, make_optimizer
+    from lsb_jax.tasks.parity import online_points, parity
+    from lsb_jax.train import hosts
+    hosts.use_cpu_cores(2)
+    root = sys.argv[1]
+    opt = make_optimizer(OptimConfig(name="adam", lr=0.01), 60)
+    members = train.member_grid(4, seed=3, wd=[0.0, 0.1])            # 8 members: 4 per device
+    def member_init(key, hp):
+        return train.init_state(lambda k: init_mlp(k, (12, 16, 1)), opt.tx, key)
+    def member_step(state, hp):
+        def batch(key, step):
+            x = online_points(key, step, 8, 12)
+            return {"x": x, "y": parity(x, 3)}
+        loss = lambda p, b: (mlp_apply(p, b["x"], "relu")[:, 0] - b["y"]) ** 2 + hp["wd"] * jnp.sum(p["layers_0"]["kernel"] ** 2)
+        return train.make_sampled_step(loss, opt, batch)(state)
+    mesh = train.member_mesh(members=members.size)
+    step = train.ensemble_step(member_step, mesh)
+    hp = train.shard_members(members.hparams, mesh)
+    fresh = lambda: train.shard_members(train.ensemble_init(member_init, members), mesh)
+    whole = train.fit(step, fresh(), 60, step_args=(hp,), chunk_size=7, checkpoint_every=20,
+                      checkpoint_dir=root + "/a").state
+    train.fit(step, fresh(), 40, step_args=(hp,), chunk_size=7, checkpoint_every=20, checkpoint_dir=root + "/b")
+    resumed = train.fit(step, fresh(), 60, step_args=(hp,), chunk_size=7, checkpoint_every=20,
+                        checkpoint_dir=root + "/b", resume=True)
+    same = all(np.array_equal(np.asarray(a), np.asarray(b))
+               for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(resumed.state.params)))
+    print("RESULT" + json.dumps({"mesh": mesh.size, "resumed_from": resumed.resumed_from, "bit_equal": same,
+                                 "devices": len(jax.tree.leaves(resumed.state.params)[0].sharding.device_set)}))
+""")
+
+
+def test_a_split_ensemble_resumes_bit_exactly(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", _RESUME_SCRIPT, str(tmp_path)], env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT")[-1])
+    assert out == {"mesh": 2, "resumed_from": 40, "bit_equal": True, "devices": 2}
+
+
 def _env(**extra):
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
     return {**env, "JAX_PLATFORMS": "cpu", **extra}
