@@ -110,7 +110,8 @@ _RESUME_SCRIPT = textwrap.dedent("""
         def batch(key, step):
             x = online_points(key, step, 8, 12)
             return {"x": x, "y": parity(x, 3)}
-        loss = lambda p, b: (mlp_apply(p, b["x"], "relu")[:, 0] - b["y"]) ** 2 + hp["wd"] * jnp.sum(p["layers_0"]["kernel"] ** 2)
+        decay = lambda p: hp["wd"] * jnp.sum(p["layers_0"]["kernel"] ** 2)
+        loss = lambda p, b: (mlp_apply(p, b["x"], "relu")[:, 0] - b["y"]) ** 2 + decay(p)
         return train.make_sampled_step(loss, opt, batch)(state)
     mesh = train.member_mesh(members=members.size)
     step = train.ensemble_step(member_step, mesh)
