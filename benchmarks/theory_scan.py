@@ -16,7 +16,6 @@ Rates are steps/s after compilation (best of --repeats). Prints ratios a/b, c/d 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -110,7 +109,7 @@ def main():
     print(f"(c) {m} members vmapped: {m * steps_c / t_c:,.0f} member-steps/s")
     print(f"(d) {m} runs one by one:  {m * steps_c / t_d:,.0f} member-steps/s")
     print(f"ratio c/d: {t_d / t_c:.1f}x")
-    mesh = train.member_mesh(jax.devices()[:math.gcd(m, jax.device_count())])
+    mesh = train.member_mesh(members=m)
     split_diff = None
     if mesh is not None:
         sp = jax.jit(train.member_vmap(run_c, (0, None, None, 0), mesh), compiler_options=grid)

@@ -36,7 +36,6 @@ keeps the CPU one device (no (a')): with two CPU devices NPROC=1 no longer limit
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -144,7 +143,7 @@ def main():
         return train.fit(ens_step, init_all(keys), T, chunk_size=T, donate_state=True).state
 
     # (a'): the seeds split over the CPU devices, each device stepping its own block
-    mesh = train.member_mesh(jax.devices()[:math.gcd(S, jax.device_count())])
+    mesh = train.member_mesh(members=S)
     cores_step = train.member_vmap(step, (0,), mesh)
 
     def run_cores():

@@ -20,7 +20,7 @@ import numpy as np
 
 from lsb_jax.theory import dynamics, learning_times, mlsa
 from lsb_jax.train.arms import member_keys
-from lsb_jax.train.ensemble import member_mesh, member_vmap
+from lsb_jax.train.ensemble import member_mesh, member_vmap, padded_index
 from lsb_jax.train.guard import trajectory_divergence
 
 
@@ -55,8 +55,7 @@ def run_members(run, params_M: dict, data, lr, rho_M, data_axes=0, devices=None)
     the last member (dropped from the result), each device running its own block (`train.member_vmap`)."""
     m = int(jnp.shape(rho_M)[0])
     mesh = member_mesh(devices)
-    extra = 0 if mesh is None else (-m) % mesh.size
-    idx = np.concatenate([np.arange(m), np.full(extra, m - 1)])
+    idx = padded_index(m, 1 if mesh is None else mesh.size)
     take = lambda tree: jax.tree.map(lambda x: jnp.asarray(x)[idx], tree)      # noqa: E731
     is_axis = lambda a: a is None or isinstance(a, int)                          # noqa: E731
     data = jax.tree.map(lambda a, x: take(x) if a == 0 else x, data_axes, data, is_leaf=is_axis)

@@ -65,6 +65,12 @@ def member_mesh(devices: Sequence | None = None, members: int | None = None) -> 
     return Mesh(np.asarray(devices), (MEMBER_AXIS,)) if len(devices) > 1 else None
 
 
+def padded_index(size: int, multiple: int) -> np.ndarray:
+    """Member indices 0..size-1 followed by copies of the last one up to a multiple of `multiple`
+    (e.g. the devices of a mesh): gather a member axis with it to split it evenly."""
+    return np.concatenate([np.arange(size), np.full((-size) % multiple, size - 1)])
+
+
 def shard_members(tree: Any, mesh: Mesh | None) -> Any:
     """`tree` with every leaf's leading (member) axis split over `mesh` (unchanged for None). The
     member count must be a multiple of the mesh size (pad with copies of a member)."""

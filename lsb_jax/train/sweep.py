@@ -51,7 +51,7 @@ from lsb_jax import analysis, claims
 from lsb_jax.optim import OptimConfig, make_optimizer
 from lsb_jax.train.arms import ArmGroup, ArmTraining, base_seed_tuple, group_arms, group_members, member_arms
 from lsb_jax.train.ensemble import (MEMBER_AXIS, Members, ensemble_init, ensemble_step, member_mesh, member_vmap,
-                                    shard_members)
+                                    padded_index, shard_members)
 from lsb_jax.train.loop import EvalHook, Hook, fit
 from lsb_jax.train.state import init_state
 from lsb_jax.train.step import make_sampled_step
@@ -208,13 +208,11 @@ def validate_arms(arms: Sequence[Arm]) -> None:
 
 
 def _pad(members: Members, multiple: int) -> Members:
-    m = members.size
-    extra = (-m) % multiple
-    if not extra:
+    idx = padded_index(members.size, multiple)
+    if idx.size == members.size:
         return members
-    idx = np.concatenate([np.arange(m), np.full(extra, m - 1)])
     return Members(keys=members.keys[idx], hparams={k: v[idx] for k, v in members.hparams.items()},
-                   labels=members.labels + (members.labels[-1],) * extra)
+                   labels=tuple(members.labels[i] for i in idx))
 
 
 def group_program(task: SweepTask, group: ArmGroup, steps: int):
@@ -259,7 +257,7 @@ def run(task: SweepTask, arms: Sequence[Arm], spec: SweepSpec, ctx=None, *, desc
     for g, group in enumerate(groups):
         idx, gm = group_members(members, group)
         padded = _pad(gm, len(devices))
-        pidx = np.concatenate([idx, np.full(padded.size - idx.size, idx[-1])])
+        pidx = idx[padded_index(idx.size, len(devices))]
         gctx = ctx if (ctx is None or len(groups) == 1) else ctx.child(f"group{g}")
         grun = GroupRun(g, group, idx, padded, idx.size, gctx, devices=len(devices))
         member_init, member_step = group_program(task, group, spec.steps)
