@@ -119,6 +119,41 @@ def test_missing_wrong_shape_and_unexpected_tensors_name_the_key(tmp_path):
         load_pretrained(tmp_path)
 
 
+@pytest.mark.parametrize("name,dtype", [("neox_parallel", None), ("llama3_gqa_scaled", None),
+                                        ("gemma3_softcap", torch.bfloat16)])
+def test_tensors_read_a_few_rows_at_a_time_equal_torchs_state_dict(name, dtype, tmp_path, monkeypatch):
+    """The loader reads each tensor in blocks of rows into its final layout; with blocks of a few rows
+    (a last partial block, transposed kernels filled a few columns at a time, a bf16 file cast to
+    fp32) every parameter still equals torch's tensor put in our layout."""
+    from lsb_jax.models.lm import checkpoint, names
+    hf = build(name, tmp_path, dtype=dtype)
+    monkeypatch.setattr(checkpoint, "_BLOCK_BYTES", 100)
+    model = load_pretrained(tmp_path)
+    params = _flat_params(model)
+    state = {k: v.float().numpy() for k, v in hf.state_dict().items()}
+    rules = names.expand(model.cfg.family, model.cfg.num_layers, set(params))
+    assert {o for _, ours, _ in rules for o in ours} == set(params)
+    aliases = names.ALIASES.get(model.cfg.family, {})
+    for hf_name, ours, kind in rules:
+        tensor = state[hf_name] if hf_name in state else state[aliases[hf_name]]
+        for path, ref in zip(ours, names.to_ours(kind, tensor, params[ours[0]].shape)):
+            assert params[path].dtype == np.float32
+            np.testing.assert_array_equal(params[path], ref, err_msg=path)
+
+
+def test_a_truncated_or_garbled_safetensors_file_is_named_in_one_line(tmp_path):
+    build("llama3_gqa_scaled", tmp_path)
+    path = tmp_path / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[:-100])
+    with pytest.raises(CheckpointError, match=r"in .*model\.safetensors: data_offsets .* \(truncated or corrupt") as e:
+        load_pretrained(tmp_path)
+    assert "\n" not in str(e.value)
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: not a readable safetensors file"):
+        load_pretrained(tmp_path)
+
+
 def test_tied_checkpoint_with_redundant_lm_head_loads(tmp_path):
     build("qwen3_tied_gqa_sliding", tmp_path)
     _rewrite(tmp_path, lambda t: t.update({"lm_head.weight": t["model.embed_tokens.weight"]}))

@@ -1,21 +1,26 @@
 """Hugging Face checkpoints <-> `Decoder`: load (local folder or hub id) and export.
 
-Tensors are read one at a time with `safetensors.safe_open(framework="numpy")` (the file mapped
-only while its tensor is read), cast to the requested dtype and placed straight onto their
-sharding (`jax.make_array_from_callback` hands each device only its slice): beside the arrays
-already placed, the host holds one tensor, its re-laid-out copy and the device copy being made
+Tensors are read one at a time, with plain file reads (`_TensorFile`: the safetensors header, then
+byte ranges; the file is never memory-mapped, so its pages do not count in the process's resident
+memory), a block of rows at a time straight into the parameter's final layout and dtype: a
+transposed kernel is filled column block by column block, a tensor already in its layout and dtype
+is read into place. The host array is 64-byte aligned, which XLA:CPU adopts without a copy, and
+placed onto its sharding (`jax.make_array_from_callback` hands each device only its slice): beside
+the arrays already placed, the host holds one parameter and one block of rows
 (`benchmarks/lm_load_memory.py` measures the peak against transformers').
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 from flax import nnx
 
@@ -140,24 +145,16 @@ def read_params(folder: Path, cfg: DecoderConfig, shapes: dict[str, tuple[int, .
     rules = names.expand(cfg.family, cfg.num_layers, set(shapes))
     aliases = names.ALIASES.get(cfg.family, {})
     np_dtype = np.dtype(dtype)
-    out, used = {}, set()
-    from safetensors import safe_open
+    out, used, headers = {}, set(), {}
     for hf, ours, kind in rules:
         key = hf if hf in files or hf not in aliases else aliases[hf]
         if key not in files:
             raise CheckpointError(f"tensor {hf!r} is missing from the checkpoint in {folder}")
         file = files[key]
-        expected = names.hf_shape(kind, shapes[ours[0]])
-        # one tensor at a time, its file mapped only while it is read: the pages of the checkpoint do
-        # not stay resident beside the arrays built from them
-        with safe_open(file, framework="numpy") as handle:
-            got = tuple(handle.get_slice(key).get_shape())
-            if got != expected:
-                raise CheckpointError(f"tensor {key!r} in {file} has shape {got}, expected {expected}")
-            tensor = handle.get_tensor(key)
+        if file not in headers:
+            headers[file] = _TensorFile(file)
+        parts = _read_ours(headers[file], key, kind, shapes[ours[0]], np_dtype)
         used.add(key)
-        parts = names.to_ours(kind, tensor.astype(np_dtype, copy=False), shapes[ours[0]])
-        del tensor
         for path, host in zip(ours, parts):
             out[path] = _place(host, sharding_of(path))
         del parts
@@ -204,12 +201,93 @@ def _tensor_files(folder: Path) -> dict[str, Path]:
     paths = sorted(folder.glob("*.safetensors"))
     if not paths:
         raise CheckpointError(f"no *.safetensors files in {folder}")
-    from safetensors import safe_open
-    out = {}
-    for path in paths:
-        with safe_open(path, framework="numpy") as f:
-            out.update({k: path for k in f.keys()})
-    return out
+    return {k: path for path in paths for k in _TensorFile(path).entries}
+
+
+# safetensors dtype names -> numpy (ml_dtypes, JAX's own dependency, for the formats numpy lacks)
+_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+           "F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2, "I64": np.int64, "I32": np.int32,
+           "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+_BLOCK_BYTES = 16 << 20  # rows read at a time (the only temporary beside the parameter being filled)
+
+
+class _TensorFile:
+    """The header of one .safetensors file (an 8-byte little-endian length, then JSON: name ->
+    dtype, shape, data_offsets), and reads of a tensor's rows by byte range."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            try:
+                if not 2 <= n <= size - 8:
+                    raise ValueError(f"header length {n} in a {size}-byte file")
+                header = json.loads(f.read(n))
+            except ValueError as e:
+                raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+        header.pop("__metadata__", None)
+        self.start, self.entries = 8 + n, {}
+        for key, e in header.items():
+            if e.get("dtype") not in _DTYPES:
+                raise CheckpointError(f"tensor {key!r} in {path} has dtype {e.get('dtype')!r}, not one of "
+                                      f"{', '.join(_DTYPES)}")
+            dt, shape = np.dtype(_DTYPES[e["dtype"]]), tuple(e["shape"])
+            begin, end = e["data_offsets"]
+            if end - begin != dt.itemsize * math.prod(shape) or self.start + end > size:
+                raise CheckpointError(f"tensor {key!r} in {path}: data_offsets {e['data_offsets']} do not hold "
+                                      f"{e['dtype']}{list(shape)} (truncated or corrupt file?)")
+            self.entries[key] = (dt, shape, self.start + begin)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self.entries[key][1]
+
+    def blocks(self, key: str):
+        """(first row, array of rows) blocks of about _BLOCK_BYTES covering the tensor in order."""
+        dt, shape, offset = self.entries[key]
+        if not shape:
+            shape = (1,)
+        row_bytes = dt.itemsize * math.prod(shape[1:])
+        step = max(1, _BLOCK_BYTES // max(row_bytes, 1))
+        with open(self.path, "rb") as f:
+            for a in range(0, shape[0], step):
+                block = np.empty((min(step, shape[0] - a), *shape[1:]), dt)
+                f.seek(offset + a * row_bytes)
+                if f.readinto(block.view(np.uint8).reshape(-1)) != block.nbytes:
+                    raise CheckpointError(f"tensor {key!r} in {self.path}: the file ends inside its data")
+                yield a, block
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialized host array whose data starts on a 64-byte boundary: `jax.device_put` on
+    XLA:CPU then adopts the buffer instead of copying it."""
+    nbytes = dtype.itemsize * math.prod(shape)
+    raw = np.empty(nbytes + 64, np.uint8)
+    skip = -raw.ctypes.data % 64
+    return raw[skip:skip + nbytes].view(dtype).reshape(shape)
+
+
+def _read_ours(tensors: _TensorFile, key: str, kind: str, shape: tuple[int, ...], dtype: np.dtype) -> list[np.ndarray]:
+    """`names.to_ours(kind, tensor, shape)` in `dtype`, read block by block into the final layout for
+    the kinds that are one parameter each (the fused kinds read the whole tensor first)."""
+    if key not in tensors.entries:
+        raise CheckpointError(f"tensor {key!r} is not in {tensors.path} (where the index file says it is)")
+    got, expected = tensors.shape(key), names.hf_shape(kind, shape)
+    if got != expected:
+        raise CheckpointError(f"tensor {key!r} in {tensors.path} has shape {got}, expected {expected}")
+    if kind not in ("copy", "bias", "linear", "linear_nh"):
+        whole = np.concatenate([b for _, b in tensors.blocks(key)])
+        return names.to_ours(kind, whole.astype(dtype, copy=False), shape)
+    out = _aligned_empty(shape, dtype)
+    if kind in ("copy", "bias"):   # the same element order: rows a:b are a contiguous range of `out`
+        rows = out.reshape(expected)
+        for a, block in tensors.blocks(key):
+            rows[a:a + len(block)] = block
+    else:                          # HF [out, in] -> ours [in, out]: row block a:b is column block a:b
+        cols = out.reshape(expected[::-1])
+        for a, block in tensors.blocks(key):
+            cols[:, a:a + len(block)] = block.T
+    return [out]
 
 
 def _sharding_lookup(shardings: Any):
