@@ -20,7 +20,7 @@ import numpy as np
 
 from lsb_jax.theory import dynamics, learning_times, mlsa
 from lsb_jax.train.arms import member_keys
-from lsb_jax.train.ensemble import member_mesh, member_vmap, padded_index
+from lsb_jax.train.ensemble import is_axis, member_mesh, member_vmap, padded_index
 from lsb_jax.train.guard import trajectory_divergence
 
 
@@ -57,7 +57,6 @@ def run_members(run, params_M: dict, data, lr, rho_M, data_axes=0, devices=None)
     mesh = member_mesh(devices)
     idx = padded_index(m, 1 if mesh is None else mesh.size)
     take = lambda tree: jax.tree.map(lambda x: jnp.asarray(x)[idx], tree)      # noqa: E731
-    is_axis = lambda a: a is None or isinstance(a, int)                          # noqa: E731
     data = jax.tree.map(lambda a, x: take(x) if a == 0 else x, data_axes, data, is_leaf=is_axis)
     step = jax.jit(member_vmap(run, (0, data_axes, None, 0), mesh), compiler_options=dynamics.grid_compiler_options())
     out = step(take(params_M), data, jnp.float32(lr), take(jnp.asarray(rho_M, jnp.float32)))

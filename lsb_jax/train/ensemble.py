@@ -79,6 +79,11 @@ def shard_members(tree: Any, mesh: Mesh | None) -> Any:
     return jax.device_put(tree, NamedSharding(mesh, P(MEMBER_AXIS)))
 
 
+def is_axis(a) -> bool:
+    """`is_leaf` for `jax.tree` functions over an in_axes prefix tree: its leaves are axes (int or None)."""
+    return a is None or isinstance(a, int)
+
+
 def member_vmap(fn: Callable[..., Any], in_axes: Sequence[Any], mesh: Mesh | None = None) -> Callable[..., Any]:
     """vmap(fn, in_axes) with every output's member axis first; with a `mesh` of several devices,
     each device runs the vmap over its own block of members (`jax.shard_map` over MEMBER_AXIS;
@@ -92,7 +97,6 @@ def member_vmap(fn: Callable[..., Any], in_axes: Sequence[Any], mesh: Mesh | Non
     batched = jax.vmap(fn, in_axes=tuple(in_axes))
     if mesh is None or mesh.size == 1:
         return batched
-    is_axis = lambda a: a is None or isinstance(a, int)   # noqa: E731
     axes = jax.tree.leaves(tuple(in_axes), is_leaf=lambda a: a is None)
     if any(a not in (0, None) for a in axes):
         raise ValueError(f"member_vmap: in_axes must be 0 or None, got {tuple(in_axes)}")
