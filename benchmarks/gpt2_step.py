@@ -6,7 +6,11 @@ x ~ N(0, I_d), y = <w, x> + noise, interleaved as T = 2P tokens of dimension d +
 Both frameworks start from the same weights and see the same batch; their step-0 losses must agree.
 
 Measured (median seconds per step over --repeats interleaved rounds of --steps steps, after warm-up/compile):
-  (a) lsb_jax: jitted step (value_and_grad + optax.adam, params/opt state donated)
+  (a) lsb_jax: jitted step (value_and_grad + optax.adam, params/opt state donated), one call per step
+  (a') the same step as the experiments train it: `train.fit`, --loop-steps steps per compiled
+      segment (one program runs them in a loop; the ICL sweeps use 100-250). Per call, a program
+      pays its dispatch and the first touch of its temporary buffers (fresh pages from the OS);
+      in the loop, once per segment.
   (b) PyTorch eager (torch.optim.Adam), (c) torch.compile of the model (if it works here)
   (d) lsb_jax: --seeds members vmapped in one jitted step, vs (e) the seeds run one after another
       in PyTorch eager.
@@ -33,6 +37,7 @@ from flax import nnx
 
 from lsb_jax import io
 from lsb_jax.models import gpt2
+from lsb_jax.train import TrainState, fit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -77,6 +82,7 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seeds", type=int, default=4, help="members of the vmapped run (0: skip)")
     ap.add_argument("--steps", type=int, default=5, help="steps per timed repeat")
+    ap.add_argument("--loop-steps", type=int, default=8, help="(a'): steps per fit segment (0: skip)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, nargs="+", default=None,
                     help="torch thread counts to time (default: 1 and all cores); ratios are against the best")
@@ -115,6 +121,28 @@ def main():
     thunks = {"jax.forward": (lambda: fwd(params0, x, y), sync_jax),
               "jax.fwd_bwd": (lambda: fwd_bwd(params0, x, y), sync_jax),
               "jax.step": (jstep, sync_jax)}
+    loops = {}
+    if args.loop_steps:   # (a'): fit's own segment program, --loop-steps steps per call
+        K = args.loop_steps
+
+        def fit_step(st, xb, yb):
+            p, o, l = step_fn(st.params, st.opt_state, xb, yb)
+            return st.replace(step=st.step + 1, params=p, opt_state=o), {"loss": l}
+        fit_state = [TrainState(step=jnp.int32(0), params=jax.tree.map(jnp.copy, params0), opt_state=tx.init(params0),
+                                rng=jax.random.key_data(jax.random.key(0)))]
+
+        def jfit():
+            st = fit_state[0]
+            fit_state[0] = fit(fit_step, st, int(st.step) + K, step_args=(x, y), chunk_size=K, log_every=K,
+                               donate_state=True).state
+            return fit_state[0].step
+        jfit()   # compiles; its K steps from params0 must be the per-call step's K steps
+        ref = [jax.tree.map(jnp.copy, params0), tx.init(params0)]
+        for _ in range(K):
+            ref[0], ref[1], _ = step(ref[0], ref[1], x, y)
+        res["jax"]["fit_loop_max_param_diff"] = max(float(jnp.abs(a - b).max()) for a, b in
+                                                    zip(jax.tree.leaves(ref[0]), jax.tree.leaves(fit_state[0].params)))
+        loops["jax.fit_loop"] = (jfit, sync_jax)
 
     # ---- PyTorch, same weights and batch
     pure0 = nnx.to_pure_dict(params0)
@@ -193,6 +221,8 @@ def main():
     timed = interleaved({k: v for k, v in thunks.items() if k not in seq}, rounds=args.repeats, calls=args.steps)
     if seq:  # one call runs --steps steps of every seed: per vmapped-step equivalent
         timed |= {k: v / args.steps for k, v in interleaved(seq, rounds=args.repeats).items()}
+    if loops:  # one call runs --loop-steps steps
+        timed |= {k: v / args.loop_steps for k, v in interleaved(loops, rounds=args.repeats).items()}
     for name, sec in timed.items():
         fw, key = name.split(".")
         res[fw][key.replace("@", "_at_") + "_s"] = sec
@@ -202,6 +232,10 @@ def main():
              ("step", "jax.step", "torch.eager_step")]
     if any(k.startswith("torch.compiled_step") for k in timed):
         pairs.append(("step", "jax.step", "torch.compiled_step"))
+    if loops:
+        pairs.append((f"step in fit's loop ({args.loop_steps} per call)", "jax.fit_loop", "torch.eager_step"))
+        if any(k.startswith("torch.compiled_step") for k in timed):
+            pairs.append((f"step in fit's loop ({args.loop_steps} per call)", "jax.fit_loop", "torch.compiled_step"))
     if M:
         pairs.append((f"{M} seeds vmap", "jax.vmap_step", "torch.sequential_seeds"))
     rows = [compare(f"ICL GPT-2 {size} {what}", timed, ours, peer, shape=shape) for what, ours, peer in pairs]

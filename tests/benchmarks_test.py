@@ -56,6 +56,7 @@ def test_every_benchmark_runs_at_tiny_size_with_peers_at_each_thread_count(tmp_p
         assert r["theory_scan"]["max_param_diff_split_vs_vmap"] < 1e-4
     loss0 = r["gpt2_step_L4"]["loss0"]
     assert abs(loss0["jax"] - loss0["torch"]) < 1e-4 * max(1.0, abs(loss0["torch"]))  # same weights, same batch
+    assert r["gpt2_step_L4"]["jax"]["fit_loop_max_param_diff"] < 1e-5   # fit's loop trains as the per-call step
     assert r["lm_scoring"]["max_abs_loss_diff"] < 1e-4
     first = r["llm_finetune"]["first_step_loss"]
     assert abs(first["ours"] - first["transformers"]) < 1e-4
