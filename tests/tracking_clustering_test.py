@@ -16,9 +16,12 @@ def planted(n_easy=700, n_hard=300, k=6, seed=0):
     return x[perm], (np.arange(len(x)) >= n_easy)[perm]
 
 
-def test_kmeans_matches_sklearn_and_finds_the_planted_hard_cluster():
+@pytest.mark.parametrize("checkpoints", [6, 32])
+def test_kmeans_matches_sklearn_and_finds_the_planted_hard_cluster(checkpoints):
+    from lsb_jax.tracking.clustering import OWN_KERNELS_UP_TO
+    assert 6 <= OWN_KERNELS_UP_TO < 32      # the two cases compile with each kernel choice
     sklearn = pytest.importorskip("sklearn.cluster")
-    x, truth = planted()
+    x, truth = planted(k=checkpoints)
     labels, centers, inertia = kmeans(x, 2, n_init=4)
     ref = sklearn.KMeans(2, n_init=4, random_state=0).fit(x)
     np.testing.assert_allclose(inertia, ref.inertia_, rtol=1e-4)

@@ -12,17 +12,21 @@ these selections).
 
 k-means is Lloyd's algorithm with k-means++ seeding, jitted, restarts mapped in one program (the
 best inertia wins), each stopping at a fixed point or after `iters` iterations; the only
-temporaries are [N, k] distances (no N x N matrix), so N can be in the millions.
+temporaries are [N, k] distances (no N x N matrix), so N can be in the millions. On CPU, few
+features (up to `OWN_KERNELS_UP_TO`) compile with XLA's own kernels, more with YNNPACK fusions.
 The same code serves the theory model, the synthetic tasks and the LLM pipeline.
 """
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from lsb_jax.train.loop import cpu_compiler_options
 
 
 def _sq_dists(x_NxF, c_KxF):
@@ -77,12 +81,27 @@ def _lloyd(key, x_NxF, k: int, iters: int):
     return jnp.argmin(d_NxK, -1), centers, jnp.sum(jnp.min(d_NxK, -1)), i
 
 
-@partial(jax.jit, static_argnames=("k", "iters"))
-def _restarts(keys, x_NxF, k: int, iters: int):
+# Up to this many features, the restarts compile with XLA:CPU's own kernels instead of its YNNPACK
+# fusions (`train.cpu_compiler_options("own_kernels")`): a Lloyd iteration on loss trajectories (a
+# few checkpoints) is then markedly faster; from a few dozen features on YNNPACK is faster.
+# `benchmarks/kmeans.py` times both per iteration over feature counts, on the machine at hand.
+OWN_KERNELS_UP_TO = 20
+
+
+@functools.cache
+def _restarts_program(own_kernels: bool):
     """The restarts one after another in one program (`lax.map`), not vmapped: a batched Lloyd
     step's [R, N, k] one-hot centroid sums fall into a slower fused kernel on CPU than R unbatched
     ones (`benchmarks/kmeans.py` measures both), and one restart then pays no batching at all."""
-    return jax.lax.map(lambda kk: _lloyd(kk, x_NxF, k, iters), keys)
+    options = cpu_compiler_options("own_kernels") if own_kernels else {}
+    return jax.jit(lambda keys, x_NxF, k, iters: jax.lax.map(lambda kk: _lloyd(kk, x_NxF, k, iters), keys),
+                   static_argnums=(2, 3), compiler_options=options)
+
+
+def _restarts(keys, x_NxF, k: int, iters: int, own_kernels: bool | None = None):
+    """(labels, centers, inertia, iterations) of each restart; `own_kernels` None: by feature count."""
+    own = x_NxF.shape[1] <= OWN_KERNELS_UP_TO if own_kernels is None else own_kernels
+    return _restarts_program(own)(keys, x_NxF, k, iters)
 
 
 def kmeans(x_NxF, k: int = 2, *, key=None, n_init: int = 4, iters: int = 30):

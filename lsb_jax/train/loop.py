@@ -126,6 +126,10 @@ _CPU_OPTIONS = {
     # slower than its own loops (`benchmarks/theory_scan.py`). The parity MLP's step keeps the
     # default: there its YNN fusions are dots and help. A different summation order: last bits.
     "tiny_reductions": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"},
+    # No YNNPACK fusions at all: XLA's own kernels throughout. k-means' Lloyd steps on a few
+    # features (memory-bound [N, F] x [F, k] products, k = 2) run faster so; wide features and
+    # the models' matmuls do not (`benchmarks/kmeans.py` measures it per feature count).
+    "own_kernels": {"xla_cpu_experimental_ynn_fusion_type": ""},
 }
 
 
@@ -140,7 +144,8 @@ def _cpu_option_works(name: str, value) -> bool:
 
 def cpu_compiler_options(*kinds: str) -> dict:
     """The XLA:CPU compiler options of the given kinds ("loop": compiled training loops, what fit
-    uses; "tiny_reductions": vmapped grids of tiny models, the theory's), those this XLA accepts
+    uses; "tiny_reductions": vmapped grids of tiny models, the theory's; "own_kernels": k-means on
+    a few features; a later kind's value of the same option wins), those this XLA accepts
     (each probed once with a tiny program); {} off the CPU. Pass as jax.jit(compiler_options=...)
     to the outermost jit only (JAX refuses compiler options on a jit nested in another)."""
     if jax.default_backend() != "cpu":
