@@ -152,6 +152,14 @@ def test_a_truncated_or_garbled_safetensors_file_is_named_in_one_line(tmp_path):
     path.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match=r"model\.safetensors: not a readable safetensors file"):
         load_pretrained(tmp_path)
+    header = b'["a list"]'
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: not a readable safetensors file .*JSON list"):
+        load_pretrained(tmp_path)
+    header = b'{"embed": {"dtype": "F32", "shape": [2, 2]}}'
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(CheckpointError, match=r"'embed' in .*model\.safetensors: malformed header entry"):
+        load_pretrained(tmp_path)
 
 
 def test_tied_checkpoint_with_redundant_lm_head_loads(tmp_path):

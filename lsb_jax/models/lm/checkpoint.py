@@ -224,16 +224,22 @@ class _TensorFile:
                 if not 2 <= n <= size - 8:
                     raise ValueError(f"header length {n} in a {size}-byte file")
                 header = json.loads(f.read(n))
+                if not isinstance(header, dict):
+                    raise ValueError(f"the header is a JSON {type(header).__name__}, not an object")
             except ValueError as e:
                 raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
         header.pop("__metadata__", None)
         self.start, self.entries = 8 + n, {}
         for key, e in header.items():
-            if e.get("dtype") not in _DTYPES:
-                raise CheckpointError(f"tensor {key!r} in {path} has dtype {e.get('dtype')!r}, not one of "
+            if not isinstance(e, dict) or e.get("dtype") not in _DTYPES:
+                raise CheckpointError(f"tensor {key!r} in {path} has dtype "
+                                      f"{e.get('dtype') if isinstance(e, dict) else None!r}, not one of "
                                       f"{', '.join(_DTYPES)}")
-            dt, shape = np.dtype(_DTYPES[e["dtype"]]), tuple(e["shape"])
-            begin, end = e["data_offsets"]
+            try:
+                dt, shape = np.dtype(_DTYPES[e["dtype"]]), tuple(int(d) for d in e["shape"])
+                begin, end = (int(o) for o in e["data_offsets"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise CheckpointError(f"tensor {key!r} in {path}: malformed header entry {e} ({err!r})") from None
             if end - begin != dt.itemsize * math.prod(shape) or self.start + end > size:
                 raise CheckpointError(f"tensor {key!r} in {path}: data_offsets {e['data_offsets']} do not hold "
                                       f"{e['dtype']}{list(shape)} (truncated or corrupt file?)")
