@@ -281,9 +281,11 @@ def _read_ours(tensors: _TensorFile, key: str, kind: str, shape: tuple[int, ...]
     got, expected = tensors.shape(key), names.hf_shape(kind, shape)
     if got != expected:
         raise CheckpointError(f"tensor {key!r} in {tensors.path} has shape {got}, expected {expected}")
-    if kind not in ("copy", "bias", "linear", "linear_nh"):
-        whole = np.concatenate([b for _, b in tensors.blocks(key)])
-        return names.to_ours(kind, whole.astype(dtype, copy=False), shape)
+    if kind not in ("copy", "bias", "linear", "linear_nh"):   # fused: the whole tensor in `dtype`, then split
+        whole = np.empty(expected, dtype)
+        for a, block in tensors.blocks(key):
+            whole[a:a + len(block)] = block
+        return names.to_ours(kind, whole, shape)
     out = _aligned_empty(shape, dtype)
     if kind in ("copy", "bias"):   # the same element order: rows a:b are a contiguous range of `out`
         rows = out.reshape(expected)
