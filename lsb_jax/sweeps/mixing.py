@@ -35,8 +35,7 @@ from lsb_jax.data import Mixture
 from lsb_jax.models.mlp import mlp_apply
 from lsb_jax.optim import OptimConfig, make_optimizer
 from lsb_jax.tasks import multidomain as md
-from lsb_jax.train import (EvalHook, Members, ensemble_init, ensemble_step, fit, init_state, make_sampled_step,
-                           member_mesh, shard_members)
+from lsb_jax.train import EvalHook, Members, ensemble_init, fit, init_state, make_sampled_step, split_ensemble
 from lsb_jax.train.arms import member_arms
 
 ARMS = ("natural", "sampling_only", "loss_only", "joint")
@@ -126,11 +125,9 @@ def fit_mixture(ctx, members: Members, pool: dict, sizes: Sequence[int], *, init
         return make_sampled_step(loss_fn, opt, sample_batch)(state)
 
     evals = EvalHook(lambda s, *args: {"excess_risk": evaluate(s.params, *args)}, every=every, args=eval_args)
-    mesh = member_mesh(members=members.size)      # several devices: each steps its own members
-    state = shard_members(ensemble_init(member_init, members), mesh)
-    return fit(ensemble_step(member_step, mesh), state, steps, ctx=ctx, hooks=[evals],
-               step_args=(shard_members(members.hparams, mesh), pool), chunk_size=chunk_size, log_every=every,
-               desc=desc)
+    step, state, hparams = split_ensemble(member_step, members, ensemble_init(member_init, members))
+    return fit(step, state, steps, ctx=ctx, hooks=[evals], step_args=(hparams, pool), chunk_size=chunk_size,
+               log_every=every, desc=desc)
 
 
 # --- linear domains: closed forms -----------------------------------------------------------------

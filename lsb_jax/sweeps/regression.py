@@ -23,8 +23,7 @@ from lsb_jax.data import Epochs, Subset, Uniform, Zipf, doubling
 from lsb_jax.models.mlp import init_mlp, squared_error
 from lsb_jax.optim import OptimConfig, make_optimizer
 from lsb_jax.tracking import LossTracker, TrajectoryStore, evenly_spaced_steps, pool_scorer
-from lsb_jax.train import (EvalHook, Members, ensemble_init, ensemble_step, fit, init_state, make_sampled_step,
-                           member_mesh, shard_members)
+from lsb_jax.train import EvalHook, Members, ensemble_init, fit, init_state, make_sampled_step, split_ensemble
 
 SAMPLERS = ("uniform", "subset", "zipf", "epochs", "curriculum")
 
@@ -81,16 +80,14 @@ def fit_toy(ctx, members: Members, pool: dict, test: dict, sampler, *, sizes: Se
         step = make_sampled_step(loss_fn, optimizer(hp), lambda k, s: sample_batch(k, s, pool))
         return step(state)
 
-    mesh = member_mesh(members=members.size)      # several devices: each steps its own members
-    state = shard_members(ensemble_init(member_init, members), mesh)
+    step, state, hparams = split_ensemble(member_step, members, ensemble_init(member_init, members))
     mse = jax.vmap(lambda p, data: jnp.mean(loss_fn(p, data)), in_axes=(0, None))
     evals = EvalHook(lambda s, test, pool: {"test_mse": mse(s.params, test), "pool_mse": mse(s.params, pool)},
                      every=eval_every, args=(test, pool))
     steps_K = evenly_spaced_steps(steps, track_points)
     store = TrajectoryStore(ctx.dir / "trajectories.npz", len(pool["y"]), steps_K, member_shape=(members.size,))
     tracker = LossTracker(jax.vmap(pool_scorer(loss_fn, 512), in_axes=(0, None)), store, args=(pool,))
-    result = fit(ensemble_step(member_step, mesh), state, steps, ctx=ctx, hooks=[evals, tracker],
-                 step_args=(shard_members(members.hparams, mesh), pool), chunk_size=chunk_size,
+    result = fit(step, state, steps, ctx=ctx, hooks=[evals, tracker], step_args=(hparams, pool), chunk_size=chunk_size,
                  checkpoint_every=checkpoint_every, log_every=log_every, desc="toy_regression",
                  on_divergence=on_divergence)
     return ToyRun(result, members, store, steps_K, loss_fn)

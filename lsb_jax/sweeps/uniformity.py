@@ -26,8 +26,7 @@ from lsb_jax.claims import Claim, per_seed
 from lsb_jax.data import selection
 from lsb_jax.models.mlp import init_mlp, mlp_apply, squared_error
 from lsb_jax.optim import OptimConfig, make_optimizer
-from lsb_jax.train import (Members, ensemble_init, ensemble_step, fit, init_state, make_sampled_step, member_mesh,
-                           shard_members)
+from lsb_jax.train import Members, ensemble_init, fit, init_state, make_sampled_step, split_ensemble
 from lsb_jax.train.arms import base_seed_tuple, member_keys
 
 
@@ -102,10 +101,9 @@ def fit_full_batch(ctx, members: Members, sizes: Sequence[int], *, lr: float, st
 
     state0 = ensemble_init(member_init, members)
     ntk_M = np.asarray(jax.jit(jax.vmap(ntk_min_eigenvalue))(state0.params, members.hparams["x"]))
-    mesh = member_mesh(members=members.size)      # several devices: each steps its own members
-    result = fit(ensemble_step(member_step, mesh), shard_members(state0, mesh), steps, ctx=ctx,
-                 step_args=(shard_members(members.hparams, mesh),),
-                 chunk_size=chunk_size, log_every=log_every, desc=desc)
+    step, state, hparams = split_ensemble(member_step, members, state0)
+    result = fit(step, state, steps, ctx=ctx, step_args=(hparams,), chunk_size=chunk_size, log_every=log_every,
+                 desc=desc)
     return result, ntk_M
 
 

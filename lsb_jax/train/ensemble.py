@@ -110,3 +110,13 @@ def ensemble_step(member_step: Callable[..., Any], mesh: Mesh | None = None):
     def step(state, hparams, *args):
         return member_vmap(member_step, (0, 0) + (None,) * len(args), mesh)(state, hparams, *args)
     return step
+
+
+def split_ensemble(member_step: Callable[..., Any], members: Members, state: Any
+                   ) -> tuple[Callable[..., Any], Any, Any]:
+    """(step, state, hparams) for `fit(step, state, ..., step_args=(hparams, ...))`: `ensemble_step`
+    over the most local devices that divide the member count (`member_mesh(members=...)`: no
+    padding), the stacked state and the members' hparams placed on that mesh (as they are on one
+    device)."""
+    mesh = member_mesh(members=members.size)
+    return ensemble_step(member_step, mesh), shard_members(state, mesh), shard_members(members.hparams, mesh)
