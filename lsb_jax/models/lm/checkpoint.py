@@ -141,11 +141,12 @@ def load_pretrained(path_or_id: str | Path, *, dtype=jnp.float32, shardings: Any
 def read_params(folder: Path, cfg: DecoderConfig, shapes: dict[str, tuple[int, ...]], dtype,
                 sharding_of=lambda path: None) -> dict[str, jax.Array]:
     """Read every parameter named in `shapes` (dotted path -> shape) from the folder's files."""
-    files = _tensor_files(folder)
+    headers: dict[Path, _TensorFile] = {}
+    files = _tensor_files(folder, headers)
     rules = names.expand(cfg.family, cfg.num_layers, set(shapes))
     aliases = names.ALIASES.get(cfg.family, {})
     np_dtype = np.dtype(dtype)
-    out, used, headers = {}, set(), {}
+    out, used = {}, set()
     for hf, ours, kind in rules:
         key = hf if hf in files or hf not in aliases else aliases[hf]
         if key not in files:
@@ -193,15 +194,17 @@ def _dotted(path: tuple) -> str:
     return ".".join(str(p) for p in path)
 
 
-def _tensor_files(folder: Path) -> dict[str, Path]:
-    """HF tensor name -> the safetensors file that holds it."""
+def _tensor_files(folder: Path, headers: dict[Path, _TensorFile]) -> dict[str, Path]:
+    """HF tensor name -> the safetensors file that holds it (from the index file, or from the
+    headers of every file, which are kept in `headers` for the reads)."""
     index = folder / "model.safetensors.index.json"
     if index.exists():
         return {k: folder / v for k, v in json.loads(index.read_text())["weight_map"].items()}
     paths = sorted(folder.glob("*.safetensors"))
     if not paths:
         raise CheckpointError(f"no *.safetensors files in {folder}")
-    return {k: path for path in paths for k in _TensorFile(path).entries}
+    headers.update({path: _TensorFile(path) for path in paths})
+    return {k: path for path in paths for k in headers[path].entries}
 
 
 # safetensors dtype names -> numpy (ml_dtypes, JAX's own dependency, for the formats numpy lacks)
