@@ -14,10 +14,13 @@ Measured (median seconds per step over --repeats interleaved rounds of --steps s
   (b) PyTorch eager (torch.optim.Adam), (c) torch.compile of the model (if it works here)
   (d) lsb_jax: --seeds members vmapped in one jitted step, vs (e) the seeds run one after another
       in PyTorch eager.
-Also forward-only and forward+backward times, to see where time goes. PyTorch is timed at 1 thread
-and at all cores (`--threads`) and every ratio is against its faster setting (on a loaded 2-core
-machine its default threads can be many times slower); XLA uses the cores JAX sees. Medians of
-interleaved rounds (`benchmarks/_peers.py`).
+With --keep-cpu-buffers the process first calls `train.hosts.keep_cpu_buffers()` (one-device CPU
+programs on the calling thread, glibc keeping freed blocks): a call then reuses its temporary
+buffers instead of faulting in fresh pages; the rows say "(CPU buffers kept)" and PyTorch runs in
+the same process, under the same malloc. Also forward-only and forward+backward times, to see
+where time goes. PyTorch is timed at 1 thread and at all cores (`--threads`) and every ratio is
+against its faster setting (on a loaded 2-core machine its default threads can be many times
+slower); XLA uses the cores JAX sees. Medians of interleaved rounds (`benchmarks/_peers.py`).
 
     .venv/bin/python benchmarks/gpt2_step.py [--layers 6 --heads 4 --width 128] [--out PATH]
 """
@@ -38,6 +41,7 @@ from flax import nnx
 from lsb_jax import io
 from lsb_jax.models import gpt2
 from lsb_jax.train import TrainState, fit
+from lsb_jax.train.hosts import keep_cpu_buffers
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -87,8 +91,11 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=None,
                     help="torch thread counts to time (default: 1 and all cores); ratios are against the best")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--keep-cpu-buffers", action="store_true",
+                    help="call train.hosts.keep_cpu_buffers() first (calls reuse their temporary buffers)")
     ap.add_argument("--out", default=str(ROOT / "runs/benchmarks/gpt2_step.json"))
     args = ap.parse_args()
+    kept = keep_cpu_buffers() if args.keep_cpu_buffers else None   # before any JAX computation
 
     import torch
     from _torch_gpt2 import TorchGPT2, load_jax_params
@@ -238,14 +245,17 @@ def main():
             pairs.append((f"step in fit's loop ({args.loop_steps} per call)", "jax.fit_loop", "torch.compiled_step"))
     if M:
         pairs.append((f"{M} seeds vmap", "jax.vmap_step", "torch.sequential_seeds"))
-    rows = [compare(f"ICL GPT-2 {size} {what}", timed, ours, peer, shape=shape) for what, ours, peer in pairs]
-    res["rows"] = rows
+    tag = " (CPU buffers kept)" if kept else ""
+    rows = [compare(f"ICL GPT-2 {size} {what}{tag}", timed, ours, peer, shape=shape) for what, ours, peer in pairs]
+    res["rows"], res["cpu_buffers"] = rows, kept or "default"
     res["ratios"] = {r["benchmark"]: r["ratio_vs_best"] for r in rows}  # > 1: lsb_jax is faster
     res["env"] = environment()
 
     print(f"GPT-2 {shape}, device={jax.devices()[0].platform}, torch threads timed {threads}")
     print(f"step-0 loss: lsb_jax {loss0_jax:.6f}  torch {loss0_torch:.6f}  "
           f"(|diff| {abs(loss0_jax - loss0_torch):.2e}); jax compile {res['jax']['compile_s']:.1f} s")
+    if kept:
+        print(f"CPU buffers kept: {kept}")
     if "compiled_error" in res["torch"]:
         print(f"torch.compile: failed ({res['torch']['compiled_error']})")
     print_table(rows)

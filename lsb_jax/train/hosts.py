@@ -10,7 +10,9 @@ own beside it; orbax writes one checkpoint with every process).
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 from typing import Any
 
 import jax
@@ -91,3 +93,41 @@ def use_cpu_cores(devices: int | str | None = "auto", env: dict | None = None) -
         raise UsageError(f"cpu devices: JAX already started with {jax.config.jax_num_cpu_devices} "
                          f"(-1: its default), cannot make it {n}: set it before any JAX computation") from None
     return n
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4        # glibc <malloc.h> mallopt parameters
+
+
+def keep_cpu_buffers() -> dict:
+    """Per-call CPU programs reuse their scratch memory instead of faulting in fresh pages; returns
+    what it set. Call it before the first JAX computation (a UsageError after).
+
+    XLA:CPU allocates a program's temporary buffer at every call. JAX runs a one-device CPU program
+    on a dispatch thread of its own, and glibc gives such a thread's large blocks (and, on any
+    thread, blocks above its mmap threshold, 32 MiB at most) as fresh mappings, unmapped when freed:
+    each call the kernel zero-fills every page of the buffer again on first touch (hundreds of MB
+    for the ICL GPT-2 step, a third of its time on 2 cores; `benchmarks/gpt2_step.py
+    --keep-cpu-buffers` measures it). `train.fit` pays this once per compiled segment; code that
+    calls a jitted step once per step pays it every step. This runs one-device CPU programs on the
+    calling thread (`jax_cpu_enable_async_dispatch` off) and makes glibc's malloc keep freed
+    blocks in its heap for reuse (no mmap for large blocks, no trimming), so from the second call
+    on the buffer's pages are already there.
+
+    The cost: the process keeps the memory it freed (its resident size stays at its peak), a call
+    returns only when its program is done (no overlap of Python with the computation), and
+    programs over several devices (`use_cpu_cores`) keep async dispatch on their own threads. The
+    arithmetic is unchanged. Without glibc only the dispatch part is set.
+    """
+    from jax._src import xla_bridge  # noqa: PLC0415  (no public test for a started backend)
+    from lsb_jax.errors import UsageError  # noqa: PLC0415
+    started = getattr(xla_bridge, "backends_are_initialized", None)
+    if started is not None and started():
+        raise UsageError("keep_cpu_buffers: JAX has already started its backends; call it before any JAX "
+                         "computation")
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    out = {"cpu_async_dispatch": False, "malloc": "unchanged (not glibc)"}
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        libc = ctypes.CDLL("libc.so.6")
+        if libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1):
+            out["malloc"] = "glibc keeps freed blocks (mmap_max 0, trim_threshold 2 GiB)"
+    return out
