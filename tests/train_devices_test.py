@@ -193,7 +193,7 @@ _BUFFERS_SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp
     from lsb_jax.train import hosts
     kept = hosts.keep_cpu_buffers() if sys.argv[1] == "keep" else None
-    x = jnp.arange(1 << 24, dtype=jnp.float32)                 # 64 MiB
+    x = jnp.arange(int(sys.argv[2]), dtype=jnp.float32)
     f = jax.jit(lambda x: jax.lax.fori_loop(0, 3, lambda i, c: jnp.flip(c) * 0.5 + 1.0, x).sum())
     temp = f.lower(x).compile().memory_analysis().temp_size_in_bytes
     out = [float(f(x)) for _ in range(2)]
@@ -210,26 +210,28 @@ _BUFFERS_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _buffers_run(mode):
-    proc = subprocess.run([sys.executable, "-c", _BUFFERS_SCRIPT, mode], env=_env(), capture_output=True, text=True,
-                          timeout=300)
+def _buffers_run(mode, size):
+    proc = subprocess.run([sys.executable, "-c", _BUFFERS_SCRIPT, mode, str(size)], env=_env(), capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.split("RESULT")[-1])
 
 
 def test_kept_cpu_buffers_are_reused_across_calls_without_new_pages():
-    """`keep_cpu_buffers`: from the second call on, a program's temporary buffer (64 MiB here, above
-    glibc's largest mmap threshold) comes back with its pages already there (the kernel counts the
-    minor page faults), the results are those of a default process, and a call after JAX started
-    is refused with one line."""
+    """`keep_cpu_buffers`: from the second call on, a program's temporary buffer comes back with its
+    pages already there (the kernel counts the minor page faults): 128 MiB (above glibc's largest
+    mmap threshold) and over 2 GiB (above any finite trim threshold mallopt can set). The results
+    are those of a default process, and a call after JAX started is refused with one line."""
     import platform
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("the malloc part is glibc's")
-    kept, default = _buffers_run("keep"), _buffers_run("default")
+    small = 1 << 24                                      # 64 MiB in, 128 MiB of temporary buffer
+    kept, default = _buffers_run("keep", small), _buffers_run("default", small)
+    big = _buffers_run("keep", (1 << 28) + (1 << 24))    # 1.06 GiB in, 2.1 GiB of temporary buffer
     assert kept["kept"]["cpu_async_dispatch"] is False and "glibc keeps freed blocks" in kept["kept"]["malloc"]
-    pages = kept["temp_bytes"] / 4096
-    assert pages >= 16384                                # the program does have a 64 MiB temporary buffer
-    assert kept["faults_per_call"] < 0.02 * pages        # default glibc: about one fault per page per call
+    assert kept["temp_bytes"] >= 64 << 20 and big["temp_bytes"] > 2 << 30     # the buffers are that large
+    for run in (kept, big):               # default glibc: about one fault per page per call
+        assert run["faults_per_call"] < 0.02 * run["temp_bytes"] / 4096
     assert kept["out"] == default["out"]                 # same arithmetic
     for run in (kept, default):
         assert run["late"].startswith("UsageError: keep_cpu_buffers: JAX has already started") and \

@@ -105,22 +105,24 @@ def keep_cpu_buffers() -> dict:
     XLA:CPU allocates a program's temporary buffer at every call. JAX runs a one-device CPU program
     on a dispatch thread of its own, and glibc gives such a thread's large blocks (and, on any
     thread, blocks above its mmap threshold, 32 MiB at most) as fresh mappings, unmapped when freed:
-    each call the kernel zero-fills every page of the buffer again on first touch (hundreds of MB
-    for the ICL GPT-2 step, a third of its time on 2 cores; `benchmarks/gpt2_step.py
-    --keep-cpu-buffers` measures it). `train.fit` pays this once per compiled segment; code that
-    calls a jitted step once per step pays it every step. This runs one-device CPU programs on the
-    calling thread (`jax_cpu_enable_async_dispatch` off) and makes glibc's malloc keep freed
-    blocks in its heap for reuse (no mmap for large blocks, no trimming), so from the second call
-    on the buffer's pages are already there.
+    each call the kernel zero-fills every page of the buffer again on first touch (what that costs
+    the ICL GPT-2 step: `benchmarks/gpt2_step.py --keep-cpu-buffers`). `train.fit` pays this once
+    per compiled segment; code that calls a jitted step once per step pays it every step. This runs
+    one-device CPU programs on the calling thread (`jax_cpu_enable_async_dispatch` off) and makes
+    glibc's malloc keep freed blocks in its heap for reuse (no mmap for large blocks, no trimming),
+    so from the second call on the buffer's pages are already there.
 
     The cost: the process keeps the memory it freed (its resident size stays at its peak), a call
     returns only when its program is done (no overlap of Python with the computation), and
     programs over several devices (`use_cpu_cores`) keep async dispatch on their own threads. The
     arithmetic is unchanged. Without glibc only the dispatch part is set.
     """
-    from jax._src import xla_bridge  # noqa: PLC0415  (no public test for a started backend)
     from lsb_jax.errors import UsageError  # noqa: PLC0415
-    started = getattr(xla_bridge, "backends_are_initialized", None)
+    try:
+        from jax._src import xla_bridge  # noqa: PLC0415  (no public test for a started backend)
+        started = getattr(xla_bridge, "backends_are_initialized", None)
+    except ImportError:
+        started = None
     if started is not None and started():
         raise UsageError("keep_cpu_buffers: JAX has already started its backends; call it before any JAX "
                          "computation")
@@ -128,6 +130,8 @@ def keep_cpu_buffers() -> dict:
     out = {"cpu_async_dispatch": False, "malloc": "unchanged (not glibc)"}
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         libc = ctypes.CDLL("libc.so.6")
-        if libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1):
-            out["malloc"] = "glibc keeps freed blocks (mmap_max 0, trim_threshold 2 GiB)"
+        # -1: no trimming at all (`man mallopt`); a finite int threshold (2 GiB at most) would still
+        # hand back a larger buffer (the L12 ICL step's is several GiB) at every call
+        if libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, -1):
+            out["malloc"] = "glibc keeps freed blocks (mmap_max 0, no trimming)"
     return out
