@@ -59,7 +59,8 @@ def test_every_benchmark_runs_at_tiny_size_with_peers_at_each_thread_count(tmp_p
     assert r["gpt2_step_L4"]["jax"]["fit_loop_max_param_diff"] < 1e-5   # fit's loop trains as the per-call step
     kept = r["gpt2_step_L4_kept"]         # --keep-cpu-buffers: the same step in a process that keeps its buffers
     assert kept["cpu_buffers"]["cpu_async_dispatch"] is False and r["gpt2_step_L4"]["cpu_buffers"] == "default"
-    assert kept["loss0"] == loss0 and kept["jax"]["fit_loop_max_param_diff"] < 1e-5
+    assert abs(kept["loss0"]["jax"] - loss0["jax"]) < 1e-5 * max(1.0, abs(loss0["jax"]))   # same step
+    assert kept["jax"]["fit_loop_max_param_diff"] < 1e-5
     assert all(row["benchmark"].endswith("(CPU buffers kept)") for row in kept["rows"])
     assert r["lm_scoring"]["max_abs_loss_diff"] < 1e-4
     first = r["llm_finetune"]["first_step_loss"]

@@ -232,7 +232,7 @@ def test_kept_cpu_buffers_are_reused_across_calls_without_new_pages():
     assert kept["temp_bytes"] >= 64 << 20 and big["temp_bytes"] > 2 << 30     # the buffers are that large
     for run in (kept, big):               # default glibc: about one fault per page per call
         assert run["faults_per_call"] < 0.02 * run["temp_bytes"] / 4096
-    assert kept["out"] == default["out"]                 # same arithmetic
+    assert kept["out"] == pytest.approx(default["out"], rel=1e-6)    # same arithmetic (sums of about 1e13)
     for run in (kept, default):
         assert run["late"].startswith("UsageError: keep_cpu_buffers: JAX has already started") and \
             "\n" not in run["late"]
