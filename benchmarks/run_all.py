@@ -44,16 +44,6 @@ SCRIPTS = {
                       "1", "--repeats", "1", "--seeds", "2", "--no-compile"]),
     "gpt2_step_L12": (["gpt2_step.py", "--layers", "12", "--width", "256", "--heads", "8", "--batch", "128",
                        "--steps", "1", "--repeats", "3", "--seeds", "0", "--loop-steps", "4"], None),
-    # the same two with the calls reusing their temporary buffers (`train.hosts.keep_cpu_buffers`)
-    "gpt2_step_L4_kept": (["gpt2_step.py", "--layers", "4", "--width", "128", "--heads", "4", "--batch", "64",
-                           "--steps", "3", "--repeats", "5", "--seeds", "4", "--loop-steps", "8",
-                           "--keep-cpu-buffers"],
-                          ["gpt2_step.py", "--layers", "2", "--width", "64", "--batch", "16", "--pairs", "8", "--steps",
-                           "1", "--repeats", "1", "--seeds", "2", "--no-compile", "--loop-steps", "2",
-                           "--keep-cpu-buffers"]),
-    "gpt2_step_L12_kept": (["gpt2_step.py", "--layers", "12", "--width", "256", "--heads", "8", "--batch", "128",
-                            "--steps", "1", "--repeats", "3", "--seeds", "0", "--loop-steps", "4",
-                            "--keep-cpu-buffers"], None),
     "lm_scoring": (["lm_scoring.py"], ["lm_scoring.py", "--quick", "--repeats", "1"]),
     "llm_finetune": (["llm_finetune.py"], ["llm_finetune.py", "--quick", "--repeats", "1"]),
     "kcenter": (["kcenter.py", "--n", "100000", "--k", "1000", "--numpy-picks", "200"], ["kcenter.py", "--quick"]),
@@ -61,6 +51,9 @@ SCRIPTS = {
     "theory_scan": (["theory_scan.py"], ["theory_scan.py", "--steps", "1000", "--numpy-steps", "200", "--members",
                                          "4", "--repeats", "1"]),
 }
+# the two ICL steps again, the calls reusing their temporary buffers (`train.hosts.keep_cpu_buffers`)
+SCRIPTS |= {f"{name}_kept": tuple(None if args is None else [*args, "--keep-cpu-buffers"] for args in SCRIPTS[name])
+            for name in ("gpt2_step_L4", "gpt2_step_L12")}
 
 
 def best_pool_rows(results: dict) -> list[dict]:
