@@ -6,10 +6,11 @@ prints them as one table with the machine, the load average before and after, an
 each script. Sizes: the issue's (k-means 1M x 15; 16 and 64 parity seeds; the ICL GPT-2 step at
 the experiments' L4 and the paper's L12; the LM scoring and fine-tuning models of their scripts;
 k-center at 100k x 384; the MLSA scan; the peak memory of loading a ~100M Llama-style
-checkpoint). `--tiny` runs the same scripts at smoke-test sizes (the test suite does), so a broken
-script is found before anyone waits for the full sitting.
+checkpoint; quick experiments run again with their compiled programs kept). `--tiny` runs the
+same scripts at smoke-test sizes (the test suite does), so a broken script is found before anyone
+waits for the full sitting.
 
-    .venv/bin/python benchmarks/run_all.py            # or: make bench   (about 15-20 min on 2 cores)
+    .venv/bin/python benchmarks/run_all.py            # or: make bench   (about 25 min on 2 cores)
     .venv/bin/python benchmarks/run_all.py --tiny     # about a minute
 """
 
@@ -50,6 +51,7 @@ SCRIPTS = {
     "lm_load_memory": (["lm_load_memory.py"], ["lm_load_memory.py", "--tiny", "--repeats", "1"]),
     "theory_scan": (["theory_scan.py"], ["theory_scan.py", "--steps", "1000", "--numpy-steps", "200", "--members",
                                          "4", "--repeats", "1"]),
+    "compile_cache": (["compile_cache.py"], ["compile_cache.py", "--experiments", "toy_regression", "--rounds", "1"]),
 }
 # the two ICL steps again, the calls reusing their temporary buffers (`train.hosts.keep_cpu_buffers`)
 SCRIPTS |= {f"{name}_kept": tuple(None if args is None else [*args, "--keep-cpu-buffers"] for args in SCRIPTS[name])

@@ -10,6 +10,9 @@ way, a run directory in use, an unreadable data file or model path) prints one l
 `lsb: error: ...`, exits with code 2 and writes nothing. A run that fails on an error the project
 names (divergence, corrupt checkpoints, run files inconsistent with them, a full disk) prints one
 line, is marked "failed" in its status.json and exits with code 1 (`lsb_jax.errors`).
+
+`run` and `reproduce` keep the programs they compile in ~/.cache/lsb_jax/jax (`--compile-cache DIR|off`,
+`train.hosts.use_compile_cache`), so running again loads them instead of compiling.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="split the CPU into N JAX devices ('auto': one per core) so that vmapped ensembles "
                         "(sweeps, theory grids) split their members over the cores (default: JAX's one CPU device; "
                         "results can differ in the last bits with the split)")
+    p.add_argument("--compile-cache", default=None, metavar="DIR|off",
+                   help="keep compiled programs in DIR so that a run started again loads them instead of compiling "
+                        "(default: $LSB_COMPILE_CACHE, else JAX_COMPILATION_CACHE_DIR, else "
+                        "~/.cache/lsb_jax/jax; 'off': none)")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="list every experiment, the figure it reproduces and its cost")
@@ -171,8 +178,9 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command in ("run", "reproduce"):   # several processes (docs/tpu.md): before any device is used
-            from lsb_jax.train.hosts import maybe_initialize_distributed, use_cpu_cores  # noqa: PLC0415
+            from lsb_jax.train.hosts import maybe_initialize_distributed, use_compile_cache, use_cpu_cores  # noqa: PLC0415
             use_cpu_cores(args.cpu_devices)
+            use_compile_cache(args.compile_cache)
             maybe_initialize_distributed()
         return {"list": cmd_list, "show": cmd_show, "run": cmd_run, "reproduce": cmd_reproduce}[args.command](args)
     except UsageError as e:

@@ -475,7 +475,7 @@ def _run_locked(exp, cfg, config_name: str, run_dir: Path, declared, *, resume: 
             "experiment": exp.name, "reproduces": exp.reproduces, "config_name": config_name,
             "config_hash": chash, "config": config_lib.to_dict(cfg),
             "command": " ".join(sys.argv), "python": platform.python_version(), "versions": _versions(),
-            "devices": _devices(),
+            "devices": _devices(), "compile_cache": _compile_cache(),
         })
     _write_status(run_dir, {"status": "running", "started": time.time(), "pid": os.getpid()})
     ctx = RunContext(run_dir, cfg, config_name, resume=resume and status is not None, progress=progress,
@@ -530,6 +530,12 @@ def _devices() -> str:
     """What the run computes on, e.g. '2 x cpu' (results can differ in the last bits across splits)."""
     import jax  # noqa: PLC0415
     return f"{jax.device_count()} x {jax.devices()[0].platform}"
+
+
+def _compile_cache() -> str | None:
+    """The folder compiled programs are kept in (`lsb --compile-cache`), or None."""
+    from lsb_jax.train.hosts import compile_cache_in_use  # noqa: PLC0415
+    return compile_cache_in_use()
 
 
 def _versions() -> dict[str, str]:

@@ -66,3 +66,6 @@ def test_every_benchmark_runs_at_tiny_size_with_peers_at_each_thread_count(tmp_p
     first = r["llm_finetune"]["first_step_loss"]
     assert abs(first["ours"] - first["transformers"]) < 1e-4
     assert r["kcenter"]["picks_agree"] == 200
+    cc = r["compile_cache"]["experiments"]["toy_regression"]     # run again with its compiled programs kept
+    warm = cc["runs"]["warm"][0]
+    assert cc["same_results"] and warm["misses"] == 0 and warm["hits"] == cc["runs"]["off"][0]["compiles"] > 0

@@ -95,6 +95,80 @@ def use_cpu_cores(devices: int | str | None = "auto", env: dict | None = None) -
     return n
 
 
+def compile_cache_dir(choice: str | None = None, env: dict | None = None) -> str | None:
+    """The folder `use_compile_cache(choice)` keeps compiled programs in, or None for no cache
+    (pure: reads `env`, default os.environ; touches nothing).
+
+    choice: a folder, "off", or None for the default: $LSB_COMPILE_CACHE (a folder or "off") if
+    set, else a folder JAX was given itself (JAX_COMPILATION_CACHE_DIR), else
+    $XDG_CACHE_HOME/lsb_jax/jax (XDG_CACHE_HOME defaults to ~/.cache)."""
+    env = os.environ if env is None else env
+    if choice is None:
+        choice = env.get("LSB_COMPILE_CACHE") or env.get("JAX_COMPILATION_CACHE_DIR")
+    if choice is None:
+        base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return os.path.join(base, "lsb_jax", "jax")
+    if choice.strip().lower() in ("", "off", "none", "0", "false", "no"):
+        return None
+    return os.path.abspath(os.path.expanduser(choice))
+
+
+def use_compile_cache(choice: str | None = None, env: dict | None = None) -> str | None:
+    """Keeps this process's compiled XLA programs on disk (JAX's persistent compilation cache), so
+    that a run started again (a rerun, `--resume`, another experiment with the same programs)
+    loads them instead of compiling them; returns the folder, or None when off (`lsb` calls it
+    before any computation: `lsb --compile-cache DIR|off`).
+
+    `choice` as `compile_cache_dir` resolves it. Every program is kept, however short its
+    compile (JAX keeps only those over a second by default, and most compiles of the quick
+    configs are shorter), unless JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise. A
+    program is found again only under the same HLO, compiler options, devices and jax/jaxlib
+    versions, and the loaded program is the one that was compiled: results are the same as
+    without the cache. The folder grows with every new program (JAX_COMPILATION_CACHE_MAX_SIZE,
+    in bytes, caps it); deleting it is safe. An entry cut short by a killed process is reported by
+    JAX as unreadable and compiled again (a warning naming the program) until the folder is
+    deleted. Anyone who can write to the folder can run code in this process (JAX's warning), so a
+    folder made here is private to its owner. A folder given explicitly that cannot be made is a
+    UsageError; the default one falls back to no cache.
+    """
+    env = os.environ if env is None else env
+    explicit = choice is not None or bool(env.get("LSB_COMPILE_CACHE"))
+    path = compile_cache_dir(choice, env)
+    if path is None:
+        jax.config.update("jax_enable_compilation_cache", False)
+        _reset_compile_cache()
+        return None
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable", path)
+    except OSError as e:
+        if explicit:
+            from lsb_jax.errors import UsageError  # noqa: PLC0415
+            raise UsageError(f"compile cache: cannot use {path}: {e.strerror or e}") from None
+        jax.config.update("jax_enable_compilation_cache", False)
+        _reset_compile_cache()
+        return None
+    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in env:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    _reset_compile_cache()     # JAX opens its cache once: a later call (a notebook) takes effect too
+    return path
+
+
+def _reset_compile_cache() -> None:
+    from jax.experimental.compilation_cache import compilation_cache  # noqa: PLC0415
+    compilation_cache.reset_cache()
+
+
+def compile_cache_in_use() -> str | None:
+    """The folder this process's compiled programs are kept in, or None (what a run records)."""
+    if not jax.config.jax_enable_compilation_cache:
+        return None
+    return jax.config.jax_compilation_cache_dir or None
+
+
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4        # glibc <malloc.h> mallopt parameters
 
 
