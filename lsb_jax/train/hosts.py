@@ -127,9 +127,10 @@ def use_compile_cache(choice: str | None = None, env: dict | None = None) -> str
     without the cache. The folder grows with every new program (JAX_COMPILATION_CACHE_MAX_SIZE,
     in bytes, caps it); deleting it is safe. An entry cut short by a killed process is reported by
     JAX as unreadable and compiled again (a warning naming the program) until the folder is
-    deleted. Anyone who can write to the folder can run code in this process (JAX's warning), so a
-    folder made here is private to its owner. A folder given explicitly that cannot be made is a
-    UsageError; the default one falls back to no cache.
+    deleted. With several processes only process 0 writes (JAX; `docs/tpu.md`). Anyone who can
+    write to the folder can run code in this process (JAX's warning), so a folder made here is
+    private to its owner. A folder given explicitly that cannot be made is a UsageError; the
+    default one falls back to no cache.
     """
     env = os.environ if env is None else env
     explicit = choice is not None or bool(env.get("LSB_COMPILE_CACHE"))
