@@ -24,8 +24,13 @@ def test_the_cache_folder_is_resolved_from_the_choice_then_the_environment():
     assert compile_cache_dir("rel", {}) == os.path.abspath("rel")
 
 
-def _run(cwd, *args):
+def _run(cwd, *args, **env_changes):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
+    for k, v in env_changes.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
     return subprocess.run(lsb_cmd(*args), cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -56,17 +61,26 @@ def test_a_second_run_loads_every_program_from_the_cache_and_computes_the_same(t
     assert _numbers(a) == _numbers(b)           # the loaded programs compute what the compiled ones did
 
 
-def test_off_keeps_nothing_and_an_unusable_folder_is_one_line_exit_2(tmp_path):
-    off = _run(tmp_path, "--compile-cache", "off", "run", "toy_regression", "--out", "r", "--no-progress")
-    assert off.returncode == 0, off.stderr[-3000:]
+def test_an_unusable_default_folder_means_no_cache_and_the_run_goes_on(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    out = _run(tmp_path, "run", "toy_regression", "--out", "r", "--no-progress",
+               LSB_COMPILE_CACHE=None, JAX_COMPILATION_CACHE_DIR=None, XDG_CACHE_HOME=str(tmp_path / "a_file"))
+    assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads((tmp_path / "r" / "config.json").read_text())["compile_cache"] is None
 
+
+@pytest.mark.parametrize("how", ["flag", "LSB_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR"])
+def test_an_unusable_folder_given_is_one_line_exit_2_and_nothing_is_written(tmp_path, how):
     work = tmp_path / "w"
     work.mkdir()
     (tmp_path / "a_file").write_text("")
-    bad = _run(work, "--compile-cache", str(tmp_path / "a_file" / "cache"), "run", "toy_regression")
-    lines = bad.stderr.strip().splitlines()
-    assert bad.returncode == 2 and len(lines) == 1 and lines[0].startswith("lsb: error: compile cache:"), bad.stderr
+    bad = str(tmp_path / "a_file" / "cache")
+    if how == "flag":
+        out = _run(work, "--compile-cache", bad, "run", "toy_regression")
+    else:
+        out = _run(work, "run", "toy_regression", **{"LSB_COMPILE_CACHE": None, how: bad})
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("lsb: error: compile cache:"), out.stderr
     assert list(work.iterdir()) == []
 
 

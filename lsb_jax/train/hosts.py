@@ -129,11 +129,11 @@ def use_compile_cache(choice: str | None = None, env: dict | None = None) -> str
     JAX as unreadable and compiled again (a warning naming the program) until the folder is
     deleted. With several processes only process 0 writes (JAX; `docs/tpu.md`). Anyone who can
     write to the folder can run code in this process (JAX's warning), so a folder made here is
-    private to its owner. A folder given explicitly that cannot be made is a UsageError; the
-    default one falls back to no cache.
+    private to its owner. A folder given (the flag, LSB_COMPILE_CACHE, JAX_COMPILATION_CACHE_DIR)
+    that cannot be made or written is a UsageError; the default one falls back to no cache.
     """
     env = os.environ if env is None else env
-    explicit = choice is not None or bool(env.get("LSB_COMPILE_CACHE"))
+    explicit = choice is not None or bool(env.get("LSB_COMPILE_CACHE") or env.get("JAX_COMPILATION_CACHE_DIR"))
     path = compile_cache_dir(choice, env)
     if path is None:
         jax.config.update("jax_enable_compilation_cache", False)
@@ -159,8 +159,11 @@ def use_compile_cache(choice: str | None = None, env: dict | None = None) -> str
 
 
 def _reset_compile_cache() -> None:
+    """Makes JAX open its cache again with the settings now in its config (it opens it once)."""
     from jax.experimental.compilation_cache import compilation_cache  # noqa: PLC0415
-    compilation_cache.reset_cache()
+    reset = getattr(compilation_cache, "reset_cache", None)
+    if reset is not None:
+        reset()
 
 
 def compile_cache_in_use() -> str | None:
