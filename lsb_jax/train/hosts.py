@@ -122,7 +122,8 @@ def use_compile_cache(choice: str | None = None, env: dict | None = None) -> str
     `choice` as `compile_cache_dir` resolves it. Every program is kept, however short its
     compile (JAX keeps only those over a second by default, and most compiles of the quick
     configs are shorter), unless JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise. A
-    program is found again only under the same HLO, compiler options, devices and jax/jaxlib
+    program is found again only under the same HLO, compiler options, devices (JAX hashes the
+    devices' topology, which on a CPU holds its instruction-set features) and jax/jaxlib
     versions, and the loaded program is the one that was compiled: results are the same as
     without the cache. The folder grows with every new program (JAX_COMPILATION_CACHE_MAX_SIZE,
     in bytes, caps it); deleting it is safe. An entry cut short by a killed process is reported by
