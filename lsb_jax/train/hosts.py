@@ -136,25 +136,21 @@ def use_compile_cache(choice: str | None = None, env: dict | None = None) -> str
     env = os.environ if env is None else env
     explicit = choice is not None or bool(env.get("LSB_COMPILE_CACHE") or env.get("JAX_COMPILATION_CACHE_DIR"))
     path = compile_cache_dir(choice, env)
-    if path is None:
-        jax.config.update("jax_enable_compilation_cache", False)
-        _reset_compile_cache()
-        return None
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise PermissionError(13, "not writable", path)
-    except OSError as e:
-        if explicit:
-            from lsb_jax.errors import UsageError  # noqa: PLC0415
-            raise UsageError(f"compile cache: cannot use {path}: {e.strerror or e}") from None
-        jax.config.update("jax_enable_compilation_cache", False)
-        _reset_compile_cache()
-        return None
-    jax.config.update("jax_enable_compilation_cache", True)
-    jax.config.update("jax_compilation_cache_dir", path)
-    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in env:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    if path is not None:
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise PermissionError(13, "not writable", path)
+        except OSError as e:
+            if explicit:
+                from lsb_jax.errors import UsageError  # noqa: PLC0415
+                raise UsageError(f"compile cache: cannot use {path}: {e.strerror or e}") from None
+            path = None
+    jax.config.update("jax_enable_compilation_cache", path is not None)
+    if path is not None:
+        jax.config.update("jax_compilation_cache_dir", path)
+        if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in env:
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     _reset_compile_cache()     # JAX opens its cache once: a later call (a notebook) takes effect too
     return path
 
