@@ -185,7 +185,8 @@ def keep_cpu_buffers() -> dict:
     per compiled segment; code that calls a jitted step once per step pays it every step. This runs
     one-device CPU programs on the calling thread (`jax_cpu_enable_async_dispatch` off) and makes
     glibc's malloc keep freed blocks in its heap for reuse (no mmap for large blocks, no trimming),
-    so from the second call on the buffer's pages are already there.
+    so from the second call on the buffer's pages are already there. Now and then one call still
+    faults in a fresh buffer: the heap grows by one buffer, whose pages later calls then reuse.
 
     The cost: the process keeps the memory it freed (its resident size stays at its peak), a call
     returns only when its program is done (no overlap of Python with the computation), and
