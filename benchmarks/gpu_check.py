@@ -10,7 +10,9 @@ no pip install of the project), from the repository root:
 
 Without --tiny it refuses to run unless JAX's default backend is a GPU. Every section is one
 function with its sizes in `SIZES`; a section (or one peer of it, e.g. torch.compile) that fails
-prints its error in its row and the others go on. Timings are medians of interleaved rounds
+prints its error in its row and the others go on. Each section prints its rows when it ends, and the
+JSON (--out) is rewritten after every section ("complete": false until the last), so a run cut short
+keeps what it measured. Timings are medians of interleaved rounds
 (`benchmarks/_peers.py`: each contender in turn, so other load hits all alike), after warm-up and
 compilation; jax is synchronized with `jax.block_until_ready`, torch on CUDA with
 `torch.cuda.synchronize()`. On CPU (--tiny) the torch peers are timed at 1 thread and at all cores
@@ -43,7 +45,7 @@ MFU. Model FLOPs per token = 6 N + 12 L T d_attn (PaLM's count): N = non-embeddi
 d_attn = heads x head_dim (the width of q.k and p.v); every (query, key) pair is counted (causal
 masking not subtracted). MFU = tokens per step x FLOPs per token / seconds per step / peak.
 Peak: --peak-tflops, else by device kind: H100 SXM and H200 bf16 dense 989 TFLOP/s, H100 PCIe 756,
-A100 312; other devices and CPU: MFU n/a.
+H100 NVL and H200 NVL 835, A100 312; other devices and CPU: MFU n/a.
 
 Estimates. Each experiment's `run(cfg, ctx)` is called on its config (a temporary run directory)
 with `lsb_jax.train.fit` replaced by a probe: every fit first runs its real (vmapped) step in
@@ -118,7 +120,7 @@ SIZES = {
     },
 }
 # bf16 dense peak TFLOP/s by device kind (first match, case-insensitive substring)
-PEAK_BF16_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0))
+PEAK_BF16_TFLOPS = (("NVL", 835.0), ("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0))
 LR, WD = 1e-4, 0.01
 # estimate: experiments of these folders first (training through `fit`, then those that fail fast offline,
 # then the theory runs, which have no `fit` loop and run whole)
@@ -369,7 +371,7 @@ def section_lm(size: dict, run: Run) -> tuple[list[dict], dict]:
     torch.manual_seed(0)
     tokens_BxT = np.random.RandomState(0).randint(0, size["vocab"], (size["batch"], size["seq"]))
     shape = (f"{size['layers']}L W{size['width']} seq {size['seq']} B {size['batch']} vocab {size['vocab']}, "
-             f"{size['dtype']}")
+             f"{size['dtype']}, transformers on {dev}")
     rows, details = [], {"shape": shape}
     with tempfile.TemporaryDirectory() as tmp:
         hf = AutoModelForCausalLM.from_config(lm_scoring.hf_config(size, size["vocab"]))
@@ -541,7 +543,9 @@ def section_mfu(size: dict, run: Run) -> tuple[list[dict], dict]:
     optimizer = base.optimizer(1000)
     tokens = jnp.asarray(np.random.RandomState(0).randint(0, V, (B, T)), jnp.int32)
     batch = {"tokens": tokens, "loss_mask": jnp.ones((B, T), jnp.int32), "attention_mask": jnp.ones((B, T), jnp.int32)}
-    limit = (jax.devices()[0].memory_stats() or {}).get("bytes_limit") if run.on_gpu else None
+    stats = (jax.devices()[0].memory_stats() or {}) if run.on_gpu else {}
+    # what the device can still give: its limit less what JAX holds now (the fp32 params above stay alive)
+    limit = stats["bytes_limit"] - stats.get("bytes_in_use", 0) if "bytes_limit" in stats else None
     shape = (f"{dcfg.num_layers}L D{D} {dcfg.num_heads}/{dcfg.num_kv_heads}x{dcfg.head_dim} F{dcfg.intermediate_size} "
              f"V{V}, B {B} x T {T}")
     details = {"shape": shape, "params_total": n_total, "params_model": n_model, "flops_per_token": flops_tok,
@@ -560,7 +564,7 @@ def section_mfu(size: dict, run: Run) -> tuple[list[dict], dict]:
             tried = {"micro_batch": mb, "compile_s": time.perf_counter() - t0, "bytes": need}
             details["tried"].append(tried)
             if limit and need > 0.95 * limit:
-                tried["skipped"] = f"needs {need / 2**30:.1f} GiB of {limit / 2**30:.1f}"
+                tried["skipped"] = f"needs {need / 2**30:.1f} GiB of the {limit / 2**30:.1f} free"
                 compiled = None
                 continue
             state, metrics = compiled(state, batch, split.frozen)   # warm-up
@@ -604,7 +608,8 @@ def section_mfu(size: dict, run: Run) -> tuple[list[dict], dict]:
 
 def torch_kcenter(x_NxD, m: int):
     """The first m greedy farthest-point picks from row 0, as `kcenter_greedy` computes them (one
-    matrix-vector product per pick, [N] state), in PyTorch on x's device; no host sync inside."""
+    matrix-vector product per pick, [N] state), in PyTorch on x's device; no host sync inside (the pick
+    is a device tensor: indexing with it as `x[i]` would read it back to the host at every pick)."""
     import torch
     sq_N = (x_NxD * x_NxD).sum(1)
     index_M = torch.zeros(m, dtype=torch.long, device=x_NxD.device)
@@ -613,7 +618,7 @@ def torch_kcenter(x_NxD, m: int):
     for j in range(1, m):
         i = torch.argmax(dist_N)
         index_M[j] = i
-        c_D = x_NxD[i]
+        c_D = x_NxD.index_select(0, i.view(1))[0]
         dist_N = torch.minimum(dist_N, (sq_N - 2.0 * (x_NxD @ c_D) + c_D @ c_D).clamp_min(0.0))
     return index_M
 
@@ -640,19 +645,25 @@ def section_kcenter(size: dict, run: Run) -> tuple[list[dict], dict]:
             xt = xt.to(dev)
     except Exception:  # noqa: BLE001 - no shared-memory route: copy through the host
         xt = torch.from_numpy(np.asarray(x)).to(dev)
-    picks_M = torch_kcenter(xt, m).cpu().numpy()
+    prec = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")   # TF32 allowed, as JAX's default on GPU (as in the icl section)
+    try:
+        picks_M = torch_kcenter(xt, m).cpu().numpy()
+        times = _peers.interleaved(peer_thunks({"torch": (lambda: torch_kcenter(xt, m), sync)}, dev),
+                                   rounds=max(1, min(run.rounds, 2)), warmup=0)
+    finally:
+        torch.set_float32_matmul_precision(prec)
     agree = int((picks_M == index_K[:m]).sum())
-    times = _peers.interleaved(peer_thunks({"torch": (lambda: torch_kcenter(xt, m), sync)}, dev),
-                               rounds=max(1, min(run.rounds, 2)), warmup=0)
     pname, ps = best_peer(times, ours="")
     per_pick = ps / max(1, m - 1)
     peer_k = per_pick * (k - 1)
-    notes = (f"N={n} D={dim} k={k}: ours {ours / max(1, k - 1) * 1e3:.3g} ms/pick (first call incl. compile "
-             f"{first_s:.1f}s); torch {per_pick * 1e3:.3g} ms/pick over its first {m} picks, x (k-1); "
+    notes = (f"N={n} D={dim} k={k}, torch on {dev}: ours {ours / max(1, k - 1) * 1e3:.3g} ms/pick (first call "
+             f"incl. compile {first_s:.1f}s); torch {per_pick * 1e3:.3g} ms/pick over its first {m} picks, x (k-1); "
              f"first {m} picks agree {agree}/{m}")
     return ([row("kcenter", "picks", f"k-center {k} picks of {n} x {dim}", ours, peer_k, unit="s", peer_name=pname,
                  notes=notes)],
-            {"ours_s": ours, "torch_s_by": times, "torch_picks": m, "agree": agree, "first_call_s": first_s})
+            {"ours_s": ours, "torch_s_by": times, "torch_picks": m, "agree": agree, "first_call_s": first_s,
+             "torch_device": str(dev)})
 
 
 # ----------------------------------------------------------------------------- 6. wall-time estimates
@@ -666,8 +677,8 @@ class _ProbeDone(Exception):
     pass
 
 
-class _OverCap(Exception):
-    pass
+class _OverCap(BaseException):
+    """The estimate's time cap (a BaseException: an experiment's own `except Exception` must not swallow it)."""
 
 
 def _probe_marks(num_steps: int, max_steps: int) -> list[int]:
@@ -849,7 +860,7 @@ def estimate_experiment(exp, cfg, config_name: str, probe_s: float, cap_s: float
     try:
         with tempfile.TemporaryDirectory() as tmp:
             ctx = RunContext(Path(tmp) / exp.name, cfg, config_name, progress=False)
-            signal.setitimer(signal.ITIMER_REAL, cap_s)
+            signal.setitimer(signal.ITIMER_REAL, cap_s, 5.0)   # and again every 5 s until it stops
             try:
                 exp.run(cfg, ctx)
             finally:
@@ -905,8 +916,10 @@ def section_estimate(size: dict, run: Run) -> tuple[list[dict], dict]:
         if name not in found:
             rows.append(row("estimate", name, what, unit="s", status="n/a", notes="not estimated (unknown experiment)"))
             continue
-        left = run.remaining_s() - 15.0
-        if left < 20.0:
+        # kept back: the table and the JSON, and an experiment's overrun of its cap (the alarm cannot stop
+        # a compilation or a device wait while it runs)
+        left = run.remaining_s() - 30.0
+        if left < 30.0:
             rows.append(row("estimate", name, what, unit="s", status="n/a",
                             notes="not estimated (the time budget is spent: rerun with --only estimate "
                                   f"--experiments {name})"))
@@ -942,7 +955,7 @@ def fmt(x) -> str:
     return f"{x:.4g}"
 
 
-def print_table(rows: list[dict], out=print) -> None:
+def print_table(rows: list[dict], out=print, legend: bool = True) -> None:
     out(f"{'section':9s} {'what':46s} {'ours':>11s} {'peer (best)':>11s} {'ratio':>8s}  {'unit':13s} notes")
     for r in rows:
         ratio = f"{r['ratio']:.2f}x" if _finite(r["ratio"]) else ("ERROR" if r["status"] == "error" else
@@ -950,8 +963,9 @@ def print_table(rows: list[dict], out=print) -> None:
         best = f"peer {r['peer_name']}; " if r["peer_name"] and _finite(r["peer"]) else ""
         out(f"{r['section']:9s} {r['what'][:46]:46s} {fmt(r['ours']):>11s} {fmt(r['peer']):>11s} {ratio:>8s}  "
             f"{r['unit'][:13]:13s} {best}{r['notes']}")
-    out("(ratio: how many times faster lsb_jax is than the peer's best; > 1: lsb_jax faster. Medians of "
-        "interleaved rounds after warm-up and compilation.)")
+    if legend:
+        out("(ratio: how many times faster lsb_jax is than the peer's best; > 1: lsb_jax faster. Medians of "
+            "interleaved rounds after warm-up and compilation.)")
 
 
 RUNNERS = {"icl": section_icl, "parity": section_parity, "lm": section_lm, "mfu": section_mfu,
@@ -964,8 +978,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help=f"comma-separated sections of {','.join(SECTIONS)}")
     ap.add_argument("--out", default=str(ROOT / "runs/benchmarks/gpu_check.json"))
     ap.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak for MFU (default: by device)")
-    ap.add_argument("--budget", type=float, default=480.0, help="seconds for the whole check; the estimate "
-                    "section uses what the others leave")
+    ap.add_argument("--budget", type=float, default=450.0, help="seconds for the whole check; the estimate "
+                    "section uses what the others leave (kept under 8 minutes with the estimates' overrun)")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (default: by size)")
     ap.add_argument("--torch-compile", choices=("auto", "on", "off"), default="auto",
                     help="time torch.compile in the icl section (auto: on GPU sizes only)")
@@ -999,6 +1013,17 @@ def main(argv=None) -> int:
     print(f"gpu_check: sizes '{size_name}', jax {jax.__version__} on {backend} ({kind}), sections {','.join(only)}",
           flush=True)
 
+    from lsb_jax import io
+    env = _peers.environment()
+
+    def write(complete: bool) -> float:
+        """The JSON so far (rewritten after every section: a run cut short keeps what it measured)."""
+        total = time.perf_counter() - t_start
+        io.write_json(args.out, {"sizes": size_name, "sections": only, "complete": complete, "env": env,
+                                 "rows": rows, "details": details, "elapsed_s": elapsed, "total_s": total,
+                                 "budget_s": args.budget})
+        return total
+
     rows, details, elapsed = [], {}, {}
     for name in only:
         t0 = time.perf_counter()
@@ -1012,17 +1037,14 @@ def main(argv=None) -> int:
         rows += section_rows
         elapsed[name] = time.perf_counter() - t0
         free_torch_memory()
-        print(f"[{name}] {elapsed[name]:.1f}s (total {time.perf_counter() - t_start:.1f}s)", flush=True)
+        print_table(section_rows, legend=False)
+        print(f"[{name}] {elapsed[name]:.1f}s (total {write(False):.1f}s)", flush=True)
 
-    total = time.perf_counter() - t_start
+    total = write(True)
     print()
     print_table(rows)
     print("elapsed: " + ", ".join(f"{k} {v:.1f}s" for k, v in elapsed.items()) + f"; total {total:.1f}s"
           + (f" (over the {args.budget:.0f}s budget)" if total > args.budget else ""))
-    from lsb_jax import io
-    env = _peers.environment()
-    io.write_json(args.out, {"sizes": size_name, "sections": only, "env": env, "rows": rows, "details": details,
-                             "elapsed_s": elapsed, "total_s": total, "budget_s": args.budget})
     print(f"wrote {args.out}")
     return 0
 

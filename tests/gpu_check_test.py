@@ -43,6 +43,7 @@ def test_gpu_check_tiny_runs_without_the_modules_the_gpu_image_lacks(tmp_path):
     assert "elapsed:" in out.stdout and "total" in out.stdout
 
     res = json.loads(out_json.read_text())
+    assert res["complete"] is True            # rewritten after every section, complete after the last
     rows = res["rows"]
     assert {r["section"] for r in rows} == SECTIONS
     for r in rows:
