@@ -81,6 +81,12 @@ def test_identical_differences_decide_only_with_enough_unanimous_seeds():
     assert claims.mean_interval([-5.0] * 5)[1:3] == (-math.inf, math.inf)   # p = 2/32 > 0.05
     assert claims.mean_interval([0.0] * 10)[1:3] == (-math.inf, math.inf)
     assert claims.mean_interval([1.0])[1:3] == (-math.inf, math.inf)       # one seed says nothing
+    # identical up to rounding (1.1 - 2.1 != 0.9 - 1.9 in float64): the same rule, not a t interval of width ~1e-16
+    a, b = np.array([1.0, 1.1, 0.9, 1.2, 1.3, 0.7]), np.array([2.0, 2.1, 1.9, 2.2, 2.3, 1.7])
+    assert len(set(a - b)) > 1
+    assert claims.mean_interval((a - b)[:5])[1:3] == (-math.inf, math.inf)
+    m, lo, hi, p = claims.mean_interval(a - b)
+    assert lo == hi == m and m == pytest.approx(-1.0) and p == pytest.approx(2 / 2**6)
 
 
 def _table(arms, base_seeds=(0,), horizon=None):
@@ -181,7 +187,7 @@ def test_a_bad_claim_declaration_fails_before_anything_is_written(tmp_path):
 def test_report_opens_with_the_claims_and_counts_per_paper(tmp_path):
     from lsb_jax.report import write_report
 
-    table = {"loss": _table({"A": [[1.0, 1.1, 0.9, 1.2]], "B": [[2.0, 2.1, 1.9, 2.2]]})}
+    table = {"loss": _table({"A": [[1.0, 1.1, 0.9, 1.2]], "B": [[2.0, 2.3, 1.8, 2.1]]})}
     lower = Claim("a_lower", "004", "Fig. 4", "A learns faster", "loss", "A", "B", expect="lower")
     higher = Claim("a_higher", "002", "Fig. 1", "A is worse", "loss", "A", "B", expect="higher")
     missing = Claim("gone", "002", "Fig. 2", "C exists", "loss", "C", "B")
