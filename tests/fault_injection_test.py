@@ -233,8 +233,8 @@ def array_bytes_middle(data: bytes) -> int:
     """A byte in the middle of stored array values. orbax's OCDBT store compresses each array chunk and
     each B-tree node as one zstd frame, and a data file can also hold nodes that a restore does not read
     (a bit flipped there changes nothing). Where the frames land depends on the writer threads'
-    timing, so the file's middle byte is not always array data (a CI run once flipped one that no
-    restore read). The largest frame is array data: the arrays are far larger than the nodes."""
+    timing, so the file's middle byte need not be array data (once, in a run of the suite, a flip
+    there went unnoticed). The largest frame is array data: the arrays are far larger than the nodes."""
     starts = [m.start() for m in re.finditer(re.escape(b"\x28\xb5\x2f\xfd"), data)]
     if not starts:                                           # stored uncompressed
         return len(data) // 2
