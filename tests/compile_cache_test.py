@@ -3,11 +3,10 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, lsb_cmd
+from conftest import lsb_cmd
 
 from lsb_jax.train.hosts import compile_cache_dir
 
@@ -92,25 +91,17 @@ def test_two_processes_share_one_cache_folder_and_a_second_run_computes_the_same
     its devices except on GPUs. Not asserted: it only costs process 1 its compile time.)"""
     pytest.importorskip("transformers")
     import numpy as np  # noqa: PLC0415
-    from llm_multihost_test import doc_block, free_port, losses, weights  # noqa: PLC0415
+    from llm_multihost_test import losses, run_doc_block, weights  # noqa: PLC0415
     from llm_user_cli_test import as_fields, make_checkpoint, problems, write_jsonl  # noqa: PLC0415
 
     train, test = problems(96, 0), problems(8, 1)
     make_checkpoint(tmp_path / "llama", "llama", [q + " " + a for q, a in train], chat=False, pad=False, seed=0)
     cache = tmp_path / "cache"
-    base = {**os.environ, "JAX_PLATFORMS": "cpu", "MODEL": str(tmp_path / "llama"), "LSB_COMPILE_CACHE": str(cache),
-            "TRAIN": str(write_jsonl(tmp_path / "train.jsonl", as_fields(train))),
-            "TEST": str(write_jsonl(tmp_path / "test.jsonl", as_fields(test))),
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
-    for k in ("XLA_FLAGS", "LSB_DISTRIBUTED", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
-        base.pop(k, None)
+    data = (write_jsonl(tmp_path / "train.jsonl", as_fields(train)),
+            write_jsonl(tmp_path / "test.jsonl", as_fields(test)))
     entries = []
     for name in ("first", "second"):
-        environ = {**base, "OUT": str(tmp_path / name), "PORT": str(free_port())}
-        res = subprocess.run(["bash", "-c", "set -e\n" + doc_block()], env=environ, cwd=ROOT, capture_output=True,
-                             text=True, timeout=600)
-        assert res.returncode == 0, res.stderr[-3000:]
+        res = run_doc_block(tmp_path / name, tmp_path / "llama", *data, LSB_COMPILE_CACHE=str(cache))
         assert "compilation cache" not in res.stderr, res.stderr[-3000:]
         entries.append(_entries(cache))
     assert len(entries[0]) >= 3 and entries[1] == entries[0]     # the second run compiled nothing new

@@ -87,6 +87,16 @@ def doc_block() -> str:
     return block.group(1)
 
 
+def run_doc_block(out, model, train, test, **extra):
+    """docs/tpu.md's two-process command, run as written (one CPU device per process) with the
+    environment it reads; `extra` adds variables. Returns the finished process."""
+    environ = {**env(1, **extra), "OUT": str(out), "MODEL": str(model), "TRAIN": str(train), "TEST": str(test),
+               "PORT": str(free_port()), "PATH": os.pathsep.join([os.path.dirname(sys.executable),
+                                                                   os.environ.get("PATH", "")])}
+    environ.pop("XLA_FLAGS")
+    return run(["bash", "-c", "set -e\n" + doc_block()], environ)
+
+
 @pytest.mark.slow
 def test_two_processes_equal_one_process_and_sharding_equals_one_device(user, tmp_path):
     """docs/tpu.md's two-process command, run as written; the same run in one process with four
@@ -96,13 +106,7 @@ def test_two_processes_equal_one_process_and_sharding_equals_one_device(user, tm
     run(args(user, root / "sharded", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"), env(8))
     run(args(user, root / "one_process", "mesh.fsdp=2"), env(4))
     t0 = time.perf_counter()
-    shell_env = {**env(1), "OUT": str(root / "two_processes"), "MODEL": str(user["root"] / "llama"),
-                 "TRAIN": user["train"], "TEST": user["test"], "PORT": str(free_port()),
-                 "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
-    shell_env.pop("XLA_FLAGS")
-    res = subprocess.run(["bash", "-c", "set -e\n" + doc_block()], env=shell_env, cwd=ROOT, capture_output=True,
-                         text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    run_doc_block(root / "two_processes", user["root"] / "llama", user["train"], user["test"])
     print(f"two processes: {time.perf_counter() - t0:.1f} s")
     main, other = root / "two_processes", root / "two_processes.process-1"
     # process 0 owns the run folder and the one orbax checkpoint; process 1 runs beside it
