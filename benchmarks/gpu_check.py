@@ -184,6 +184,18 @@ def torch_device(run: Run):
     return torch.device("cpu"), None
 
 
+@contextlib.contextmanager
+def tf32_allowed():
+    """torch's float32 matmuls may use TF32, as JAX's default does on GPU (its setting restored after)."""
+    import torch
+    prec = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(prec)
+
+
 def peer_thunks(thunks: dict, device) -> dict:
     """On CPU each torch peer at 1 thread and at all cores; on CUDA as is."""
     return _peers.torch_at_threads(thunks) if device.type == "cpu" else thunks
@@ -261,9 +273,7 @@ def section_icl(size: dict, run: Run) -> tuple[list[dict], dict]:
     shape = f"L{L} W{W} H{H}, B={B} T={2 * P}" + (", fp32 with TF32 matmuls on both" if dev.type == "cuda" else "")
     details = {"loss0": {"jax": loss0_jax, "torch": loss0_torch}, "jax_compile_s": compile_s, "shape": shape,
                "num_params": gpt2.num_params(params0), "torch_device": str(dev)}
-    prec = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("high")   # TF32 allowed, as JAX's default on GPU
-    try:
+    with tf32_allowed():
         peers = {"torch_eager": (torch_step(eager), sync)}
         compile_note, compile_status = "skipped at --tiny (its compile time; --torch-compile on to try)", "n/a"
         if run.torch_compile:
@@ -282,8 +292,6 @@ def section_icl(size: dict, run: Run) -> tuple[list[dict], dict]:
                 compile_note, compile_status = error_text(e), "error"
         times = _peers.interleaved({"ours": (ours, jax.block_until_ready), **peer_thunks(peers, dev)},
                                    rounds=run.rounds, calls=size["steps"])
-    finally:
-        torch.set_float32_matmul_precision(prec)
     details["times_s"] = times
     ours_s = times["ours"]
     rows = []
@@ -645,14 +653,10 @@ def section_kcenter(size: dict, run: Run) -> tuple[list[dict], dict]:
             xt = xt.to(dev)
     except Exception:  # noqa: BLE001 - no shared-memory route: copy through the host
         xt = torch.from_numpy(np.asarray(x)).to(dev)
-    prec = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("high")   # TF32 allowed, as JAX's default on GPU (as in the icl section)
-    try:
+    with tf32_allowed():
         picks_M = torch_kcenter(xt, m).cpu().numpy()
         times = _peers.interleaved(peer_thunks({"torch": (lambda: torch_kcenter(xt, m), sync)}, dev),
                                    rounds=max(1, min(run.rounds, 2)), warmup=0)
-    finally:
-        torch.set_float32_matmul_precision(prec)
     agree = int((picks_M == index_K[:m]).sum())
     pname, ps = best_peer(times, ours="")
     per_pick = ps / max(1, m - 1)
