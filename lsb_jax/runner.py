@@ -24,6 +24,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -307,6 +308,17 @@ def is_run_dir(run_dir: Path) -> bool:
             and (run_dir / "status.json").is_file())
 
 
+def _holds_others(run_dir: Path) -> bool:
+    """Whether `run_dir` holds something no run of this project wrote: it has no run marker and
+    has entries other than the lock and the marker's temporary file. (A run that holds the lock
+    writes its marker atomically, through a temporary file beside it, so a directory seen at
+    that moment holds just those two; it is a run's, in use.) Decided from one listing of the
+    directory, as a run may be writing or clearing it meanwhile."""
+    names = [p.name for p in Path(run_dir).iterdir()]
+    ours = re.compile(rf"{re.escape(LOCK)}|\.{re.escape(MARKER)}\..*\.tmp")
+    return MARKER not in names and not all(ours.fullmatch(n) for n in names) and not is_run_dir(run_dir)
+
+
 class RunLock:
     """An exclusive lock on `<run_dir>/.lsb-lock`, held for a whole run.
 
@@ -360,8 +372,10 @@ class RunLock:
 
 
 def _clear(run_dir: Path) -> None:
-    """Deletes a run directory's contents except its lock (held by the caller)."""
-    for child in run_dir.iterdir():
+    """Deletes a run directory's contents except its lock (held by the caller), the marker last,
+    so that another process looking in meanwhile still sees a run directory (and is refused by
+    the lock, not told the folder is not a run's)."""
+    for child in sorted(run_dir.iterdir(), key=lambda p: p.name == MARKER):
         if child.name == LOCK:
             continue
         if child.is_dir() and not child.is_symlink():
@@ -412,9 +426,8 @@ def run_experiment(exp: exp_lib.Experiment, cfg: Any, config_name: str, *, out: 
     if exp.check is not None:
         exp.check(cfg)
     declared = claims_lib.claims_of(exp.claims, cfg)   # a bad declaration fails before any compute
-    if run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()) and not is_run_dir(run_dir):
-        raise RunExists(f"{run_dir} exists and is not a run directory (no {MARKER} marker): "
-                        f"{'--force deletes only run directories; ' if force else ''}choose another --out")
+    if run_dir.is_dir() and _holds_others(run_dir):
+        raise _not_a_run(run_dir, force)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -425,6 +438,11 @@ def run_experiment(exp: exp_lib.Experiment, cfg: Any, config_name: str, *, out: 
                            checkpoint_root=checkpoint_root)
     finally:
         lock.release()
+
+
+def _not_a_run(run_dir: Path, force: bool) -> RunExists:
+    return RunExists(f"{run_dir} exists and is not a run directory (no {MARKER} marker): "
+                     f"{'--force deletes only run directories; ' if force else ''}choose another --out")
 
 
 def _process() -> tuple[int, int]:
@@ -467,6 +485,8 @@ def _run_locked(exp, cfg, config_name: str, run_dir: Path, declared, *, resume: 
             raise RunExists(f"an unfinished run ({status}) exists in {run_dir}: pass --resume to continue it "
                             "or --force to start over")
     else:                                          # empty, or a run killed before it wrote its status
+        if _holds_others(run_dir):                 # written by someone else since the check before the lock
+            raise _not_a_run(run_dir, force)
         _clear(run_dir)
 
     if status is None:

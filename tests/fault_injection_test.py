@@ -423,6 +423,53 @@ def test_force_never_deletes_a_model_folder(tmp_path):
     assert not (run_dir / "extra.txt").exists() and runner.status_of(run_dir) == "complete"
 
 
+def test_a_run_caught_writing_its_marker_is_in_use_not_a_foreign_folder(tmp_path):
+    """A run that holds the lock writes its marker through a temporary file beside it; a second run
+    looking in at that moment is refused as "in use" (it once was told "not a run directory")."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = runner.RunLock(run_dir).acquire()
+    temporary = run_dir / f".{runner.MARKER}.k3x9q1.tmp"       # the name io.atomic_path gives it
+    temporary.write_text("{")
+    with pytest.raises(runner.RunLocked, match=f"in use by process {os.getpid()}"):
+        runner.run_experiment(FAKE, Cfg(), "quick", out=run_dir, progress=False)
+    holder.release()
+    # the holder was killed there: the next run clears the leftover and runs
+    runner.run_experiment(FAKE, Cfg(), "quick", out=run_dir, progress=False)
+    assert runner.status_of(run_dir) == "complete" and not temporary.exists()
+    # but a file of someone else's beside them is not taken for a run's
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / runner.LOCK).write_text("")
+    (other / f".{runner.MARKER}.k3x9q1.tmp").write_text("{")
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(runner.RunExists, match="is not a run directory"):
+        runner.run_experiment(FAKE, Cfg(), "quick", out=other, progress=False)
+    assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_clearing_a_run_directory_removes_its_marker_last(tmp_path, monkeypatch):
+    """While --force (or a run killed before its status) clears a directory, another process looking
+    in still sees the marker, so it is refused by the lock, not told the folder is someone else's."""
+    run_dir, _ = runner.run_experiment(FAKE, Cfg(), "quick", out=tmp_path / "run", progress=False)
+    for i in range(20):
+        (run_dir / f"extra{i}.txt").write_text("x")
+    removed: list[str] = []
+    real_unlink, real_rmtree = Path.unlink, runner.shutil.rmtree
+    monkeypatch.setattr(Path, "unlink", lambda self, *a, **k: (removed.append(self.name), real_unlink(self, *a, **k)))
+    monkeypatch.setattr(runner.shutil, "rmtree",
+                        lambda p, *a, **k: (removed.append(Path(p).name), real_rmtree(p, *a, **k)))
+    real_iterdir = Path.iterdir
+    for reverse in (False, True):        # the directory's own order is the file system's: try both ends
+        monkeypatch.setattr(Path, "iterdir", lambda self: iter(sorted(real_iterdir(self), reverse=reverse)))
+        removed.clear()
+        runner._clear(run_dir)
+        assert removed[-1] == runner.MARKER and len(removed) > 20, removed
+        assert [p.name for p in run_dir.iterdir()] == [runner.LOCK]
+        for name in (runner.MARKER, *(f"extra{i}.txt" for i in range(20))):
+            (run_dir / name).write_text("x")
+
+
 def test_the_run_lock_refuses_a_second_holder_and_takes_over_a_stale_one(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
