@@ -333,22 +333,31 @@ class RunLock:
         self._fd = None
 
     def holder(self) -> str:
+        """What the holder wrote ("process PID (command)"), or "" (not written yet, or released)."""
         try:
-            return self.path.read_text(encoding="utf-8").strip() or "unknown process"
+            return self.path.read_text(encoding="utf-8").strip()
         except OSError:
-            return "unknown process"
+            return ""
 
     def acquire(self) -> "RunLock":
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise RunExists(f"cannot write to the run directory {self.path.parent}: {e.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RunLocked(f"{self.path.parent} is in use by {self.holder()}: wait for it to finish or choose "
-                            "another --out") from None
+        holder, deadline = "", time.monotonic() + 1.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # A holder writes its PID just after it takes the lock and empties the file just before it
+                # lets go: an empty file means one of those two moments, so look again (or take the lock).
+                holder = self.holder()
+                if holder or time.monotonic() > deadline:
+                    os.close(fd)
+                    raise RunLocked(f"{self.path.parent} is in use by {holder or 'another process'}: wait for "
+                                    "it to finish or choose another --out") from None
+                time.sleep(0.01)
         previous = os.read(fd, 4096).decode("utf-8", "replace").strip()
         if previous:
             print(f"taking over the stale lock of a run that ended without releasing it ({previous})",

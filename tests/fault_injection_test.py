@@ -10,8 +10,10 @@ path, a full disk), and data files (case, gzip, BOM, folders, unknown suffixes, 
 paths, bad parquet, too many skipped rows).
 """
 
+import contextlib
 import dataclasses
 import errno
+import fcntl
 import gzip
 import json
 import os
@@ -20,7 +22,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from io import StringIO
 from pathlib import Path
 
 import jax
@@ -470,6 +474,46 @@ def test_clearing_a_run_directory_removes_its_marker_last(tmp_path, monkeypatch)
             (run_dir / name).write_text("x")
 
 
+def test_a_lock_caught_before_its_holder_wrote_its_pid_or_as_it_lets_go(tmp_path):
+    """The holder writes its PID just after it takes the lock and empties the file just before it lets
+    go. A second run that comes at one of those moments names the holder, or takes the lock; it used to
+    say "in use by unknown process"."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+
+    def held_empty(then, after=0.2):       # the lock held, its file empty; `then` runs `after` s later
+        fd = os.open(run_dir / runner.LOCK, os.O_RDWR | os.O_CREAT)
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        timer = threading.Timer(after, then, (fd,))
+        timer.start()
+        return fd, timer
+
+    def writes_pid(fd):
+        os.write(fd, b"process 4242 (lsb run toy_regression)")
+
+    fd, timer = held_empty(writes_pid)
+    with pytest.raises(runner.RunLocked, match=r"in use by process 4242 \(lsb run toy_regression\)"):
+        runner.RunLock(run_dir).acquire()
+    timer.join()
+    os.close(fd)
+
+    fd, timer = held_empty(lambda fd: fcntl.flock(fd, fcntl.LOCK_UN))   # it lets go
+    buf = StringIO()
+    with contextlib.redirect_stderr(buf):
+        runner.RunLock(run_dir).acquire().release()
+    assert buf.getvalue() == ""             # a clean release: nothing stale taken over
+    timer.join()
+    os.close(fd)
+
+    fd, timer = held_empty(lambda fd: None)                              # it never writes
+    t0 = time.monotonic()
+    with pytest.raises(runner.RunLocked, match="in use by another process"):
+        runner.RunLock(run_dir).acquire()
+    assert time.monotonic() - t0 < 10
+    os.close(fd)
+
+
 def test_the_run_lock_refuses_a_second_holder_and_takes_over_a_stale_one(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -485,9 +529,7 @@ def test_the_run_lock_refuses_a_second_holder_and_takes_over_a_stale_one(tmp_pat
     assert proc.returncode == -signal.SIGKILL
     stale = (run_dir / runner.LOCK).read_text()
     assert stale.startswith("process ")
-    import contextlib
-    import io as _io
-    buf = _io.StringIO()
+    buf = StringIO()
     with contextlib.redirect_stderr(buf):
         runner.RunLock(run_dir).acquire().release()
     assert "taking over the stale lock" in buf.getvalue() and stale in buf.getvalue()
