@@ -128,6 +128,26 @@ def compare(name: str, times: dict[str, float], ours: str, peer: str, *, work: f
     return row
 
 
+def greedy_picks_agreement(x_NxD, ours_K, peer_K) -> dict:
+    """How far two greedy farthest-point pick sequences from the same start agree.
+
+    Two float32 implementations may add up a distance in different orders and so break a near-tie
+    differently; after that the sequences part legitimately. Returned: `agree` (the length of the common
+    prefix), `first_difference` (its index, or None) and `tie_gap`: at that index, the relative gap
+    between the two picks' distances to the common prefix, in float64 (near 0: a tie broken by
+    rounding; large: a wrong pick)."""
+    import numpy as np
+    a, b = np.asarray(ours_K), np.asarray(peer_K)
+    m = min(len(a), len(b))
+    differ = np.flatnonzero(a[:m] != b[:m])
+    if differ.size == 0:
+        return {"agree": m, "first_difference": None, "tie_gap": None}
+    d = int(differ[0])
+    prefix, cand = np.asarray(x_NxD[a[:d]], np.float64), np.asarray(x_NxD[np.asarray([a[d], b[d]])], np.float64)
+    dist = ((cand[:, None, :] - prefix[None, :, :]) ** 2).sum(-1).min(1)
+    return {"agree": d, "first_difference": d, "tie_gap": float(abs(dist[0] - dist[1]) / max(dist.max(), 1e-300))}
+
+
 def environment() -> dict:
     """Where the numbers come from: CPU, core count, the load average at the time of the table."""
     import jax

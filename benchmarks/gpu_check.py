@@ -658,16 +658,20 @@ def section_kcenter(size: dict, run: Run) -> tuple[list[dict], dict]:
         times = _peers.interleaved(peer_thunks({"torch": (lambda: torch_kcenter(xt, m), sync)}, dev),
                                    rounds=max(1, min(run.rounds, 2)), warmup=0)
     agree = int((picks_M == index_K[:m]).sum())
+    agreement = _peers.greedy_picks_agreement(x, index_K[:m], picks_M)   # reads only the rows it compares
     pname, ps = best_peer(times, ours="")
     per_pick = ps / max(1, m - 1)
     peer_k = per_pick * (k - 1)
     notes = (f"N={n} D={dim} k={k}, torch on {dev}: ours {ours / max(1, k - 1) * 1e3:.3g} ms/pick (first call "
              f"incl. compile {first_s:.1f}s); torch {per_pick * 1e3:.3g} ms/pick over its first {m} picks, x (k-1); "
-             f"first {m} picks agree {agree}/{m}")
+             f"first {m} picks agree {agree}/{m}" + ("" if agreement["first_difference"] is None else
+                                                     f" (first difference at pick {agreement['first_difference']}, "
+                                                     f"relative distance gap {agreement['tie_gap']:.2g})"))
     return ([row("kcenter", "picks", f"k-center {k} picks of {n} x {dim}", ours, peer_k, unit="s", peer_name=pname,
                  notes=notes)],
-            {"ours_s": ours, "torch_s_by": times, "torch_picks": m, "agree": agree, "first_call_s": first_s,
-             "torch_device": str(dev)})
+            {"ours_s": ours, "torch_s_by": times, "torch_picks": m, "agree": agree,
+             "first_difference": agreement["first_difference"], "tie_gap": agreement["tie_gap"],
+             "first_call_s": first_s, "torch_device": str(dev)})
 
 
 # ----------------------------------------------------------------------------- 6. wall-time estimates

@@ -143,8 +143,13 @@ def main():
         results[impl] = json.loads(out.stdout.strip().splitlines()[-1])
 
     a, b = results["jax"], results["numpy"]
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _peers import compare, environment, greedy_picks_agreement, print_table
+
     same = np.asarray(a["index"][:picks]) == np.asarray(b["index"][:picks])
-    first_diff = int(np.argmin(same)) if not same.all() else None
+    agreement = {"agree": picks, "first_difference": None, "tie_gap": None}
+    if not same.all():            # the data again, only to tell a rounding-broken tie from a wrong pick
+        agreement = greedy_picks_agreement(make_data(args.n, args.dim), a["index"][:picks], b["index"][:picks])
     data_gb = args.n * args.dim * 4 / 2**30
     print(f"N={args.n} D={args.dim} k={args.k} (data {data_gb:.2f} GiB float32) device={a['device']}")
     print(f"(a) lsb_jax kcenter_greedy : {a['seconds']:9.2f} s for k picks "
@@ -159,9 +164,9 @@ def main():
           f"numpy {b['peak_rss_gb'] - b['rss_before_gb']:.3f} GiB")
     print(f"h_min of the jax selection : {a['h_min']:.4f}")
     print(f"picks agree                : {int(same.sum())}/{picks}" +
-          ("" if first_diff is None else f" (first difference at pick {first_diff})"))
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _peers import compare, environment, print_table
+          ("" if agreement["first_difference"] is None else
+           f" (first difference at pick {agreement['first_difference']}, where the two picks' distances to the "
+           f"picks before differ by {agreement['tie_gap']:.2g} relative)"))
 
     # numpy's loop is elementwise (no BLAS): one thread whatever the pool size
     row = compare(f"k-center {args.k} of {args.n}x{args.dim}", {"ours": a["seconds"], "numpy": b["seconds_for_k"]},
@@ -171,7 +176,8 @@ def main():
     if args.out:
         from lsb_jax import io
         io.write_json(args.out, {"rows": [row], "env": environment(), "jax": a | {"index": None},
-                                 "numpy": b | {"index": None}, "picks_agree": int(same.sum())})
+                                 "numpy": b | {"index": None}, "picks_agree": int(same.sum()),
+                                 "first_difference": agreement["first_difference"], "tie_gap": agreement["tie_gap"]})
 
 
 if __name__ == "__main__":

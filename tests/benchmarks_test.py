@@ -65,7 +65,8 @@ def test_every_benchmark_runs_at_tiny_size_with_peers_at_each_thread_count(tmp_p
     assert r["lm_scoring"]["max_abs_loss_diff"] < 1e-4
     first = r["llm_finetune"]["first_step_loss"]
     assert abs(first["ours"] - first["transformers"]) < 1e-4
-    assert r["kcenter"]["picks_agree"] == 200
+    kcenter = r["kcenter"]                # the same picks, but for a near-tie broken by float32 rounding
+    assert kcenter["first_difference"] is None or kcenter["tie_gap"] < 1e-5, kcenter
     cc = r["compile_cache"]["experiments"]["toy_regression"]     # run again with its compiled programs kept
     warm = cc["runs"]["warm"][0]
     assert cc["same_results"] and warm["misses"] == 0 and warm["hits"] == cc["runs"]["off"][0]["compiles"] > 0

@@ -59,7 +59,8 @@ def test_gpu_check_tiny_runs_without_the_modules_the_gpu_image_lacks(tmp_path):
 
     loss0 = res["details"]["icl"]["loss0"]   # same weights, same batch
     assert abs(loss0["jax"] - loss0["torch"]) <= 1e-4 * abs(loss0["torch"]) + 1e-5
-    assert res["details"]["kcenter"]["agree"] == res["details"]["kcenter"]["torch_picks"]
+    kcenter = res["details"]["kcenter"]   # the same picks, but for a near-tie broken by float32 rounding
+    assert kcenter["first_difference"] is None or kcenter["tie_gap"] < 1e-5, kcenter
     assert res["details"]["estimate"]["experiments"]["toy_regression"]["fits"]   # measured through fit
 
 
