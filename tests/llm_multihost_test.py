@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -74,9 +75,24 @@ def weights(folder) -> dict[str, np.ndarray]:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port for a coordinator that binds it seconds later, once its process has started.
+
+    Taken below the kernel's ephemeral range, from which `bind(0)` and outgoing connections draw
+    their ports: a socket of the other pytest worker (a Jupyter kernel, gloo, another coordinator)
+    cannot be given it meanwhile. Each worker draws from its own block of that range."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    block = range(20000 + 400 * worker, 20400 + 400 * worker)
+    candidates = random.Random().sample(block, len(block)) if block.stop <= ephemeral_low else []
+    for port in [*candidates, 0]:        # 0: the kernel's choice, when no port of the block is free
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError("no free port on 127.0.0.1")
 
 
 def doc_block() -> str:
@@ -183,13 +199,17 @@ def test_two_processes_killed_and_resumed_equal_one_uninterrupted_process(user, 
     sets = ("mesh.fsdp=2", "epochs=12", "checkpoint_every=12")
     run(args(user, tmp_path / "one", *sets), env(4))
 
-    def start(port, *extra):
-        return [subprocess.Popen(args(user, tmp_path / "two", *sets) + list(extra), cwd=ROOT, text=True,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                 env=env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-                                         JAX_PROCESS_ID=str(i))) for i in range(2)]
+    def start(port, *extra):   # stderr to files: a pipe nobody reads while polling could fill and block them
+        logs, procs = [tmp_path / f"stderr-{i}{''.join(extra)}.txt" for i in range(2)], []
+        for i, log in enumerate(logs):
+            with open(log, "w") as f:    # the child holds its own copy
+                procs.append(subprocess.Popen(args(user, tmp_path / "two", *sets) + list(extra), cwd=ROOT, text=True,
+                                              stdout=subprocess.DEVNULL, stderr=f,
+                                              env=env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                                                      JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))))
+        return procs, logs
 
-    procs, ckpt, t0 = start(free_port()), tmp_path / "two" / "train" / "checkpoints", time.time()
+    (procs, _), ckpt, t0 = start(free_port()), tmp_path / "two" / "train" / "checkpoints", time.time()
     while not (ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())):
         assert time.time() - t0 < 300 and all(p.poll() is None for p in procs), "no checkpoint before the kill"
         time.sleep(0.1)
@@ -197,9 +217,10 @@ def test_two_processes_killed_and_resumed_equal_one_uninterrupted_process(user, 
         p.kill()
         p.wait()
     assert json.loads((tmp_path / "two" / "status.json").read_text())["status"] == "running"
-    procs = start(free_port(), "--resume")
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert all(p.returncode == 0 for p in procs), "\n".join(err[-3000:] for _, err in outs)
+    procs, logs = start(free_port(), "--resume")
+    for p in procs:
+        p.wait(timeout=600)
+    assert all(p.returncode == 0 for p in procs), "\n".join(log.read_text()[-3000:] for log in logs)
     for folder in (tmp_path / "two", tmp_path / "two.process-1"):
         np.testing.assert_allclose(losses(folder), losses(tmp_path / "one"), atol=1e-5, rtol=0)
         for k, w in weights(tmp_path / "one").items():
