@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,34 @@ def test_two_processes_share_one_cache_folder_and_a_second_run_computes_the_same
         np.testing.assert_array_equal(losses(second), losses(first))
         for k, w in weights(first).items():
             np.testing.assert_array_equal(weights(second)[k], w, err_msg=k)
+
+
+LOWER_GEMMA3 = """
+import hashlib, sys
+import jax, jax.numpy as jnp
+from flax import nnx
+import lm_fixtures
+from lsb_jax.models.lm.checkpoint import load_pretrained
+model = load_pretrained(sys.argv[1])
+assert len(set(model.cfg.layer_types)) == 2, model.cfg.layer_types
+graphdef, state = nnx.split(model)
+text = jax.jit(lambda s, t: nnx.merge(graphdef, s).hidden(t)).lower(state, jnp.asarray(lm_fixtures.tokens())).as_text()
+print(hashlib.sha256(text.encode()).hexdigest())
+"""
+
+
+def test_a_model_with_sliding_and_full_layers_lowers_to_one_program_whatever_the_hash_seed(tmp_path):
+    """The program must not depend on Python's string hashing (PYTHONHASHSEED differs per process):
+    a cache entry written by one process is then found by the next, and the processes of a multi-host
+    run compile the same program. It used to build one mask per layer type in `set` order."""
+    import lm_fixtures
+    lm_fixtures.build("gemma3_softcap", tmp_path / "gemma3")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(Path(__file__).parent),
+                                                                             os.environ.get("PYTHONPATH", "")]))
+    digests = set()
+    for seed in range(4):
+        out = subprocess.run([sys.executable, "-c", LOWER_GEMMA3, str(tmp_path / "gemma3")], capture_output=True,
+                             text=True, timeout=300, env={**env, "PYTHONHASHSEED": str(seed)})
+        assert out.returncode == 0, out.stderr[-2000:]
+        digests.add(out.stdout.split()[-1])
+    assert len(digests) == 1, digests

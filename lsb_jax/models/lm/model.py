@@ -82,7 +82,7 @@ class Decoder(nnx.Module):
                      else attention_mask_BxT.astype(bool))
         x_BxTxD = self._embed(tokens_BxT)
         masks, ropes = {}, {}
-        for t in set(cfg.layer_types):
+        for t in dict.fromkeys(cfg.layer_types):   # first-seen order: the same program in every process
             window = cfg.sliding_window if t == SLIDING else None
             masks[t] = attention_mask(idx_BxT, idx_BxT, valid_BxT, window)
             ropes[t] = rope_tables(positions_BxT, cfg.rope_for(t), self.dtype)
@@ -105,7 +105,7 @@ class Decoder(nnx.Module):
         kv_idx_BxS = jnp.broadcast_to(jnp.arange(S), (B, S))
         x_BxTxD = self._embed(tokens_BxT)
         masks, ropes = {}, {}
-        for t in set(cfg.layer_types):
+        for t in dict.fromkeys(cfg.layer_types):   # first-seen order: the same program in every process
             window = cfg.sliding_window if t == SLIDING else None
             masks[t] = attention_mask(q_idx_BxT, kv_idx_BxS, kv_valid_BxS.astype(bool), window)
             ropes[t] = rope_tables(positions_BxT, cfg.rope_for(t), self.dtype)
