@@ -143,6 +143,8 @@ def greedy_picks_agreement(x_NxD, ours_K, peer_K) -> dict:
     if differ.size == 0:
         return {"agree": m, "first_difference": None, "tie_gap": None}
     d = int(differ[0])
+    if d == 0:                     # other starts: nothing to compare the picks by
+        return {"agree": 0, "first_difference": 0, "tie_gap": float("inf")}
     prefix, cand = np.asarray(x_NxD[a[:d]], np.float64), np.asarray(x_NxD[np.asarray([a[d], b[d]])], np.float64)
     dist = ((cand[:, None, :] - prefix[None, :, :]) ** 2).sum(-1).min(1)
     return {"agree": d, "first_difference": d, "tie_gap": float(abs(dist[0] - dist[1]) / max(dist.max(), 1e-300))}

@@ -45,6 +45,7 @@ DEFAULT_RUNS = Path("runs")
 
 MARKER = ".lsb-run"     # written first into every run directory: what --force may delete
 LOCK = ".lsb-lock"
+HOLDER_WAIT = 5.0      # seconds a run waits for the holder of a lock to write its PID (it does so at once)
 PER_EXAMPLE_PREFIX = "example_"   # per-example metrics: in metrics.jsonl, never TensorBoard scalars
 
 
@@ -344,7 +345,7 @@ class RunLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise RunExists(f"cannot write to the run directory {self.path.parent}: {e.strerror}") from None
-        holder, deadline = "", time.monotonic() + 1.0
+        holder, deadline = "", time.monotonic() + HOLDER_WAIT
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
