@@ -147,9 +147,8 @@ def main():
     from _peers import compare, environment, greedy_picks_agreement, print_table
 
     same = np.asarray(a["index"][:picks]) == np.asarray(b["index"][:picks])
-    agreement = {"agree": picks, "first_difference": None, "tie_gap": None}
-    if not same.all():            # the data again, only to tell a rounding-broken tie from a wrong pick
-        agreement = greedy_picks_agreement(make_data(args.n, args.dim), a["index"][:picks], b["index"][:picks])
+    data = None if same.all() else make_data(args.n, args.dim)   # only to tell a broken tie from a wrong pick
+    agreement = greedy_picks_agreement(data, a["index"][:picks], b["index"][:picks])
     data_gb = args.n * args.dim * 4 / 2**30
     print(f"N={args.n} D={args.dim} k={args.k} (data {data_gb:.2f} GiB float32) device={a['device']}")
     print(f"(a) lsb_jax kcenter_greedy : {a['seconds']:9.2f} s for k picks "

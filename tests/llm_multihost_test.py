@@ -221,10 +221,11 @@ def test_two_processes_killed_and_resumed_equal_one_uninterrupted_process(user, 
     for p in procs:
         p.wait(timeout=600)
     assert all(p.returncode == 0 for p in procs), "\n".join(log.read_text()[-3000:] for log in logs)
+    one_losses, one_weights = losses(tmp_path / "one"), weights(tmp_path / "one")
     for folder in (tmp_path / "two", tmp_path / "two.process-1"):
-        print(folder.name, "vs one uninterrupted process: max |dloss|",
-              np.abs(losses(folder) - losses(tmp_path / "one")).max(), "max |dweight|",
-              max(float(np.abs(weights(folder)[k] - w).max()) for k, w in weights(tmp_path / "one").items()))
-        np.testing.assert_allclose(losses(folder), losses(tmp_path / "one"), atol=1e-5, rtol=0)
-        for k, w in weights(tmp_path / "one").items():
-            np.testing.assert_allclose(weights(folder)[k], w, atol=1e-6, rtol=0, err_msg=k)
+        two_losses, two_weights = losses(folder), weights(folder)
+        print(folder.name, "vs one uninterrupted process: max |dloss|", np.abs(two_losses - one_losses).max(),
+              "max |dweight|", max(float(np.abs(two_weights[k] - w).max()) for k, w in one_weights.items()))
+        np.testing.assert_allclose(two_losses, one_losses, atol=1e-5, rtol=0)
+        for k, w in one_weights.items():
+            np.testing.assert_allclose(two_weights[k], w, atol=1e-6, rtol=0, err_msg=k)
