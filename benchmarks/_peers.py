@@ -151,11 +151,12 @@ def greedy_picks_agreement(x_NxD, ours_K, peer_K) -> dict:
 
 
 def environment() -> dict:
-    """Where the numbers come from: CPU, core count, the load average at the time of the table."""
+    """Where the numbers come from: CPU, core count, the load average at the time of the table, and
+    XLA_FLAGS (the test suite compiles at -O0: timings from such a run are not the code's speed)."""
     import jax
     env = {"platform": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "jax": jax.__version__,
            "device": jax.devices()[0].device_kind, "loadavg": list(os.getloadavg()),
-           "xla_cpu_pool": os.environ.get("NPROC", "default")}
+           "xla_cpu_pool": os.environ.get("NPROC", "default"), "xla_flags": os.environ.get("XLA_FLAGS", "")}
     try:
         import torch
         env["torch"] = torch.__version__

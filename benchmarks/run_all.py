@@ -11,7 +11,7 @@ same scripts at smoke-test sizes (the test suite does), so a broken script is fo
 waits for the full sitting.
 
     .venv/bin/python benchmarks/run_all.py            # or: make bench   (about 25 min on 2 cores)
-    .venv/bin/python benchmarks/run_all.py --tiny     # about a minute
+    .venv/bin/python benchmarks/run_all.py --tiny     # smoke-test sizes: mostly imports and compiles
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from _peers import environment, print_table  # noqa: E402
 
 # name -> (full-size arguments, tiny arguments); each script also gets --out
 SCRIPTS = {
-    "kmeans": (["kmeans.py"], ["kmeans.py", "--n", "20000", "--repeats", "1"]),
+    "kmeans": (["kmeans.py"], ["kmeans.py", "--n", "20000", "--repeats", "1", "--sweep-features", "4", "24",
+                                    "--sweep-n", "20000"]),
     "vmap_seeds": (["vmap_seeds.py"], ["vmap_seeds.py", "--seeds", "2", "--steps", "30", "--repeats", "1"]),
     "parity_vmap": (["parity_vmap.py"], ["parity_vmap.py", "--seeds", "2", "--steps", "20", "--repeats", "1",
                                          "--torch-seeds", "1", "--torch-steps", "20"]),
@@ -119,7 +120,8 @@ def main(argv=None) -> int:
     env = environment() | {"loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg())}
     print(f"\nmachine: {env['platform']}, {env['cpus']} cores, jax {env['jax']}, torch {env.get('torch', '-')}; "
           f"load average before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, after "
-          f"{env['loadavg_after'][0]:.2f}/{env['loadavg_after'][1]:.2f}/{env['loadavg_after'][2]:.2f}")
+          f"{env['loadavg_after'][0]:.2f}/{env['loadavg_after'][1]:.2f}/{env['loadavg_after'][2]:.2f}"
+          + (f"; XLA_FLAGS {env['xla_flags']}" if env["xla_flags"] else ""))
     print_table(rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     from lsb_jax import io

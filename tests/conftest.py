@@ -10,6 +10,20 @@ os.environ.setdefault("LSB_ROOT", str(ROOT))
 # no test's result depends on programs another test or an earlier session compiled; the test of
 # the cache names its own folder
 os.environ["LSB_COMPILE_CACHE"] = "off"
+# XLA:CPU's code generator at -O0 (`xla_backend_optimization_level`, the level XLA gives LLVM) in the
+# tests' processes and in the subprocesses they start (`xla_flags` where one sets its own). The suite
+# compiles hundreds of small programs and runs most of them briefly, so it is compile-bound, and
+# LLVM's optimizations are a large part of each compile. Skipping them changes the machine code,
+# not the program: results differ by float rounding, as on another CPU, which every test's tolerance
+# must allow anyway. No test times anything. `LSB_TEST_XLA_OPT=default make test` keeps XLA's level.
+TEST_XLA_FLAGS = "" if os.environ.get("LSB_TEST_XLA_OPT") == "default" else "--xla_backend_optimization_level=0"
+if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""), TEST_XLA_FLAGS]))
+
+
+def xla_flags(*flags: str) -> str:
+    """XLA_FLAGS for a subprocess that sets its own flags (a device count): the tests' level kept."""
+    return " ".join(filter(None, [TEST_XLA_FLAGS, *flags]))
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from conftest import xla_flags  # noqa: E402
 from lm_fixtures import FAST_COMPILE, VOCAB, build  # noqa: E402
 from lsb_jax.llm.finetune import (  # noqa: E402
     FinetuneConfig, HostBatches, accumulated_value_and_grad, finetune, init_finetune_state, make_finetune_step,
@@ -305,9 +306,8 @@ _SHARDED = _COMMON + textwrap.dedent("""
 """)
 
 
-def _env(**extra):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", **extra}
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()  # fast compiles
+def _env(*xla: str):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags(*xla)}
     env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
     return env
 
@@ -315,7 +315,7 @@ def _env(**extra):
 @pytest.mark.slow
 def test_sharded_fine_tuning_equals_single_device(folder):
     res = subprocess.run([sys.executable, "-c", _SHARDED, str(folder[0])],
-                         env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"),
+                         env=_env("--xla_force_host_platform_device_count=8"),
                          capture_output=True, text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert res.returncode == 0 and "ok" in res.stdout, res.stdout + res.stderr[-3000:]
 

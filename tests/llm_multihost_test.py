@@ -20,6 +20,7 @@ import pytest
 pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from conftest import xla_flags  # noqa: E402
 from llm_user_cli_test import as_fields, make_checkpoint, problems, write_jsonl  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,9 +45,11 @@ def args(user, out, *sets):
             *[x for s in base + list(sets) for x in ("--set", s)]]
 
 
-def env(devices: int, **extra) -> dict:
-    out = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-           **extra}
+def env(devices: int, xla_default: bool = False, **extra) -> dict:
+    """A run's environment with `devices` forced CPU devices, compiled at the tests' XLA level
+    (conftest), or at XLA's default level where it is compared with docs/tpu.md's command."""
+    count = f"--xla_force_host_platform_device_count={devices}"
+    out = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": count if xla_default else xla_flags(count), **extra}
     out["PYTHONPATH"] = os.pathsep.join([ROOT, out.get("PYTHONPATH", "")])
     for k in ("LSB_DISTRIBUTED", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         if k not in extra:
@@ -120,7 +123,7 @@ def test_two_processes_equal_one_process_and_sharding_equals_one_device(user, tm
     root = tmp_path
     run(args(user, root / "one_device"), env(1))
     run(args(user, root / "sharded", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"), env(8))
-    run(args(user, root / "one_process", "mesh.fsdp=2"), env(4))
+    run(args(user, root / "one_process", "mesh.fsdp=2"), env(4, xla_default=True))  # as the docs' command compiles
     t0 = time.perf_counter()
     run_doc_block(root / "two_processes", user["root"] / "llama", user["train"], user["test"])
     print(f"two processes: {time.perf_counter() - t0:.1f} s")

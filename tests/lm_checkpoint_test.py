@@ -20,6 +20,7 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
+from conftest import xla_flags  # noqa: E402
 from lm_fixtures import FAST_COMPILE, build  # noqa: E402
 from lsb_jax.models.lm import (  # noqa: E402
     LOGICAL_AXES, CheckpointError, ConfigError, Decoder, load_config, load_pretrained, load_tokenizer,
@@ -308,7 +309,7 @@ _SHARDED_SCRIPT = textwrap.dedent("""
 def test_weights_shard_across_devices(tmp_path):
     build("qwen3_tied_gqa_sliding", tmp_path)
     (tmp_path / "cfg.pkl").write_bytes(pickle.dumps(load_config(tmp_path)))
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=4"), "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT, str(tmp_path)], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]

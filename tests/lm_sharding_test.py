@@ -17,6 +17,7 @@ from jax.sharding import PartitionSpec as P
 
 pytest.importorskip("transformers")
 
+from conftest import xla_flags  # noqa: E402
 from lm_fixtures import build  # noqa: E402
 from lsb_jax.models.lm.sharding import logical_to_spec, make_mesh  # noqa: E402
 
@@ -89,7 +90,7 @@ _SCRIPT = textwrap.dedent("""
 
 def test_sharded_load_forward_and_loss_match_single_device(tmp_path):
     build("llama3_gqa_scaled", tmp_path)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=8"), "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, "-c", _SCRIPT, str(tmp_path)], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr[-3000:]

@@ -11,6 +11,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import xla_flags
 
 from lsb_jax.errors import UsageError
 from lsb_jax.train import hosts
@@ -139,7 +140,7 @@ def test_a_split_ensemble_resumes_bit_exactly(tmp_path):
 
 def _env(**extra):
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
-    return {**env, "JAX_PLATFORMS": "cpu", **extra}
+    return {**env, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags(), **extra}
 
 
 def test_members_split_over_cpu_devices_run_without_collectives_and_equal_one_device():

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import xla_flags
 from scipy import stats
 
 from lsb_jax import analysis
@@ -277,7 +278,7 @@ _DEVICES_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_members_sharded_over_eight_host_devices_equal_one_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=8"), JAX_PLATFORMS="cpu")
     here = Path(__file__).parent
     proc = subprocess.run([sys.executable, "-c", _DEVICES_SCRIPT, str(here)], env=env, capture_output=True, text=True,
                           timeout=600, cwd=here.parent)
