@@ -17,13 +17,17 @@ os.environ["LSB_COMPILE_CACHE"] = "off"
 # not the program: results differ by float rounding, as on another CPU, which every test's tolerance
 # must allow anyway. No test times anything. `LSB_TEST_XLA_OPT=default make test` keeps XLA's level.
 TEST_XLA_FLAGS = "" if os.environ.get("LSB_TEST_XLA_OPT") == "default" else "--xla_backend_optimization_level=0"
-if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""), TEST_XLA_FLAGS]))
+# the user's own, e.g. --xla_cpu_max_isa=SSE4_2 (README: tests on another CPU)
+USER_XLA_FLAGS = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if f != TEST_XLA_FLAGS)
 
 
 def xla_flags(*flags: str) -> str:
-    """XLA_FLAGS for a subprocess that sets its own flags (a device count): the tests' level kept."""
-    return " ".join(filter(None, [TEST_XLA_FLAGS, *flags]))
+    """XLA_FLAGS for a subprocess that adds flags of its own (a device count): the user's and the
+    tests' level kept."""
+    return " ".join(filter(None, [USER_XLA_FLAGS, TEST_XLA_FLAGS, *flags]))
+
+
+os.environ["XLA_FLAGS"] = xla_flags()
 
 
 @pytest.fixture

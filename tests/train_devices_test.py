@@ -11,7 +11,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import xla_flags
+from conftest import TEST_XLA_FLAGS
 
 from lsb_jax.errors import UsageError
 from lsb_jax.train import hosts
@@ -140,7 +140,7 @@ def test_a_split_ensemble_resumes_bit_exactly(tmp_path):
 
 def _env(**extra):
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
-    return {**env, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags(), **extra}
+    return {**env, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": TEST_XLA_FLAGS, **extra}   # no device count
 
 
 def test_members_split_over_cpu_devices_run_without_collectives_and_equal_one_device():
