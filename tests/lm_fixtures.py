@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+from conftest import TEST_XLA_FLAGS
 
 VOCAB, T = 96, 12
 BASE = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -77,6 +77,6 @@ def build(name: str, folder: Path, *, seed: int = 0, dtype=None, **save_kw):
 def tokens(batch: int = 2, seed: int = 0) -> np.ndarray:
     return np.random.RandomState(seed).randint(0, VOCAB, (batch, T))
 
-# Tests need correct numbers, not fast kernels: compile tiny programs quickly, as the whole suite
-# does (conftest: XLA_FLAGS), unless it runs at XLA's default level (LSB_TEST_XLA_OPT=default).
-FAST_COMPILE = {} if os.environ.get("LSB_TEST_XLA_OPT") == "default" else {"xla_backend_optimization_level": 0}
+# Tests need correct numbers, not fast kernels: compile tiny programs quickly, at the suite's level
+# (conftest; for jits given to library calls, whose own compiler options these replace).
+FAST_COMPILE = {"xla_backend_optimization_level": 0} if TEST_XLA_FLAGS else {}
