@@ -28,13 +28,17 @@ compared value is min(T, tau), the restricted time of `analysis.censored_summary
 never reaches counts tau and the effect is the difference of restricted means. When every
 difference is identical (e.g. all seeds of both arms censored) the t interval is undefined; the
 interval is then the point itself, and it counts as excluding zero only when the exact sign test
-of that many unanimous seeds rejects at 5% (n >= 6), else the verdict is inconclusive.
+of that many unanimous seeds rejects at 5% (n >= 6), else the verdict is inconclusive. "Identical"
+is judged at the precision the runs compute in: differences that spread by less than `TIE_RTOL`
+(8 float32 ulps) of the compared values' size are rounding of one number (an accuracy of 25/37
+minus 24/37 on three seeds is not a 3-seed t interval of width 1e-14).
 
 The verdict: *reproduced* when the interval excludes no effect (0, or `null`) on the side the paper
 predicts (`expect`), *opposite* when it excludes it on the other side, *inconclusive* when it
 contains it. Each claim is decided at every base seed of the table separately; when the base seeds
 give different verdicts the claim's verdict is inconclusive ("base seeds disagree": not decided at
-this scale). A claim whose arm or quantity is missing from the run is *not measured*.
+this scale). A claim whose arm or quantity is missing from the run, or whose table cannot be decided
+(arms of different seed counts, 0/1 values that are not 0 or 1), is *not measured*, with the reason.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from scipy import stats
 REPRODUCED, OPPOSITE, INCONCLUSIVE, NOT_MEASURED = "reproduced", "opposite", "inconclusive", "not measured"
 VERDICTS = (REPRODUCED, OPPOSITE, INCONCLUSIVE, NOT_MEASURED)
 LEVEL = 0.95
+TIE_RTOL = 8 * float(np.finfo(np.float32).eps)   # differences closer than this (x the values' size) are equal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,18 +113,23 @@ def verdict(lo: float, hi: float, expect: str) -> str:
     return REPRODUCED if (lo > 0) == (expect == "higher") else OPPOSITE
 
 
-def mean_interval(x, level: float = LEVEL) -> tuple[float, float, float, float]:
+def mean_interval(x, level: float = LEVEL, *, scale: float = 0.0) -> tuple[float, float, float, float]:
     """(mean, lo, hi, two-sided p against 0) of the values x: Student's t; for identical values
     the exact sign test of n unanimous seeds (p = 2 / 2^n), the interval the point itself when it
-    rejects at 1 - level (n >= 6 at 95%), else (-inf, inf). Values that differ only in their last
-    bits (a few float64 ulps: 1.1 - 2.1 and 0.9 - 1.9 are both -1 up to rounding) are identical:
-    their t interval would be rounding noise around the mean."""
+    rejects at 1 - level (n >= 6 at 95%), else (-inf, inf). Values within `TIE_RTOL` x
+    max(scale, max |x|) of each other are identical, and a mean within it of 0 is no effect:
+    `scale` is the size of the numbers x are differences of (max |a|, |b|), whose float32
+    rounding (1.1 - 2.1 vs 0.9 - 1.9, or 25/37 - 24/37 vs 20/37 - 19/37) is not seed variation.
+    A non-finite value (no horizon to censor at) leaves the interval (-inf, inf)."""
     x = np.asarray(x, np.float64)
     n, m = x.size, float(np.mean(x)) if x.size else math.nan
-    if n < 2:
+    if n < 2 or not np.all(np.isfinite(x)):
         return m, -math.inf, math.inf, math.nan
-    if np.ptp(x) <= 8 * np.finfo(np.float64).eps * np.max(np.abs(x)):
-        p = 1.0 if m == 0 else float(stats.binomtest(n, n).pvalue)
+    tol = TIE_RTOL * max(float(scale), float(np.max(np.abs(x))))
+    if np.ptp(x) <= tol:
+        if abs(m) <= tol:
+            return m, -math.inf, math.inf, 1.0
+        p = float(stats.binomtest(n, n).pvalue)
         return (m, m, m, p) if p < 1 - level else (m, -math.inf, math.inf, p)
     res = stats.ttest_1samp(x, 0.0)
     ci = res.confidence_interval(level)
@@ -127,21 +137,31 @@ def mean_interval(x, level: float = LEVEL) -> tuple[float, float, float, float]:
 
 
 def proportion_interval(x, null: float, level: float = LEVEL) -> tuple[float, float, float, float]:
-    """(rate - null, lo - null, hi - null, two-sided exact p) of 0/1 values x against rate `null`."""
+    """(rate - null, lo - null, hi - null, two-sided exact p) of 0/1 values x against rate `null`.
+
+    The interval is Clopper-Pearson's; p is the central one that inverts it (twice the smaller
+    binomial tail, at most 1), so p < 1 - level exactly when the interval excludes `null`
+    (binomtest's default p, which sums the outcomes no likelier than k, can disagree with it)."""
     x = np.asarray(x, np.float64)
     if x.size == 0 or np.any((x != 0) & (x != 1)):
         raise ValueError(f"proportion_interval: need 0/1 values, got {x}")
     k, n = int(x.sum()), x.size
-    res = stats.binomtest(k, n, null)
-    ci = res.proportion_ci(level, method="exact")
-    return k / n - null, ci.low - null, ci.high - null, float(res.pvalue)
+    ci = stats.binomtest(k, n, null).proportion_ci(level, method="exact")
+    p = min(1.0, 2 * min(float(stats.binom.cdf(k, n, null)), float(stats.binom.sf(k - 1, n, null))))
+    return k / n - null, ci.low - null, ci.high - null, p
 
 
 def _values(table: Mapping, arm: str, r: int) -> np.ndarray:
     v = np.asarray([math.nan if x is None else x for x in table["arms"][arm][r]], np.float64)
     if "horizon" in table:
-        v = np.where(np.isnan(v), float(table["horizon"]), v)   # censored: min(T, tau)
+        tau = float(table["horizon"])
+        v = np.minimum(np.where(np.isnan(v), tau, v), tau)      # censored: min(T, tau)
     return v
+
+
+def _size(*values) -> float:
+    """The largest |value| of the arrays compared (the scale of their differences' rounding)."""
+    return max((float(np.max(np.abs(v))) for v in values if np.size(v)), default=0.0)
 
 
 def decide(claim: Claim, table: Mapping, r: int) -> dict:
@@ -151,13 +171,13 @@ def decide(claim: Claim, table: Mapping, r: int) -> dict:
     if claim.test == "proportion":
         eff, lo, hi, p = proportion_interval(a, claim.null)
     elif claim.versus is None:
-        eff, lo, hi, p = mean_interval(a - claim.null)
+        eff, lo, hi, p = mean_interval(a - claim.null, scale=_size(a, claim.null))
     else:
         b = _values(table, claim.versus, r)
         if b.size != a.size:
             raise ValueError(f"claim {claim.key!r}: {claim.arm} has {a.size} seeds, {claim.versus} {b.size}")
         out["versus_mean"] = float(np.mean(b))
-        eff, lo, hi, p = mean_interval(a - b)
+        eff, lo, hi, p = mean_interval(a - b, scale=_size(a, b))
     out.update(effect=eff, ci=[lo, hi], p_value=p, verdict=verdict(lo, hi, claim.expect))
     return out
 
@@ -174,7 +194,13 @@ def evaluate(claim: Claim, per_seed_tables: Mapping[str, Mapping] | None) -> dic
         return {**out, "verdict": NOT_MEASURED, "reason": f"the run did not measure {what}", "by_base_seed": []}
     if table.get("unit"):
         out["unit"] = table["unit"]
-    rows = [decide(claim, table, r) for r in range(len(table["base_seeds"]))]
+    try:
+        if not table["base_seeds"]:
+            raise ValueError("it has no base seeds")
+        rows = [decide(claim, table, r) for r in range(len(table["base_seeds"]))]
+    except (ValueError, TypeError, IndexError, KeyError) as e:   # a malformed table: say so, keep the run
+        return {**out, "verdict": NOT_MEASURED, "by_base_seed": [],
+                "reason": f"its {claim.quantity!r} table could not be decided: {type(e).__name__}: {e}"}
     verdicts = {row["verdict"] for row in rows}
     agree = len(verdicts) == 1
     out.update(by_base_seed=rows, base_seeds_agree=agree, verdict=rows[0]["verdict"] if agree else INCONCLUSIVE)
@@ -210,5 +236,6 @@ def counts(evaluated: Sequence[Mapping]) -> dict[str, int]:
     return out
 
 
-__all__ = ["INCONCLUSIVE", "NOT_MEASURED", "OPPOSITE", "REPRODUCED", "VERDICTS", "Claim", "claims_of", "counts",
-           "decide", "evaluate", "evaluate_all", "mean_interval", "per_seed", "proportion_interval", "verdict"]
+__all__ = ["INCONCLUSIVE", "NOT_MEASURED", "OPPOSITE", "REPRODUCED", "TIE_RTOL", "VERDICTS", "Claim", "claims_of",
+           "counts", "decide", "evaluate", "evaluate_all", "mean_interval", "per_seed", "proportion_interval",
+           "verdict"]

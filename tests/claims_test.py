@@ -89,6 +89,68 @@ def test_identical_differences_decide_only_with_enough_unanimous_seeds():
     assert lo == hi == m and m == pytest.approx(-1.0) and p == pytest.approx(2 / 2**6)
 
 
+def test_differences_equal_up_to_float32_rounding_are_decided_as_the_exact_ones():
+    """Accuracies k/N computed in float32 (as the runs compute them), one arm k + g right on every
+    seed: the verdict and p must be those of the exact differences g/N (Fractions: all identical),
+    not a t interval of rounding noise."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(3)
+    claim = Claim("c", "004", "F", "s", "acc", "A", "B", expect="higher")
+    for _ in range(200):
+        n_items, seeds, gain = int(rng.integers(10, 2000)), int(rng.integers(2, 9)), int(rng.integers(1, 4))
+        k = rng.integers(0, n_items - gain, seeds)
+        acc = lambda kk: [float(np.float32(100) * (np.float32(x) / np.float32(n_items))) for x in kk]  # noqa: E731
+        row = claims.decide(claim, _table({"A": [acc(k + gain)], "B": [acc(k)]}), 0)
+        exact = [Fraction(100 * gain, n_items)] * seeds                       # every difference is the same
+        assert len(set(exact)) == 1
+        want_p = 2 / 2 ** seeds                                                # sign test of n unanimous seeds
+        assert row["p_value"] == pytest.approx(want_p)
+        assert row["verdict"] == (REPRODUCED if want_p < 0.05 else INCONCLUSIVE)
+        assert row["effect"] == pytest.approx(float(exact[0]), abs=1e-4)     # float32 ulps of 100
+
+
+def test_rounding_around_zero_is_no_effect_and_integer_steps_are_not_ties():
+    a = np.array([0.3, 0.7, 0.1, 0.9, 0.5, 0.2, 0.6, 0.4])
+    b = a * (1 + 1e-8 * np.array([1, -1] * 4))                  # the same numbers, rounded differently
+    m, lo, hi, p = claims.mean_interval(a - b, scale=1.0)      # equal arms up to rounding: no effect, whatever the sign
+    assert (lo, hi, p) == (-math.inf, math.inf, 1.0)
+    # steps to threshold at a large horizon: integers that differ are seed variation, not rounding
+    d = np.array([-100.0, -101.0, -100.0, -102.0, -99.0])
+    m, lo, hi, p = claims.mean_interval(d, scale=1e6)
+    ci = stats.ttest_1samp(d, 0).confidence_interval(0.95)
+    assert (lo, hi) == pytest.approx((ci.low, ci.high)) and hi < 0
+
+
+def test_proportion_p_value_agrees_with_the_clopper_pearson_interval():
+    """The central exact p (twice the smaller binomial tail, summed here with math.comb) is below 5%
+    exactly when the 95% interval excludes the null rate."""
+    for n in range(1, 31):
+        for null in (1 / 24, 0.1, 0.5, 0.9):
+            pmf = [math.comb(n, i) * null ** i * (1 - null) ** (n - i) for i in range(n + 1)]
+            for k in range(n + 1):
+                eff, lo, hi, p = claims.proportion_interval([1.0] * k + [0.0] * (n - k), null)
+                assert p == pytest.approx(min(1.0, 2 * min(sum(pmf[:k + 1]), sum(pmf[k:]))), rel=1e-9, abs=1e-15)
+                if abs(p - 0.05) > 1e-9:
+                    assert (p < 0.05) == (lo > 0 or hi < 0), (n, null, k, p, lo, hi)
+
+
+def test_censored_times_are_capped_at_the_horizon():
+    table = _table({"A": [[50.0, 150.0, None]], "B": [[100.0, 100.0, 100.0]]}, horizon=100.0)
+    row = claims.decide(Claim("c", "004", "F", "s", "steps", "A", "B"), table, 0)
+    assert row["arm_mean"] == pytest.approx((50 + 100 + 100) / 3)
+
+
+def test_a_table_that_cannot_be_decided_is_not_measured_with_its_reason():
+    claim = Claim("c", "004", "F", "s", "loss", "A", "B")
+    uneven = claims.evaluate(claim, {"loss": _table({"A": [[1.0, 2.0, 3.0]], "B": [[1.0, 2.0]]})})
+    assert uneven["verdict"] == NOT_MEASURED and "3 seeds" in uneven["reason"]
+    rate = Claim("r", "004", "F", "s", "solved", "A", expect="higher", null=0.5, test="proportion")
+    bad = claims.evaluate(rate, {"solved": _table({"A": [[0.0, None, 1.0]]})})
+    assert bad["verdict"] == NOT_MEASURED and "0/1" in bad["reason"]
+    assert claims.evaluate(claim, {"loss": _table({"A": [], "B": []}, ())})["verdict"] == NOT_MEASURED
+
+
 def _table(arms, base_seeds=(0,), horizon=None):
     out = {"arms": arms, "base_seeds": list(base_seeds)}
     if horizon is not None:
@@ -174,6 +236,18 @@ def test_runner_stores_verdicts_and_redecides_a_finished_run(tmp_path):
     _, again = runner.run_experiment(flipped, Cfg(), "quick", runs_root=tmp_path, progress=False)
     assert again["claims"][0]["verdict"] == OPPOSITE
     assert json.loads((d / "results.json").read_text())["claims"][0]["verdict"] == OPPOSITE
+
+
+def test_a_run_whose_table_cannot_be_decided_keeps_its_results(tmp_path):
+    def run(cfg, ctx):
+        return {"answer": 42, "per_seed": {"loss": {"arms": {"A": [[1.0, 2.0]], "B": [[1.0]]}, "base_seeds": [0]}}}
+
+    exp = Experiment(name="fake_claims", reproduces="nothing", configs={"quick": Cfg(), "full": Cfg()}, run=run,
+                     claims=(CLAIM,))
+    d, res = runner.run_experiment(exp, Cfg(), "quick", runs_root=tmp_path, progress=False)
+    stored = json.loads((d / "results.json").read_text())
+    assert stored["answer"] == 42 and stored["claims"][0]["verdict"] == NOT_MEASURED
+    assert json.loads((d / "status.json").read_text())["status"] == "complete"
 
 
 def test_a_bad_claim_declaration_fails_before_anything_is_written(tmp_path):
