@@ -74,6 +74,24 @@ def test_picks_radii_assignment_match_numpy():
     np.testing.assert_array_equal(np.asarray(got.assign_N), nearest)
 
 
+def test_duplicate_rows_are_picked_once_each():
+    """A pick's own distance is rounding, not 0: it must never be picked again. Four distinct rows,
+    three copies each: the first four picks are the four rows (in any order), and k = N picks every
+    row once; the set's h_min is then exactly 0 (a duplicate pair)."""
+    rng = np.random.default_rng(3)
+    distinct = rng.standard_normal((4, 8)).astype(np.float32) * 5.0
+    x = distinct[rng.permutation(np.repeat(np.arange(4), 3))]
+    row_of = [int(np.flatnonzero((distinct == r).all(1))[0]) for r in x]
+    for start in (0, 11):
+        got = np.asarray(selection.kcenter_greedy(x, 12, start=start).index_K)
+        assert sorted(got.tolist()) == list(range(12))
+        assert sorted(row_of[i] for i in got[:4]) == [0, 1, 2, 3]
+        few = selection.kcenter_greedy(x, 6, start=start)
+        assert len(set(np.asarray(few.index_K).tolist())) == 6 and float(few.h_min) == 0.0
+    one_copy = np.concatenate([distinct, distinct[2:3]])                  # the reviewer's case: one duplicated row
+    assert sorted(np.asarray(selection.kcenter_greedy(one_copy, 5).index_K).tolist()) == list(range(5))
+
+
 def test_nearest_neighbor_and_h_min_are_exact_for_near_duplicates():
     rng = np.random.default_rng(2)
     base = rng.standard_normal((700, 16)).astype(np.float32) * 10.0

@@ -61,7 +61,10 @@ def _kcenter(x_NxD, start, k: int):
         c_D = x_NxD[pick]
         new_N = jnp.maximum(sq_N - 2.0 * (x_NxD @ c_D) + jnp.dot(c_D, c_D), 0.0)
         closer_N = new_N < dist_N
-        return jnp.where(closer_N, new_N, dist_N), jnp.where(closer_N, j, assign_N)
+        # a pick's own distance is rounding (~eps ||x||^2), not 0: mark it -1 so that argmax never
+        # picks it again (once only duplicates of picks remain, an unpicked duplicate at ~0 wins)
+        return (jnp.where(closer_N, new_N, dist_N).at[pick].set(-1.0),
+                jnp.where(closer_N, j, assign_N).at[pick].set(j))
 
     def body(j, carry):
         index_K, dist_N, assign_N = carry
@@ -75,7 +78,7 @@ def _kcenter(x_NxD, start, k: int):
     index_K, dist_N, assign_N = lax.fori_loop(1, k, body, (index_K, dist_N, assign_N))
     # the insertion distances, recomputed exactly (||a - b||) against all earlier picks
     radius_K = _prefix_nearest(x_NxD[index_K])
-    return KCenter(index_K, radius_K, assign_N, jnp.sqrt(jnp.max(dist_N)))
+    return KCenter(index_K, radius_K, assign_N, jnp.sqrt(jnp.maximum(jnp.max(dist_N), 0.0)))   # picks: -1
 
 
 def _prefix_nearest(s_KxD: jax.Array, block: int = 256) -> jax.Array:
