@@ -87,6 +87,36 @@ def user(tmp_path_factory):
             "test_messages": write_jsonl(root / "chat_test.jsonl", as_messages(test))}
 
 
+STRICT = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+          "{% endif %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def broken(user):
+    """Damaged copies of the user's checkpoints, under user["root"]: no tokenizer files, weights cut
+    in half, an unsupported model_type, a tokenizer without an eos token, and a chat template that
+    refuses system turns (as Mistral-style templates do)."""
+    import shutil
+
+    root = user["root"]
+    for name, source in (("notok", "llama"), ("trunc", "llama"), ("qwen2", "llama"), ("noeos", "llama"),
+                         ("strict", "qwen")):
+        shutil.copytree(user[source], root / name)
+    for f in (root / "notok").glob("tokenizer*"):
+        f.unlink()
+    weights = root / "trunc" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
+    config = json.loads((root / "qwen2" / "config.json").read_text())
+    (root / "qwen2" / "config.json").write_text(json.dumps({**config, "model_type": "qwen2"}))
+    for name, change in (("noeos", {"eos_token": None}), ("strict", {"chat_template": STRICT})):
+        tok = transformers.AutoTokenizer.from_pretrained(root / name)
+        for key, value in change.items():
+            setattr(tok, key, value)
+        tok.save_pretrained(root / name)
+    return root
+
+
 def fields_sets(user, which=("train", "test")):
     out = []
     for part in which:
@@ -309,14 +339,34 @@ BAD = {   # --set assignments -> what the one-line error must say
     "model folder typo": (["model={root}/lama"], "lama: no such folder"),
     "hub id not cached offline": (["model=nobody/no-such-model@v1"], "not in the local Hugging Face cache"),
     "test row without answer": (["test_data.response_field=solution"], "row 0 (line 1), field 'solution'"),
+    # the model's files and tokenizer, and what the template makes of the rows (issue 19's review)
+    "chat template the tokenizer lacks": (["template=chat"],
+                                          "the model {root}/llama: template='chat' but the tokenizer has no chat"),
+    "tokenizer files missing": (["model={root}/notok"], "the model {root}/notok: its tokenizer does not load"),
+    "weights cut short": (["model={root}/trunc"], "truncated or corrupt file?"),
+    "unsupported family, full fine-tuning": (["model={root}/qwen2"], "'model_type'='qwen2'"),
+    "tokenizer without eos, plain template": (["model={root}/noeos"], "the tokenizer has no eos token"),
+    "test conversation a plain template cannot render": (
+        ["test_data.path={root}/chat_test.jsonl", "test_data.format=messages"],
+        "chat_test.jsonl, row 0 (line 1), field 'messages': the plain template cannot render it"),
+    "chat template refusing a system turn": (
+        ["model={root}/strict", "template=auto", "train_data.path={root}/chat_train.jsonl",
+         "train_data.format=messages"],
+        "chat_train.jsonl, row 0 (line 1), field 'messages': the chat template cannot render it: TemplateError: "
+        "System role not supported"),
+    "accum_steps not dividing the batch": (["train.accum_steps=3"], "batch_size=16 is not divisible by "
+                                           "train.accum_steps=3"),
+    "eval_batch 0": (["eval_batch=0"], "eval_batch must be >= 1"),
+    "negative test_limit": (["test_limit=-1"], "test_limit must be >= 0"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_inputs_are_one_line_before_anything_is_written(user, tmp_path, capsys, monkeypatch, case):
+def test_bad_inputs_are_one_line_before_anything_is_written(user, broken, tmp_path, capsys, monkeypatch, case):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     sets, message = BAD[case]
+    message = message.format(root=user["root"])
     base = ["data=files", f"model={user['llama']}", "template=plain", "max_length=64"]
     args = [x for s in fields_sets(user) for x in [s]]
     for s in base + [s.format(root=user["root"]) for s in sets]:

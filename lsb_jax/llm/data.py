@@ -44,6 +44,7 @@ import jax
 import numpy as np
 
 from lsb_jax import io
+from lsb_jax.config import ConfigError
 from lsb_jax.data.samplers import Draw, Mixture
 from lsb_jax.errors import UsageError
 
@@ -141,7 +142,7 @@ class PromptTemplate:
     def resolve(self, tokenizer) -> str:
         if self.kind != "auto":
             if self.kind == "chat" and not getattr(tokenizer, "chat_template", None):
-                raise ValueError("PromptTemplate(kind='chat'): the tokenizer has no chat template")
+                raise ConfigError("template='chat' but the tokenizer has no chat template (use 'auto' or 'plain')")
             return self.kind
         return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
 
@@ -589,7 +590,8 @@ def encode_examples(tokenizer, template: PromptTemplate, prompts: Sequence[Query
     kind = template.resolve(tokenizer)
     append_eos = template.append_eos if template.append_eos is not None else kind == "plain"
     if append_eos and tokenizer.eos_token_id is None:
-        raise ValueError("append_eos: the tokenizer has no eos token")
+        raise ConfigError("the tokenizer has no eos token, which a plain template appends to every response "
+                          "(give the model's tokenizer an eos_token, or use a chat template)")
     texts = [render(tokenizer, template, p, r) for p, r in zip(prompts, responses, strict=True)]
     prompt_ids = [list(x) for x in tokenizer([t for t, _ in texts], add_special_tokens=kind == "plain")["input_ids"]] \
         if texts else []
@@ -628,6 +630,23 @@ class Examples:
         return np.bincount(self.domain_N, minlength=len(self.domain_names)) if self.domain_names else np.zeros(0, int)
 
 
+def check_renders(rows: Sequence[Row], tokenizer, template: PromptTemplate, label: str, field: str, *,
+                  responses: bool = True) -> None:
+    """A `DataError` naming the first row (file, row, `field`) the template cannot render with this
+    tokenizer: a conversation a plain template cannot hold, a turn a chat template refuses (e.g. a
+    system turn), ...; with `responses=False` only the prompts (what generation renders)."""
+    for row in rows:
+        try:
+            render(tokenizer, template, row.query, row.response if responses else None)
+        except UsageError:
+            raise
+        except Exception as e:   # the template's own error (jinja's TemplateError, ValueError, ...)
+            reason = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+            kind = template.resolve(tokenizer)
+            raise DataError(label, row.source_row, field, f"the {kind} template cannot render it: {reason}",
+                            row.source_line) from None
+
+
 def tokenize_rows(rows: Sequence[Row], tokenizer, template: PromptTemplate, *, max_length: int,
                   on_error: Literal["raise", "skip"] = "raise", report: ValidationReport | None = None,
                   spec: DatasetSpec | None = None, chunk: int = 1024, truncate: bool = False) -> Examples:
@@ -638,18 +657,18 @@ def tokenize_rows(rows: Sequence[Row], tokenizer, template: PromptTemplate, *, m
     label = spec.label if spec else "<rows>"
     fields = (spec.messages_field if spec.format == "messages" else f"{spec.prompt_field}+{spec.response_field}") \
         if spec else "prompt+response"
-    if template.resolve(tokenizer) == "plain":   # a conversation the plain format cannot render: name its row
-        for row in rows:
-            try:
-                plain_prompt(row.query)
-            except ValueError as e:
-                raise DataError(label, row.source_row, fields.split("+")[0], str(e), row.source_line) from None
     kept, ids, prompt_lengths = [], [], []
     encoded = ([], [])
     for start in range(0, len(rows), chunk):
         part = rows[start:start + chunk]
-        for acc, x in zip(encoded, encode_examples(tokenizer, template, [r.query for r in part],
-                                                   [r.response for r in part])):
+        try:
+            pair = encode_examples(tokenizer, template, [r.query for r in part], [r.response for r in part])
+        except UsageError:
+            raise
+        except Exception:
+            check_renders(part, tokenizer, template, label, fields.split("+")[0])   # names the row, if one fails
+            raise
+        for acc, x in zip(encoded, pair):
             acc.extend(x)
     for row, p, r in zip(rows, *encoded):
         if truncate and len(p) < max_length:

@@ -26,6 +26,7 @@ appears exactly counts_N[i] times (the tests check this from the trainer's `exam
 from __future__ import annotations
 
 import dataclasses
+import operator
 import os
 import re
 import shutil
@@ -40,8 +41,8 @@ from flax import nnx
 
 from lsb_jax import io
 from lsb_jax.data import Epochs
-from lsb_jax.llm.data import (BatchIterator, DataError, DatasetSpec, Examples, PromptTemplate, check_skipped,
-                             is_local, load_examples, pad_token_id, read_validated)
+from lsb_jax.llm.data import (BatchIterator, DataError, DatasetSpec, Examples, PromptTemplate, check_renders,
+                             check_skipped, is_local, load_examples, pad_token_id, read_validated)
 from lsb_jax.llm.evaluate import evaluate_generation, model_generate_fn, to_jsonl
 from lsb_jax.llm.finetune import FinetuneConfig, finetune
 from lsb_jax.models.lm.config import DecoderConfig
@@ -383,6 +384,22 @@ def check_data_choice(data: str, choices: Sequence[str]) -> None:
     raise ValueError(f"Config.data must be one of {', '.join(map(repr, choices))}, got {data!r}{hint}")
 
 
+def check_sizes(cfg, accum: Sequence[tuple[str, str]] = ()) -> None:
+    """The size fields the LLM protocols share (for their `__post_init__`): eval_batch >= 1,
+    test_limit >= 0, and every (batch field, fine-tuning config field) of `accum` (dotted names)
+    a batch that splits into that fine-tuning's `accum_steps` equal micro-batches."""
+    from lsb_jax.config import require_positive  # noqa: PLC0415
+
+    require_positive(cfg, ("eval_batch",), "Config")
+    if cfg.test_limit < 0:
+        raise ValueError(f"Config.test_limit must be >= 0 (0: every test row), got {cfg.test_limit}")
+    for batch, train in accum:
+        b, a = operator.attrgetter(batch)(cfg), operator.attrgetter(train)(cfg).accum_steps
+        if b % a:
+            raise ValueError(f"Config.{batch}={b} is not divisible by {train}.accum_steps={a} "
+                             "(a step's batch is split into accum_steps equal micro-batches)")
+
+
 def check_files_config(data: str, train: DatasetSpec, test: DatasetSpec | None) -> None:
     """With data="files" the train (and test) specs need a path; with other data they must be unset
     (a path set there would be silently ignored)."""
@@ -411,62 +428,112 @@ def user_tests(spec: DatasetSpec) -> dict[str, DatasetSpec]:
 @dataclasses.dataclass(frozen=True)
 class ModelUse:
     """A model the run will load (`check_inputs`): its role in messages, its source, the
-    fine-tuning config that trains it (for the LoRA check; None if it is not fine-tuned) and its
-    scratch spec (used when source is "scratch")."""
+    fine-tuning config that trains it (None if it is not fine-tuned), its scratch spec (used when
+    source is "scratch") and whether it answers the test rows (`evaluated`: their prompts must
+    render with its tokenizer and the run's template)."""
 
     role: str
     source: str
     train: FinetuneConfig | None = None
     scratch: ScratchModel | None = None
     vocab_size: int = 384
+    evaluated: bool = True
 
 
 def check_inputs(models: Sequence[ModelUse], *, train: DatasetSpec | None = None,
                  tests: Sequence[DatasetSpec] = (), template: PromptTemplate | None = None, max_length: int = 0,
-                 max_skip_fraction: float | None = None, truncate: bool = False) -> None:
+                 max_skip_fraction: float | None = None, truncate: bool = False, min_train_rows: int = 0,
+                 test_max_length: int | None = None) -> None:
     """Everything a run needs, checked before anything is written or computed; each failure is one
     `UsageError` line naming the model, file, row and field:
 
     - every model resolves (a folder with config.json, or a hub id (optionally "id@revision") in
-      the local cache when HF_HUB_OFFLINE is set), and its config.json is one we load;
+      the local cache when HF_HUB_OFFLINE is set), its config.json is one we load, its weights'
+      headers hold every tensor we need (`models.lm.check_checkpoint`: no weight is read) and its
+      tokenizer loads, with a chat template if `template` asks for one;
     - LoRA options match at least one linear layer of every model they fine-tune;
-    - every test row is valid (fields present, strings, non-empty; conversations well formed);
+    - every test row is valid (fields present, strings, non-empty; conversations well formed) and
+      its prompt renders with the template and the tokenizer of every evaluated model;
     - the train rows: with the tokenizer of each model trained on them (`ModelUse.train` given),
       at most `max_skip_fraction` of them are invalid
       or longer than `max_length` tokens (the error counts them and names the first); with
-      `truncate` only prompts that leave no room for a response count as too long.
+      `truncate` only prompts that leave no room for a response count as too long; every row
+      renders with the template; at least `min_train_rows` of them remain;
+    - with `test_max_length` (test rows that are also training examples: a held-out loss), the
+      same for the test rows at that length.
     """
     from lsb_jax.config import ConfigError  # noqa: PLC0415
-    from lsb_jax.models.lm import load_config, load_tokenizer  # noqa: PLC0415
-    from lsb_jax.models.lm.config import DecoderConfig  # noqa: PLC0415
+    from lsb_jax.models.lm import check_checkpoint, load_tokenizer  # noqa: PLC0415
     from lsb_jax.models.lm.lora import linear_paths  # noqa: PLC0415
 
+    template = template if template is not None else PromptTemplate()
     check_sources([m.source for m in models])
+    tokenizers = []                                     # (model, its tokenizer) of every non-scratch model
     for m in models:
+        cfg = None
+        if m.source != SCRATCH:
+            cfg = check_checkpoint(m.source)
+            tokenizers.append((m, _checked_tokenizer(m, load_tokenizer, template if m.evaluated or m.train else None)))
         lora = m.train.lora if m.train is not None else None
-        if lora is None:
-            continue
-        cfg = (DecoderConfig.from_hf(m.scratch.hf_config(vocab_size=m.vocab_size)) if m.source == SCRATCH
-               else load_config(m.source))
-        paths = linear_paths(cfg)
-        if not any(re.fullmatch(lora.targets, p) for p in paths):
-            raise ConfigError(f"lora_targets {m.train.lora_targets!r} ({lora.targets!r}) match no linear layer of the "
-                              f"{m.role} {m.source} (paths look like {', '.join(paths[:3])}, ...)")
+        if lora is not None:
+            cfg = cfg or DecoderConfig.from_hf(m.scratch.hf_config(vocab_size=m.vocab_size))
+            paths = linear_paths(cfg)
+            if not any(re.fullmatch(lora.targets, p) for p in paths):
+                raise ConfigError(f"lora_targets {m.train.lora_targets!r} ({lora.targets!r}) match no linear layer "
+                                  f"of the {m.role} {m.source} (paths look like {', '.join(paths[:3])}, ...)")
     for spec in tests:
-        read_validated(spec)
+        rows, _ = read_validated(spec)
+        field = spec.messages_field if spec.format == "messages" else spec.prompt_field
+        for m, tok in tokenizers:
+            if m.evaluated:
+                try:
+                    check_renders(rows, tok, template, spec.label, field, responses=False)
+                except DataError as e:
+                    raise DataError(e.file, e.row, e.field, f"{e.reason} (for the {m.role} {m.source})",
+                                    e.line) from None
     if train is None:
         return
     _, report = read_validated(train, on_error="skip")   # files and fields: checked once, before any tokenizer
     check_skipped(report, max_skip_fraction)
-    for m in models:
-        if m.source != SCRATCH and m.train is not None:     # the models fine-tuned on the train rows
+    for m, tok in tokenizers:
+        if m.train is not None:     # the models fine-tuned on the train rows
             try:
-                load_examples(train, load_tokenizer(m.source), template, max_length=max_length, on_error="skip",
-                              max_skip_fraction=max_skip_fraction, truncate=truncate)
+                examples, _ = load_examples(train, tok, template, max_length=max_length, on_error="skip",
+                                            max_skip_fraction=max_skip_fraction, truncate=truncate)
+                if len(examples) < min_train_rows:
+                    raise DataError(train.label, None, None, f"{len(examples)} usable rows, fewer than the "
+                                    f"{min_train_rows} the run needs")
+                for spec in tests if test_max_length else ():
+                    load_examples(spec, tok, template, max_length=test_max_length, on_error="skip",
+                                  max_skip_fraction=max_skip_fraction)
             except DataError as e:
                 fix = "; raise max_length or set truncate=true" if "too long" in e.reason and not truncate else ""
                 raise DataError(e.file, e.row, e.field, f"{e.reason}{fix} (tokenized for the {m.role} {m.source})",
                                 e.line) from None
+            except ConfigError as e:
+                raise ConfigError(f"the {m.role} {m.source}: {e}") from None
+
+
+def _checked_tokenizer(m: ModelUse, load_tokenizer, template: PromptTemplate | None):
+    """The tokenizer of model `m`, or a one-line `ConfigError` naming the model when it does not
+    load (no tokenizer files, a broken one) or lacks the chat template `template` asks for."""
+    from lsb_jax.config import ConfigError  # noqa: PLC0415
+    from lsb_jax.errors import UsageError  # noqa: PLC0415
+
+    try:
+        tok = load_tokenizer(m.source)
+    except UsageError:
+        raise
+    except Exception as e:   # transformers' own errors (OSError, ValueError, ...) on a folder it cannot read
+        msg = " ".join(str(e).split())
+        raise ConfigError(f"the {m.role} {m.source}: its tokenizer does not load ({type(e).__name__}: "
+                          f"{msg[:300]})") from None
+    if template is not None:
+        try:
+            template.resolve(tok)
+        except ConfigError as e:
+            raise ConfigError(f"the {m.role} {m.source}: {e}") from None
+    return tok
 
 
 def scratch_tokenizer(spec: DatasetSpec, prompt_format: str, vocab_size: int):

@@ -78,6 +78,7 @@ class PlainConfig:
                              "checkpoint_every >= 1")
         if not 0 <= self.max_skip_fraction <= 1:
             raise ValueError(f"Config.max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
+        pl.check_sizes(self, [("batch_size", "train"), ("batch_size", "scratch.pretrain")])
         PromptTemplate(kind=self.template, prompt_format=self.prompt_format)   # validates
 
     @property

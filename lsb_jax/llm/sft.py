@@ -104,6 +104,7 @@ class SFTConfig(pl.BaseSeeded):
         if not 0 <= self.max_skip_fraction <= 1:
             raise ValueError(f"Config.max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
         self.check_base_seeds()
+        pl.check_sizes(self, [("batch_size", "train"), ("batch_size", "pretrain")])
         PromptTemplate(kind=self.template, prompt_format=self.prompt_format)   # validates
 
     def for_base(self, seed: int) -> SFTConfig:
@@ -136,7 +137,8 @@ def check(cfg: SFTConfig) -> None:
     pl.check_inputs([pl.ModelUse("target", cfg.target, cfg.train, cfg.target_model, cfg.tokenizer_vocab)],
                     train=cfg.train_data if files else None, tests=[cfg.test_data] if files else (),
                     template=PromptTemplate(kind=cfg.template, prompt_format=cfg.prompt_format),
-                    max_length=cfg.max_length, max_skip_fraction=cfg.max_skip_fraction)
+                    max_length=cfg.max_length, max_skip_fraction=cfg.max_skip_fraction,
+                    min_train_rows=cfg.subset_size, test_max_length=cfg.heldout_max_length)
 
 
 @dataclasses.dataclass

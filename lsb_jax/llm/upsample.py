@@ -162,6 +162,9 @@ class UpsampleConfig(pl.BaseSeeded):
         if not self.target_seeds or len(set(self.target_seeds)) != len(self.target_seeds):
             raise ValueError(f"Config.target_seeds: at least one, all distinct, got {self.target_seeds}")
         self.check_base_seeds()
+        pl.check_sizes(self, [("proxy_batch", "proxy_train"), ("target_batch", "target_train"),
+                              ("target_batch", "proxy_scratch.pretrain"), ("target_batch", "target_scratch.pretrain"),
+                              ("target_batch", "synth_scratch.pretrain")])
         PromptTemplate(kind=self.template, prompt_format=self.prompt_format)   # validates
 
     @property
@@ -205,11 +208,12 @@ def check(cfg: UpsampleConfig) -> None:
         from lsb_jax.config import ConfigError  # noqa: PLC0415
         raise ConfigError("the synthesis arm runs in one process only (its generation is not split over hosts)")
     files = cfg.data == "files"
-    models = [pl.ModelUse("proxy", cfg.proxy, cfg.proxy_train, cfg.proxy_scratch.model, cfg.tokenizer_vocab)]
+    models = [pl.ModelUse("proxy", cfg.proxy, cfg.proxy_train, cfg.proxy_scratch.model, cfg.tokenizer_vocab,
+                          evaluated=False)]
     models += [pl.ModelUse("target", t, cfg.target_train, cfg.target_scratch.model, cfg.tokenizer_vocab)
                for t in cfg.targets]
     if cfg.synth_arms:
-        models.append(pl.ModelUse("generator", cfg.synth_generator))
+        models.append(pl.ModelUse("generator", cfg.synth_generator, evaluated=False))
     pl.check_inputs(models, train=cfg.train_data if files else None, tests=[cfg.test_data] if files else (),
                     template=PromptTemplate(kind=cfg.template, prompt_format=cfg.prompt_format),
                     max_length=cfg.max_length, max_skip_fraction=cfg.max_skip_fraction, truncate=cfg.truncate)

@@ -10,8 +10,8 @@
 """
 
 from lsb_jax.models.lm.checkpoint import (
-    CheckpointError, ModelNotFound, check_source, load_config, load_pretrained, load_tokenizer, read_params,
-    resolve_folder, save_pretrained,
+    CheckpointError, ModelNotFound, check_checkpoint, check_source, load_config, load_pretrained, load_tokenizer,
+    read_params, resolve_folder, save_pretrained,
 )
 from lsb_jax.models.lm.config import FAMILIES, ConfigError, DecoderConfig, RopeConfig
 from lsb_jax.models.lm.generate import generate, generate_text, sample_logits, truncate_at_stop_strings
@@ -26,7 +26,7 @@ from lsb_jax.models.lm.sharding import (
 __all__ = [
     "DEFAULT_RULES", "FAMILIES", "LOGICAL_AXES", "CheckpointError", "ConfigError", "Decoder", "DecoderConfig",
     "KVCache", "LoRAConfig", "MUON_IN_AXES", "ModelNotFound", "RopeConfig", "add_lora", "batch_sharding",
-    "check_source", "chunked_cross_entropy",
+    "check_checkpoint", "check_source", "chunked_cross_entropy",
     "generate",
     "generate_text", "init_cache", "load_config", "load_pretrained", "load_tokenizer", "logical_to_spec",
     "lora_paths", "make_loss_fn", "make_mesh", "merge_lora", "param_shardings", "positions_from_mask",

@@ -141,30 +141,55 @@ def load_pretrained(path_or_id: str | Path, *, dtype=jnp.float32, shardings: Any
 def read_params(folder: Path, cfg: DecoderConfig, shapes: dict[str, tuple[int, ...]], dtype,
                 sharding_of=lambda path: None) -> dict[str, jax.Array]:
     """Read every parameter named in `shapes` (dotted path -> shape) from the folder's files."""
+    headers, located = _locate(folder, cfg, set(shapes))
+    np_dtype = np.dtype(dtype)
+    out = {}
+    for key, file, ours, kind in located:
+        parts = _read_ours(headers[file], key, kind, shapes[ours[0]], np_dtype)
+        for path, host in zip(ours, parts):
+            out[path] = _place(host, sharding_of(path))
+        del parts
+    return out
+
+
+def _locate(folder: Path, cfg: DecoderConfig, ours: set[str]) -> tuple[dict[Path, _TensorFile], list[tuple]]:
+    """(the headers of the files read, [(HF tensor name, its file, our paths, kind)] for our
+    parameter paths `ours`): every tensor found in a readable file, and none left over; nothing
+    but the files' headers is read."""
     headers: dict[Path, _TensorFile] = {}
     files = _tensor_files(folder, headers)
-    rules = names.expand(cfg.family, cfg.num_layers, set(shapes))
     aliases = names.ALIASES.get(cfg.family, {})
-    np_dtype = np.dtype(dtype)
-    out, used = {}, set()
-    for hf, ours, kind in rules:
+    located = []
+    for hf, paths, kind in names.expand(cfg.family, cfg.num_layers, ours):
         key = hf if hf in files or hf not in aliases else aliases[hf]
         if key not in files:
             raise CheckpointError(f"tensor {hf!r} is missing from the checkpoint in {folder}")
         file = files[key]
         if file not in headers:
+            if not file.is_file():
+                raise CheckpointError(f"{file}: no such file (named in {folder / 'model.safetensors.index.json'})")
             headers[file] = _TensorFile(file)
-        parts = _read_ours(headers[file], key, kind, shapes[ours[0]], np_dtype)
-        used.add(key)
-        for path, host in zip(ours, parts):
-            out[path] = _place(host, sharding_of(path))
-        del parts
+        if key not in headers[file].entries:
+            raise CheckpointError(f"tensor {key!r} is not in {file} (where the index puts it)")
+        located.append((key, file, paths, kind))
+    used = {key for key, *_ in located}
     ignored = [re.compile(p) for p in names.IGNORED + ((r"lm_head\.weight",) if cfg.tie_embeddings else ())]
     extra = sorted(k for k in files if k not in used and not any(p.fullmatch(k) for p in ignored))
     if extra:
         raise CheckpointError(f"unexpected tensors {extra[:5]} in {files[extra[0]]} "
                               f"({len(extra)} in all; model_type {cfg.family!r})")
-    return out
+    return headers, located
+
+
+def check_checkpoint(path_or_id: str | Path, *, revision: str | None = None) -> DecoderConfig:
+    """What `load_pretrained` would refuse, found without reading a weight: config.json is one we
+    load, and the safetensors files' headers are readable, hold every tensor of the model and
+    nothing else, and fit their files (a truncated download). Returns the config."""
+    folder = resolve_folder(path_or_id, revision=revision)
+    cfg = load_config(folder)
+    abstract = nnx.state(nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0))))
+    _locate(folder, cfg, {_dotted(p) for p, _ in nnx.to_flat_state(abstract)})
+    return cfg
 
 
 def save_pretrained(model: Decoder, folder: str | Path, *, dtype=None) -> Path:
