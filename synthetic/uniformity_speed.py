@@ -16,7 +16,8 @@ h_min (the mechanism of the theory: well-separated points give a well-conditione
 Expected (quick): h_min grows with m; steps to threshold fall with h_min (negative Spearman rho),
 greedy over the pool reaches it sooner than random. Claims (`sweeps.uniformity.speed_claims`, decided
 at each base seed; each base seed draws its own sets and inits): greedy over the whole pool vs random
-on censored steps to the threshold and on the NTK's smallest eigenvalue at init. Cost: the
+on censored steps to the threshold and on the NTK's smallest eigenvalue at init, with a training
+set as the replicate (its init seeds averaged: they share its data). Cost: the
 experiment's `cost` field (`lsb list`).
 
     lsb run uniformity_speed --config quick
@@ -88,7 +89,7 @@ def run(cfg: Config, ctx) -> dict:
     rho = uniformity.spearman(comparison)
     ctx.save_figure(uniformity.plot_speed(comparison, rho), "uniformity_speed")
     return {**uniformity.speed_results(comparison, rho),
-            "per_seed": uniformity.speed_tables(comparison, cfg.base_seeds)}
+            "per_seed": uniformity.speed_tables(comparison, cfg.base_seeds, cfg.seeds)}
 
 
 EXPERIMENT = Experiment(

@@ -46,6 +46,38 @@ def test_mixing_mlp_joint_split_lowers_gradient_variance(tmp_path):
     assert head["excess_risk_joint"] <= head["excess_risk_sampling_only"] + 3 * head["excess_risk_sampling_only_se"]
 
 
+def test_uniformity_claim_tables_replicate_training_sets_not_init_seeds():
+    """Members base x init seed x set (m-major, then draw); a set's init seeds share its data, so the
+    replicate is the set: the table holds, per arm, base seed and draw, the mean over init seeds of
+    min(T, horizon), written out here member by member."""
+    from lsb_jax.sweeps import uniformity
+
+    rng = np.random.default_rng(0)
+    bases, seeds, draws, subpools, horizon = (0, 1), 3, 4, (8, 32), 100
+    group, reach = [], []
+    for _ in bases:
+        for _ in range(seeds):
+            for m in subpools:
+                group += [m] * draws
+                reach += list(rng.choice([10, 20, 50, 90, np.nan], draws))
+    steps_T = np.arange(0, horizon + 1, 10)
+    loss_TxM = np.stack([[0.0 if not np.isnan(t) and s >= t else 1.0 for t in reach] for s in steps_T])
+    c = uniformity.SpeedComparison(subpools=subpools, train_size=8, pool_size=32, width=4, steps=horizon,
+                                   threshold=0.5, group_M=np.asarray(group), h_min_M=np.zeros(len(group)),
+                                   ntk_M=np.arange(len(group), dtype=float), steps_T=steps_T, loss_TxM=loss_TxM)
+    tables = uniformity.speed_tables(c, bases, seeds)
+    capped = np.where(np.isnan(reach), horizon, reach)
+    for a, m in enumerate(subpools):
+        name = c.tag(m)
+        for r in range(len(bases)):
+            want = [np.mean([capped[((r * seeds + s) * len(subpools) + a) * draws + d] for s in range(seeds)])
+                    for d in range(draws)]
+            np.testing.assert_allclose(tables["steps_to_threshold"]["arms"][name][r], want)
+            ntk = [np.mean([((r * seeds + s) * len(subpools) + a) * draws + d for s in range(seeds)])
+                   for d in range(draws)]
+            np.testing.assert_allclose(tables["ntk_min_eigenvalue"]["arms"][name][r], ntk)
+
+
 @pytest.mark.slow
 def test_uniformity_speed_greedy_sets_are_spread_and_train_faster(tmp_path):
     head = _run(tmp_path, "uniformity_speed", ["draws=4", "seeds=1", "steps=600", "subpools=[64,4096]"])

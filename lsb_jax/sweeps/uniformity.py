@@ -212,11 +212,22 @@ def speed_claims(subpools: Sequence[int], train_size: int, pool_size: int) -> li
                   "ntk_min_eigenvalue", GREEDY_POOL, RANDOM, expect="higher")]
 
 
-def speed_tables(c: SpeedComparison, base_seeds: Sequence[int]) -> dict:
-    """The per-seed tables of `speed_claims`, one arm per sub-pool size (its tag); replicates are
-    (init seed, draw) pairs, base-seed-major as the members; steps censored at the horizon."""
+def speed_tables(c: SpeedComparison, base_seeds: Sequence[int], num_seeds: int) -> dict:
+    """The per-seed tables of `speed_claims`, one arm per sub-pool size (its tag). The replicate is
+    a training set (draw d of each arm, paired by d), its value the mean over the `num_seeds` init
+    seeds trained on it: the seeds of one set share its data, so they are not independent samples
+    (counting them as such narrows the interval). Steps are censored at the horizon before the mean
+    (a restricted mean time per set). Members are base-seed-major, then init-seed-major, then sets."""
     reach_M = analysis.steps_to_threshold(c.steps_T, c.loss_TxM, c.threshold)    # NaN: never reached
+    restricted_M = np.where(np.isnan(reach_M), float(c.steps), reach_M)          # min(T, tau)
     names = [c.tag(m) for m in c.subpools]
-    pick = lambda v_M: np.stack([np.asarray(v_M)[c.group_M == m] for m in c.subpools])  # noqa: E731
-    return {"steps_to_threshold": per_seed(pick(reach_M), names, base_seeds, horizon=float(c.steps), unit="steps"),
-            "ntk_min_eigenvalue": per_seed(pick(c.ntk_M), names, base_seeds)}
+    base_tuple = tuple(base_seeds)
+    r = len(base_tuple)
+
+    def per_set(v_M):   # [arm, base seed x draw]: the mean over the init seeds of each set
+        v_AxM = np.stack([np.asarray(v_M, np.float64)[c.group_M == m] for m in c.subpools])
+        return v_AxM.reshape(len(names), r, num_seeds, -1).mean(axis=2).reshape(len(names), -1)
+
+    return {"steps_to_threshold": per_seed(per_set(restricted_M), names, base_tuple, horizon=float(c.steps),
+                                           unit="steps (mean over a set's init seeds)"),
+            "ntk_min_eigenvalue": per_seed(per_set(c.ntk_M), names, base_tuple)}
