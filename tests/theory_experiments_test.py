@@ -59,3 +59,25 @@ def test_data_lever(tmp_path):
     assert [c["key"] for c in res["claims"]] == ["reweighting_raises_gd_entropy", "hard_upsampling_raises_gd_entropy",
                                                  "hard_beats_random_upsampling", "easy_upsampling_lowers_gd_entropy"]
     assert all(c["verdict"] != claims.NOT_MEASURED and len(c["by_base_seed"]) == 2 for c in res["claims"])
+
+
+def test_data_lever_pool_base_seeds_replicate_the_whole_pipeline(tmp_path):
+    """Base seed 1's block of a run of base seeds (0, 1) is what base seed 1 alone gives (its own
+    pool, proxy, clusters and random draw), and it is not base seed 0's pool."""
+    import dataclasses
+
+    from lsb_jax.theory import data_lever
+
+    q = experiments.get("mlsa_data_lever").configs["quick"]
+    model = dataclasses.replace(q.model, steps=400, record_every=20)
+    kw = dict(pool_size=96, context=q.pool_context, pool_seed=q.pool_seed, seeds=2, proxy_fraction=0.5, points=4,
+              factor=2, cluster_on=q.cluster_on, rho=0.04)
+    both = data_lever.pool_pipeline(model, seed=(0, 1), path=tmp_path / "both.npz", **kw)
+    alone = data_lever.pool_pipeline(model, seed=(1,), path=tmp_path / "alone.npz", **kw)
+    first = data_lever.pool_pipeline(model, seed=(0,), path=tmp_path / "first.npz", **kw)
+    np.testing.assert_allclose(both.times[:, 2:], alone.times, rtol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(both.times[:, :2], first.times, rtol=1e-5, equal_nan=True)
+    losses = {name: np.load(tmp_path / f"{name}.npz")["losses"] for name in ("both", "both.base1", "alone")}
+    np.testing.assert_array_equal(losses["both.base1"], losses["alone"])
+    assert not np.array_equal(losses["both"], losses["alone"])
+    np.testing.assert_allclose(both.hard_fraction, [first.hard_fraction[0], alone.hard_fraction[0]])

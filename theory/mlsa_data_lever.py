@@ -20,8 +20,9 @@ Expected: GD's entropy rises with gamma and reaches SAM's at some gamma*(rho); u
 hard cluster raises GD's entropy (easy lowers it), with one gradient per step against SAM's two.
 Claims (decided per base seed, paired over the seeds' initializations): (a) the largest gamma raises
 GD's entropy over gamma = 0; (b) upsampling the hard cluster raises it over the uniform pool and over
-a random set of the same size, upsampling the easy cluster lowers it. The pool, the proxy and its
-selections are shared by all seeds. Cost: the experiment's `cost` field (`lsb list`).
+a random set of the same size, upsampling the easy cluster lowers it. Each base seed draws its own
+pool, proxy and selections (a base seed replicates the whole pipeline); within one, the seeds'
+initializations are the paired replicates. Cost: the experiment's `cost` field (`lsb list`).
 
     lsb run mlsa_data_lever --config quick --set upsample_factor=3
 """
@@ -137,8 +138,8 @@ def summary(cfg: Config, lever: data_lever.DistributionLever, pool: data_lever.P
             f"(gamma={cfg.gammas[-1]:g}); SAM reaches {h_sam[-1]:.3f} at rho={cfg.rhos[-1]:g}, "
             f"matched by gamma={lever.gamma_star[-1]:.2f}, "
             f"at {cost['sam_s_per_step'] / cost['gd_s_per_step']:.2f}x GD's time per step. "
-            f"(b) On a pool of {cfg.pool_size} sequences, upsampling the proxy's hard cluster "
-            f"({pool.hard.mean():.0%} of the pool; "
+            f"(b) On pools of {cfg.pool_size} sequences (one per base seed), upsampling the proxy's hard cluster "
+            f"({np.mean(pool.hard_fraction):.0%} of the pool; "
             f"it loads x{pool.loading[-1]:.2f} on the smallest-eigenvalue direction) "
             f"gives GD entropy {ent[1]:.3f} vs {ent[0]:.3f} (uniform), {ent[2]:.3f} (easy), "
             f"{ent[3]:.3f} (random), {ent[4]:.3f} (SAM).")

@@ -14,6 +14,7 @@ arm x seed in one vmapped program.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import jax
@@ -23,6 +24,7 @@ import numpy as np
 from lsb_jax.theory import dynamics, learning_times, mlsa, sweeps
 from lsb_jax.theory.setup import ModelConfig
 from lsb_jax.tracking import TrajectoryStore, evenly_spaced_steps, pool_scorer, selection_counts
+from lsb_jax.train.arms import base_seed_tuple
 from lsb_jax.train.guard import TrainingDiverged, trajectory_divergence
 
 
@@ -69,13 +71,14 @@ def distribution_headline(lever: DistributionLever, gammas: Sequence[float], rho
 
 class PoolLever(NamedTuple):
     names: list               # [A] arms: GD, the upsampled selections, SAM
-    times: np.ndarray         # [A, n, D] learning times (steps; NaN: not learned or diverged)
-    entropy: np.ndarray       # [A, n]
-    test: np.ndarray          # [A, n] final population loss (context of the pool) / loss of 0
-    hard: np.ndarray          # [P] bool: the proxy's hard cluster
-    loading: np.ndarray       # [D] mean w_i^2 over the hard cluster / over the pool
-    store: TrajectoryStore    # the proxy's per-example losses [P, K] at its steps
+    times: np.ndarray         # [A, R * n, D] learning times (steps; NaN: not learned or diverged)
+    entropy: np.ndarray       # [A, R * n]
+    test: np.ndarray          # [A, R * n] final population loss (context of the pool) / loss of 0
+    hard: np.ndarray          # [P] bool: the proxy's hard cluster (the first base seed's pool)
+    loading: np.ndarray       # [D] mean w_i^2 over the hard cluster / over the pool (mean over base seeds)
+    store: TrajectoryStore    # the proxy's per-example losses [P, K] at its steps (first base seed)
     diverged: int             # diverged arm x seed members
+    hard_fraction: np.ndarray  # [R] the hard cluster's share of each base seed's pool
 
 
 def proxy_losses(pool: dict, params, *, lr: float, num_steps: int, points: int, path) -> TrajectoryStore:
@@ -104,52 +107,68 @@ def proxy_losses(pool: dict, params, *, lr: float, num_steps: int, points: int, 
 def pool_pipeline(model: ModelConfig, *, pool_size: int, context: int, pool_seed: int, seeds: int,
                   seed: int | Sequence[int], proxy_fraction: float, points: int, factor: int, cluster_on: str,
                   rho: float, path) -> PoolLever:
-    """Part (b) of the module doc: pool -> proxy (the first seed's init, `proxy_fraction` of the steps)
-    -> selections -> GD per selection and SAM (radius `rho`) on the uniform pool, every seed (of every
-    base seed); learning times against each arm's own weighted-pool optimum (`mlsa.pool_optimal_features`).
-    The pool, the proxy and its selections are shared: the seeds' initializations are the replicates."""
-    m = model
+    """Part (b) of the module doc, once per base seed b (`seed`): its own pool (sequences keyed by
+    fold_in(PRNGKey(pool_seed), b)), a proxy from its first seed's init (`proxy_fraction` of the
+    steps), its selections (k-means and the random draw seeded by b), then GD per selection and SAM
+    (radius `rho`) on its uniform pool for each of its `seeds` inits; learning times against each
+    arm's own weighted-pool optimum (`mlsa.pool_optimal_features`). A base seed's block is what a
+    run of that base seed alone gives, so base seeds replicate the whole pipeline; within one, the
+    seeds' inits are the paired replicates. Every arm x base seed x seed runs in one vmapped program
+    per method. The first base seed's proxy losses are saved at `path`, the others' beside it
+    (`<stem>.base<b>.npz`)."""
+    m, bases = model, base_seed_tuple(seed)
     spec_n = mlsa.spectrum(m.eigenvalues, context=context, noise=m.noise)
-    seqs = mlsa.sample_sequences(jax.random.PRNGKey(pool_seed), spec_n, pool_size, context)
-    pool = {"c": seqs["c"], "xq": seqs["xq"], "yq": seqs["yq"], "weight": jnp.ones(pool_size)}
-    params0 = sweeps.init_members(seeds, m.heads, m.dim, m.init_spec(), seed)
-    store = proxy_losses(pool, jax.tree.map(lambda x: x[0], params0), lr=m.lr,
-                         num_steps=max(points, int(m.steps * proxy_fraction)), points=points, path=path)
-    first = int(np.ravel(seed)[0])
-    select = {s: selection_counts(store.losses, s, factor=factor, features=cluster_on, seed=first)
-              for s in ("uniform", "hard", "easy", "random")}       # the LLM pipeline's selections
-    hard = select["hard"][1]
-    arms = {"GD": select["uniform"][0], **{f"GD, {s} x{factor}": select[s][0] for s in ("hard", "easy", "random")}}
+    params0 = sweeps.init_members(seeds, m.heads, m.dim, m.init_spec(), bases)       # [R * n], base-major
+    num_proxy = max(points, int(m.steps * proxy_fraction))
+    pools, weights, hards, loadings, stores = [], [], [], [], []
+    for r, b in enumerate(bases):
+        seqs = mlsa.sample_sequences(jax.random.fold_in(jax.random.PRNGKey(pool_seed), b), spec_n, pool_size,
+                                     context)
+        pool = {"c": seqs["c"], "xq": seqs["xq"], "yq": seqs["yq"], "weight": jnp.ones(pool_size)}
+        where = Path(path) if r == 0 else Path(path).with_name(f"{Path(path).stem}.base{b}{Path(path).suffix}")
+        store = proxy_losses(pool, jax.tree.map(lambda x: x[r * seeds], params0), lr=m.lr, num_steps=num_proxy,
+                             points=points, path=where)
+        select = {s: selection_counts(store.losses, s, factor=factor, features=cluster_on, seed=b)
+                  for s in ("uniform", "hard", "easy", "random")}       # the LLM pipeline's selections
+        w2 = np.asarray(seqs["w"], np.float64) ** 2
+        hard = select["hard"][1]
+        pools.append(pool)
+        weights.append([select["uniform"][0]] + [select[s][0] for s in ("hard", "easy", "random")])
+        hards.append(hard)
+        loadings.append(w2[hard].mean(0) / w2.mean(0))
+        stores.append(store)
+    names = ["GD"] + [f"GD, {s} x{factor}" for s in ("hard", "easy", "random")] + [f"SAM rho={rho}"]
+    weights_RxAxP = np.asarray(weights, np.float32)
+    pool_of = {k: jnp.stack([p[k] for p in pools]) for k in ("c", "xq", "yq")}       # [R, P, ...]
 
-    def train(method, weights_AxP, rho):        # every arm x seed: a Trajectory with leaves [A, n, ...]
+    def train(method, weights_RxAxP, rho):      # every arm x base seed x seed: leaves [A, R * n, ...]
         run = dynamics.simulator(dynamics.pool_loss, num_steps=m.steps, record_every=m.record_every, method=method)
-        shape = (len(weights_AxP), jax.tree.leaves(params0)[0].shape[0])
-        ia, i_s = (a.ravel() for a in np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"))
-        data = dict(pool, weight=jnp.asarray(weights_AxP, jnp.float32)[ia])
-        out = sweeps.run_members(run, jax.tree.map(lambda x: x[i_s], params0), data, m.lr, np.full(ia.size, rho),
-                                 data_axes={"c": None, "xq": None, "yq": None, "weight": 0})
-        return jax.tree.map(lambda x: x.reshape(shape + x.shape[1:]), out)
+        a, r, n = weights_RxAxP.shape[1], len(bases), seeds
+        ia, ir, i_s = (x.ravel() for x in np.meshgrid(np.arange(a), np.arange(r), np.arange(n), indexing="ij"))
+        data = {k: v[ir] for k, v in pool_of.items()} | {"weight": jnp.asarray(weights_RxAxP[ir, ia])}
+        out = sweeps.run_members(run, jax.tree.map(lambda x: x[ir * n + i_s], params0), data, m.lr,
+                                 np.full(ia.size, rho), data_axes=0)
+        return jax.tree.map(lambda x: x.reshape((a, r * n) + x.shape[1:]), out)
 
-    out_gd = train("gd", np.stack(list(arms.values())), 0.0)
-    out_sam = train("sam", np.ones((1, pool_size)), rho)
-    names = list(arms) + [f"SAM rho={rho}"]
-    feats = np.concatenate([np.asarray(out_gd.features), np.asarray(out_sam.features)])          # [A, n, R+1, D]
-    finals = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out_gd.params, out_sam.params)
-    targets = np.stack([mlsa.pool_optimal_features(dict(pool, weight=w))
-                        for w in list(arms.values()) + [np.ones(pool_size)]])
-    times = learning_times.crossing_times(np.asarray(out_gd.steps[0, 0]), feats, targets[:, None, :], m.fraction)
-    diverged = trajectory_divergence(np.concatenate([np.asarray(out_gd.loss), np.asarray(out_sam.loss)]))  # [A, n]
+    out_gd = train("gd", weights_RxAxP, 0.0)
+    out_sam = train("sam", np.ones((len(bases), 1, pool_size), np.float32), rho)
+    feats = np.concatenate([np.asarray(out_gd.features), np.asarray(out_sam.features)])          # [A, R n, T, D]
+    finals = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), out_gd.params, out_sam.params)
+    targets = np.stack([[mlsa.pool_optimal_features(dict(pool, weight=w)) for w in list(ws) + [np.ones(pool_size)]]
+                        for pool, ws in zip(pools, weights)])                            # [R, A, D]
+    targets_AxMxD = np.repeat(targets.transpose(1, 0, 2), seeds, axis=1)                # members base-major
+    times = learning_times.crossing_times(np.asarray(out_gd.steps[0, 0]), feats, targets_AxMxD, m.fraction)
+    diverged = trajectory_divergence(np.concatenate([np.asarray(out_gd.loss), np.asarray(out_sam.loss)]))  # [A, M]
     times[diverged] = np.nan
     test = jax.vmap(jax.vmap(lambda p: mlsa.population_loss(p, spec_n)))(finals)
     test = np.asarray(test) / float(mlsa.null_loss(spec_n))
-    w2 = np.asarray(seqs["w"], np.float64) ** 2
-    loading = w2[hard].mean(0) / w2.mean(0)
-    return PoolLever(names, times, learning_times.entropy(times), test, hard, loading, store, int(diverged.sum()))
+    return PoolLever(names, times, learning_times.entropy(times), test, hards[0], np.mean(loadings, 0), stores[0],
+                     int(diverged.sum()), np.asarray([h.mean() for h in hards]))
 
 
 def pool_headline(pool: PoolLever) -> dict:
-    """Mean entropy and test loss per arm, the hard cluster's share of the pool, diverged members."""
+    """Mean entropy and test loss per arm, the hard cluster's share of the pool (mean over base seeds)."""
     headline = {f"pool_entropy[{n}]": float(np.nanmean(e)) for n, e in zip(pool.names, pool.entropy)}
     headline.update({f"pool_test_loss_rel[{n}]": float(np.nanmean(t)) for n, t in zip(pool.names, pool.test)})
-    headline["pool_hard_fraction"] = float(pool.hard.mean())
+    headline["pool_hard_fraction"] = float(np.mean(pool.hard_fraction))
     return headline

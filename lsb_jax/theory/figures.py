@@ -127,7 +127,8 @@ def data_lever(lever, pool, gammas: Sequence[float], rhos: Sequence[float], eige
 
 
 def proxy_trajectories(pool):
-    """The proxy's per-example losses (`plots.trajectory_heatmap`), titled with the hard cluster's size."""
+    """The first base seed's proxy per-example losses (`plots.trajectory_heatmap`), titled with its hard
+    cluster's size."""
     fig, (ax,) = plots.figure(1)
     plots.trajectory_heatmap(ax, pool.store.losses, pool.store.steps,
                              title=f"proxy per-example losses ({int(pool.hard.sum())} hard)")
