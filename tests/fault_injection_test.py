@@ -302,6 +302,51 @@ def test_no_intact_checkpoint_is_one_clear_error(tmp_path):
     with pytest.raises(train.CheckpointCorrupt, match=r"no intact checkpoint in .*step 32: .*step 16: "):
         train.fit(STEP, fresh_state(), 48, chunk_size=8, checkpoint_every=16, checkpoint_dir=ckpt, resume=True)
     assert isinstance(train.CheckpointCorrupt("x"), RunFailure)
+    # both were moved aside: resuming again must not quietly start over from step 0
+    with pytest.raises(train.CheckpointCorrupt, match=r"the corrupt ones, steps 16, 32, were moved to .*-corrupt"):
+        train.fit(STEP, fresh_state(), 48, chunk_size=8, checkpoint_every=16, checkpoint_dir=ckpt, resume=True)
+
+
+def test_a_checkpoint_of_other_shapes_is_a_resume_mismatch_and_nothing_is_moved(tmp_path):
+    """Intact checkpoints written for other shapes (another device or member count pads a sweep
+    differently) are not corrupt: one clear error, and they stay where they are."""
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Interrupt):
+        train.fit(STEP, fresh_state(), 48, chunk_size=8, checkpoint_every=16, checkpoint_dir=ckpt, hooks=[StopAt(40)])
+    two = jax.tree.map(lambda x: jnp.stack([x, x]), fresh_state())       # two members where one was written
+    with pytest.raises(ResumeMismatch, match=r"checkpoint step 32 in .* holds a state of other shapes .*\(512,\)"):
+        train.fit(STEP, two, 48, chunk_size=8, checkpoint_every=16, checkpoint_dir=ckpt, resume=True)
+    assert sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) == [16, 32]
+    assert not (tmp_path / "ckpt-corrupt").exists()
+    assert train.fit(STEP, fresh_state(), 48, chunk_size=8, checkpoint_every=16, checkpoint_dir=ckpt,
+                     resume=True).resumed_from == 32
+
+
+def test_a_failed_reads_event_loop_stragglers_are_dropped_and_other_reports_are_not(monkeypatch):
+    """tensorstore's reads still in flight after a failed restore report "Event loop is closed"
+    through sys.unraisablehook: those (raised in asyncio's _check_closed) are dropped, anything else
+    unraisable still reaches the hook that was there before."""
+    import asyncio
+    import types
+
+    from lsb_jax.train import checkpoint
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_value))
+    checkpoint._drop_read_stragglers()
+    loop = asyncio.new_event_loop()
+    loop.close()
+    with pytest.raises(RuntimeError, match="Event loop is closed") as closed:
+        loop.call_soon_threadsafe(print)
+    try:
+        raise RuntimeError("something else")
+    except RuntimeError as e:
+        other = e
+
+    for e in (closed.value, other):
+        sys.unraisablehook(types.SimpleNamespace(exc_type=type(e), exc_value=e, exc_traceback=e.__traceback__,
+                                                 err_msg=None, object=None))
+    assert seen == [other]
 
 
 def test_checksums_detect_every_single_bit_flip_of_a_leaf():
@@ -349,6 +394,31 @@ def resume_run(run_dir: Path, *, tracker=False):
         return train.fit(STEP, fresh_state(), 48, ctx=ctx, chunk_size=8, checkpoint_every=16, hooks=hooks)
     finally:
         ctx.close()
+
+
+def test_throughput_rows_of_a_resumed_run_are_the_uninterrupted_runs_rows(tmp_path):
+    """A step reporting "tokens" with log_every > 1: the logged steps are the config's, whichever
+    segments compiled (tokens_per_s, wall clock, rides on rows that are logged anyway)."""
+    def step(state):
+        state, metrics = STEP(state)
+        return state, {**metrics, "tokens": jnp.int32(B)}
+
+    def rows(run_dir):
+        return [r["step"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+                if "loss" in r]
+
+    def go(run_dir, hooks=(), resume=False):
+        ctx = runner.RunContext(run_dir, resume=resume, progress=False)
+        try:
+            train.fit(step, fresh_state(), 28, ctx=ctx, chunk_size=7, checkpoint_every=7, log_every=4, hooks=hooks)
+        finally:
+            ctx.close()
+
+    go(tmp_path / "full")
+    with pytest.raises(Interrupt):
+        go(tmp_path / "run", hooks=[StopAt(14)])
+    go(tmp_path / "run", resume=True)
+    assert rows(tmp_path / "run") == rows(tmp_path / "full") == [4, 8, 12, 16, 20, 24, 28]
 
 
 def test_a_torn_metrics_tail_is_dropped_and_rows_equal_an_uninterrupted_run(tmp_path):

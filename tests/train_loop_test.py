@@ -1,6 +1,7 @@
 """The training loop against numpy references: SGD on least squares, hooks, NaN guard, resume."""
 
 import dataclasses
+import json
 import re
 
 import jax
@@ -9,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from lsb_jax import train
+from lsb_jax import runner, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,10 +220,15 @@ def test_a_state_that_went_bad_in_the_last_step_is_not_checkpointed(tmp_path):
     opt = SGD(1.0)
     state = train.init_state(lambda k: jnp.zeros(D), opt.tx, jax.random.PRNGKey(0))
     # step 5 starts at p[0] = 4: loss 6 (finite), update -inf: the state after step 5 is bad
+    ctx = runner.RunContext(tmp_path / "run", progress=False)
     with pytest.raises(train.NonFiniteLossError, match="parameters became non-finite by step 5; stopped$"):
-        train.fit(train.make_sampled_step(loss, opt, sample), state, 20, chunk_size=5,
+        train.fit(train.make_sampled_step(loss, opt, sample), state, 20, chunk_size=5, ctx=ctx,
                   checkpoint_every=5, checkpoint_dir=tmp_path / "a")
+    ctx.close()
     assert train.Checkpointer(tmp_path / "a").latest_step() is None
+    # every loss of the segment came from finite parameters (10 - p0 for p0 = 0 .. 4): all five are logged
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss"]) for r in logged] == [(1, 10.0), (2, 9.0), (3, 8.0), (4, 7.0), (5, 6.0)]
     # with checkpoints every step the bad state is caught in its own segment
     with pytest.raises(train.NonFiniteLossError, match="by step 5; stopped; last good checkpoint: step 4"):
         train.fit(train.make_sampled_step(loss, opt, sample), state, 20, chunk_size=1,

@@ -31,6 +31,8 @@ import re
 import shutil
 import sys
 import time
+import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ import orbax.checkpoint as ocp
 from etils import epath  # a dependency of orbax
 
 from lsb_jax import io
-from lsb_jax.errors import RunFailure
+from lsb_jax.errors import ResumeMismatch, RunFailure
 from lsb_jax.train.hosts import to_host
 
 
@@ -125,6 +127,39 @@ def _orbax_errors_raised_not_logged():
         logger.setLevel(level)
 
 
+class _UnretrievedReads(logging.Filter):
+    """Drops asyncio's "exception was never retrieved" reports of a failed orbax read's other reads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("was never retrieved" in text and ("tensorstore" in text or "OCDBT" in text))
+
+
+def _drop_read_stragglers() -> None:
+    """A failed orbax read closes its event loop while tensorstore's other reads are in flight; as
+    they complete, tensorstore's threads report "RuntimeError: Event loop is closed" through
+    sys.unraisablehook (which prints a traceback), asyncio logs their unretrieved futures and Python
+    warns of never-awaited coroutines: at random, up to the process's exit, after the one line we
+    report. Installed once, before the first read: drops those three, passes everything else on."""
+    if getattr(sys.unraisablehook, "drops_read_stragglers", False):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        tb = unraisable.exc_traceback
+        last = traceback.extract_tb(tb)[-1:] if tb is not None else []
+        if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed" \
+                and any(f.name == "_check_closed" for f in last):
+            return
+        previous(unraisable)
+
+    hook.drops_read_stragglers = True
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(_UnretrievedReads())
+    warnings.filterwarnings("ignore", message=r"coroutine '\w+\._get_array_metadatas' was never awaited",
+                            category=RuntimeWarning)
+
+
 class Checkpointer:
     def __init__(self, directory: str | Path, max_to_keep: int = 2, async_save: bool = False):
         # remote paths (gs://bucket/..., as on TPU VMs) go through etils' epath; local ones are absolutized
@@ -164,6 +199,7 @@ class Checkpointer:
         items = dict(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
         if verified:
             items["checksums"] = ocp.args.JsonRestore()
+        _drop_read_stragglers()   # before: a failing read reports its other reads from the first moment
         try:
             with _orbax_errors_raised_not_logged():   # the problem is reported once, by step, by `restore`
                 out = self._mgr.restore(step, args=ocp.args.Composite(**items))
@@ -182,6 +218,26 @@ class Checkpointer:
         if sums.get("meta") != meta_checksum(meta):
             return None, {}, "checksum mismatch in the meta item"
         return out.state, meta, None
+
+    def _other_shapes(self, step: int, target: Any) -> str | None:
+        """How checkpoint `step`'s stored state differs in shapes from `target` (its leaves' shapes
+        compared as multisets, from the metadata alone), or None when they agree or the metadata
+        cannot be read (then `_read` reports the checkpoint as unreadable)."""
+        try:   # the state item's own metadata file (the manager knows its handler only after a save)
+            stored = ocp.PyTreeCheckpointHandler().metadata(self._step_dir(step) / "state")
+            stored = sorted(tuple(m.shape) for m in jax.tree.leaves(getattr(stored, "tree", stored)))
+        except Exception:   # missing or corrupt metadata: a problem of the checkpoint, found by `_read`
+            return None
+        if not stored:
+            return None
+        wanted = sorted(tuple(np.shape(x)) for x in jax.tree.leaves(target))
+        if stored == wanted:
+            return None
+        only_stored = [x for x in stored if stored.count(x) > wanted.count(x)]
+        only_wanted = [x for x in wanted if wanted.count(x) > stored.count(x)]
+        return (f"{len(stored)} arrays, of which {', '.join(map(str, sorted(set(only_stored))[:3])) or 'none'} are "
+                f"not this run's; the run has {len(wanted)}, of which "
+                f"{', '.join(map(str, sorted(set(only_wanted))[:3])) or 'none'} are not in the checkpoint")
 
     def verify(self, step: int, target: Any) -> str | None:
         """The problem of checkpoint `step` (None if intact), read into `target`'s structure."""
@@ -224,6 +280,11 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         found = []
         for s in reversed(steps):
+            other = self._other_shapes(s, target)
+            if other is not None:   # intact, but another run's shapes: nothing to quarantine
+                raise ResumeMismatch(f"checkpoint step {s} in {self.directory} holds a state of other shapes than "
+                                     f"this run's ({other}): written with another device count (--cpu-devices), "
+                                     "member count or config? Resume as it was run, or start over with --force")
             state, meta, problem = self._read(s, target)
             if problem is None:
                 if found:
@@ -238,6 +299,11 @@ class Checkpointer:
                       file=sys.stderr)
         raise CheckpointCorrupt(f"no intact checkpoint in {self.directory} ({'; '.join(found)}): "
                                 "start over with --force")
+
+    def quarantined(self) -> list[str]:
+        """The corrupt checkpoints moved aside by an earlier `restore` (`<directory>-corrupt/`)."""
+        parent = self.directory.parent / f"{self.directory.name}-corrupt"
+        return sorted(p.name for p in parent.iterdir()) if parent.exists() else []
 
     def wait(self) -> None:
         self._mgr.wait_until_finished()

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lsb_jax.analysis import history_from_blocks, row_block
-from lsb_jax.train.checkpoint import Checkpointer
+from lsb_jax.train.checkpoint import CheckpointCorrupt, Checkpointer
 from lsb_jax.train.guard import DivergenceGuard, LossExplodedError, NonFiniteLossError, TrainingDiverged
 from lsb_jax.train.hosts import to_host
 
@@ -211,8 +211,8 @@ def _first_bad(first_M: np.ndarray, reasons: list, params_finite: bool, length: 
         member = f" (member {m})" if len(first_M) > 1 else ""
         kind = NonFiniteLossError if reasons[m].startswith("loss became") else LossExplodedError
         return i, f"{reasons[m]} at step {start + i + 1}{member}", kind
-    if not params_finite:
-        return length - 1, f"parameters became non-finite by step {start + length}", NonFiniteLossError
+    if not params_finite:   # every loss of the segment came from finite parameters: all its rows are kept
+        return length, f"parameters became non-finite by step {start + length}", NonFiniteLossError
     return length, None, None
 
 
@@ -283,6 +283,10 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
     meta: dict = {}
     if resume and host and not (hasattr(batches, "get_state") and hasattr(batches, "set_state")):
         raise ValueError("cannot resume exactly: the data iterator has no get_state()/set_state()")
+    if ckpt is not None and resume and ckpt.latest_step() is None and ckpt.quarantined():
+        raise CheckpointCorrupt(f"{desc}: no intact checkpoint left in {ckpt.directory} (the corrupt ones, steps "
+                                f"{', '.join(ckpt.quarantined())}, were moved to {ckpt.directory}-corrupt): "
+                                "start over with --force")
     if ckpt is not None and resume and ckpt.latest_step() is not None:
         state, meta = ckpt.restore(state)     # the newest intact checkpoint (corrupt ones moved aside)
         resumed_from = _host_step(state)
@@ -364,14 +368,13 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
             first_M, reasons, guard_state = guard.scan(loss_LxM, guard_state, first_step=current + 1)
             stop_at, what, error = (_first_bad(first_M, reasons, bool(params_finite), length, current)
                                     if on_divergence == "raise" else (length, None, None))
-            # a step that reports its "tokens" gets the segment's throughput (wall clock, so not part of
-            # what a resume reproduces) on the segment's last row; the first segment compiles: none
-            rate = (float(np.sum(metrics["tokens"][:stop_at])) / seconds if "tokens" in metrics and warm > 1
-                    and stop_at > 0 else None)
             steps = current + 1 + np.arange(stop_at)
-            keep = (steps % log_every == 0) | (steps == num_steps)
-            if rate is not None:
-                keep[-1] = True
+            keep = (steps % log_every == 0) | (steps == num_steps)   # the config's rows: a resume logs the same
+            # a step that reports its "tokens" gets the segment's throughput (wall clock, so not part of
+            # what a resume reproduces) on the segment's last row when that row is logged; the first
+            # segment compiles: none
+            rate = (float(np.sum(metrics["tokens"][:stop_at])) / seconds if "tokens" in metrics and warm > 1
+                    and stop_at > 0 and keep[-1] else None)
             rows = np.flatnonzero(keep)
             if metrics_writer is not None:
                 for i in rows:
