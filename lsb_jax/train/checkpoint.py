@@ -230,7 +230,7 @@ class Checkpointer:
             return None
         if not stored:
             return None
-        wanted = sorted(tuple(np.shape(x)) for x in jax.tree.leaves(target))
+        wanted = sorted(tuple(x.shape) if hasattr(x, "shape") else np.shape(x) for x in jax.tree.leaves(target))
         if stored == wanted:
             return None
         only_stored = [x for x in stored if stored.count(x) > wanted.count(x)]
