@@ -686,6 +686,8 @@ def test_freeze_transform_on_its_own():
     (dict(schedule="cosine"), 0, {}, "total_steps"),
     (dict(schedule="warmup_cosine", warmup_steps=10), 10, {}, "warmup_steps"),
     (dict(schedule="linear_warmup"), 10, {}, "warmup_steps"),
+    (dict(warmup_steps=5), 10, {}, "no effect with schedule='constant'"),
+    (dict(schedule="cosine", warmup_steps=5), 10, {}, "no effect with schedule='cosine'"),
     (dict(grad_bias_every=0), 10, {}, "grad_bias_every"),
     (dict(freeze=("[",)), 10, {}, "freeze"),
     (dict(layer_lr={"x": -1.0}), 10, {}, "layer_lr"),
@@ -697,6 +699,21 @@ def test_freeze_transform_on_its_own():
 def test_make_optimizer_validation(kwargs, total, overrides, match):
     with pytest.raises(ValueError, match=match):
         make_optimizer(OptimConfig(**kwargs), total, **overrides)
+
+
+@pytest.mark.parametrize("kwargs, field", [(dict(freeze=("haed",)), "freeze"),
+                                           (dict(layer_lr={"layers.0": 0.5, "read_out": 0.1}), "layer_lr"),
+                                           (dict(freeze=("haed",), sam_rho=0.05), "freeze")])
+def test_a_pattern_that_matches_no_parameter_is_refused_at_init(kwargs, field):
+    """A typo'd freeze / layer_lr regex would silently change nothing: init names it and the paths."""
+    from lsb_jax.errors import UsageError
+
+    params = {"layers": [{"kernel": jnp.ones((2, 2))}], "head": jnp.ones(2)}
+    tx = make_optimizer(OptimConfig(name="adam", lr=0.1, **kwargs), 10).tx
+    with pytest.raises(UsageError, match=rf"OptimConfig.{field}: '\w+' matches no parameter .*head, layers.0.kernel"):
+        tx.init(params)
+    fine = dict(freeze=("head",), layer_lr={"layers": 0.5})
+    make_optimizer(OptimConfig(name="adam", lr=0.1, **fine), 10).tx.init(params)    # patterns that match: fine
 
 
 def test_pcgrad_seed_may_be_traced():

@@ -120,6 +120,9 @@ def validate(cfg: OptimConfig, total_steps: int, overrides: dict) -> None:
         raise ValueError(f"OptimConfig.grad_bias_every must be >= 1, got {cfg.grad_bias_every}")
     if cfg.warmup_steps < 0:
         raise ValueError(f"OptimConfig.warmup_steps must be >= 0, got {cfg.warmup_steps}")
+    if cfg.warmup_steps > 0 and cfg.schedule in ("constant", "cosine"):
+        raise ValueError(f"OptimConfig.warmup_steps={cfg.warmup_steps} has no effect with schedule={cfg.schedule!r}; "
+                         "use 'warmup_cosine' or 'linear_warmup'")
     # traced step counts (one compiled step for runs of any length) cannot be checked here
     warmup = overrides.get("warmup_steps", cfg.warmup_steps)
     total_known, warmup_known = isinstance(total_steps, numbers.Real), isinstance(warmup, numbers.Real)
@@ -209,6 +212,10 @@ def make_optimizer(cfg: OptimConfig, total_steps: int, **overrides) -> Optimizer
         if cfg.freeze:
             adv_pre = partition.freeze(adv_pre or optax.identity(), cfg.freeze)
         tx = transforms.sam(tx, hp["sam_rho"], adv_pre=adv_pre, norm=cfg.sam_norm)
+    if cfg.freeze or cfg.layer_lr:   # every pattern must name some parameter (checked once the params are known)
+        patterns = {"freeze": tuple(cfg.freeze), "layer_lr": tuple(cfg.layer_lr)}
+        init = tx.init
+        tx = tx._replace(init=lambda params: (partition.check_patterns_match(params, patterns), init(params))[1])
     return Optimizer(
         tx=optax.with_extra_args_support(tx),
         grad_mode="per_example" if cfg.pcgrad else "mean",

@@ -53,6 +53,20 @@ def label_params(params, rules: Sequence[tuple[str, str]], default: str):
         lambda path, _: _first_match(param_path(path), rules, default), params)
 
 
+def check_patterns_match(params, patterns_by_field: Mapping[str, Sequence[str]]) -> None:
+    """A `ConfigError` naming the field and the regex of `patterns_by_field` ({"freeze": [...], ...})
+    that `re.search`es no parameter path of `params`: a typo'd pattern would otherwise be a silent
+    no-op (nothing frozen, every layer at the base learning rate)."""
+    from lsb_jax.config import ConfigError  # noqa: PLC0415
+
+    names = [param_path(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    for field, patterns in patterns_by_field.items():
+        for pattern in patterns:
+            if not any(re.search(pattern, n) for n in names):
+                raise ConfigError(f"OptimConfig.{field}: {pattern!r} matches no parameter (their names: "
+                                  f"{', '.join(names[:6])}{', ...' if len(names) > 6 else ''})")
+
+
 def scale_by_group(scales: Mapping[str, float]) -> optax.GradientTransformation:
     """Layer-wise factors: u_p <- s(p) * u_p, s(p) = value of the first regex matching path p, else 1.
 
