@@ -14,7 +14,7 @@ no weights needed) of the loss of the same model with a 151,936 vocabulary: chun
 (`chunk_size` 128) vs naive (full [B, T, V] fp32 logits, then log-softmax).
 
     .venv/bin/python benchmarks/lm_scoring.py --quick    # tiny model: seconds (smoke test)
-    .venv/bin/python benchmarks/lm_scoring.py            # full size: ~2-3 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/lm_scoring.py            # full size: minutes on 2 CPU cores
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ checkpoint; quick experiments run again with their compiled programs kept). `--t
 same scripts at smoke-test sizes (the test suite does), so a broken script is found before anyone
 waits for the full sitting.
 
-    .venv/bin/python benchmarks/run_all.py            # or: make bench   (about 25 min on 2 cores)
+    .venv/bin/python benchmarks/run_all.py            # or: make bench   (tens of minutes on 2 cores)
     .venv/bin/python benchmarks/run_all.py --tiny     # smoke-test sizes: mostly imports and compiles
 """
 

@@ -33,7 +33,9 @@ from lsb_jax.errors import RunFailure, UsageError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lsb", description="Reproduce the lsb_jax experiments.")
+    p = argparse.ArgumentParser(prog="lsb", description="Reproduce the lsb_jax experiments. The options below "
+                                "(--runs, --cpu-devices, --compile-cache) go before the command: "
+                                "lsb --runs DIR reproduce ...")
     p.add_argument("--runs", default=str(runner.DEFAULT_RUNS), help="root folder of run directories (default: runs)")
     p.add_argument("--cpu-devices", default=None, metavar="N|auto",
                    help="split the CPU into N JAX devices ('auto': one per core) so that vmapped ensembles "
@@ -42,15 +44,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compile-cache", default=None, metavar="DIR|off",
                    help="keep compiled programs in DIR so that a run started again loads them instead of compiling "
                         "(default: $LSB_COMPILE_CACHE, else JAX_COMPILATION_CACHE_DIR, else "
-                        "~/.cache/lsb_jax/jax; 'off': none)")
+                        "$XDG_CACHE_HOME/lsb_jax/jax, ~/.cache/lsb_jax/jax when XDG_CACHE_HOME is unset; 'off': none)")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="list every experiment, the figure it reproduces and its cost")
 
     def add_config_args(sp):
-        sp.add_argument("name")
+        sp.add_argument("name", help="experiment name (`lsb list`)")
         sp.add_argument("--config", default="quick",
-                        help="config name: quick (CPU), medium (CPU, more seeds; some) or full (paper scale)")
+                        help="config name: quick (CPU), medium (CPU, more seeds; where `lsb list` shows one) or "
+                             "full (paper scale)")
         sp.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field (dotted keys for nested fields); repeatable")
 
@@ -59,18 +62,21 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one experiment")
     add_config_args(run)
-    run.add_argument("--out", default=None, help="run directory (default: runs/NAME/CONFIG-HASH)")
+    run.add_argument("--out", default=None, help="run directory (default: RUNS/NAME/CONFIG-HASH, RUNS from --runs)")
     run.add_argument("--resume", action="store_true", help="continue an unfinished run from its last checkpoint")
     run.add_argument("--force", action="store_true",
                      help="delete an existing run directory and start over (wins over --resume)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
-    rep = sub.add_parser("reproduce", help="run every experiment's quick (or full) config and write a report")
+    rep = sub.add_parser("reproduce", help="run every experiment's quick, medium or full config and write a report",
+                         description="Runs every experiment (or those of --only) and writes RUNS/report.md "
+                                     "(report-medium.md, report-full.md): complete runs are reused, unfinished ones "
+                                     "resumed.")
     mode = rep.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="CPU-sized configs (default)")
     mode.add_argument("--medium", action="store_true",
                       help="medium configs where an experiment has one (CPU, seeds to decide its claims), else quick")
-    mode.add_argument("--full", action="store_true", help="paper-scale configs (GPU/TPU)")
+    mode.add_argument("--full", action="store_true", help="paper-scale configs (most need a GPU/TPU; `lsb list`)")
     rep.add_argument("--only", default=None, metavar="PATTERN", help="glob or substring of experiment names")
     rep.add_argument("--force", action="store_true", help="rerun even experiments that are up to date")
     rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -117,9 +123,11 @@ def select(exps: dict, pattern: str | None) -> list:
     return chosen
 
 
-def _scale(exp, cname: str) -> dict:
-    """The report's note on a run's scale: its config, and the medium config that can decide what quick cannot."""
-    return {"config": cname, "decide_with": (f"lsb run {exp.name} --config medium"
+def _scale(exp, cname: str, runs: str) -> dict:
+    """The report's note on a run's scale: its config, and the command that runs the medium config
+    (which can decide what quick cannot) into the report's own runs folder."""
+    where = "" if Path(runs) == Path(runner.DEFAULT_RUNS) else f"--runs {runs} "
+    return {"config": cname, "decide_with": (f"lsb {where}reproduce --medium --only {exp.name}"
                                              if cname == "quick" and "medium" in exp.configs else None)}
 
 
@@ -139,12 +147,13 @@ def cmd_reproduce(args) -> int:
         if runner.status_of(run_dir) == "complete":  # --only keeps earlier results in the report
             entries.append({"experiment": exp.name, "reproduces": exp.reproduces, "run_dir": str(run_dir),
                             "status": "complete", "results": io.read_json(run_dir / "results.json"),
-                            "earlier": True, **_scale(exp, cname)})
+                            "earlier": True, **_scale(exp, cname, args.runs)})
     for exp in chosen:
         cname = config_of(exp)
         cfg = exp.configs[cname]
         entry = {"experiment": exp.name, "reproduces": exp.reproduces,
-                 "run_dir": str(runner.default_run_dir(runs_root, exp.name, cname, cfg)), **_scale(exp, cname)}
+                 "run_dir": str(runner.default_run_dir(runs_root, exp.name, cname, cfg)),
+                 **_scale(exp, cname, args.runs)}
         print(f"== {exp.name} ({cname}): {exp.reproduces}", file=sys.stderr, flush=True)
         try:
             run_dir, results = runner.run_experiment(exp, cfg, cname, runs_root=runs_root, resume=True,

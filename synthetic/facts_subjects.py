@@ -9,8 +9,8 @@ Expected (paper): small k makes faster early progress in test accuracy (it memor
 first) but saturates near k/S (+ the subject-blind guess on the rest); all subjects eventually
 memorizes everything. Quick differs from the paper: 50 subjects, 4 relations x 16 answers, 32 noise
 tokens, k_noise 3; GPT-2 2 layers x 2 heads x width 64, Adam lr 1e-3 (paper 5e-5), 500 steps, 4
-seeds at each of 2 base seeds. At this lr there is no flat plateau, only a slow start (accuracy ~0
-for the first ~50 steps). Cost: the experiment's `cost` field (`lsb list`); full (S = 100, 6x6x192,
+seeds at each of 2 base seeds. At this lr there is no flat plateau, only a slow start (the accuracy
+curve in the run's figure). Cost: the experiment's `cost` field (`lsb list`); full (S = 100, 6x6x192,
 lr 5e-5, 20k steps, 5 seeds at each of 2 base seeds, 4 arms): GPU (not run here).
 
     lsb run facts_subjects --config quick

@@ -1,7 +1,7 @@
 """Toy: an MLP learns a linear teacher with a decaying input spectrum (foundation check).
 
 Reproduces: no paper figure. It proves the machinery every reproduction uses: a vmapped
-ensemble of seeds x learning rates trained by one compiled `lax.scan` program, a data-lever
+ensemble of seeds x learning rates trained by one compiled program (a `fori_loop` per segment of steps), a data-lever
 sampler (uniform, subset of k, Zipf, epochs without replacement, doubling curriculum), any
 optimizer of `lsb_jax.optim`, per-example loss trajectories of the whole training pool,
 evaluation hooks, metrics (JSONL + TensorBoard), orbax checkpoints with bit-exact resume and

@@ -126,4 +126,4 @@ def test_reproduce_medium_runs_medium_configs_and_quick_points_to_them(tmp_path)
     quick = (work / "runs" / "report.md").read_text()
     row = lambda md: next(line for line in md.splitlines() if line.startswith("| A has the higher loss"))  # noqa: E731
     assert "**reproduced**" in row(medium) and "more seeds" not in row(medium)
-    assert "**inconclusive**" in row(quick) and "more seeds: `lsb run med --config medium`" in row(quick)
+    assert "**inconclusive**" in row(quick) and "more seeds: `lsb reproduce --medium --only med`" in row(quick)

@@ -66,7 +66,7 @@ class SFTConfig(pl.BaseSeeded):
     target: str = SCRATCH                    # hub id / folder, or "scratch"
     target_model: pl.ScratchModel = pl.ScratchModel("qwen3", hidden_size=64, num_layers=2, num_heads=4,
                                                     num_kv_heads=2, intermediate_size=128, tie_embeddings=True)
-    pretrain_steps: int = 40                 # short: with 150 steps fine-tuning no longer lowers the held-out loss
+    pretrain_steps: int = 40                 # short: longer leaves fine-tuning little held-out loss to lower
     pretrain: FinetuneConfig = FinetuneConfig(optim=OptimConfig(name="adamw", lr=3e-3, schedule="warmup_cosine"),
                                               warmup_ratio=0.05)
     train: FinetuneConfig = FinetuneConfig(optim=OptimConfig(name="adamw", lr=1e-3, schedule="warmup_cosine"),

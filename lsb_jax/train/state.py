@@ -17,7 +17,7 @@ STREAM_STEP = 1
 STREAM_INIT = 2
 
 # XLA:CPU spends seconds optimizing a threefry-heavy program that then runs in milliseconds (a vmapped
-# model init, a sweep's data draw); at backend optimization level 0 it compiles 3-4x faster.
+# model init, a sweep's data draw); at backend optimization level 0 it compiles several times faster.
 _RUN_ONCE_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
