@@ -507,7 +507,10 @@ def check_inputs(models: Sequence[ModelUse], *, train: DatasetSpec | None = None
                     load_examples(spec, tok, template, max_length=test_max_length, on_error="skip",
                                   max_skip_fraction=max_skip_fraction)
             except DataError as e:
-                fix = "; raise max_length or set truncate=true" if "too long" in e.reason and not truncate else ""
+                too_long = "too long" in e.reason
+                fix = ("; raise max_length or set truncate=true" if too_long and not truncate and e.file == train.label
+                       else f"; test rows are training examples here, of at most {test_max_length} tokens"
+                       if too_long and e.file != train.label else "")
                 raise DataError(e.file, e.row, e.field, f"{e.reason}{fix} (tokenized for the {m.role} {m.source})",
                                 e.line) from None
             except ConfigError as e:
