@@ -324,8 +324,8 @@ def test_a_checkpoint_of_other_shapes_is_a_resume_mismatch_and_nothing_is_moved(
 
 def test_a_failed_reads_event_loop_stragglers_are_dropped_and_other_reports_are_not(monkeypatch):
     """tensorstore's reads still in flight after a failed restore report "Event loop is closed"
-    through sys.unraisablehook: those (raised in asyncio's _check_closed) are dropped, anything else
-    unraisable still reaches the hook that was there before."""
+    through sys.unraisablehook, and orbax's read coroutines closed mid-read their errors: those are
+    dropped, anything else unraisable still reaches the hook that was there before."""
     import asyncio
     import types
 
@@ -343,10 +343,13 @@ def test_a_failed_reads_event_loop_stragglers_are_dropped_and_other_reports_are_
     except RuntimeError as e:
         other = e
 
-    for e in (closed.value, other):
+    orbax_read = types.SimpleNamespace(cr_code=types.SimpleNamespace(
+        co_filename=os.path.join(os.sep, "site-packages", "orbax", "checkpoint", "serialization.py")))
+    for e, obj in ((closed.value, None), (other, None), (Exception("reading array index"), orbax_read),
+                   (other, types.SimpleNamespace(cr_code=types.SimpleNamespace(co_filename="/app/mine.py")))):
         sys.unraisablehook(types.SimpleNamespace(exc_type=type(e), exc_value=e, exc_traceback=e.__traceback__,
-                                                 err_msg=None, object=None))
-    assert seen == [other]
+                                                 err_msg=None, object=obj))
+    assert seen == [other, other]
 
 
 def test_checksums_detect_every_single_bit_flip_of_a_leaf():

@@ -135,26 +135,37 @@ class _UnretrievedReads(logging.Filter):
         return not ("was never retrieved" in text and ("tensorstore" in text or "OCDBT" in text))
 
 
+def _loop_closed(value, tb) -> bool:
+    """asyncio's "Event loop is closed", raised in its `_check_closed` (a completion arriving late)."""
+    last = traceback.extract_tb(tb)[-1:] if tb is not None else []
+    return isinstance(value, RuntimeError) and str(value) == "Event loop is closed" and \
+        any(f.name == "_check_closed" for f in last)
+
+
 def _drop_read_stragglers() -> None:
     """A failed orbax read closes its event loop while tensorstore's other reads are in flight; as
-    they complete, tensorstore's threads report "RuntimeError: Event loop is closed" through
-    sys.unraisablehook (which prints a traceback), asyncio logs their unretrieved futures and Python
-    warns of never-awaited coroutines: at random, up to the process's exit, after the one line we
-    report. Installed once, before the first read: drops those three, passes everything else on."""
+    they complete, tensorstore's threads report "RuntimeError: Event loop is closed" (through
+    sys.unraisablehook, or sys.excepthook: each prints a traceback), orbax's read coroutines closed
+    mid-read report their errors, asyncio logs the unretrieved futures and Python warns of
+    never-awaited coroutines: at random, up to the process's exit, after the one line we report.
+    Installed once, before the first read: drops those, passes everything else on."""
     if getattr(sys.unraisablehook, "drops_read_stragglers", False):
         return
-    previous = sys.unraisablehook
+    previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
 
-    def hook(unraisable):
-        tb = unraisable.exc_traceback
-        last = traceback.extract_tb(tb)[-1:] if tb is not None else []
-        if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed" \
-                and any(f.name == "_check_closed" for f in last):
+    def unraisable_hook(unraisable):
+        code = getattr(unraisable.object, "cr_code", None)     # an orbax read coroutine closed mid-read
+        if _loop_closed(unraisable.exc_value, unraisable.exc_traceback) or \
+                (code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename):
             return
-        previous(unraisable)
+        previous_unraisable(unraisable)
 
-    hook.drops_read_stragglers = True
-    sys.unraisablehook = hook
+    def except_hook(kind, value, tb):
+        if not _loop_closed(value, tb):
+            previous_except(kind, value, tb)
+
+    unraisable_hook.drops_read_stragglers = True
+    sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
     logging.getLogger("asyncio").addFilter(_UnretrievedReads())
     warnings.filterwarnings("ignore", message=r"coroutine '\w+\._get_array_metadatas' was never awaited",
                             category=RuntimeWarning)
@@ -223,6 +234,7 @@ class Checkpointer:
         """How checkpoint `step`'s stored state differs in shapes from `target` (its leaves' shapes
         compared as multisets, from the metadata alone), or None when they agree or the metadata
         cannot be read (then `_read` reports the checkpoint as unreadable)."""
+        _drop_read_stragglers()   # reading the arrays' metadata of a damaged checkpoint can fail the same way
         try:   # the state item's own metadata file (the manager knows its handler only after a save)
             stored = ocp.PyTreeCheckpointHandler().metadata(self._step_dir(step) / "state")
             stored = sorted(tuple(m.shape) for m in jax.tree.leaves(getattr(stored, "tree", stored)))
