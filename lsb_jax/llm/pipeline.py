@@ -463,7 +463,7 @@ def check_inputs(models: Sequence[ModelUse], *, train: DatasetSpec | None = None
       same for the test rows at that length.
     """
     from lsb_jax.config import ConfigError  # noqa: PLC0415
-    from lsb_jax.models.lm import check_checkpoint, load_tokenizer  # noqa: PLC0415
+    from lsb_jax.models.lm import check_checkpoint  # noqa: PLC0415
     from lsb_jax.models.lm.lora import linear_paths  # noqa: PLC0415
 
     template = template if template is not None else PromptTemplate()
@@ -473,7 +473,7 @@ def check_inputs(models: Sequence[ModelUse], *, train: DatasetSpec | None = None
         cfg = None
         if m.source != SCRATCH:
             cfg = check_checkpoint(m.source)
-            tokenizers.append((m, _checked_tokenizer(m, load_tokenizer, template if m.evaluated or m.train else None)))
+            tokenizers.append((m, _checked_tokenizer(m, template if m.evaluated or m.train else None)))
         lora = m.train.lora if m.train is not None else None
         if lora is not None:
             cfg = cfg or DecoderConfig.from_hf(m.scratch.hf_config(vocab_size=m.vocab_size))
@@ -517,11 +517,12 @@ def check_inputs(models: Sequence[ModelUse], *, train: DatasetSpec | None = None
                 raise ConfigError(f"the {m.role} {m.source}: {e}") from None
 
 
-def _checked_tokenizer(m: ModelUse, load_tokenizer, template: PromptTemplate | None):
+def _checked_tokenizer(m: ModelUse, template: PromptTemplate | None):
     """The tokenizer of model `m`, or a one-line `ConfigError` naming the model when it does not
     load (no tokenizer files, a broken one) or lacks the chat template `template` asks for."""
     from lsb_jax.config import ConfigError  # noqa: PLC0415
     from lsb_jax.errors import UsageError  # noqa: PLC0415
+    from lsb_jax.models.lm import load_tokenizer  # noqa: PLC0415
 
     try:
         tok = load_tokenizer(m.source)

@@ -265,7 +265,7 @@ class Checkpointer:
     def _quarantine(self, step: int) -> Any:
         """Moves a corrupt step directory to `<directory>-corrupt/<step>[-<time>]`."""
         src = self._step_dir(step)
-        parent = self.directory.parent / f"{self.directory.name}-corrupt"
+        parent = self.corrupt_dir
         dst = parent / str(step)
         if dst.exists():
             dst = parent / f"{step}-{int(time.time())}"
@@ -312,10 +312,14 @@ class Checkpointer:
         raise CheckpointCorrupt(f"no intact checkpoint in {self.directory} ({'; '.join(found)}): "
                                 "start over with --force")
 
+    @property
+    def corrupt_dir(self):
+        """`<directory>-corrupt/`: where `restore` moves corrupt steps."""
+        return self.directory.parent / f"{self.directory.name}-corrupt"
+
     def quarantined(self) -> list[str]:
-        """The corrupt checkpoints moved aside by an earlier `restore` (`<directory>-corrupt/`)."""
-        parent = self.directory.parent / f"{self.directory.name}-corrupt"
-        return sorted(p.name for p in parent.iterdir()) if parent.exists() else []
+        """The corrupt checkpoints moved aside by an earlier `restore`."""
+        return sorted(p.name for p in self.corrupt_dir.iterdir()) if self.corrupt_dir.exists() else []
 
     def wait(self) -> None:
         self._mgr.wait_until_finished()

@@ -283,10 +283,10 @@ def fit(step_fn: Callable, state: Any, num_steps: int, *, ctx=None, hooks: Seque
     meta: dict = {}
     if resume and host and not (hasattr(batches, "get_state") and hasattr(batches, "set_state")):
         raise ValueError("cannot resume exactly: the data iterator has no get_state()/set_state()")
-    if ckpt is not None and resume and ckpt.latest_step() is None and ckpt.quarantined():
+    moved = ckpt.quarantined() if ckpt is not None and resume and ckpt.latest_step() is None else []
+    if moved:
         raise CheckpointCorrupt(f"{desc}: no intact checkpoint left in {ckpt.directory} (the corrupt ones, steps "
-                                f"{', '.join(ckpt.quarantined())}, were moved to {ckpt.directory}-corrupt): "
-                                "start over with --force")
+                                f"{', '.join(moved)}, were moved to {ckpt.corrupt_dir}): start over with --force")
     if ckpt is not None and resume and ckpt.latest_step() is not None:
         state, meta = ckpt.restore(state)     # the newest intact checkpoint (corrupt ones moved aside)
         resumed_from = _host_step(state)
