@@ -31,6 +31,7 @@ import numpy as np
 from jax import lax
 
 NUM_ROUNDS = 6
+SMALL_N = 64   # n <= SMALL_N: rank by a keyed hash (see the module docstring)
 
 _M1 = np.uint32(0x7FEB352D)
 _M2 = np.uint32(0x846CA68B)
@@ -91,7 +92,24 @@ def _rounds(x_U, round_keys_R, h: int, inverse: bool):
     return (left << shift) | right
 
 
+def _rank(x, round_keys_R, n: int, inverse: bool):
+    """pi(x) (or pi^{-1}(x)) where pi orders [0, n) by the keyed hash v_i; distinct v_i, no ties."""
+    x_I = jnp.asarray(x).astype(jnp.int32)
+    v_N = jnp.arange(n, dtype=jnp.uint32)          # [..., n]: one row per element's key set
+    for j in range(round_keys_R.shape[-1]):
+        v_N = mix32(v_N ^ round_keys_R[..., j, None])
+    if inverse:   # the rank of y: how many items hash below it
+        v_y = jnp.take_along_axis(jnp.broadcast_to(v_N, x_I.shape + (n,)), x_I[..., None], axis=-1)
+        return jnp.sum(v_N < v_y, axis=-1, dtype=jnp.int32)
+    order_N = jnp.argsort(v_N, axis=-1).astype(jnp.int32)
+    if order_N.ndim == 1:
+        return order_N[x_I]
+    return jnp.take_along_axis(order_N, x_I[..., None], axis=-1)[..., 0]
+
+
 def _walk(x, round_keys_R, n: int, inverse: bool):
+    if n <= SMALL_N:
+        return _rank(x, round_keys_R, n, inverse)
     h = half_bits(n)
     x_U = jnp.asarray(x).astype(jnp.uint32)
     n_u = np.uint32(n)
