@@ -51,8 +51,13 @@ def test_store_is_atomic_and_reloads(tmp_path):
     assert again.losses[1, 3, 1] == 3.0 and np.isnan(again.losses[0, 0, 1])
     assert not again.complete
     assert [p.name for p in tmp_path.iterdir()] == ["traj.npz"]  # no temporary files left
-    with pytest.raises(ValueError, match="traj.npz"):
-        TrajectoryStore(path, num_examples=5, steps=(0, 10), member_shape=(2,))
+    from lsb_jax.errors import ResumeMismatch
+    for other in (dict(num_examples=5, steps=(0, 10), member_shape=(2,)),   # a store of another configuration
+                  dict(num_examples=4, steps=(0, 20), member_shape=(2,)),
+                  dict(num_examples=4, steps=(0, 10), member_shape=(3,))):
+        with pytest.raises(ResumeMismatch, match="traj.npz.*another configuration"):
+            TrajectoryStore(path, **other)
+    assert TrajectoryStore(path, num_examples=4, steps=(0, 10), member_shape=(2,)).done.sum() == 6  # left as it was
 
 
 def test_tracker_records_every_example_at_chosen_steps(tmp_path):

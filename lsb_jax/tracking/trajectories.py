@@ -64,9 +64,10 @@ class TrajectoryStore:
         except (zipfile.BadZipFile, EOFError, KeyError, ValueError, OSError) as e:
             raise ResumeMismatch(f"{self.path}: unreadable trajectory store ({type(e).__name__}: {e}); it cannot be "
                                  "rebuilt without retraining: start over with --force") from None
-        if steps != self.steps or losses.shape != self.losses.shape:
-            raise ValueError(f"{self.path}: trajectory store has steps {steps} and shape "
-                             f"{losses.shape}, expected {self.steps} and {self.losses.shape}")
+        if steps != self.steps or losses.shape != self.losses.shape or done.shape != self.done.shape:
+            raise ResumeMismatch(f"{self.path}: trajectory store has steps {steps} and shape {losses.shape}, this "
+                                 f"run expects {self.steps} and {self.losses.shape} (written by another "
+                                 "configuration): move it away or start over with --force")
         self.losses, self.done, self.stats = losses, done, stats
 
     def save(self) -> None:
