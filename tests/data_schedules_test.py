@@ -35,6 +35,21 @@ def test_seed_004_task_curriculum():
     assert int(sched(10**9)) == 2**14  # saturates, never wraps
 
 
+@pytest.mark.parametrize("start", [1, 3, 32, 1000])
+def test_doubling_is_exact_up_to_int32(start):
+    """Every power-of-two multiple up to int32's largest value is exact (exp2 is not on XLA:CPU:
+    exp2(15) = 32767.98), a cap equal to the pool is reached exactly, and past 2^31 it saturates."""
+    steps = np.arange(64)
+    want = [min(start * 2 ** (int(s) + 1), 2**31 - 1) for s in steps]
+    for fn in (jax.jit(jax.vmap(schedules.doubling(start, 0, 1))), lambda s: [schedules.doubling(start, 0, 1)(i)
+                                                                            for i in s]):
+        np.testing.assert_array_equal(np.asarray(fn(jnp.asarray(steps, jnp.int32)), np.int64), want)
+    capped = jax.jit(jax.vmap(schedules.doubling(start, 0, 1, maximum=start * 2**20)))(jnp.asarray(steps, jnp.int32))
+    np.testing.assert_array_equal(np.asarray(capped, np.int64), [min(w, start * 2**20) for w in want])
+    floats = jax.jit(jax.vmap(schedules.doubling(float(start), 0, 1)))(jnp.asarray(steps, jnp.int32))
+    np.testing.assert_array_equal(np.asarray(floats, np.float64)[:24], [start * 2.0 ** (s + 1) for s in range(24)])
+
+
 def test_doubling_without_cap_and_float_start():
     sched = schedules.doubling(0.25, 0, 10)
     np.testing.assert_allclose([float(sched(s)) for s in (0, 9, 10, 25)], [0.5, 0.5, 1.0, 2.0])

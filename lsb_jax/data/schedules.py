@@ -78,15 +78,18 @@ class Doubling:
     def __call__(self, step):
         step = jnp.asarray(step, jnp.int32)
         doublings = jnp.where(step < self.first_steps, 0, (step - self.first_steps) // self.every + 1)
-        # float32 holds start * 2^n exactly for start < 2^24 and saturates to inf, never wraps.
-        value = jnp.asarray(self.start, jnp.float32) * jnp.exp2(doublings.astype(jnp.float32))
-        if self.maximum is not None:
-            value = jnp.minimum(value, jnp.asarray(self.maximum, jnp.float32))
+        # ldexp scales by 2^n exactly (float32 holds start * 2^n exactly for start < 2^24) and
+        # saturates to inf, never wraps; exp2 is not exact on XLA:CPU (exp2(15) = 32767.98...).
+        value = jnp.ldexp(jnp.asarray(self.start, jnp.float32), doublings)
         is_int = isinstance(self.start, (int, np.integer)) and (
             self.maximum is None or isinstance(self.maximum, (int, np.integer))
         )
-        if is_int:
-            return jnp.minimum(value, np.iinfo(np.int32).max).astype(jnp.int32)
+        if is_int:   # an exact int: saturate at int32 max before the cast, then cap in integers
+            big = np.float32(2**31)
+            value = jnp.where(value >= big, np.iinfo(np.int32).max, jnp.minimum(value, big).astype(jnp.int32))
+            return value if self.maximum is None else jnp.minimum(value, jnp.asarray(self.maximum, jnp.int32))
+        if self.maximum is not None:
+            value = jnp.minimum(value, jnp.asarray(self.maximum, jnp.float32))
         return value
 
 
