@@ -92,6 +92,27 @@ def test_duplicate_rows_are_picked_once_each():
     assert sorted(np.asarray(selection.kcenter_greedy(one_copy, 5).index_K).tolist()) == list(range(5))
 
 
+@pytest.mark.parametrize("offset", [1e3, 3e3])
+def test_far_from_the_origin_picks_and_distances_match_numpy(offset):
+    """Points sharing a large mean (e.g. a model's hidden states): ||x||^2 - 2 x.c + ||c||^2 in float32
+    loses the gaps (error ~ eps ||x||^2) unless the points are centred. Picks, radii, nearest
+    neighbours and h_min must match the float64 references as they do at the origin."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((300, 3)) + offset).astype(np.float32)
+    got = selection.kcenter_greedy(x, 20)
+    idx, _ = _numpy_kcenter(x, 20, 0, got.index_K)
+    np.testing.assert_array_equal(np.asarray(got.index_K), idx)
+    s = x[idx].astype(np.float64)
+    np.testing.assert_allclose(np.asarray(got.radius_K)[1:], [cdist(s[j:j + 1], s[:j]).min() for j in range(1, 20)],
+                               rtol=1e-3)
+    full = cdist(x.astype(np.float64), x.astype(np.float64))
+    np.fill_diagonal(full, np.inf)
+    nn, dist = selection.nearest_neighbor(x, block=128)
+    np.testing.assert_array_equal(np.asarray(nn), _numpy_argmin(full, nn))
+    np.testing.assert_allclose(np.asarray(dist), full.min(1), rtol=1e-3)
+    np.testing.assert_allclose(float(selection.min_pairwise_distance(x)), pdist(x.astype(np.float64)).min(), rtol=1e-3)
+
+
 def test_nearest_neighbor_and_h_min_are_exact_for_near_duplicates():
     rng = np.random.default_rng(2)
     base = rng.standard_normal((700, 16)).astype(np.float32) * 10.0

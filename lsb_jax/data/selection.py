@@ -17,9 +17,10 @@ center, ||x||^2 - 2 x.c + ||c||^2, whose only temporaries are [N]: chunking the 
 slowed it down on CPU, measured) and O(N) state (distance to the nearest pick and its id); never
 an N x N matrix. Pairwise quantities (h_min, nearest neighbours, the picks' insertion distances)
 are computed in row blocks of [block, N]. All k picks run as one `lax.fori_loop` in one
-compiled program. The expansion loses accuracy for near-duplicates (absolute error ~ eps
-||x||^2), so reported distances (`radius_K`, `nearest_neighbor`) are recomputed exactly as
-||a - b|| for the chosen pairs.
+compiled program. The expansion loses accuracy far from the origin (absolute error ~ eps
+||x||^2), so the points are centred first (distances do not change under a shift; features
+such as hidden states often share a large mean), and reported distances (`radius_K`,
+`nearest_neighbor`) are recomputed exactly as ||a - b|| of the given rows for the chosen pairs.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def _pad_rows(x_NxD: jax.Array, chunk: int) -> tuple[jax.Array, int]:
 @functools.partial(jax.jit, static_argnames=("k",))
 def _kcenter(x_NxD, start, k: int):
     n, _ = x_NxD.shape
+    given_NxD, x_NxD = x_NxD, _centred(x_NxD)
     sq_N = jnp.sum(x_NxD * x_NxD, axis=1)
 
     def update(j, pick, dist_N, assign_N):
@@ -77,24 +79,31 @@ def _kcenter(x_NxD, start, k: int):
     index_K = jnp.zeros((k,), jnp.int32).at[0].set(start)
     index_K, dist_N, assign_N = lax.fori_loop(1, k, body, (index_K, dist_N, assign_N))
     # the insertion distances, recomputed exactly (||a - b||) against all earlier picks
-    radius_K = _prefix_nearest(x_NxD[index_K])
+    radius_K = _prefix_nearest(given_NxD[index_K])
     return KCenter(index_K, radius_K, assign_N, jnp.sqrt(jnp.maximum(jnp.max(dist_N), 0.0)))   # picks: -1
+
+
+def _centred(x_NxD: jax.Array) -> jax.Array:
+    """x minus its column means: the same distances, and ||x||^2 - 2 x.c + ||c||^2 keeps its digits."""
+    return x_NxD - jnp.mean(x_NxD, axis=0, keepdims=True)
 
 
 def _prefix_nearest(s_KxD: jax.Array, block: int = 256) -> jax.Array:
     """[K] exact min_{l < j} ||s_j - s_l|| (inf for j = 0), rows in blocks (K x block temporaries)."""
     k = s_KxD.shape[0]
     block = min(block, k)
-    sp_PxD, k_pad = _pad_rows(s_KxD, block)
-    sq_K = jnp.sum(s_KxD * s_KxD, axis=1)
+    c_KxD = _centred(s_KxD)
+    sp_PxD, k_pad = _pad_rows(c_KxD, block)
+    given_PxD, _ = _pad_rows(s_KxD, block)
+    sq_K = jnp.sum(c_KxD * c_KxD, axis=1)
 
     def rows(start):
         a_BxD = lax.dynamic_slice_in_dim(sp_PxD, start, block)
         i_B = start + jnp.arange(block)
-        d2_BxK = jnp.sum(a_BxD * a_BxD, 1)[:, None] + sq_K[None, :] - 2.0 * a_BxD @ s_KxD.T
+        d2_BxK = jnp.sum(a_BxD * a_BxD, 1)[:, None] + sq_K[None, :] - 2.0 * a_BxD @ c_KxD.T
         earlier_BxK = jnp.arange(k)[None, :] < i_B[:, None]
         nn_B = jnp.argmin(jnp.where(earlier_BxK, d2_BxK, jnp.inf), axis=1)
-        exact_B = jnp.linalg.norm(a_BxD - s_KxD[nn_B], axis=1)
+        exact_B = jnp.linalg.norm(lax.dynamic_slice_in_dim(given_PxD, start, block) - s_KxD[nn_B], axis=1)
         return jnp.where(i_B > 0, exact_B, jnp.inf)
 
     out = lax.map(rows, jnp.arange(0, k_pad, block))
@@ -122,17 +131,19 @@ def kcenter_greedy(x_NxD, k: int, *, start: int = 0) -> KCenter:
 @functools.partial(jax.jit, static_argnames=("block",))
 def _nearest(x_NxD, block: int):
     n = x_NxD.shape[0]
-    xp_PxD, n_pad = _pad_rows(x_NxD, block)
-    sq_N = jnp.sum(x_NxD * x_NxD, axis=1)
+    c_NxD = _centred(x_NxD)
+    cp_PxD, n_pad = _pad_rows(c_NxD, block)
+    given_PxD, _ = _pad_rows(x_NxD, block)
+    sq_N = jnp.sum(c_NxD * c_NxD, axis=1)
     idx_N = jnp.arange(n)
 
     def rows(start):
-        a_BxD = lax.dynamic_slice_in_dim(xp_PxD, start, block)
+        a_BxD = lax.dynamic_slice_in_dim(cp_PxD, start, block)
         i_B = start + jnp.arange(block)
-        d2_BxN = jnp.sum(a_BxD * a_BxD, 1)[:, None] + sq_N[None, :] - 2.0 * a_BxD @ x_NxD.T
+        d2_BxN = jnp.sum(a_BxD * a_BxD, 1)[:, None] + sq_N[None, :] - 2.0 * a_BxD @ c_NxD.T
         d2_BxN = jnp.where(idx_N[None, :] == i_B[:, None], jnp.inf, d2_BxN)
         nn_B = jnp.argmin(d2_BxN, axis=1).astype(jnp.int32)
-        return nn_B, jnp.linalg.norm(a_BxD - x_NxD[nn_B], axis=1)
+        return nn_B, jnp.linalg.norm(lax.dynamic_slice_in_dim(given_PxD, start, block) - x_NxD[nn_B], axis=1)
 
     nn, dist = lax.map(rows, jnp.arange(0, n_pad, block))
     return nn.reshape(-1)[:n], dist.reshape(-1)[:n]
