@@ -4,6 +4,7 @@ the simulated MLSA model against the ODEs (small init, small step) with stated t
 import jax
 import numpy as np
 import pytest
+from scipy import stats
 from scipy.integrate import solve_ivp
 
 from lsb_jax.theory import dynamics, learning_times, mlsa, odes
@@ -59,6 +60,37 @@ def test_closed_form_per_head_sam_times_match_solve_ivp():
     np.testing.assert_allclose(odes.learning_time(LAM, A0, 0.5, rho=0.04), want, rtol=1e-7)
     # a0 <= rho/sqrt3: the perturbed point sits at or below zero, the feature is never learned
     assert np.isinf(odes.learning_time(LAM, A0, 0.5, rho=np.sqrt(3) * A0 * 1.01)).all()
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.6 * np.sqrt(3)])
+def test_closed_form_edges_match_solve_ivp(rho):
+    """Starts past the mark take 0 (GD with a large init gave NaN); per-head SAM with c = rho/sqrt3
+    above a mark a_f: from a0 < c the feature still crosses a_f < c (it rises towards c), from
+    c < a0 it starts past it, and with a_f > c it never gets there. Each against solve_ivp (a start
+    at or past the mark counts 0)."""
+    lam = np.array([4.0, 2.0, 1.0, 0.25])   # a_f = (m*/2)^(1/3): 0.50, 0.63, 0.79, 1.26
+    for a0 in (0.05, 0.3, 0.55, 0.65, 0.7, 0.9, 1.3):
+        got = odes.learning_time(lam, a0, 0.5, rho=rho)
+        past = a0 ** 3 >= 0.5 / lam   # (not integrated: SAM chatters at the target, a sliding mode)
+        want = np.zeros(len(lam))
+        want[~past] = ivp_crossing_times("gd" if rho == 0 else "sam_per_head", lam[~past], rho, a0, 1e3)
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=f"a0={a0}")
+    lam_dense = odes.dense_eigenvalues([1.0, 4.0])    # the slope through the features that start below the mark
+    t_dense = odes.learning_time(lam_dense, 0.45)
+    below = (t_dense > 0) & np.isfinite(t_dense)
+    assert 2 <= below.sum() < len(lam_dense)
+    np.testing.assert_allclose(odes.gd_time_exponent([1.0, 4.0], 0.45),
+                               stats.linregress(np.log(lam_dense[below]), np.log(t_dense[below])).slope, rtol=1e-9)
+
+
+def test_fixed_step_integrate_under_jit():
+    spec = mlsa.spectrum(LAM)
+    ts = np.linspace(0.0, 2.0, 5)
+    eager = odes.integrate("sam_per_head", spec, A0, ts, 0.04, dt=0.01)
+    jitted = jax.jit(lambda a0: odes.integrate("sam_per_head", spec, a0, ts, 0.04, dt=0.01))(A0)
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-5)
+    with pytest.raises(ValueError, match="ts must be concrete"):
+        jax.jit(lambda t: odes.integrate("sam_per_head", spec, A0, t, 0.04, dt=0.01))(ts)
 
 
 def test_diffrax_gd_solution_matches_solve_ivp():

@@ -33,7 +33,9 @@ Closed form (GD, and per-head SAM before its first overshoot): with u = a / m*^(
 du/dt = 2 kappa m*^(1/3) u^2 (1 - u^3), so the time to reach m_i = f m*_i is
 t_f = [F(f^(1/3)) - F(u_0)] / (2 kappa m*^(1/3)), F(u) = integral du / (u^2 (1 - u^3))
 = -1/u + (1/3) [-ln(1 - u) + (1/2) ln(u^2 + u + 1) - sqrt3 arctan((2u + 1)/sqrt3)].
-Per-head SAM: the same with a_0 and a_f shifted down by c (never learned if a_0 <= c).
+Per-head SAM: the same with a_0 and a_f shifted down by c. A feature starting at a_0 < c rises
+only towards c, so it is never learned when its mark a_f lies above c (F is also valid for u < 0,
+so a mark below c is reached in finite time).
 """
 
 from __future__ import annotations
@@ -90,8 +92,16 @@ def integrate(kind: str, spec: mlsa.Spectrum, a0, ts, rho: float = 0.0, *, dt: f
     sits at its target (the normalized gradient flips sign: a Filippov sliding mode, where
     discrete SAM chatters), which stalls adaptive solvers; give `dt` to integrate it with
     fixed-step Heun instead (the solution converges as dt -> 0; discrete SAM with learning
-    rate lr is close to dt = lr). t is in units of lr * steps. Jittable, vmappable.
+    rate lr is close to dt = lr). t is in units of lr * steps. Jittable and vmappable in `a0`;
+    with `dt`, `ts` must be concrete (it sets the number of fixed steps).
     """
+    if dt is not None:
+        try:
+            ts_T = np.asarray(ts, np.float32)
+            span = float(ts_T[-1] - ts_T[0])
+        except jax.errors.TracerArrayConversionError:
+            raise ValueError("integrate: with a fixed step dt, ts must be concrete (a numpy array or a static "
+                             "argument), not traced: it sets the number of steps") from None
     kappa_D, mstar_D = coefficients(spec)
     a0_D = jnp.broadcast_to(jnp.asarray(a0, jnp.float32), kappa_D.shape)
     ts = jnp.asarray(ts, jnp.float32)
@@ -104,7 +114,7 @@ def integrate(kind: str, spec: mlsa.Spectrum, a0, ts, rho: float = 0.0, *, dt: f
         sol = diffrax.diffeqsolve(term, diffrax.Tsit5(), dt0=None, max_steps=max_steps,
                                   stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), **common)
     else:
-        n = int(math.ceil(float(ts[-1] - ts[0]) / dt)) + 1
+        n = int(math.ceil(span / dt)) + 1
         sol = diffrax.diffeqsolve(term, diffrax.Heun(), dt0=dt, max_steps=n, **common)
     return sol.ys ** 3
 
@@ -120,7 +130,8 @@ def learning_time(lam, a0, fraction: float = 0.5, omega=None, context: int | Non
     """Closed-form time (in steps of size lr) for m_i to reach `fraction` * m*_i on the ansatz.
 
     GD when rho = 0; per-head SAM (exact until its first overshoot of the target) when rho > 0.
-    inf where the feature is never learned (a0 <= rho/sqrt3); 0 where it starts past the mark.
+    0 where it starts at or past the mark; inf where it never gets there (a zero start, or per-head
+    SAM from a0 <= c = rho/sqrt3 towards a mark above c: the feature only rises towards c).
     float64 numpy (this is a reference, not a training path).
     """
     if not 0.0 < fraction < 1.0:
@@ -135,11 +146,16 @@ def learning_time(lam, a0, fraction: float = 0.5, omega=None, context: int | Non
     c = rho / SQRT3
     u0 = (np.broadcast_to(np.asarray(a0, np.float64), lam.shape) - c) / scale
     uf = (np.cbrt(fraction) * scale - c) / scale
+    # F is smooth on each side of u = 0 (a = c); a feature below c rises only towards c (u -> 0-),
+    # so it reaches the mark only when the mark lies below c too (per-head SAM with c > a_f).
+    a_start = np.broadcast_to(np.asarray(a0, np.float64), lam.shape)
+    past = a_start >= np.cbrt(fraction) * scale
+    finite = ~past & (((u0 > 0) & (uf > 0)) | ((u0 < 0) & (uf < 0)))
     out = np.full(lam.shape, np.inf)
-    ok = u0 > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = (_F(uf) - _F(np.where(ok, u0, 0.5))) / (2.0 * kappa * scale)
-    out[ok] = np.maximum(t[ok], 0.0)
+        t = (_F(np.where(finite, uf, 0.5)) - _F(np.where(finite, u0, 0.25))) / (2.0 * kappa * scale)
+    out[finite] = t[finite]
+    out[past] = 0.0
     return out / lr
 
 
@@ -162,9 +178,14 @@ def dense_eigenvalues(eigenvalues, num: int = 60) -> np.ndarray:
 
 def gd_time_exponent(eigenvalues, a0, fraction: float = 0.5, num: int = 60) -> float:
     """Slope of log t_f against log lam of the GD closed form (`learning_time`, omega = 1,
-    infinite context) over `dense_eigenvalues`: a least-squares line (np.polyfit)."""
+    infinite context) over `dense_eigenvalues`: a least-squares line (np.polyfit) through the
+    eigenvalues whose feature starts below its mark (0 < t_f < inf); NaN with fewer than two."""
     lam = dense_eigenvalues(eigenvalues, num)
-    return float(np.polyfit(np.log(lam), np.log(learning_time(lam, a0, fraction)), 1)[0])
+    t = learning_time(lam, a0, fraction)
+    keep = (t > 0) & np.isfinite(t)
+    if keep.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(lam[keep]), np.log(t[keep]), 1)[0])
 
 
 class SimulationCheck(NamedTuple):
