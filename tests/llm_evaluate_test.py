@@ -5,6 +5,7 @@ with a fake generator (accuracy 1) and a tiny random decoder (well-formed record
 import json
 import math
 
+import jax
 import numpy as np
 import pytest
 
@@ -20,7 +21,13 @@ EXTRACT = [
     ("First \\boxed{3}, corrected: \\boxed{\\sqrt{\\frac{a}{b}}}", "\\sqrt{\\frac{a}{b}}", "boxed"),
     ("3 + 4 = 7. The answer is 7.", "7", "answer_is"),
     ("The answer is 2. No wait, the answer is: $3.5$.", "3.5", "answer_is"),
-    ("the final answer is 12.5 dollars", "12.5 dollars", "answer_is"),
+    ("the final answer is 12.5 dollars", "12.5", "answer_is"),      # a number followed by words is the number
+    ("Total: 9 + 9.\nThe answer is 18 dollars.", "18", "answer_is"),
+    ("#### 18 cookies", "18", "gsm8k"),
+    ("#### $1,200 in total", "1200", "gsm8k"),
+    ("The answer is x + 1.", "x + 1", "answer_is"),                # an expression stays whole
+    ("#### 3/4", "3/4", "gsm8k"),
+    ("so 5 pens\n####\n\nQuestion: 7 apples", "7", "last_number"),  # "####" takes its own line only
     ("The answer is -8917.\n", "-8917", "answer_is"),
     ("He pays $1,200 then gets 35 back, so 1,165 remain", "1165", "last_number"),
     ("a drop of -.5 percent", "-.5", "last_number"),
@@ -40,10 +47,12 @@ def test_gold_answers_and_equivalence():
     with pytest.raises(ValueError, match="####"):
         E.gold_answer("no marker 3", "gsm8k")
     same = [("72.0", "72"), ("1000", "1000"), ("0.5", "\\frac{1}{2}"), ("1/2", "\\frac{1}{2}"),
-            ("\\dfrac{14}{3}", "14/3"), ("x + 1", "1 + x"), ("50%", "50")]
+            ("\\dfrac{14}{3}", "14/3"), ("x + 1", "1 + x"), ("50%", "50"), ("1,234", "1234"),
+            ("0.0000010000001", "0.000001")]
     for pred, gold in same:
         assert E.answers_match(pred, gold), (pred, gold)
-    for pred, gold in [("71", "72"), (None, "72"), ("\\sqrt{2}", "2"), ("0.3333", "\\frac{1}{3}")]:
+    for pred, gold in [("71", "72"), (None, "72"), ("\\sqrt{2}", "2"), ("0.3333", "\\frac{1}{3}"),
+                       ("3,5", "35"), ("35", "3,5"), ("0", "0.000001"), ("1e-7", "0")]:  # "3,5" is no number
         assert not E.answers_match(pred, gold), (pred, gold)
 
 
@@ -151,6 +160,14 @@ def test_generation_end_to_end_on_a_tiny_random_model(offline, tmp_path):
         assert r["rule"] in ("gsm8k", "boxed", "answer_is", "last_number", "none")
     # a prompt batched with others (length-sorted, left-padded) generates what it does alone
     assert gen([rows[3].prompt]) == [records[3]["completion"]]
+    # sampled: question i draws with fold_in(key, i) whatever its batch; repeats of a question differ
+    sample = dict(key=jax.random.key(5), temperature=1.0, bucket=512, compiler_options=FAST_COMPILE,
+                  max_new_tokens=6)
+    questions = [rows[0].prompt] * 3 + [rows[1].prompt] * 3
+    by_batch = [E.model_generate_fn(model, tok, D.PromptTemplate(kind="plain"), batch_size=b, **sample)(questions)
+                for b in (1, 2, 6)]
+    assert by_batch[0] == by_batch[1] == by_batch[2]
+    assert len(set(by_batch[0][:3])) > 1 or len(set(by_batch[0][3:])) > 1
     lines = E.to_jsonl(records).splitlines()
     assert [json.loads(x)["example_id"] for x in lines] == list(range(5))
     md, table = E.comparison_table({"baseline": {"offline_gsm": summary}, "sam": {"offline_gsm": summary}})

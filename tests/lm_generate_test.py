@@ -102,6 +102,30 @@ def test_sampling_reproducible_and_degenerates_to_greedy(llama):
     assert (sample(3) != sample(4)).any()
     with pytest.raises(ValueError, match="key"):
         generate(model, prompt_BxP, mask_BxP, max_new_tokens=N, temperature=1.0)
+    # rows draw with fold_in(key, b): the same prompt in every row gives different samples, and
+    # explicit per-row keys reproduce them row by row
+    same_BxP = np.repeat(prompt_BxP[-1:], len(prompt_BxP), 0)
+    same_mask = np.repeat(mask_BxP[-1:], len(prompt_BxP), 0)
+    rows_BxN = _generate(model, same_BxP, same_mask, key=jax.random.key(6), temperature=1.0)[0]
+    assert len({tuple(r) for r in rows_BxN}) > 1
+    keys_B = jax.vmap(lambda b: jax.random.fold_in(jax.random.key(6), b))(jnp.arange(len(prompt_BxP)))
+    np.testing.assert_array_equal(_generate(model, same_BxP, same_mask, key=keys_B, temperature=1.0)[0], rows_BxN)
+    one = _generate(model, same_BxP[:1], same_mask[:1], key=keys_B[2:3], temperature=1.0)[0]
+    np.testing.assert_array_equal(one[0], rows_BxN[2])
+
+
+def test_zero_new_tokens_and_stop_sequences_longer_than_the_output(llama):
+    _, model = llama
+    prompt_BxP, mask_BxP = _prompts()
+    tokens_BxN, lengths_B = jax.device_get(
+        generate(model, prompt_BxP, mask_BxP, max_new_tokens=0))
+    assert tokens_BxN.shape == (len(prompt_BxP), 0) and lengths_B.tolist() == [0] * len(prompt_BxP)
+    greedy_BxN, greedy_B = jax.device_get(generate(model, prompt_BxP, mask_BxP, max_new_tokens=2,
+                                                   compiler_options=FAST_COMPILE))
+    long_BxN, long_B = jax.device_get(generate(model, prompt_BxP, mask_BxP, max_new_tokens=2,
+                                               stop_sequences=[[1, 2, 3]], compiler_options=FAST_COMPILE))
+    np.testing.assert_array_equal(long_BxN, greedy_BxN)
+    np.testing.assert_array_equal(long_B, greedy_B)
 
 
 def test_sample_logits_follows_truncated_distribution():

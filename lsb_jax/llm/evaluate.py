@@ -9,7 +9,8 @@ Arm comparisons with intervals are the experiments' claims (`lsb_jax.claims`), n
 
 A completion's answer is extracted by the first rule that matches (`extract_answer`): the GSM8K
 marker "#### x", the last `\\boxed{...}` (balanced braces), the last "The answer is x", else the
-last number in the text. The gold answer is read from the reference by the set's
+last number in the text; a "####" or "answer is" span that is a number followed by words ("18
+dollars") is that number. The gold answer is read from the reference by the set's
 `answer_format`. A prediction is correct when both parse as numbers and agree to a relative
 1e-6, else when `math_verify.verify(parse(gold), parse(prediction))` holds (both read as inline
 math, $...$) (symbolic
@@ -27,10 +28,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import threading
 from typing import Callable, Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
@@ -39,7 +43,8 @@ from lsb_jax.llm.data import PromptTemplate, Row, encode_prompt, pad_token_id
 
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _ANSWER_IS = re.compile(r"the (?:final )?answer is\s*:?\s*", re.IGNORECASE)
-_GSM8K = re.compile(r"####\s*([^\n]*)")
+_GSM8K = re.compile(r"####[ \t]*([^\n]*)")   # the rest of the marker's own line
+_NUMBER_WITH_UNIT = re.compile(r"\$?\s*(" + _NUMBER.pattern + r")\s*\$?\s+[^\W\d_]{2,}")
 
 
 # ----------------------------------------------------------------------------- answers
@@ -75,11 +80,18 @@ def normalize_answer(answer: str) -> str:
     return a
 
 
+def _drop_unit(answer: str) -> str:
+    """"18 dollars", "$18 in total" -> "18": a number followed by words is the number (lm-eval's
+    flexible extract); anything else ("x + 1", "3/4", "\\frac{1}{2}") is kept whole."""
+    m = _NUMBER_WITH_UNIT.match(answer)
+    return normalize_answer(m.group(1)) if m else answer
+
+
 def extract_answer(text: str) -> Extraction:
     """The answer of a completion by the first matching rule (module docstring)."""
     hits = _GSM8K.findall(text)
     if hits and hits[-1].strip():
-        return Extraction(normalize_answer(hits[-1]), "gsm8k")
+        return Extraction(_drop_unit(normalize_answer(hits[-1])), "gsm8k")
     boxed = last_boxed(text)
     if boxed:
         return Extraction(normalize_answer(boxed), "boxed")
@@ -88,7 +100,7 @@ def extract_answer(text: str) -> Extraction:
         rest = text[matches[-1].end():].split("\n")[0].strip()
         rest = re.split(r"\.(?:\s|$)", rest)[0]  # up to the sentence's end (not a decimal point)
         if rest.strip():
-            return Extraction(normalize_answer(rest), "answer_is")
+            return Extraction(_drop_unit(normalize_answer(rest)), "answer_is")
     numbers = _NUMBER.findall(text)
     if numbers:
         return Extraction(normalize_answer(numbers[-1]), "last_number")
@@ -119,7 +131,12 @@ def gold_answer(reference: str, answer_format: str) -> str:
 
 
 def _as_number(a: str) -> float | None:
-    a = a.replace(",", "").removesuffix("%").strip()
+    """A plain number (thousands separators only where they group digits by three; "3,5" is not one)."""
+    a = a.strip().removesuffix("%").strip()
+    if _NUMBER.fullmatch(a):
+        a = a.replace(",", "")
+    elif "," in a:
+        return None
     try:
         return float(a)
     except ValueError:
@@ -127,12 +144,13 @@ def _as_number(a: str) -> float | None:
 
 
 def answers_match(prediction: str | None, gold: str) -> bool:
-    """Numeric equality (relative 1e-6), else math-verify equivalence, else equal strings."""
+    """Numeric equality (relative 1e-6; absolute 1e-12 near 0), else math-verify equivalence, else
+    equal strings."""
     if prediction is None:
         return False
     p, g = _as_number(prediction), _as_number(gold)
     if p is not None and g is not None:
-        return abs(p - g) <= 1e-6 * max(1.0, abs(g))
+        return math.isclose(p, g, rel_tol=1e-6, abs_tol=1e-12)
     # math-verify's timeouts use signal.alarm, which only the main thread may set
     timeout = 5 if threading.current_thread() is threading.main_thread() else None
     try:
@@ -209,12 +227,16 @@ def model_generate_fn(model, tokenizer, template: PromptTemplate = PromptTemplat
     """`generate_fn` decoding with our `models.lm.generate` (greedy unless `generate_kwargs`
     sample). Questions are templated exactly as in training (`data.encode_prompt`), sorted by
     length and cut into batches of `batch_size` (the last padded with repeats, so one program
-    per prompt-length bucket); rows stop at eos (or `stop_token_ids`), then at `stop_strings`."""
+    per prompt-length bucket); rows stop at eos (or `stop_token_ids`), then at `stop_strings`.
+    Sampling (`key=` in `generate_kwargs`): question i draws with `fold_in(key, i)`, whatever its
+    batch, so its completion does not depend on `batch_size` or on the other questions."""
     from lsb_jax.models.lm.generate import generate, truncate_at_stop_strings  # noqa: PLC0415
 
     pad_id = pad_token_id(tokenizer)
     stops = stop_token_ids if stop_token_ids is not None else (
         () if tokenizer.eos_token_id is None else (tokenizer.eos_token_id,))
+
+    key = generate_kwargs.pop("key", None)
 
     def generate_fn(questions: list[str]) -> list[str]:
         ids = [encode_prompt(tokenizer, template, q) for q in questions]
@@ -226,6 +248,8 @@ def model_generate_fn(model, tokenizer, template: PromptTemplate = PromptTemplat
             P = max(len(ids[i]) for i in rows)
             prompt_BxP = np.array([[pad_id] * (P - len(ids[i])) + ids[i] for i in rows], np.int32)
             mask_BxP = np.array([[0] * (P - len(ids[i])) + [1] * len(ids[i]) for i in rows], np.int32)
+            if key is not None:
+                generate_kwargs["key"] = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(rows))
             tokens_BxN, lengths_B = generate(model, prompt_BxP, mask_BxP, max_new_tokens=max_new_tokens,
                                              stop_token_ids=stops, pad_id=pad_id, **generate_kwargs)
             tokens_BxN, lengths_B = np.asarray(tokens_BxN), np.asarray(lengths_B)

@@ -56,6 +56,8 @@ def _stop_hit(out_BxN: jax.Array, i: jax.Array, stop_sequences: tuple[tuple[int,
     hit_B = jnp.zeros((B,), bool)
     for seq in stop_sequences:
         m = len(seq)
+        if m > out_BxN.shape[1]:   # longer than the whole output: it can never be hit
+            continue
         tail_Bxm = jax.lax.dynamic_slice_in_dim(out_BxN, jnp.maximum(i + 1 - m, 0), m, axis=1)
         hit_B |= (i + 1 >= m) & jnp.all(tail_Bxm == jnp.asarray(seq, out_BxN.dtype), axis=1)
     return hit_B
@@ -68,7 +70,8 @@ def decode(graphdef: nnx.GraphDef, params: nnx.State, prompt_BxP: jax.Array, mas
     """Pure decoding (jit with the keyword arguments and `graphdef` static).
 
     Returns the generated tokens [B, N] (`pad_id` after a row's stop sequence) and their
-    lengths [B] (stop sequence included). Step i samples with `jax.random.fold_in(key, i)`.
+    lengths [B] (stop sequence included). `key` holds one key per row ([B]); row b's step i samples
+    with `jax.random.fold_in(key[b], i)`, so a row's draw does not depend on the other rows.
     """
     model: Decoder = nnx.merge(graphdef, params)
     B, P = prompt_BxP.shape
@@ -84,8 +87,9 @@ def decode(graphdef: nnx.GraphDef, params: nnx.State, prompt_BxP: jax.Array, mas
     def choose(logits_BxV, i):
         if greedy:
             return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
-        return sample_logits(logits_BxV, jax.random.fold_in(key, i), temperature, top_k,
-                             top_p).astype(jnp.int32)
+        def row(logits_V, key_b):
+            return sample_logits(logits_V[None], jax.random.fold_in(key_b, i), temperature, top_k, top_p)[0]
+        return jax.vmap(row)(logits_BxV, key).astype(jnp.int32)
 
     def cond(carry):
         i, _, _, _, done_B, _ = carry
@@ -124,7 +128,8 @@ def generate(model: Decoder, prompt_BxP, attention_mask_BxP=None, *, max_new_tok
     """Generate up to `max_new_tokens` tokens after left-padded prompts.
 
     `temperature` 0 decodes greedily (argmax); otherwise tokens are sampled with `key`
-    (required), optionally restricted by `top_k` / `top_p` (see `sample_logits`). A row stops
+    (required: one key, whose row b draws with `fold_in(key, b)`, or one key per row, [B]),
+    optionally restricted by `top_k` / `top_p` (see `sample_logits`). A row stops
     after any of `stop_token_ids` or of the token-id `stop_sequences` (kept in its output).
     The prompt is left-padded further to a multiple of `bucket` so that nearby prompt lengths
     share one compiled program. Returns (tokens [B, N] padded with `pad_id`, lengths [B]).
@@ -138,6 +143,11 @@ def generate(model: Decoder, prompt_BxP, attention_mask_BxP=None, *, max_new_tok
     greedy = temperature == 0.0
     if not greedy and key is None:
         raise ValueError("sampling (temperature > 0) needs a PRNG `key`")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if max_new_tokens == 0:
+        return jnp.zeros((B, 0), jnp.int32), jnp.zeros((B,), jnp.int32)
+    row_keys = _row_keys(jax.random.key(0) if key is None else key, B)
     pad = -P % max(bucket, 1)
     prompt_BxP = np.pad(prompt_BxP, ((0, 0), (pad, 0)), constant_values=pad_id)
     mask_BxP = np.pad(mask_BxP, ((0, 0), (pad, 0)))
@@ -146,9 +156,20 @@ def generate(model: Decoder, prompt_BxP, attention_mask_BxP=None, *, max_new_tok
     graphdef, params = nnx.split(model)
     run = _compiled_decode(tuple(sorted(compiler_options.items())) if compiler_options else None)
     return run(graphdef, params, jnp.asarray(prompt_BxP, jnp.int32), jnp.asarray(mask_BxP, jnp.int32),
-               jax.random.key(0) if key is None else key, jnp.float32(temperature), jnp.int32(top_k),
+               row_keys, jnp.float32(temperature), jnp.int32(top_k),
                jnp.float32(top_p), max_new_tokens=max_new_tokens, greedy=greedy, stop_sequences=stops,
                pad_id=pad_id)
+
+
+def _row_keys(key: jax.Array, batch: int) -> jax.Array:
+    """[B] typed keys: `key`'s `fold_in(key, b)` for one key (typed or raw uint32 [2]), or the given per-row keys."""
+    if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(jnp.asarray(key, jnp.uint32))
+    if key.ndim == 0:
+        return jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(batch))
+    if key.shape != (batch,):
+        raise ValueError(f"key: one key or one per row ({batch}), got shape {key.shape}")
+    return key
 
 
 def truncate_at_stop_strings(text: str, stop_strings: Sequence[str]) -> str:
