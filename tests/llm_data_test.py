@@ -279,7 +279,12 @@ def test_planted_math_has_exact_levels_correct_answers_and_a_seeded_order(tmp_pa
     train = [json.loads(x) for x in paths["train"].read_text().splitlines()]
     test = [json.loads(x) for x in paths["test"].read_text().splitlines()]
     assert [sum(r["level"] == v for r in train) for v in "abc"] == [10, 20, 10]
-    assert [sum(r["level"] == v for r in test) for v in "abc"] == [5, 10, 6]      # the last takes the remainder
+    assert [sum(r["level"] == v for r in test) for v in "abc"] == [5, 11, 5]      # the largest remainder (10.5)
+    four = tuple((str(i), 2, 0.25) for i in range(4))
+    for size in range(0, 40):   # every level within one row of its share, in total exactly `size`
+        for levels in (cfg.levels, four, (("a", 2, 0.1), ("b", 2, 0.9))):
+            got = M.level_sizes(levels, size)
+            assert sum(got) == size and all(abs(n - share * size) < 1 for n, (_, _, share) in zip(got, levels))
     terms = {"a": 2, "b": 3, "c": 4}
     for r in train + test:
         text, answer = (r["instruction"], r["output"]) if "output" in r else (r["question"], r["answer"])

@@ -20,7 +20,7 @@ response is only "The answer is x." (no worked line): a per-example loss is the 
 response tokens, so a worked line that repeats the expression would dilute the answer's loss by
 a length that grows with the number of terms, and the difficulty the proxy should find would be
 partly hidden by the length. Train and test rows are independent draws of the same family (each
-level's rows exactly its share of the size), so a test question may also be a train question
+level's rows its share of the size to within one row), so a test question may also be a train question
 (2 one-digit terms have only 200 problems): the upsample report gives the fraction per level.
 """
 
@@ -151,9 +151,15 @@ PLANTED_SOURCE = "planted_sum"
 
 
 def level_sizes(levels, size: int) -> list[int]:
-    """Rows per level: round(share * size), the last level takes the remainder (sum = size)."""
-    sizes = [round(share * size) for _, _, share in levels[:-1]]
-    return sizes + [size - sum(sizes)]
+    """Rows per level, summing to `size`, by largest remainder: floor(share * size) each, and the
+    rows left over go one each to the levels with the largest fractional parts (ties to the first
+    level), so every level is within one row of its share."""
+    shares = np.array([share for _, _, share in levels], np.float64)
+    quota = size * shares / shares.sum()
+    sizes = np.floor(quota).astype(np.int64)
+    order = np.argsort(-(quota - sizes), kind="stable")
+    sizes[order[:size - int(sizes.sum())]] += 1
+    return [int(n) for n in sizes]
 
 
 def planted_items(cfg: PlantedMathConfig, size: int, stream: int) -> list[tuple[str, str, int]]:
