@@ -174,3 +174,28 @@ def test_generation_end_to_end_on_a_tiny_random_model(offline, tmp_path):
     assert table[1]["delta"] == 0.0 and md.count("\n") == 4 and not math.isnan(table[0]["accuracy"])
 
 
+
+
+def test_chat_generation_stops_at_the_end_of_turn_token(monkeypatch):
+    """A model fine-tuned on a ChatML template ends its answers with <|im_end|>, not eos: generation
+    must stop there too (with skip_special_tokens the marker would vanish and the text run on)."""
+    import importlib
+
+    G = importlib.import_module("lsb_jax.models.lm.generate")   # the module (the package exports the function)
+
+    chat, plain = tiny_tokenizer(chat=True), tiny_tokenizer()
+    im_end = chat.convert_tokens_to_ids("<|im_end|>")
+    assert D.end_of_turn_ids(chat, D.PromptTemplate(kind="chat")) == (im_end,)
+    assert D.end_of_turn_ids(plain, D.PromptTemplate(kind="plain")) == ()
+    seen = []
+
+    def fake_generate(model, prompt_BxP, mask_BxP, *, max_new_tokens, stop_token_ids, pad_id, **kw):
+        seen.append(tuple(stop_token_ids))
+        return np.zeros((len(prompt_BxP), max_new_tokens), np.int32), np.zeros(len(prompt_BxP), np.int32)
+
+    monkeypatch.setattr(G, "generate", fake_generate)
+    E.model_generate_fn(None, chat, D.PromptTemplate(kind="chat"), batch_size=2, max_new_tokens=3)(["a", "b"])
+    E.model_generate_fn(None, plain, D.PromptTemplate(kind="plain"), batch_size=2, max_new_tokens=3)(["a"])
+    E.model_generate_fn(None, chat, D.PromptTemplate(kind="chat"), batch_size=2, max_new_tokens=3,
+                        stop_token_ids=(7,))(["a"])
+    assert seen == [(chat.eos_token_id, im_end), (plain.eos_token_id,), (7,)]

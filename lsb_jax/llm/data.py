@@ -575,6 +575,22 @@ def pad_token_id(tokenizer) -> int:
     return 0
 
 
+def end_of_turn_ids(tokenizer, template: PromptTemplate) -> tuple[int, ...]:
+    """The token a chat template writes right after the assistant's response (ChatML's <|im_end|>,
+    Llama 3's <|eot_id|>, Gemma's <end_of_turn>) when it is a special or added token: a model
+    fine-tuned on the template ends its answers with it, which is often not the tokenizer's eos.
+    () for plain templates and for templates that write ordinary text there."""
+    if template.resolve(tokenizer) == "plain":
+        return ()
+    probe = "lsb-probe-response"
+    _, response = render(tokenizer, template, "Q", probe)
+    if response is None or probe not in response:
+        return ()
+    ids = tokenizer(response.split(probe, 1)[1], add_special_tokens=False)["input_ids"]
+    added = set(tokenizer.get_added_vocab().values()) | set(tokenizer.all_special_ids)
+    return (int(ids[0]),) if ids and ids[0] in added else ()
+
+
 def encode_prompt(tokenizer, template: PromptTemplate, prompt: Query) -> list[int]:
     """Token ids of the templated prompt (what generation starts from). Plain prompts get the
     tokenizer's special prefix (e.g. BOS); a chat template writes its own."""

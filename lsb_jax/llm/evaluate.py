@@ -39,7 +39,7 @@ import numpy as np
 from scipy import stats
 
 from lsb_jax.llm.arms import ordered
-from lsb_jax.llm.data import PromptTemplate, Row, encode_prompt, pad_token_id
+from lsb_jax.llm.data import PromptTemplate, Row, encode_prompt, end_of_turn_ids, pad_token_id
 
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _ANSWER_IS = re.compile(r"the (?:final )?answer is\s*:?\s*", re.IGNORECASE)
@@ -227,14 +227,17 @@ def model_generate_fn(model, tokenizer, template: PromptTemplate = PromptTemplat
     """`generate_fn` decoding with our `models.lm.generate` (greedy unless `generate_kwargs`
     sample). Questions are templated exactly as in training (`data.encode_prompt`), sorted by
     length and cut into batches of `batch_size` (the last padded with repeats, so one program
-    per prompt-length bucket); rows stop at eos (or `stop_token_ids`), then at `stop_strings`.
+    per prompt-length bucket); rows stop at eos and at a chat template's end-of-turn token
+    (`data.end_of_turn_ids`), or at `stop_token_ids` when given, then at `stop_strings`.
     Sampling (`key=` in `generate_kwargs`): question i draws with `fold_in(key, i)`, whatever its
     batch, so its completion does not depend on `batch_size` or on the other questions."""
     from lsb_jax.models.lm.generate import generate, truncate_at_stop_strings  # noqa: PLC0415
 
     pad_id = pad_token_id(tokenizer)
-    stops = stop_token_ids if stop_token_ids is not None else (
-        () if tokenizer.eos_token_id is None else (tokenizer.eos_token_id,))
+    if stop_token_ids is None:   # eos, and a chat template's end-of-turn token (often not eos)
+        eos = () if tokenizer.eos_token_id is None else (int(tokenizer.eos_token_id),)
+        stop_token_ids = tuple(dict.fromkeys(eos + end_of_turn_ids(tokenizer, template)))
+    stops = stop_token_ids
 
     key = generate_kwargs.pop("key", None)
 
