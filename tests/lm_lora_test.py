@@ -130,6 +130,7 @@ def test_dropout_only_in_training_mode(hf_folder):
 @pytest.mark.parametrize("case,targets,modules", [
     ("llama3_gqa_scaled", r"layers\..*", 14),                       # q, k, v, o (linear_nh), gate, up, down
     ("neox_parallel", r"layers\.1\.attn\.(q|v)|.*\.mlp\.up", 3),   # q, v of one layer in a fused query_key_value
+    ("neox_parallel", r"layers\.0\.attn\.(q|k|v|o)|lm_head", 3),   # the head: saved as embed_out, module lm_head
     ("phi2_qk_layernorm_gqa", r".*\.attn\.(k|o)", 4),
 ])
 def test_peft_adapter_loads_onto_the_base_with_our_outputs(tmp_path, case, targets, modules):
@@ -155,6 +156,11 @@ def test_peft_adapter_loads_onto_the_base_with_our_outputs(tmp_path, case, targe
     np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
     adapted = [n for n, m in peft_model.named_modules() if hasattr(m, "lora_A") and "default" in m.lora_A]
     assert len(adapted) == modules
+    import json
+    import re
+    patterns = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["rank_pattern"]
+    for key in patterns:   # peft < 0.14 matches r".*\.{key}$" on module names relative to the base model
+        assert sum(bool(re.match(rf".*\.{key}$", n)) for n, _ in hf_base.named_modules()) == 1, key
     pinned = save_peft_adapter(model, tmp_path / "pinned", base_model="org/name", revision="v1")
     config = peft.PeftConfig.from_pretrained(pinned)        # a hub base at a revision: peft's own fields
     assert (config.base_model_name_or_path, config.revision) == ("org/name", "v1")

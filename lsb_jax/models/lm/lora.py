@@ -151,7 +151,7 @@ def save_peft_adapter(model: Decoder, folder, *, base_model: str, revision: str 
         adapted = [p for p in parts if p in host]
         if not adapted:
             continue
-        module = hf[:-len(".weight")]
+        module = names.runtime_module(cfg.family, hf[:-len(".weight")])
         if kind == "qkv":     # GPT-NeoX: HF rows ordered [N, 3, H]; ours q, k, v kernels [D, N, H]
             _, b0 = host[adapted[0]]
             _, N, H = b0.shape
@@ -161,9 +161,10 @@ def save_peft_adapter(model: Decoder, folder, *, base_model: str, revision: str 
             for jj, p in enumerate(adapted):
                 b_Nx3xHxmr[:, parts.index(p), :, jj * r:(jj + 1) * r] = host[p][1].transpose(1, 2, 0)
             a_hf, b_hf = a_mrxD, b_Nx3xHxmr.reshape(N * 3 * H, m * r)
-            if m > 1:
-                rank_pattern[re.escape(module)] = m * r
-                alpha_pattern[re.escape(module)] = m * scale * r
+            if m > 1:   # keyed without the first path part: peft < 0.14 matches keys as r".*\.{key}$"
+                key = re.escape(module.split(".", 1)[-1])
+                rank_pattern[key] = m * r
+                alpha_pattern[key] = m * scale * r
         elif kind in ("linear", "linear_nh"):
             a, b = host[adapted[0]]
             a_hf, b_hf = a.reshape(-1, r).T, b.reshape(r, -1).T

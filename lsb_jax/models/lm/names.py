@@ -95,6 +95,25 @@ ALIASES: dict[str, dict[str, str]] = {"gpt_neox": {"embed_out.weight": "lm_head.
 IGNORED = (r".*\.rotary_emb\.inv_freq$", r".*\.attention\.(bias|masked_bias)$")
 
 
+def runtime_module(family: str, module: str) -> str:
+    """The name the installed transformers gives checkpoint module `module` at run time (what a
+    `peft` adapter must target). GPT-NeoX's head is saved as `embed_out` but is the module `lm_head`
+    since transformers 5 (which renames the tensor on load); older versions keep `embed_out`."""
+    if family == "gpt_neox" and module == "embed_out":
+        return "lm_head" if _neox_head_is_lm_head() else "embed_out"
+    return module
+
+
+def _neox_head_is_lm_head() -> bool:
+    try:
+        import inspect  # noqa: PLC0415
+
+        from transformers.models.gpt_neox import modeling_gpt_neox  # noqa: PLC0415
+        return "self.embed_out" not in inspect.getsource(modeling_gpt_neox.GPTNeoXForCausalLM.__init__)
+    except (ImportError, OSError, TypeError):   # no transformers (or no source): the current name
+        return True
+
+
 def expand(family: str, num_layers: int, our_paths: set[str]) -> list[Rule]:
     """The family's rules with `{i}` filled in, restricted to parameters the model has."""
     out = []
