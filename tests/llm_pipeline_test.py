@@ -459,3 +459,22 @@ def test_target_seeds_change_the_order_and_levels_split_the_accuracy(planted_run
     files = [(run_dir / f"base{b}" / f).read_bytes() for b in BASES for f in ("data/train.jsonl",
                                                                              "data/pretrain/train.jsonl")]
     assert len(set(files)) == 4
+
+
+def test_check_devices_refuses_batches_the_processes_cannot_split(monkeypatch):
+    """With several processes each one feeds its own rows, so the mesh's (data, fsdp) axes must span
+    the processes and divide every batch; else the batch would be replicated and every process would
+    train on its own rows alone (the 2-process x 2-device case of batch 6 on data=4 summed 15 and 51)."""
+    import jax
+
+    from lsb_jax.config import ConfigError
+    from lsb_jax.models.lm.sharding import MeshConfig
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(jax, "device_count", lambda: 4)
+    pl.check_devices(MeshConfig(), ["m"], [8, 4])
+    pl.check_devices(MeshConfig(data=2, fsdp=2), ["m"], [8])
+    for mesh, batch, match in [(MeshConfig(), 6, "data x fsdp = 4"), (MeshConfig(data=1, tensor=4), 8, "span every"),
+                               (MeshConfig(), 3, "over 2 processes")]:
+        with pytest.raises(ConfigError, match=match):
+            pl.check_devices(mesh, ["m"], [batch])

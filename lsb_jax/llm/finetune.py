@@ -371,8 +371,11 @@ def stacked_batch_put(mesh: Mesh | None) -> Callable[[dict], dict]:
             global_b = x.shape[1] * jax.process_count()
             spec = batch_sharding(mesh, x.ndim - 1, batch_size=global_b).spec
             sharding = NamedSharding(mesh, PartitionSpec(None, *spec))
-            out[k] = (jax.make_array_from_process_local_data(sharding, x) if jax.process_count() > 1
-                      else jax.device_put(x, sharding))
+            if jax.process_count() > 1:   # global_shape: JAX refuses local rows that are not this process's share
+                global_shape = (x.shape[0], global_b) + x.shape[2:]
+                out[k] = jax.make_array_from_process_local_data(sharding, x, global_shape)
+            else:
+                out[k] = jax.device_put(x, sharding)
         return out
 
     return put

@@ -612,11 +612,12 @@ def process_batches(batches):
 
 def check_devices(mesh, models: Sequence[str], batch_sizes: Sequence[int]) -> None:
     """Before anything is written: the mesh (`sharding.MeshConfig`) fits the devices; with several
-    processes no model is built from scratch (one process would build it) and every batch splits."""
+    processes no model is built from scratch (one process would build it) and every batch splits over
+    the processes and over the mesh's (data, fsdp) devices (which must span the processes)."""
     from lsb_jax.config import ConfigError  # noqa: PLC0415
 
     try:
-        mesh.shape(jax.device_count())
+        data, fsdp, _ = mesh.shape(jax.device_count())
     except ValueError as e:
         raise ConfigError(f"mesh: {e}") from None
     n = jax.process_count()
@@ -626,6 +627,15 @@ def check_devices(mesh, models: Sequence[str], batch_sizes: Sequence[int]) -> No
     bad = [b for b in batch_sizes if b % n]
     if bad:
         raise ConfigError(f"batch size {bad[0]} cannot be split over {n} processes")
+    if n > 1:   # each process feeds its own rows: the batch must be split over (data, fsdp), across processes
+        split = data * fsdp
+        if split % n:
+            raise ConfigError(f"mesh data={data} x fsdp={fsdp}: with {n} processes the batch axes must span every "
+                              f"process (data x fsdp a multiple of {n}), or each would train on its own rows alone")
+        bad = [b for b in batch_sizes if b % split]
+        if bad:
+            raise ConfigError(f"batch size {bad[0]} cannot be split over the mesh's data x fsdp = {split} devices "
+                              f"({n} processes each feed their own rows)")
 
 
 def log_accuracy(ctx, step: int, tests: Mapping[str, dict]) -> None:
