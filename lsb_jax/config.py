@@ -266,7 +266,9 @@ def override(cfg: Any, assignments: Iterable[str]) -> Any:
                           else f"invalid config after --set {keys_}: {e}") from None
 
 
-def _collect(cfg: Any, path: list[str], text: str, full_key: str, changes: dict) -> None:
+def _collect(cfg: Any, path: list[str], value: Any, full_key: str, changes: dict) -> None:
+    """Records the change of `full_key` to `value`: command-line text, or a JSON-decoded value of a
+    section's merged object (so `optim={"name": null}` is None, not the string "null")."""
     name = path[0]
     fields = {f.name for f in dataclasses.fields(cfg)}
     if name not in fields:
@@ -274,23 +276,25 @@ def _collect(cfg: Any, path: list[str], text: str, full_key: str, changes: dict)
     current = getattr(cfg, name)
     if len(path) > 1:
         if not is_config(current):
-            raise ConfigError(f"unknown config key '{full_key}': '{name}' has no sub-keys")
-        _collect(current, path[1:], text, full_key, changes.setdefault(name, {}))
+            why = "is None (set the whole section)" if current is None else "has no sub-keys"
+            raise ConfigError(f"unknown config key '{full_key}': '{name}' {why}")
+        _collect(current, path[1:], value, full_key, changes.setdefault(name, {}))
         return
     tp = _field_types(type(cfg))[name]
-    if is_config(current) and text.strip().startswith("{"):
+    if is_config(current) and isinstance(value, str) and value.strip().startswith("{"):
         try:
-            data = json.loads(text)
+            value = json.loads(value)
         except json.JSONDecodeError:
-            raise ConfigError(f"bad value for '{full_key}': '{text}' (expected a JSON object)") from None
-        for k, v in data.items():
-            _collect(current, [k], json.dumps(v) if not isinstance(v, str) else v, f"{full_key}.{k}",
-                     changes.setdefault(name, {}))
+            raise ConfigError(f"bad value for '{full_key}': '{value}' (expected a JSON object)") from None
+    if is_config(current) and isinstance(value, dict):
+        for k, v in value.items():
+            _collect(current, [k], v, f"{full_key}.{k}", changes.setdefault(name, {}))
         return
     try:
-        changes[name] = _Value(coerce(text, tp))
+        changes[name] = _Value(coerce(value, tp))
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"bad value for '{full_key}': '{text}' ({e})") from None
+        shown = value if isinstance(value, str) else json.dumps(value)
+        raise ConfigError(f"bad value for '{full_key}': '{shown}' ({e})") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,6 +317,20 @@ def with_seeds(cfg: Any, seeds: int, field: str = "sweep") -> Any:
 
 
 def config_hash(cfg: Any, length: int = 8) -> str:
-    """A short stable hash of the resolved config (names run directories)."""
-    blob = json.dumps(to_dict(cfg), sort_keys=True, default=str)
+    """A short stable hash of the resolved config (names run directories). Config sections hash
+    independently of their field order; a dict-valued field whose keys are not in sorted order
+    hashes with its order, which can matter (`optim.layer_lr` applies the first pattern that matches)."""
+    blob = json.dumps(_hashable(cfg), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def _hashable(v: Any) -> Any:
+    if is_config(v):
+        return {f.name: _hashable(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, (list, tuple)):
+        return [_hashable(x) for x in v]
+    if isinstance(v, dict):
+        items = [(str(k), _hashable(x)) for k, x in v.items()]
+        keys_in_order = [k for k, _ in items]
+        return dict(items) if keys_in_order == sorted(keys_in_order) else {"__ordered__": [list(i) for i in items]}
+    return v

@@ -60,6 +60,39 @@ def test_round_trip_and_hash():
     assert "inner.lr" in C.keys(cfg)
 
 
+def test_hash_keeps_the_order_of_dict_fields_that_is_not_sorted():
+    """layer_lr-style dicts apply the first pattern that matches, so {"w": .1, "0": .5} and
+    {"0": .5, "w": .1} train differently and must not share a run directory; a sorted dict and
+    the field order of config sections do not change the hash."""
+    a = Outer(inner=Inner(groups={"w": 0.1, "0": 0.5}))
+    b = Outer(inner=Inner(groups={"0": 0.5, "w": 0.1}))
+    assert C.config_hash(a) != C.config_hash(b)
+    assert C.config_hash(b) == C.config_hash(Outer(inner=Inner(groups=dict(sorted({"w": 0.1, "0": 0.5}.items())))))
+    import hashlib
+    import json
+    plain = json.dumps(C.to_dict(b), sort_keys=True, default=str)   # sorted dicts: the hash of before
+    assert C.config_hash(b) == hashlib.sha256(plain.encode()).hexdigest()[:8]
+
+
+def test_json_merge_keeps_json_values():
+    @dataclasses.dataclass(frozen=True)
+    class Opt:
+        name: Optional[str] = "adam"
+        nesterov: bool = False
+        tag: str = "x"
+
+    @dataclasses.dataclass(frozen=True)
+    class Top:
+        optim: Opt = Opt()
+        inner: Inner = Inner()
+
+    cfg = C.override(Top(), ['optim={"name": null, "nesterov": true}', 'inner={"lr": 2, "groups": {"a": 1}}'])
+    assert cfg.optim == Opt(None, True, "x") and cfg.inner == Inner(2.0, "adam", {"a": 1.0})
+    for bad in ('optim={"tag": true}', 'optim={"tag": null}', 'optim={"nesterov": "maybe"}'):
+        with pytest.raises(C.ConfigError, match="bad value for 'optim"):
+            C.override(Top(), [bad])
+
+
 @dataclasses.dataclass(frozen=True)
 class Sized:
     pool: int = 100
