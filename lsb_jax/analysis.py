@@ -20,7 +20,10 @@ import numpy as np
 
 def steps_to_threshold(steps_T: np.ndarray, values_TxM: np.ndarray, threshold: float) -> np.ndarray:
     """For each member, the first logged step whose value is <= threshold (NaN if never) -> [M]."""
-    values_TxM = np.asarray(values_TxM, np.float64).reshape(len(steps_T), -1)
+    values_TxM = np.asarray(values_TxM, np.float64)
+    if len(steps_T) == 0:   # nothing logged: no member reached it
+        return np.full(int(np.prod(values_TxM.shape[1:])), np.nan)
+    values_TxM = values_TxM.reshape(len(steps_T), -1)
     hit_TxM = values_TxM <= threshold
     first_M = np.argmax(hit_TxM, axis=0)
     out = np.asarray(steps_T, np.float64)[first_M]
@@ -88,7 +91,7 @@ def censored_summary(times, horizon: float) -> dict:
     """
     t = np.asarray(times, np.float64).ravel()
     if np.any(t[~np.isnan(t)] > horizon):
-        raise ValueError(f"censored_summary: a time exceeds the horizon {horizon}: {t.max()}")
+        raise ValueError(f"censored_summary: a time exceeds the horizon {horizon}: {np.nanmax(t)}")
     n, hit = t.size, ~np.isnan(t)
     capped = np.where(hit, t, horizon)
     reached_sorted = np.sort(t[hit])

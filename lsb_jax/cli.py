@@ -25,7 +25,6 @@ import traceback
 from pathlib import Path
 
 from lsb_jax import config as config_lib
-from lsb_jax import io
 from lsb_jax import experiments as exp_lib
 from lsb_jax import report as report_lib
 from lsb_jax import runner
@@ -144,10 +143,16 @@ def cmd_reproduce(args) -> int:
             continue
         cname = config_of(exp)
         run_dir = runner.default_run_dir(runs_root, exp.name, cname, exp.configs[cname])
-        if runner.status_of(run_dir) == "complete":  # --only keeps earlier results in the report
+        if runner.status_of(run_dir) == "complete" and (run_dir / "results.json").is_file():
+            # --only keeps earlier results in the report, their claims decided as `lsb run` would
+            try:
+                results = runner.redecided_results(run_dir, exp, exp.configs[cname])
+            except (OSError, ValueError) as e:
+                print(f"lsb: skipping the earlier run {run_dir} in the report: {e}", file=sys.stderr)
+                continue
             entries.append({"experiment": exp.name, "reproduces": exp.reproduces, "run_dir": str(run_dir),
-                            "status": "complete", "results": io.read_json(run_dir / "results.json"),
-                            "earlier": True, **_scale(exp, cname, args.runs)})
+                            "status": "complete", "results": results, "earlier": True,
+                            **_scale(exp, cname, args.runs)})
     for exp in chosen:
         cname = config_of(exp)
         cfg = exp.configs[cname]
@@ -186,6 +191,10 @@ def error_line(e: BaseException) -> str:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
+        for flag, where in (("--runs", getattr(args, "runs", None)), ("--out", getattr(args, "out", None))):
+            if where is not None and runner.is_url(where):   # before Path() folds gs://b into gs:/b
+                raise runner.RunExists(f"{flag} {where}: run directories must be local paths (checkpoints inside "
+                                       "a run may go to remote storage; see docs/tpu.md)")
         if args.command in ("run", "reproduce"):   # several processes (docs/tpu.md): before any device is used
             from lsb_jax.train.hosts import maybe_initialize_distributed, use_compile_cache, use_cpu_cores  # noqa: PLC0415
             use_cpu_cores(args.cpu_devices)

@@ -6,6 +6,8 @@ MPLBACKEND set, the backend is left alone, so a notebook's plot cells show their
 
 from __future__ import annotations
 
+import warnings
+
 import dataclasses
 import os
 import sys
@@ -44,9 +46,11 @@ def band(ax, steps_T: np.ndarray, values_TxM: np.ndarray, label: str | None = No
     a +-1 sample-std (ddof 1) band; log axis: median with the 25-75% quantile band (a std band is
     not symmetric on a log scale and runs below zero). `bounds` clips the band to the quantity's valid
     range (e.g. (0, 1) for an accuracy)."""
-    values_TxM = np.asarray(values_TxM, np.float64).reshape(len(steps_T), -1)
+    values_TxM = np.asarray(values_TxM, np.float64)
+    values_TxM = values_TxM.reshape(len(steps_T), int(np.prod(values_TxM.shape[1:])) if len(steps_T) == 0 else -1)
     count_T = np.sum(~np.isnan(values_TxM), axis=1)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN steps (every member diverged): gaps
         if log:
             center_T = np.nanmedian(values_TxM, axis=1)
             lo_T, hi_T = np.nanquantile(values_TxM, [0.25, 0.75], axis=1)

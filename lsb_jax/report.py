@@ -10,12 +10,21 @@ from typing import Any, Sequence
 from lsb_jax import io
 
 
+_NON_FINITE = {"Infinity": "inf", "-Infinity": "-inf", "NaN": "nan"}   # how JSON brings non-finite floats back
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
-    if isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v) and len(v) <= 8:
-        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, list) and v and len(v) <= 8 and all(
+            isinstance(x, (int, float)) or x in _NON_FINITE for x in v):
+        return "[" + ", ".join(_num(x) for x in v) + "]"
     return str(v)
+
+
+def _cell(v: Any) -> str:
+    """Text for a Markdown table cell: a `|` would end the cell and a newline the row."""
+    return " ".join(str(v).replace("|", "\\|").split())
 
 
 def _validation_lines(validation: Any) -> list[str]:
@@ -34,7 +43,7 @@ def _validation_lines(validation: Any) -> list[str]:
 
 def _num(v: Any) -> str:
     if isinstance(v, str):      # non-finite floats come back from JSON as strings
-        return {"Infinity": "inf", "-Infinity": "-inf"}.get(v, v)
+        return _NON_FINITE.get(v, v)
     return _fmt(float(v)) if isinstance(v, (int, float)) else str(v)
 
 
@@ -75,8 +84,8 @@ def claims_section(entries: Sequence[dict]) -> list[str]:
         for e, c in by_paper[paper]:
             effect, verdict = _claim_cell(c, e.get("decide_with"))
             old = " (earlier run)" if e.get("earlier") else ""
-            lines.append(f"| {c['says']} | {c['figure']} | {c['comparison']} | {effect} | {verdict} | "
-                         f"[{e['experiment']}](#{e['experiment']}){old} |")
+            lines.append(f"| {_cell(c['says'])} | {_cell(c['figure'])} | {_cell(c['comparison'])} | {_cell(effect)} | "
+                         f"{_cell(verdict)} | [{e['experiment']}](#{e['experiment']}){old} |")
         n = claims_lib.counts([c for _, c in by_paper[paper]])
         counts_rows.append(f"| seed {paper} | " + " | ".join(str(n[v]) for v in claims_lib.VERDICTS)
                            + " |")
@@ -113,8 +122,8 @@ def write_report(path: str | Path, entries: Sequence[dict], mode: str) -> Path:
     for e in entries:
         res = e.get("results") or {}
         status = e["status"] + (" (earlier run)" if e.get("earlier") else "")
-        lines.append(f"| {e['experiment']} | {e['reproduces']} | {status} | "
-                     f"{_fmt(res.get('wall_seconds', ''))} | {_headline(res)} |")
+        lines.append(f"| {e['experiment']} | {_cell(e['reproduces'])} | {status} | "
+                     f"{_fmt(res.get('wall_seconds', ''))} | {_cell(_headline(res))} |")
     for e in entries:
         res = e.get("results") or {}
         lines += ["", f"### {e['experiment']}", "",
@@ -128,7 +137,7 @@ def write_report(path: str | Path, entries: Sequence[dict], mode: str) -> Path:
         head = res.get("headline", {})
         if head:
             lines += ["", "| quantity | value |", "|---|---|"]
-            lines += [f"| {k} | {_fmt(v)} |" for k, v in head.items()]
+            lines += [f"| {_cell(k)} | {_cell(_fmt(v))} |" for k, v in head.items()]
         for fig in res.get("figures", []):
             rel = Path(e["run_dir"], fig)
             try:

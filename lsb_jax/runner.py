@@ -428,7 +428,7 @@ def run_experiment(exp: exp_lib.Experiment, cfg: Any, config_name: str, *, out: 
     index, count = _process()
     if count > 1 and index > 0:   # several processes: the main one owns run_dir, process i the folder beside it
         run_dir, checkpoint_root = run_dir.with_name(f"{run_dir.name}.process-{index}"), run_dir
-    if "://" in str(out or runs_root):
+    if is_url(out if out is not None else runs_root):
         raise RunExists(f"run directories must be local paths, got {out or runs_root} (checkpoints inside a run "
                         "may go to remote storage; see docs/tpu.md)")
     if run_dir.exists() and not run_dir.is_dir():
@@ -536,15 +536,29 @@ def _run_locked(exp, cfg, config_name: str, run_dir: Path, declared, *, resume: 
     return run_dir, io.read_json(run_dir / "results.json")
 
 
+def is_url(path) -> bool:
+    """gs://bucket/x, also after `Path` has folded it to gs:/bucket/x (a scheme of 2+ letters)."""
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", str(path)) is not None
+
+
+def redecided_results(run_dir: Path, exp, cfg) -> dict:
+    """A finished run's results (`results.json`) with its claims decided again (`_redecide`): what
+    `lsb run` returns for an up-to-date run and `lsb reproduce --only` shows for earlier runs."""
+    return _redecide(Path(run_dir), claims_lib.claims_of(exp.claims, cfg))
+
+
 def _redecide(run_dir: Path, declared) -> dict:
     """A finished run's results with its claims decided again from its stored per-seed values
-    (declarations may have changed since it ran; nothing is recomputed); rewritten when they differ."""
+    (declarations may have changed since it ran; nothing is recomputed; claims no longer declared are
+    dropped); rewritten when they differ."""
     results = io.read_json(run_dir / "results.json")
-    if declared:
-        fresh = io.to_jsonable(claims_lib.evaluate_all(declared, results.get("per_seed")))
-        if fresh != results.get("claims"):
+    fresh = io.to_jsonable(claims_lib.evaluate_all(declared, results.get("per_seed"))) if declared else None
+    if fresh != results.get("claims"):
+        if fresh is None:
+            results.pop("claims")
+        else:
             results["claims"] = fresh
-            io.write_json(run_dir / "results.json", results)
+        io.write_json(run_dir / "results.json", results)
     return results
 
 

@@ -4,12 +4,13 @@ cases, censoring as defined, base-seed agreement, and the runner storing / re-de
 import dataclasses
 import json
 import math
+import re
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from lsb_jax import claims, runner
+from lsb_jax import claims, io, runner
 from lsb_jax.claims import INCONCLUSIVE, NOT_MEASURED, OPPOSITE, REPRODUCED, Claim
 from lsb_jax.experiments import Experiment
 
@@ -276,3 +277,23 @@ def test_report_opens_with_the_claims_and_counts_per_paper(tmp_path):
     assert "**opposite**" in next(line for line in md.splitlines() if line.startswith("| A is worse"))
     assert "| seed 002 | 0 | 1 | 0 | 1 |" in md and "| seed 004 | 1 | 0 | 0 | 0 |" in md
     assert "(earlier run)" in md and "| e1 | x | complete |" in md
+
+
+def test_report_cells_escape_pipes_and_newlines_and_lists_show_non_finite_values(tmp_path):
+    """Every table row keeps its column count whatever the text (a `|` in a claim sentence, a newline
+    in a reason or a headline key), and a headline list with a NaN from JSON prints as numbers."""
+    from lsb_jax.report import write_report
+
+    table = {"loss": _table({"A": [[1.0, 1.1, 0.9, 1.2]], "B": [[2.0, 2.3, 1.8, 2.1]]})}
+    odd = Claim("odd", "004", "Fig. 4|5", "|A| learns\nfaster", "loss", "A", "B", expect="lower")
+    entries = [{"experiment": "e1", "reproduces": "x | y", "run_dir": str(tmp_path), "status": "complete",
+                "results": json.loads(json.dumps(io.to_jsonable({
+                    "claims": claims.evaluate_all([odd], table),
+                    "headline": {"a|b": [0.1, float("nan"), 0.25], "multi\nline": "p | q"}})))}]
+    md = write_report(tmp_path / "report.md", entries, "quick").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("|")]
+    for line in rows:   # unescaped pipes separate the cells
+        cells = re.split(r"(?<!\\)\|", line)[1:-1]
+        assert len(cells) in (2, 5, 6), line   # headline, experiments / verdict counts, claims
+    assert "| a\\|b | [0.1, nan, 0.25] |" in md
+    assert "| multi line | p \\| q |" in md

@@ -30,6 +30,9 @@ def test_list_names_every_experiment(tmp_path):
     (["run", "toy_regression", "--set", "optim.lr=-1"], "OptimConfig.lr must be in"),
     (["reproduce", "--only", "zzz*"], "matches no experiment"),
     (["--cpu-devices", "0", "run", "toy_regression"], "need a count >= 1 or 'auto'"),
+    (["--runs", "gs://bucket/runs", "run", "toy_regression"], "must be local paths"),   # not a folder 'gs:'
+    (["--runs", "gs://bucket/runs", "reproduce", "--only", "toy_regression"], "must be local paths"),
+    (["run", "toy_regression", "--out", "s3://bucket/x"], "must be local paths"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragment):
     out = run_cli(tmp_path, *args)
@@ -115,15 +118,31 @@ def test_reproduce_medium_runs_medium_configs_and_quick_points_to_them(tmp_path)
         "                     expect='higher')\n"
         "EXPERIMENT = Experiment(name='med', reproduces='test',\n"
         "                        configs={'quick': C(), 'medium': C(5.0), 'full': C(5.0)}, run=run, claims=(CLAIM,))\n")
+    _fake_project(root, "extra")
     env, work = _fake_project(root, "plain")
     for mode in ("--medium", "--quick"):
         out = subprocess.run(lsb_cmd("reproduce", mode, "--no-progress"), cwd=work, env=env, capture_output=True,
                              text=True, timeout=300)
         assert out.returncode == 0, out.stderr
     runs = sorted((p.parent.parent.name, p.parent.name.split("-")[0]) for p in (work / "runs").glob("*/*/results.json"))
-    assert runs == [("med", "medium"), ("med", "quick"), ("plain", "quick")]     # plain has no medium config
+    assert runs == [("extra", "quick"), ("med", "medium"), ("med", "quick"), ("plain", "quick")]  # no medium configs
     medium = (work / "runs" / "report-medium.md").read_text()
     quick = (work / "runs" / "report.md").read_text()
     row = lambda md: next(line for line in md.splitlines() if line.startswith("| A has the higher loss"))  # noqa: E731
     assert "**reproduced**" in row(medium) and "more seeds" not in row(medium)
     assert "**inconclusive**" in row(quick) and "more seeds: `lsb reproduce --medium --only med`" in row(quick)
+    # --only: an earlier run's claims are decided again (a stale verdict is not shown), claims it no
+    # longer declares are dropped, and an earlier run without results.json is skipped, not fatal
+    med = next((work / "runs" / "med").glob("quick-*"))
+    stale = json.loads((med / "results.json").read_text())
+    stale["claims"][0]["verdict"] = "opposite"
+    stale["claims"].append({**stale["claims"][0], "key": "gone", "says": "A claim no longer declared"})
+    (med / "results.json").write_text(json.dumps(stale))
+    next((work / "runs" / "extra").glob("quick-*")).joinpath("results.json").unlink()
+    out = subprocess.run(lsb_cmd("reproduce", "--only", "plain", "--no-progress"), cwd=work, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    quick = (work / "runs" / "report.md").read_text()
+    assert "**inconclusive**" in row(quick) and "(earlier run)" in row(quick)
+    assert "no longer declared" not in quick
+    assert [c["key"] for c in json.loads((med / "results.json").read_text())["claims"]] == ["a_higher"]

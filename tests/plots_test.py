@@ -39,3 +39,23 @@ def test_log_band_is_median_and_quartiles_without_minor_labels():
     np.testing.assert_allclose(hi, np.quantile(v, 0.75, axis=1))
     assert ax.get_yscale() == "log" and lo.min() > 0
     assert isinstance(ax.yaxis.get_minor_formatter(), plots.plt.NullFormatter)
+
+
+def test_band_draws_empty_and_all_nan_series_without_warnings():
+    import warnings
+
+    from lsb_jax import analysis
+
+    fig, (ax,) = plots.figure(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.band(ax, np.zeros(0), np.zeros((0, 3)))                   # nothing logged yet
+        plots.band(ax, np.arange(3.0), np.full((3, 2), np.nan))         # every member diverged
+        plots.band(ax, np.arange(3.0), np.full((3, 2), np.nan), log=True)
+    assert all(np.isnan(line.get_ydata()).all() for line in ax.lines[1:]) and len(ax.lines[0].get_ydata()) == 0
+    assert np.isnan(analysis.steps_to_threshold(np.zeros(0), np.zeros((0, 4)), 0.5)).tolist() == [True] * 4
+    try:
+        analysis.censored_summary([np.nan, 200.0], 100)
+        raise AssertionError("a time past the horizon must be refused")
+    except ValueError as e:
+        assert str(e).endswith("horizon 100: 200.0")
