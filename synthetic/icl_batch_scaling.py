@@ -55,8 +55,8 @@ def run(cfg: Config, ctx) -> dict:
     names = [f"k={k},B={b}" for k, b in zip(cfg.ks, cfg.batch_sizes())]
     res = icl_sweep.run_sweep(cfg.sweep, ctx, "subset", [{"k": k} for k in cfg.ks], names,
                               training=[ArmTraining(batch_size=b) for b in cfg.batch_sizes()],
-                              title=f"k / B = {cfg.k_over_b:g} (Fig. 9)")
-    head = icl_sweep.headline(res, names[-1])
+                              baseline_arm=len(names) - 1, title=f"k / B = {cfg.k_over_b:g} (Fig. 9)")
+    head = icl_sweep.headline(res)
     per = res["per_arm"]
     head["data_budget"] = res["data_budget"]
     for n in names:

@@ -41,7 +41,7 @@ def run(cfg: Config, ctx) -> dict:
     names = [f"beta={b:g}" for b in cfg.betas]
     res = icl_sweep.run_sweep(cfg.sweep, ctx, "fresh", [{"beta": b} for b in cfg.betas], names,
                               title="task correlation beta (Fig. 6)")
-    head = icl_sweep.headline(res, names[0])
+    head = icl_sweep.headline(res)
     summary = "Steps to threshold: " + "; ".join(icl_sweep.format_arm(n, res["per_arm"][n]) for n in names) + "."
     return {"headline": head, "summary": summary, **res}
 

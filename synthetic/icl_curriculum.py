@@ -44,7 +44,7 @@ def run(cfg: Config, ctx) -> dict:
     names = ["k=inf" if k == 0 else f"k={k}" for k in cfg.ks] + [curriculum_name(s)]
     arms = [{"k": k} for k in cfg.ks] + [{"curriculum": 1}]
     res = icl_sweep.run_sweep(s, ctx, "curriculum", arms, names, title="task-count curriculum (Fig. 7)")
-    head = icl_sweep.headline(res, names[0])
+    head = icl_sweep.headline(res)
     steps = {n: res["per_arm"][n]["steps_to_threshold_rmean"] for n in names}
     cur = steps[names[-1]]
     fixed = [v for n, v in steps.items() if n != names[-1] and res["per_arm"][n]["steps_to_threshold_reached"] > 0]

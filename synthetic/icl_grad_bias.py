@@ -55,7 +55,7 @@ def run(cfg: Config, ctx) -> dict:
     training = list(grad_bias_arms(cfg.gammas, cfg.sweep.optim, cfg.refresh_every).values())
     res = icl_sweep.run_sweep(cfg.sweep, ctx, "subset", [{"k": cfg.k}] * len(names), names, training=training,
                               title=f"gradient biasing, n = {cfg.refresh_every} (Fig. 2)")
-    head = icl_sweep.headline(res, names[0])
+    head = icl_sweep.headline(res)
     gap = {n: head[f"gap_closed[{n}]"] for n in names}
     summary = ("Steps to threshold: " + "; ".join(icl_sweep.format_arm(n, res["per_arm"][n]) for n in names)
                + ". Gap closed (best eval): " + ", ".join(f"{n} {gap[n]:.1%}" for n in names) + ".")

@@ -47,7 +47,7 @@ def run(cfg: Config, ctx) -> dict:
     names = ["k=inf" if k == 0 else f"k={k}" for k in cfg.ks]
     res = icl_sweep.run_sweep(cfg.sweep, ctx, "subset", [{"k": k} for k in cfg.ks], names,
                               grad_cosine=cfg.diagnostic, title="task count k, gradient cosine (Fig. 8)")
-    head = icl_sweep.headline(res, names[0])
+    head = icl_sweep.headline(res)
     per = res["per_arm"]
     for n in names:
         head[f"grad_cos[{n}]"] = per[n]["grad_cos_mean"]

@@ -62,7 +62,7 @@ def run(cfg: Config, ctx) -> dict:
     names = list(arms)
     res = icl_sweep.run_sweep(cfg.sweep, ctx, "subset", [{"k": cfg.k}] * len(names), names,
                               training=list(arms.values()), title="optimizer interventions (Figs. 3, 12)")
-    head = icl_sweep.headline(res, "adam")
+    head = icl_sweep.headline(res)
     summary = ("Steps to threshold: " + "; ".join(icl_sweep.format_arm(n, res["per_arm"][n]) for n in names)
                + ". Gap closed (best eval): " + ", ".join(f"{n} {head[f'gap_closed[{n}]']:.1%}" for n in names) + ".")
     return {"headline": head, "summary": summary, **res}

@@ -45,7 +45,7 @@ def run(cfg: Config, ctx) -> dict:
     names = ["k=inf" if k == 0 else f"k={k}" for k in cfg.ks]
     res = icl_sweep.run_sweep(cfg.sweep, ctx, "subset", [{"k": k} for k in cfg.ks], names,
                               title="task count k (Figs. 1, 4)")
-    head = icl_sweep.headline(res, names[0])
+    head = icl_sweep.headline(res)
     summary = "Steps to threshold: " + "; ".join(icl_sweep.format_arm(n, res["per_arm"][n]) for n in names) + "."
     return {"headline": head, "summary": summary, **res}
 

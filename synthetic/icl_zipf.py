@@ -41,7 +41,7 @@ def run(cfg: Config, ctx) -> dict:
     names = [f"alpha={a:g}" for a in cfg.alphas]
     res = icl_sweep.run_sweep(cfg.sweep, ctx, "zipf", [{"alpha": a} for a in cfg.alphas], names,
                               title=f"Zipf over {cfg.sweep.pool_size} tasks (Fig. 5)")
-    head = icl_sweep.headline(res, names[0])
+    head = icl_sweep.headline(res)
     summary = "Steps to threshold: " + "; ".join(icl_sweep.format_arm(n, res["per_arm"][n]) for n in names) + "."
     return {"headline": head, "summary": summary, **res}
 

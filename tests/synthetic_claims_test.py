@@ -41,6 +41,12 @@ def _batch_scaling(run_dir, res):
     np.testing.assert_array_equal(curves["datapoints"], curves["steps"][:, None] * b_M[None, :])
     assert res["data_budget"] == 4 * 4 and res["headline"]["data_budget"] == 16
     assert (run_dir / "loss_vs_datapoints.png").exists() and (run_dir / "group1" / "trajectories.npz").exists()
+    # the speed-ups are against the largest k, the baseline the headline names
+    per, head = res["per_arm"], res["headline"]
+    assert head["baseline_arm"] == "k=8,B=16"
+    np.testing.assert_allclose(head["speedup[k=2,B=4]"], per["k=8,B=16"]["steps_to_threshold_rmean"]
+                               / per["k=2,B=4"]["steps_to_threshold_rmean"], rtol=1e-9)
+    np.testing.assert_allclose(head["speedup[k=8,B=16]"], 1.0)
 
 
 def _grad_cosine(run_dir, res):

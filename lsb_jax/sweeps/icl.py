@@ -304,6 +304,7 @@ def run_sweep(cfg: SweepConfig, ctx, lever: str, arms: Sequence[Mapping[str, flo
     return {
         "per_seed": per_seed,
         "per_arm": per_arm,
+        "baseline_arm": arm_names[baseline_arm],   # the speed-ups' reference
         "ridge_test_loss": ridge_loss, "zero_test_loss": zero_loss, "threshold": threshold,
         "data_budget": data_budget,
         "members": [dict(lab, steps_to_threshold=float(r), final_test_loss=float(loss_ExM[-1, i]))
@@ -343,9 +344,10 @@ def _cluster_tracked(losses_MxNxK: np.ndarray, members: Sequence[dict], track_it
 
 
 
-def headline(res: dict, baseline: str) -> dict:
+def headline(res: dict) -> dict:
     """Flat headline numbers: per arm the censored steps to threshold (restricted mean, median,
-    seeds reached), its speed-up vs the baseline, final / best test loss, gap closed."""
+    seeds reached), its speed-up vs the sweep's baseline arm (`run_sweep(baseline_arm=)`), final /
+    best test loss, gap closed."""
     head = {"ridge_test_loss": res["ridge_test_loss"], "zero_test_loss": res["zero_test_loss"],
             "threshold": res["threshold"], "members": len(res["members"]), "num_params": res["num_params"]}
     for name, row in res["per_arm"].items():
@@ -361,7 +363,7 @@ def headline(res: dict, baseline: str) -> dict:
     per = res["per_arm"]
     reached = {n: r for n, r in per.items() if r["steps_to_threshold_reached"] > 0}
     head["fastest_arm"] = min(reached, key=lambda n: reached[n]["steps_to_threshold_rmean"]) if reached else "none"
-    head["baseline_arm"] = baseline
+    head["baseline_arm"] = res["baseline_arm"]
     return head
 
 
