@@ -73,6 +73,9 @@ def test_correlated_task_covariance(beta):
     want = 2.0 * ((1 - beta) * np.eye(5) + beta * np.outer(v64, v64))
     np.testing.assert_allclose(np.cov(w.T), want, atol=0.03)
     np.testing.assert_allclose(task.prior_cov(beta, v), want, atol=1e-12)
+    if beta > 0:   # without the direction the covariance would be tau^2 (1 - beta) I: refused
+        with pytest.raises(ValueError, match="v_D"):
+            task.sample_tasks(jax.random.PRNGKey(4), 10, beta=beta)
 
 
 def test_token_layout_interleaves_x_and_padded_y():

@@ -245,3 +245,15 @@ def test_teacher_domains_match_their_definition():
         (np.abs(resid[quiet]) / scale_B[quiet]).max()
     assert 0.4 < resid[dom == 0].std() < 0.6                                  # sigma_0 = 0.5 (300 draws)
     assert np.abs(x.mean()) < 0.1 and 0.9 < x.std() < 1.1
+
+
+def test_online_examples_do_not_reuse_the_samplers_keys():
+    """The examples' key is a stream of its own, never one the Mixture draws its domains or items with
+    (fold_in(fold_in(key, step), 1) equals the item key split(fold_in(key, step))[1] in JAX)."""
+    from lsb_jax.data import samplers
+
+    key, step = jax.random.key(3), 7
+    used = {tuple(np.asarray(jax.random.key_data(k)).tolist())
+            for k in jax.random.split(samplers._step_key(key, step))}
+    examples = jax.random.fold_in(jax.random.fold_in(key, step), md._EXAMPLES)
+    assert tuple(np.asarray(jax.random.key_data(examples)).tolist()) not in used

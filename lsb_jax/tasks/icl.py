@@ -68,6 +68,9 @@ class ICLTask:
         w = tau (sqrt(1 - beta) z + sqrt(beta) g v), z ~ N(0, I_D), g ~ N(0, 1): no matrix square
         root, valid for beta in [0, 1] including the rank-one end beta = 1.
         """
+        if v_D is None and not (isinstance(beta, (int, float)) and beta == 0):
+            raise ValueError("sample_tasks: beta needs the direction v_D (without it the tasks would have "
+                             "covariance tau^2 (1 - beta) I, not the correlated one)")
         kz, kg = jax.random.split(key)
         z_NxD = jax.random.normal(kz, (num, self.dim))
         beta = jnp.clip(jnp.asarray(beta, jnp.float32), 0.0, 1.0)

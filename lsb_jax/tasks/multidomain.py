@@ -118,8 +118,12 @@ class MultiDomainTask:
     def online_batch(self, mixture: Mixture, key, step, batch_size: int) -> dict:
         """Fresh examples whose domains and loss weights come from `mixture` (one item per domain)."""
         draw = mixture.sample(key, step, batch_size)
-        batch = self.sample_examples(jax.random.fold_in(jax.random.fold_in(key, step), 1), draw.index)
+        # a stream of its own: fold_in(fold_in(key, step), 1) would be the Mixture's item key
+        batch = self.sample_examples(jax.random.fold_in(jax.random.fold_in(key, step), _EXAMPLES), draw.index)
         return {**batch, "loss_weight": draw.weight}
+
+
+_EXAMPLES = 0x5EED_E7A1 & 0x7FFFFFFF   # the online examples' fold-in tag (not a sampler's 0, 1)
 
 
 def make_task(seed: int, dim: int, noise: Sequence[float], scales: Sequence[float] = (),
