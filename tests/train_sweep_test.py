@@ -288,3 +288,27 @@ def test_members_sharded_over_eight_host_devices_equal_one_device():
     assert out["padded"] == [16, 8, 8]          # 9, 3 and 3 members padded to a multiple of 8
     assert out["eval_steps_equal"]
     assert out["max_diff"] < 1e-5 and out["params_diff"] < 1e-6
+
+
+def test_pcgrad_members_draw_their_own_projection_orders():
+    """Under PCGrad each seed gets its own shuffle stream (pcgrad_seed + the member's seed, the same
+    in every arm of that seed), not one shared by every member."""
+    from lsb_jax.optim import OptimConfig, make_optimizer
+    from lsb_jax.train.arms import ArmTraining, group_arms, group_members, member_arms
+
+    members = member_arms(3, (0, 1), [{"k": 1.0}, {"k": 2.0}])           # 2 base seeds x 3 seeds x 2 arms
+    pc = OptimConfig(name="sgd", lr=0.1, pcgrad=True, pcgrad_seed=5)
+    groups = group_arms([None, ArmTraining(optim=pc)], 2, optim=OptimConfig(name="sgd", lr=0.1), batch_size=4,
+                        steps=10)
+    plain, pcg = groups
+    assert "optim.pcgrad_seed" not in group_members(members, plain)[1].hparams
+    idx, gm = group_members(members, pcg)
+    np.testing.assert_array_equal(gm.hparams["optim.pcgrad_seed"], [5 + members.labels[i]["seed"] for i in idx])
+
+    def init_key(seed):
+        state = make_optimizer(pc, 10, pcgrad_seed=seed).tx.init({"w": jnp.zeros(3)})
+        return jax.tree.leaves(state, is_leaf=lambda x: hasattr(x, "key") and hasattr(x, "count"))[0].key
+
+    keys = np.asarray(jax.vmap(init_key)(gm.hparams["optim.pcgrad_seed"]))
+    want = np.stack([np.asarray(jax.random.PRNGKey(5 + s)) for s in range(6)])
+    np.testing.assert_array_equal(keys, want)

@@ -101,7 +101,7 @@ def pcgrad(conditional: bool = True, shuffle: bool = True, seed=0,
 
     def init_fn(params):
         del params
-        return PCGradState(jax.random.PRNGKey(seed), jnp.zeros([], jnp.int32))
+        return PCGradState(jax.random.PRNGKey(jnp.asarray(seed).astype(jnp.int32)), jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
         del params

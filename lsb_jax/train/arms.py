@@ -13,6 +13,7 @@ A sweep trains every (seed, arm) member in one `jax.vmap`ped program per *group*
                                  fields that differ inside a group (`TRACED_OPTIM`: lr, gamma,
                                  rho, ...) are traced per member
     group_members(members, g)    the group's members, with "optim.<field>" hparams for `make_optimizer`
+                                 (and, under PCGrad, "optim.pcgrad_seed" = pcgrad_seed + the member's seed)
 
 The sweep engine (`train.sweep`) is their one user.
 """
@@ -185,6 +186,9 @@ def group_members(members: Members, group: ArmGroup) -> tuple[np.ndarray, Member
     pos = {a: i for i, a in enumerate(group.arms)}
     for f in group.traced:
         hp["optim." + f] = jnp.asarray([group.values[pos[arm_of[i]]][f] for i in idx], jnp.float32)
+    if group.optim.pcgrad:   # each seed its own projection orders (the same for that seed in every arm)
+        hp["optim.pcgrad_seed"] = jnp.asarray([group.optim.pcgrad_seed + members.labels[i]["seed"] for i in idx],
+                                              jnp.int32)
     labels = tuple(members.labels[i] for i in idx)
     return idx, Members(keys=members.keys[idx], hparams=hp, labels=labels)
 

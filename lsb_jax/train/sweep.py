@@ -222,7 +222,8 @@ def group_program(task: SweepTask, group: ArmGroup, steps: int):
     sample_batch = task.sampler(group)
 
     def optimizer(hp):
-        return make_optimizer(group.optim, steps, **{f: hp["optim." + f] for f in group.traced})
+        seeded = ("pcgrad_seed",) if "optim.pcgrad_seed" in hp else ()   # per member (`group_members`)
+        return make_optimizer(group.optim, steps, **{f: hp["optim." + f] for f in group.traced + seeded})
 
     def member_init(key, hp):
         return init_state(task.init_params, optimizer(hp).tx, key)
