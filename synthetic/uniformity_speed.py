@@ -58,6 +58,9 @@ class Config:
     def __post_init__(self):
         if any(m < self.train_size or m > self.pool_size for m in self.subpools) or not self.subpools:
             raise ValueError(f"subpools must lie in [train_size={self.train_size}, pool_size={self.pool_size}]")
+        if list(self.subpools) != sorted(set(self.subpools)) or self.subpools[0] != self.train_size:
+            raise ValueError(f"subpools must be increasing and start at train_size={self.train_size} (the random "
+                             f"baseline: greedy over n candidates keeps them all), got {self.subpools}")
         require_positive(self, ("seeds", "dim", "clusters", "train_size", "draws", "width", "steps", "log_every",
                                 "chunk_size"))
         if self.train_size < 2 or self.lr <= 0 or self.threshold <= 0 or self.label_noise < 0:

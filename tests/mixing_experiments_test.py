@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from lsb_jax import claims, runner
+from lsb_jax import claims, experiments, runner
+from lsb_jax import config as config_lib
 
 
 def _run(tmp_path, name, sets):
@@ -86,3 +87,12 @@ def test_uniformity_speed_greedy_sets_are_spread_and_train_faster(tmp_path):
     assert head["spearman_hmin_vs_ntk_min"] > 0.5
     assert head["final_loss_greedy"] < head["final_loss_random"]
     assert np.isfinite(head["spearman_hmin_vs_final_log_loss"]) and head["spearman_hmin_vs_final_log_loss"] < 0
+
+
+@pytest.mark.parametrize("subpools", ["[128,4096]", "[4096,64]", "[64,64,4096]"])
+def test_uniformity_speed_subpools_start_at_the_random_baseline_and_increase(subpools):
+    """The headline labels subpools[0] "random" (greedy over n candidates keeps all n) and subpools[-1]
+    "greedy": a config where that is not so is refused before any compute."""
+    exp = experiments.discover()["uniformity_speed"]
+    with pytest.raises(config_lib.ConfigError, match="subpools must be increasing and start at train_size"):
+        config_lib.override(exp.configs["quick"], [f"subpools={subpools}"])
