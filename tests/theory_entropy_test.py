@@ -24,6 +24,11 @@ def test_entropy_definition():
     np.testing.assert_allclose(learning_times.entropy(np.full(5, 7.0)), np.log(5))
     np.testing.assert_allclose(learning_times.entropy(np.array([1.0, np.nan, 3.0])), scipy_entropy([0.25, 0.75]))
     np.testing.assert_allclose(learning_times.normalized_entropy(np.full(4, 2.0)), 1.0)
+    # compared across arms and seeds: only over every feature (an unlearned one makes it NaN)
+    rows = np.array([[1.0, 3.0, 6.0], [1.0, np.nan, 3.0]])
+    got = learning_times.complete_entropy(rows)
+    np.testing.assert_allclose(got[0], scipy_entropy([0.1, 0.3, 0.6]))
+    assert np.isnan(got[1])
 
 
 def test_data_lever_raises_gd_entropy_in_closed_form():

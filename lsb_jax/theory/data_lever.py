@@ -3,7 +3,9 @@
 (a) `distribution_lever`: GD on task priors Omega_gamma (omega_i proportional to lam_i^-gamma,
 `mlsa.reweighted_omega`) against SAM over rho on the original prior, both as `sweeps.sweep`
 grids; gamma*(rho) is the gamma where GD's mean entropy reaches SAM's (`learning_times.
-first_crossing`); final losses are measured on the original distribution.
+first_crossing`); final losses are measured on the original distribution. Entropies are of the
+seeds that learn every feature (`learning_times.complete_entropy`: one over fewer features is not
+comparable); a seed that misses one is NaN in the per-seed tables, so its claims are inconclusive.
 
 (b) `pool_pipeline`: the paper's pipeline on a finite pool of sequences with the LLM path's
 tracking code: a GD proxy's per-example losses at K checkpoints (`TrajectoryStore` +
@@ -31,7 +33,7 @@ from lsb_jax.train.guard import TrainingDiverged, trajectory_divergence
 class DistributionLever(NamedTuple):
     gd: sweeps.Grid            # [G, 1, n]: GD on Omega_gamma per gamma
     sam: sweeps.Grid           # [1, P, n]: SAM (global) per rho on Omega = I
-    entropy_gd: np.ndarray     # [G] mean entropy over seeds
+    entropy_gd: np.ndarray     # [G] mean entropy over the seeds that learn every feature
     entropy_sam: np.ndarray    # [P]
     gamma_star: list           # [P] gamma matching SAM's entropy at each rho (NaN: out of range)
     test_gd: np.ndarray        # [G, n] final population loss on Omega = I / loss of 0
@@ -51,8 +53,8 @@ def distribution_lever(model: ModelConfig, gammas: Sequence[float], rhos: Sequen
     flat = lambda tree: jax.tree.map(lambda x: x.reshape((-1,) + x.shape[3:]), tree)
     gd_test = np.asarray(test_loss(flat(gd.params))).reshape(len(gammas), -1) / float(mlsa.null_loss(base))
     sam_test = np.asarray(test_loss(flat(sam.params))).reshape(len(rhos), -1) / float(mlsa.null_loss(base))
-    h_gd = np.nanmean(gd.entropy[:, 0], -1)
-    h_sam = np.nanmean(sam.entropy[0], -1)
+    h_gd = np.nanmean(learning_times.complete_entropy(gd.times[:, 0]), -1)    # seeds that learn every feature
+    h_sam = np.nanmean(learning_times.complete_entropy(sam.times[0]), -1)
     gamma_star = [learning_times.first_crossing(gammas, h_gd, h) for h in h_sam]
     return DistributionLever(gd, sam, h_gd, h_sam, gamma_star, gd_test, sam_test)
 
@@ -72,7 +74,7 @@ def distribution_headline(lever: DistributionLever, gammas: Sequence[float], rho
 class PoolLever(NamedTuple):
     names: list               # [A] arms: GD, the upsampled selections, SAM
     times: np.ndarray         # [A, R * n, D] learning times (steps; NaN: not learned or diverged)
-    entropy: np.ndarray       # [A, R * n]
+    entropy: np.ndarray       # [A, R * n] (NaN where a feature is not learned: `complete_entropy`)
     test: np.ndarray          # [A, R * n] final population loss (context of the pool) / loss of 0
     hard: np.ndarray          # [P] bool: the proxy's hard cluster (the first base seed's pool)
     loading: np.ndarray       # [D] mean w_i^2 over the hard cluster / over the pool (mean over base seeds)
@@ -162,8 +164,8 @@ def pool_pipeline(model: ModelConfig, *, pool_size: int, context: int, pool_seed
     times[diverged] = np.nan
     test = jax.vmap(jax.vmap(lambda p: mlsa.population_loss(p, spec_n)))(finals)
     test = np.asarray(test) / float(mlsa.null_loss(spec_n))
-    return PoolLever(names, times, learning_times.entropy(times), test, hards[0], np.mean(loadings, 0), stores[0],
-                     int(diverged.sum()), np.asarray([h.mean() for h in hards]))
+    return PoolLever(names, times, learning_times.complete_entropy(times), test, hards[0], np.mean(loadings, 0),
+                     stores[0], int(diverged.sum()), np.asarray([h.mean() for h in hards]))
 
 
 def pool_headline(pool: PoolLever) -> dict:

@@ -52,6 +52,13 @@ def entropy(times) -> np.ndarray:
     return np.where(ok.sum(-1) > 0, h, np.nan)
 
 
+def complete_entropy(times) -> np.ndarray:
+    """`entropy` where every feature is learned, NaN where one is not: entropies over different sets
+    of features are not comparable (one over m - 1 features is at most ln(m - 1))."""
+    t = np.asarray(times, np.float64)
+    return np.where(np.isfinite(t).all(-1), entropy(t), np.nan)
+
+
 def normalized_entropy(times) -> np.ndarray:
     """H / ln m (1 = perfectly even learning times); NaN when fewer than 2 features are learned."""
     m = np.sum(np.isfinite(times) & (np.asarray(times) > 0), axis=-1)
