@@ -159,3 +159,14 @@ def test_per_head_sam_leaves_the_saddle_exactly_below_sqrt3_a0():
         else:
             assert np.isnan(t_sim).all() and np.all(np.asarray(sim.features)[-1] < 1e-2 * target)
     assert odes.paper_radius_bound(A0) < inside / 4
+
+
+def test_probe_eigenvalues_use_the_models_trace_at_finite_context():
+    """At finite context a feature's target depends on the whole spectrum's trace: a curve over probe
+    eigenvalues (the figure's, the log-log slope's) passes through the model's own times only with
+    the model's trace (checked at each model eigenvalue, the closed form tested against solve_ivp above)."""
+    model = odes.learning_time(LAM, A0, 0.5, context=16, noise=0.5)
+    for i, lam in enumerate(LAM):
+        probe = odes.learning_time(np.array([lam]), A0, 0.5, context=16, noise=0.5, trace=LAM.sum())
+        np.testing.assert_allclose(probe[0], model[i], rtol=1e-12)
+        assert not np.isclose(odes.learning_time(np.array([lam]), A0, 0.5, context=16, noise=0.5)[0], model[i])

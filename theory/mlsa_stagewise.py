@@ -90,7 +90,8 @@ def run(cfg: Config, ctx) -> dict:
     ctx.save_figure(figures.ode_check(checks, target_D), "ode_check")
     ctx.save_figure(figures.learning_time_vs_eigenvalue(
         m.eigenvalues, m.init_scale, m.fraction, cfg.rho, m.lr, arms,
-        extra_times=rows["sam_global"]["times_sim"] * cfg.ode_lr / m.lr, extra_label="SAM global, ansatz (sim)"),
+        extra_times=rows["sam_global"]["times_sim"] * cfg.ode_lr / m.lr, extra_label="SAM global, ansatz (sim)",
+        context=m.context, noise=m.noise),
         "learning_time_vs_eigenvalue")
 
     order_ok = {k: learning_times.in_order(g.times[0, 0]) for k, g in arms.items()}
@@ -99,7 +100,8 @@ def run(cfg: Config, ctx) -> dict:
                 "final_loss_rel_GD": final["GD"], "final_loss_rel_SAM": final[sam],
                 **{f"ode_time_err_{k}": r["time_rel_err_max"] for k, r in rows.items()},
                 **{f"closed_form_err_{k}": rows[k]["closed_rel_err_max"] for k in ("gd", "sam_per_head")},
-                "gd_time_vs_eigenvalue_loglog_slope": odes.gd_time_exponent(m.eigenvalues, m.init_scale, m.fraction)}
+                "gd_time_vs_eigenvalue_loglog_slope": odes.gd_time_exponent(m.eigenvalues, m.init_scale, m.fraction,
+                                                                            context=m.context, noise=m.noise)}
     in_order = claims_lib.per_seed(np.stack([order_ok["GD"], order_ok[sam]]).astype(float), ["GD", sam],
                                    cfg.base_seeds)
     return {"headline": headline, "summary": summary(cfg, headline), "ode_checks": rows,

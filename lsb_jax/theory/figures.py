@@ -42,15 +42,18 @@ def ode_check(checks: Mapping[str, odes.SimulationCheck], target_D):
 
 
 def learning_time_vs_eigenvalue(eigenvalues: Sequence[float], a0: float, fraction: float, rho: float, lr: float,
-                                arms: Mapping, extra_times=None, extra_label: str = ""):
-    """Closed-form GD and per-head SAM learning times over `odes.dense_eigenvalues`, the early-phase
-    asymptote 1/(2 lam^2 a0), each arm's simulated times (median and quartiles over seeds: a log axis)
-    at the spectrum,
-    and optionally one more set of times (`extra_times` [D], in steps at lr) as open squares."""
+                                arms: Mapping, extra_times=None, extra_label: str = "", context: int | None = None,
+                                noise: float = 0.0):
+    """Closed-form GD and per-head SAM learning times over `odes.dense_eigenvalues` (at the model's
+    context and noise, with the spectrum's own trace), the early-phase asymptote 1/(2 lam^2 a0), each
+    arm's simulated times (median and quartiles over seeds: a log axis) at the spectrum, and
+    optionally one more set of times (`extra_times` [D], in steps at lr) as open squares."""
     lam_dense = odes.dense_eigenvalues(eigenvalues)
     fig, (ax,) = plots.figure(1, width=5.5)
-    ax.plot(lam_dense, odes.learning_time(lam_dense, a0, fraction, lr=lr), "k-", lw=1, label="GD closed form")
-    ax.plot(lam_dense, odes.learning_time(lam_dense, a0, fraction, rho=rho, lr=lr), "k--", lw=1,
+    model = dict(context=context, noise=noise, trace=float(np.sum(eigenvalues)))   # the spectrum's own targets
+    ax.plot(lam_dense, odes.learning_time(lam_dense, a0, fraction, lr=lr, **model), "k-", lw=1,
+            label="GD closed form")
+    ax.plot(lam_dense, odes.learning_time(lam_dense, a0, fraction, rho=rho, lr=lr, **model), "k--", lw=1,
             label=f"SAM per-head closed form (rho={rho})")
     ax.plot(lam_dense, 1.0 / (2 * lam_dense ** 2 * a0 * lr), ":", color="gray", lw=1,
             label="early phase 1/(2 lam^2 a0)")

@@ -126,20 +126,23 @@ def _F(u):
 
 
 def learning_time(lam, a0, fraction: float = 0.5, omega=None, context: int | None = None, noise: float = 0.0,
-                  rho: float = 0.0, lr: float = 1.0) -> np.ndarray:
+                  rho: float = 0.0, lr: float = 1.0, trace: float | None = None) -> np.ndarray:
     """Closed-form time (in steps of size lr) for m_i to reach `fraction` * m*_i on the ansatz.
 
     GD when rho = 0; per-head SAM (exact until its first overshoot of the target) when rho > 0.
     0 where it starts at or past the mark; inf where it never gets there (a zero start, or per-head
     SAM from a0 <= c = rho/sqrt3 towards a mark above c: the feature only rises towards c).
-    float64 numpy (this is a reference, not a training path).
+    float64 numpy (this is a reference, not a training path). `trace` = sum_j lam_j omega_j of the
+    spectrum (default: of `lam`; give the model's own when `lam` is a grid of probe eigenvalues, as
+    at finite context every feature's target depends on it).
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
     lam = np.asarray(lam, np.float64)
     omega = np.ones_like(lam) if omega is None else np.asarray(omega, np.float64)
     inv_n = 0.0 if context is None else 1.0 / context
-    s = (1.0 + inv_n) * lam ** 2 * omega + (np.sum(lam * omega) + noise) * lam * inv_n
+    trace = np.sum(lam * omega) if trace is None else float(trace)
+    s = (1.0 + inv_n) * lam ** 2 * omega + (trace + noise) * lam * inv_n
     mstar = omega * lam / s
     kappa = lam ** 2 * omega
     scale = np.cbrt(mstar)
@@ -176,12 +179,14 @@ def dense_eigenvalues(eigenvalues, num: int = 60) -> np.ndarray:
     return np.geomspace(min(eigenvalues) / 2, max(eigenvalues) * 2, num)
 
 
-def gd_time_exponent(eigenvalues, a0, fraction: float = 0.5, num: int = 60) -> float:
-    """Slope of log t_f against log lam of the GD closed form (`learning_time`, omega = 1,
-    infinite context) over `dense_eigenvalues`: a least-squares line (np.polyfit) through the
-    eigenvalues whose feature starts below its mark (0 < t_f < inf); NaN with fewer than two."""
+def gd_time_exponent(eigenvalues, a0, fraction: float = 0.5, num: int = 60, context: int | None = None,
+                     noise: float = 0.0) -> float:
+    """Slope of log t_f against log lam of the GD closed form (`learning_time`, omega = 1, the
+    model's context and noise with its own trace) over `dense_eigenvalues`: a least-squares line
+    (np.polyfit) through the eigenvalues whose feature starts below its mark (0 < t_f < inf); NaN
+    with fewer than two."""
     lam = dense_eigenvalues(eigenvalues, num)
-    t = learning_time(lam, a0, fraction)
+    t = learning_time(lam, a0, fraction, context=context, noise=noise, trace=float(np.sum(eigenvalues)))
     keep = (t > 0) & np.isfinite(t)
     if keep.sum() < 2:
         return float("nan")
