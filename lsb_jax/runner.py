@@ -486,6 +486,7 @@ def _run_locked(exp, cfg, config_name: str, run_dir: Path, declared, *, resume: 
         if stored != (exp.name, chash):
             raise RunExists(f"{run_dir} holds a run of {stored[0]} with another config (hash {stored[1]}, "
                             f"this one {chash}): choose another --out or pass --force to replace it")
+        _check_inputs_unchanged(run_dir, cfg, "rerun" if status == "complete" else "start over")
         if status == "complete":
             if (run_dir / "results.json").is_file():
                 print(f"{exp.name}: up to date in {run_dir} (use --force to rerun)", file=sys.stderr)
@@ -505,7 +506,7 @@ def _run_locked(exp, cfg, config_name: str, run_dir: Path, declared, *, resume: 
             "experiment": exp.name, "reproduces": exp.reproduces, "config_name": config_name,
             "config_hash": chash, "config": config_lib.to_dict(cfg),
             "command": " ".join(sys.argv), "python": platform.python_version(), "versions": _versions(),
-            "devices": _devices(), "compile_cache": _compile_cache(),
+            "devices": _devices(), "compile_cache": _compile_cache(), "inputs": input_fingerprints(cfg),
         })
     _write_status(run_dir, {"status": "running", "started": time.time(), "pid": os.getpid()})
     ctx = RunContext(run_dir, cfg, config_name, resume=resume and status is not None, progress=progress,
@@ -560,6 +561,54 @@ def _redecide(run_dir: Path, declared) -> dict:
             results["claims"] = fresh
         io.write_json(run_dir / "results.json", results)
     return results
+
+
+def input_fingerprints(cfg) -> dict[str, str]:
+    """{absolute path: fingerprint} of the local files and folders the config names (string fields
+    that look like paths, with a "/" or a ".", and exist: data files, model folders): a hash of the
+    name, size and modification time of the file, or of each file directly in the folder."""
+    out = {}
+    for v in _string_leaves(config_lib.to_dict(cfg)):
+        if not v or ("/" not in v and "." not in v) or is_url(v):
+            continue
+        p = Path(v).expanduser()
+        try:
+            if not p.exists():
+                continue
+            files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.is_file())[:10_000]
+            h = hashlib.sha256()
+            for f in files:
+                st = f.stat()
+                h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            continue
+        out[str(p.resolve())] = h.hexdigest()[:16]
+    return out
+
+
+def _string_leaves(tree) -> list[str]:
+    if isinstance(tree, str):
+        return [tree]
+    if isinstance(tree, dict):
+        return [s for v in tree.values() for s in _string_leaves(v)]
+    if isinstance(tree, (list, tuple)):
+        return [s for v in tree for s in _string_leaves(v)]
+    return []
+
+
+def _check_inputs_unchanged(run_dir: Path, cfg, action: str) -> None:
+    """A run is reused or resumed only on the inputs it started from (runs before the record: no check)."""
+    try:
+        stored = io.read_json(run_dir / "config.json").get("inputs")
+    except (OSError, json.JSONDecodeError):
+        return
+    if not stored:
+        return
+    now = input_fingerprints(cfg)
+    changed = [p for p, fp in stored.items() if now.get(p) != fp]
+    if changed:
+        raise RunExists(f"{run_dir} was made from {changed[0]}, which has changed (or gone) since: pass --force "
+                        f"to {action} with what is there now")
 
 
 def _stored_identity(run_dir: Path) -> tuple[str | None, str | None]:

@@ -42,6 +42,47 @@ def test_complete_run_is_reused_and_force_reruns(tmp_path):
     assert len(CALLS) == 2
 
 
+@dataclasses.dataclass(frozen=True)
+class FileCfg:
+    data: str = ""
+    model: str = ""
+    name: str = "adam"      # not a path: never fingerprinted
+    fail: bool = False
+    value: float = 1.0
+
+
+def test_a_run_is_reused_or_resumed_only_on_the_inputs_it_started_from(tmp_path):
+    """A data file or model folder named by the config that changed since the run (the path alone is
+    in the hash) must not give the old results as up to date, nor be resumed into."""
+    import os
+
+    data, model = tmp_path / "train.jsonl", tmp_path / "model"
+    data.write_text('{"q": 1}\n')
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    exp = Experiment(name="files", reproduces="nothing", configs={"quick": FileCfg(), "full": FileCfg()}, run=run)
+    cfg = FileCfg(data=str(data), model=str(model))
+    CALLS.clear()
+    d, _ = runner.run_experiment(exp, cfg, "quick", runs_root=tmp_path / "runs", progress=False)
+    assert sorted(json.loads((d / "config.json").read_text())["inputs"]) == sorted([str(data), str(model)])
+    runner.run_experiment(exp, cfg, "quick", runs_root=tmp_path / "runs", progress=False)     # unchanged: reused
+    assert len(CALLS) == 1
+    for change in (lambda: data.write_text('{"q": 2}\n{"q": 3}\n'),
+                   lambda: os.utime(model / "config.json", ns=(1, 1)),
+                   lambda: (model / "model.safetensors").write_bytes(b"x")):
+        change()
+        with pytest.raises(runner.RunExists, match="has changed.*--force to rerun"):
+            runner.run_experiment(exp, cfg, "quick", runs_root=tmp_path / "runs", progress=False)
+        runner.run_experiment(exp, cfg, "quick", runs_root=tmp_path / "runs", force=True, progress=False)
+    assert len(CALLS) == 4
+    failing = FileCfg(data=str(data), fail=True)
+    with pytest.raises(RuntimeError, match="boom"):
+        runner.run_experiment(exp, failing, "quick", runs_root=tmp_path / "runs", progress=False)
+    data.unlink()
+    with pytest.raises(runner.RunExists, match="has changed \\(or gone\\).*start over"):
+        runner.run_experiment(exp, failing, "quick", runs_root=tmp_path / "runs", resume=True, progress=False)
+
+
 def test_failed_run_needs_resume_or_force(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         runner.run_experiment(EXP, Cfg(fail=True), "quick", runs_root=tmp_path, progress=False)
