@@ -9,7 +9,8 @@ A config is a (possibly nested) frozen dataclass. Overrides address fields by do
     str             taken verbatim
     Literal[...]    one of the listed values
     X | None        `none` or `null` gives None
-    tuple/list[X]   a JSON list (`[1,2]`) or comma-separated items (`1,2`)
+    tuple/list[X]   a JSON list (`[1,2]`) or comma-separated items (`1,2`); strings only as a
+                    JSON list (`["a","b"]`): a bare string is one item (regexes contain commas)
     dict[str, X]    a JSON object (`{"layers.0": 0.1}`)
 
 Any unknown key or ill-typed value raises `ConfigError` with a one-line message naming it.
@@ -82,6 +83,7 @@ def coerce(value: Any, tp: Any) -> Any:
         raise ValueError("; ".join(errors) or f"expected {tp}")
     if origin is Literal:
         options = get_args(tp)
+        value = value.strip() if isinstance(value, str) else value
         for opt in options:
             try:
                 if coerce(value, type(opt)) == opt:

@@ -30,6 +30,7 @@ def test_override_parses_each_type():
     assert C.override(Outer(), ["sizes=7,8"]).sizes == (7, 8)
     assert C.override(Outer(maybe=1.0), ["maybe=none"]).maybe is None
     assert C.override(Outer(), ["steps=1e3"]).steps == 1000
+    assert C.override(Outer(), ["mode= b "]).mode == "b"      # stripped like numbers and bools
 
 
 @pytest.mark.parametrize("assignment, fragment", [
