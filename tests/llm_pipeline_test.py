@@ -478,3 +478,16 @@ def test_check_devices_refuses_batches_the_processes_cannot_split(monkeypatch):
                                (MeshConfig(), 3, "over 2 processes")]:
         with pytest.raises(ConfigError, match=match):
             pl.check_devices(mesh, ["m"], [batch])
+
+
+def test_targets_with_the_same_last_path_part_get_their_own_folders():
+    """org/A and /ckpts/A would share `<target>/...` folders and result keys: the second would reuse
+    the first's finished arms. A target listed twice is refused."""
+    from lsb_jax.llm import upsample as U
+
+    assert U.target_names(["org/Qwen3-0.6B-Base", "/ckpts/Qwen3-0.6B-Base/"]) == ["0-Qwen3-0.6B-Base",
+                                                                                 "1-Qwen3-0.6B-Base"]
+    assert U.target_names(["org/A", "org/B", "scratch"]) == ["A", "B", "scratch_target"]
+    quick = experiments.discover()["upsample_hard"].configs["quick"]
+    with pytest.raises(ValueError, match="each target once"):
+        dataclasses.replace(quick, targets=(quick.targets[0], quick.targets[0]))

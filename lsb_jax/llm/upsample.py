@@ -159,6 +159,8 @@ class UpsampleConfig(pl.BaseSeeded):
         bad = [o for o in self.optimizers if o not in OPTIMIZER_NAMES]
         if bad or not self.optimizers or len(set(self.optimizers)) != len(self.optimizers):
             raise ValueError(f"Config.optimizers: distinct names of {OPTIMIZER_NAMES}, got {self.optimizers}")
+        if len(set(self.targets)) != len(self.targets):
+            raise ValueError(f"Config.targets: each target once, got {self.targets}")
         if not self.target_seeds or len(set(self.target_seeds)) != len(self.target_seeds):
             raise ValueError(f"Config.target_seeds: at least one, all distinct, got {self.target_seeds}")
         self.check_base_seeds()
@@ -411,7 +413,14 @@ class ArmResults:
 
 
 def target_name(target: str) -> str:
-    return "scratch_target" if target == SCRATCH else target.split("/")[-1]
+    return "scratch_target" if target == SCRATCH else target.rstrip("/").split("/")[-1]
+
+
+def target_names(targets) -> list[str]:
+    """Each target's name in folders and result keys: its last path part, prefixed by its position
+    when two targets share one (org/A and /ckpts/A would share a folder and overwrite each other)."""
+    names = [target_name(t) for t in targets]
+    return names if len(set(names)) == len(names) else [f"{i}-{n}" for i, n in enumerate(names)]
 
 
 def run_arms(cfg: UpsampleConfig, data: RunData, folders: dict, proxy: ProxyPhase, synth: Synthesized | None,
@@ -426,11 +435,12 @@ def run_arms(cfg: UpsampleConfig, data: RunData, folders: dict, proxy: ProxyPhas
         tok = load_tokenizer(folder)
         examples, _ = load_examples(data.train, tok, data.template, max_length=cfg.max_length, on_error="skip",
                                     max_skip_fraction=cfg.max_skip_fraction, truncate=cfg.truncate)
-        tname = target_name(t)
+        tname = target_names(cfg.targets)[i]
         arm_examples = {arm: examples for arm in cfg.arms}
-        for arm in cfg.synth_arms:   # + the kept variants, once each (source rows after the train rows)
+        for arm in cfg.synth_arms:   # + the kept variants, once each (source rows after the train rows),
+            # tokenized as the train rows are (truncated, not dropped, when cfg.truncate)
             arm_examples[arm] = tokenize_rows(list(examples.rows) + synth.rows, tok, data.template,
-                                              max_length=cfg.max_length, on_error="skip")
+                                              max_length=cfg.max_length, on_error="skip", truncate=cfg.truncate)
         counts = {}
 
         def arm_counts(arm, s):   # computed once per arm; only the random draw differs between target seeds
@@ -612,8 +622,9 @@ def summary_sentence(cfg: UpsampleConfig, proxy: ProxyPhase, acc: dict, test: st
         out += (f" Planted-hard rows are {recovered['planted_hard_share']:.0%} of the data, "
                 f"{r['precision']:.0%} of the hard cluster (recall {r['recall']:.0%}; clustering the final loss "
                 f"alone: {f['precision']:.0%}, recall {f['recall']:.0%}).")
+    first = target_names(cfg.targets)[0]
     for opt in cfg.optimizers:
-        out += (f" {target_name(cfg.targets[0])} with {opt} on {test}, mean over {len(cfg.target_seeds)} target seeds: "
+        out += (f" {first} with {opt} on {test}, mean over {len(cfg.target_seeds)} target seeds: "
                 + ", ".join(f"{arm} {100 * np.mean(acc[opt][arm]['all']):.1f}%" for arm in cfg.arms) + ".")
     out += " The claims compare arms paired over the test items at each target seed."
     if synth:
