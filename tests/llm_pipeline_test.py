@@ -491,3 +491,10 @@ def test_targets_with_the_same_last_path_part_get_their_own_folders():
     quick = experiments.discover()["upsample_hard"].configs["quick"]
     with pytest.raises(ValueError, match="each target once"):
         dataclasses.replace(quick, targets=(quick.targets[0], quick.targets[0]))
+
+
+def test_target_seeds_replicate_the_data_order_and_the_adapters_init():
+    quick = experiments.discover()["upsample_hard"].configs["quick"]
+    a, b = (quick.target_train_for("adamw", s, False) for s in (0, 3))
+    assert (a.seed, b.seed) == (0, 3) and b.lora_seed == a.lora_seed + 3
+    assert quick.target_train_for("adamw", 3, True).lora_seed == b.lora_seed    # paired across the arms of a seed

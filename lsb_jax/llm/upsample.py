@@ -195,10 +195,13 @@ class UpsampleConfig(pl.BaseSeeded):
         return (PLANTED_FIELD, (self.planted.hardest,)) if self.data == "planted" else None
 
     def target_train_for(self, optimizer: str, target_seed: int, sam: bool) -> FinetuneConfig:
-        """`target_train` with the variant's optimizer, the target seed and (SAM arms) `sam_rho`."""
+        """`target_train` with the variant's optimizer, the target seed (the data order, and the LoRA
+        adapters' init offset by it: a target seed replicates both, paired across the arms of a seed)
+        and (SAM arms) `sam_rho`."""
         optim = dataclasses.replace(self.target_train.optim, name=optimizer,
                                     sam_rho=self.sam_rho if sam else self.target_train.optim.sam_rho)
-        return dataclasses.replace(self.target_train, optim=optim, seed=target_seed)
+        return dataclasses.replace(self.target_train, optim=optim, seed=target_seed,
+                                   lora_seed=self.target_train.lora_seed + target_seed)
 
 
 def check(cfg: UpsampleConfig) -> None:
