@@ -8,6 +8,7 @@ gradient has a closed form.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from lsb_jax import train
 from lsb_jax.optim import OptimConfig, make_optimizer
@@ -135,3 +136,25 @@ def test_step_rng_reaches_the_loss_and_is_a_function_of_seed_and_step():
         shift = float(jax.random.normal(train.step_key(rng, train.STREAM_STEP, t), ()))
         w = w - lr * grad_np(w, b["x"], b["y"] + shift)
     np.testing.assert_allclose(got.state.params, w, rtol=1e-4, atol=1e-6)
+
+
+def test_per_example_gradients_with_step_rng_are_of_the_reported_loss():
+    """Per-example mode calls each example alone with fold_in(rng, b): its dropout-like keep draw is
+    its own in its loss and its gradient, and the reported loss is the mean of those losses."""
+    from lsb_jax.optim import transforms
+    from lsb_jax.optim.factory import Optimizer
+
+    def dropped_loss(w, batch, rng):   # keep_b ~ Bernoulli(1/2), drawn at the batch's own shape
+        keep = jax.random.bernoulli(rng, 0.5, batch["y"].shape).astype(jnp.float32)
+        return keep * (batch["x"] @ w - batch["y"]) ** 2
+
+    lr, (b,) = 0.1, batches(8, 1)
+    opt = Optimizer(optax.chain(transforms.reduce_leading_axis(), optax.sgd(lr)), grad_mode="per_example")
+    state = train.init_state(lambda k: jnp.asarray(W0), opt.tx, jax.random.PRNGKey(5))
+    new, metrics = jax.jit(train.make_train_step(dropped_loss, opt, step_rng=True))(state, b)
+    rng = train.step_key(jax.random.PRNGKey(5), train.STREAM_STEP, 0)
+    keep = np.array([float(jax.random.bernoulli(jax.random.fold_in(rng, i), 0.5, (1,))[0]) for i in range(8)])
+    assert 0 < keep.sum() < 8
+    x, y, w = (np.asarray(v, np.float64) for v in (b["x"], b["y"], W0))
+    np.testing.assert_allclose(float(metrics["loss"]), np.mean(keep * (x @ w - y) ** 2), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(new.params), w - lr * grad_np(w, x, y, keep), rtol=1e-5, atol=1e-7)

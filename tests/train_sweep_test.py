@@ -291,24 +291,38 @@ def test_members_sharded_over_eight_host_devices_equal_one_device():
 
 
 def test_pcgrad_members_draw_their_own_projection_orders():
-    """Under PCGrad each seed gets its own shuffle stream (pcgrad_seed + the member's seed, the same
-    in every arm of that seed), not one shared by every member."""
+    """Under PCGrad each seed gets its own shuffle stream from its own key (the same in every arm of
+    that seed): seeds and base seeds differ, and a base seed's replicate draws what it draws alone."""
     from lsb_jax.optim import OptimConfig, make_optimizer
-    from lsb_jax.train.arms import ArmTraining, group_arms, group_members, member_arms
+    from lsb_jax.train.arms import ArmTraining, group_arms, group_members, member_arms, pcgrad_seeds
 
-    members = member_arms(3, (0, 1), [{"k": 1.0}, {"k": 2.0}])           # 2 base seeds x 3 seeds x 2 arms
     pc = OptimConfig(name="sgd", lr=0.1, pcgrad=True, pcgrad_seed=5)
     groups = group_arms([None, ArmTraining(optim=pc)], 2, optim=OptimConfig(name="sgd", lr=0.1), batch_size=4,
                         steps=10)
     plain, pcg = groups
-    assert "optim.pcgrad_seed" not in group_members(members, plain)[1].hparams
-    idx, gm = group_members(members, pcg)
-    np.testing.assert_array_equal(gm.hparams["optim.pcgrad_seed"], [5 + members.labels[i]["seed"] for i in idx])
+    both = member_arms(3, (0, 1), [{"k": 1.0}, {"k": 2.0}])           # 2 base seeds x 3 seeds x 2 arms
+    alone = member_arms(3, 1, [{"k": 1.0}, {"k": 2.0}])
+    assert "optim.pcgrad_seed" not in group_members(both, plain)[1].hparams
+    seeds_both = np.asarray(group_members(both, pcg)[1].hparams["optim.pcgrad_seed"])
+    seeds_alone = np.asarray(group_members(alone, pcg)[1].hparams["optim.pcgrad_seed"])
+    np.testing.assert_array_equal(seeds_both[3:], seeds_alone)          # base seed 1's replicate = its run alone
+    assert len(set(seeds_both.tolist())) == 6                            # every seed its own stream
+    np.testing.assert_array_equal(seeds_both, pcgrad_seeds(both.keys[1::2], 5))
 
     def init_key(seed):
         state = make_optimizer(pc, 10, pcgrad_seed=seed).tx.init({"w": jnp.zeros(3)})
         return jax.tree.leaves(state, is_leaf=lambda x: hasattr(x, "key") and hasattr(x, "count"))[0].key
 
-    keys = np.asarray(jax.vmap(init_key)(gm.hparams["optim.pcgrad_seed"]))
-    want = np.stack([np.asarray(jax.random.PRNGKey(5 + s)) for s in range(6)])
-    np.testing.assert_array_equal(keys, want)
+    keys = np.asarray(jax.vmap(init_key)(jnp.asarray(seeds_both)))
+    np.testing.assert_array_equal(keys, np.stack([np.asarray(jax.random.PRNGKey(int(s))) for s in seeds_both]))
+
+
+def test_arms_with_a_linear_warmup_schedule_group():
+    """The static signature never rebuilds a config with blanked fields (warmup_steps 0 does not validate)."""
+    from lsb_jax.optim import OptimConfig
+    from lsb_jax.train.arms import ArmTraining, group_arms
+
+    warm = OptimConfig(name="adam", lr=1e-3, schedule="linear_warmup", warmup_steps=5)
+    groups = group_arms([None, ArmTraining(optim=dataclasses.replace(warm, lr=2e-3, warmup_steps=3))], 2,
+                        optim=warm, batch_size=4, steps=20)
+    assert len(groups) == 1 and set(groups[0].traced) >= {"lr", "warmup_steps"}

@@ -13,7 +13,7 @@ A sweep trains every (seed, arm) member in one `jax.vmap`ped program per *group*
                                  fields that differ inside a group (`TRACED_OPTIM`: lr, gamma,
                                  rho, ...) are traced per member
     group_members(members, g)    the group's members, with "optim.<field>" hparams for `make_optimizer`
-                                 (and, under PCGrad, "optim.pcgrad_seed" = pcgrad_seed + the member's seed)
+                                 (and, under PCGrad, "optim.pcgrad_seed" from the member's key)
 
 The sweep engine (`train.sweep`) is their one user.
 """
@@ -124,9 +124,11 @@ class ArmGroup:
 
 
 def _static_signature(optim: OptimConfig, batch_size: int, static: Hashable) -> str:
-    blank = {f: 0 for f in TRACED_OPTIM}
-    blank.update({g: float(getattr(optim, g) > 0) for g in _GATES})
-    return repr((dataclasses.replace(optim, **blank), batch_size, static))
+    """What must be equal for arms to share a program: every field but the traced ones, the gates'
+    on/off, the batch size and the task's key (no config is rebuilt: a blanked one may not validate)."""
+    fixed = tuple((f.name, getattr(optim, f.name)) for f in dataclasses.fields(optim) if f.name not in TRACED_OPTIM)
+    gates = tuple((g, getattr(optim, g) > 0) for g in _GATES)
+    return repr((fixed, gates, batch_size, static))
 
 
 def group_arms(training: Sequence[ArmTraining | None] | None, num_arms: int, *, optim: OptimConfig,
@@ -177,6 +179,15 @@ def group_arms(training: Sequence[ArmTraining | None] | None, num_arms: int, *, 
     return groups
 
 
+def pcgrad_seeds(keys_M, pcgrad_seed: int) -> jax.Array:
+    """[M] int32 PCGrad seeds from the members' own keys and the config's `pcgrad_seed`: a seed's
+    projection orders are those of its run alone (a replicate of a base seed draws what that base
+    seed alone draws) and differ between seeds and base seeds."""
+    def one(key):
+        return (jax.random.bits(jax.random.fold_in(key, pcgrad_seed), (), jnp.uint32) >> 1).astype(jnp.int32)
+    return jax.vmap(one)(jnp.asarray(keys_M))
+
+
 def group_members(members: Members, group: ArmGroup) -> tuple[np.ndarray, Members]:
     """(member indices, Members) of one group: its arms' members in the sweep's seed-major order,
     with the traced optimizer values as hyperparameters "optim.<field>"."""
@@ -187,8 +198,7 @@ def group_members(members: Members, group: ArmGroup) -> tuple[np.ndarray, Member
     for f in group.traced:
         hp["optim." + f] = jnp.asarray([group.values[pos[arm_of[i]]][f] for i in idx], jnp.float32)
     if group.optim.pcgrad:   # each seed its own projection orders (the same for that seed in every arm)
-        hp["optim.pcgrad_seed"] = jnp.asarray([group.optim.pcgrad_seed + members.labels[i]["seed"] for i in idx],
-                                              jnp.int32)
+        hp["optim.pcgrad_seed"] = pcgrad_seeds(members.keys[idx], group.optim.pcgrad_seed)
     labels = tuple(members.labels[i] for i in idx)
     return idx, Members(keys=members.keys[idx], hparams=hp, labels=labels)
 

@@ -36,15 +36,19 @@ def reduce_losses(loss_B: jax.Array, batch: Batch) -> jax.Array:
     return jnp.sum(weight_B * loss_B) / loss_B.shape[0]
 
 
-def _per_example_grads(loss_fn: LossFn, params, batch: Batch):
-    """Gradients of w_b * l_b for each example b: a pytree with leading axis [B]."""
-    def single(p, example):
-        ex = jax.tree.map(lambda x: x[None], example)
-        loss_1 = loss_fn(p, ex)
-        weight = ex.get(LOSS_WEIGHT) if isinstance(ex, dict) else None
-        return jnp.sum(loss_1 if weight is None else weight * loss_1)
+def _per_example_grads(loss_fn: LossFn, params, batch: Batch, rng=None):
+    """(Gradients of w_b * l_b for each example b: a pytree with leading axis [B], losses l_b [B]).
 
-    return jax.vmap(jax.grad(single), in_axes=(None, 0))(params, batch)
+    Each example is its own batch of one; with `rng` (step_rng) example b calls
+    `loss_fn(params, example, fold_in(rng, b))`, its own noise in its loss and its gradient."""
+    def single(p, example, b):
+        ex = jax.tree.map(lambda x: x[None], example)
+        loss_1 = loss_fn(p, ex) if rng is None else loss_fn(p, ex, jax.random.fold_in(rng, b))
+        weight = ex.get(LOSS_WEIGHT) if isinstance(ex, dict) else None
+        return jnp.sum(loss_1 if weight is None else weight * loss_1), loss_1[0]
+
+    size = jax.tree.leaves(batch)[0].shape[0]
+    return jax.vmap(jax.grad(single, has_aux=True), in_axes=(None, 0, 0))(params, batch, jnp.arange(size))
 
 
 def make_train_step(loss_fn: LossFn, optimizer, grad_norm: bool = False,
@@ -56,28 +60,33 @@ def make_train_step(loss_fn: LossFn, optimizer, grad_norm: bool = False,
     costs more than half a step (one reduction per leaf), so it is off by default.
     step_rng=True calls `loss_fn(params, batch, rng)` with rng = step_key(state.rng, STEP, step)
     (dropout, noise): a function of (seed, step), so it resumes exactly; SAM's second gradient
-    and per-example gradients see the same rng.
+    sees the same rng. Per-example gradients (PCGrad) call each example alone with
+    fold_in(rng, b), and the reported loss is the mean of those same per-example losses (one
+    batch's draw of shape [B] cannot be split into the examples' own draws).
     """
     tx = optimizer.tx
     per_example = optimizer.grad_mode == "per_example"
 
     def train_step(state: TrainState, batch: Batch):
-        if step_rng:
-            rng = step_key(state.rng, STREAM_STEP, state.step)
-            lf = lambda p, b: loss_fn(p, b, rng)  # noqa: E731
-        else:
-            lf = loss_fn
+        rng = step_key(state.rng, STREAM_STEP, state.step) if step_rng else None
+        lf = (lambda p, b: loss_fn(p, b, rng)) if step_rng else loss_fn  # noqa: E731
 
         def mean_loss(params):
             loss_B = lf(params, batch)
             return reduce_losses(loss_B, batch), loss_B
 
         def grads_at(params):
-            return _per_example_grads(lf, params, batch) if per_example else jax.grad(lambda p: mean_loss(p)[0])(params)
+            if per_example:
+                return _per_example_grads(loss_fn, params, batch, rng)[0]
+            return jax.grad(lambda p: mean_loss(p)[0])(params)
 
         if per_example:
-            loss, _ = mean_loss(state.params)
-            grads = grads_at(state.params)
+            if step_rng:   # the loss of the examples' own draws, the ones their gradients are of
+                grads, loss_B = _per_example_grads(loss_fn, state.params, batch, rng)
+                loss = reduce_losses(loss_B, batch)
+            else:
+                loss, _ = mean_loss(state.params)
+                grads = grads_at(state.params)
             mean_grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
         else:
             (loss, _), grads = jax.value_and_grad(mean_loss, has_aux=True)(state.params)
