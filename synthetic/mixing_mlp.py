@@ -9,7 +9,8 @@ A tanh MLP is trained by SGD with `Mixture(sizes, p, w)` draws from the finite p
 Phase 1 (one vmapped program): a grid over the curated domain's sampling weight p_1 (natural
 n_1/N and a linspace) and the product a_1 = p_1 w_1 / sum p w. The diagonal p = a is the
 common practice (sampling weights only); its best product a* is the tuned mixture.
-Phase 2 (one vmapped program, fresh seeds): four arms at the same product a*:
+Phase 2 (one vmapped program, fresh seeds, each base seed on its own pools, `sweeps.mixing.
+base_pools`; phase 1 is the first base seed's): four arms at the same product a*:
   natural (p = n/N, w = 1; not at a*), sampling only (p = a*, w = 1),
   loss weights only (p = n/N, w = a*/p), and joint: p ∝ a* sqrt(m), w = a*/p, where
   m_k = E_k ||g||^2 is each domain's per-example gradient second moment measured on the pool at
@@ -84,38 +85,38 @@ class Config:
 
 def run(cfg: Config, ctx) -> dict:
     task = md.make_teacher_domains(cfg.data_seed, cfg.dim, cfg.teacher_hidden, cfg.noise, cfg.shift)
-    pool = task.sample_pool(jax.random.PRNGKey(cfg.data_seed), cfg.sizes)
+    pools = mixing.base_pools(task, cfg.data_seed, cfg.sizes, cfg.base_seeds)   # one data draw per base seed
     test = task.sample_pool(jax.random.PRNGKey(cfg.data_seed + 1), (cfg.test_size,) * 2)
     q_K = jnp.asarray(cfg.target, jnp.float32) / sum(cfg.target)
     natural_1 = cfg.sizes[1] / sum(cfg.sizes)
     tail = mixing.tail_points(cfg.tail, cfg.steps, cfg.eval_every)
-    grads = mixing.per_example_grads(mixing.mlp_loss, pool)
+    grads = [mixing.per_example_grads(mixing.mlp_loss, mixing.pool_of(pools, r)) for r in range(len(cfg.base_seeds))]
 
-    def train(child, seed, configs, num_seeds):  # (base seeds x) seeds x configs, one program -> (fit, tail [S, C])
+    def train(child, seed, configs, num_seeds, pools):  # (base seeds x) seeds x configs -> (fit, members, tail [S, C])
         members = mixing.mixing_members(seed, num_seeds, configs)
         result = mixing.fit_mixture(
-            ctx.child(child), members, pool, cfg.sizes, init_params=lambda k: init_mlp(k, (cfg.dim, cfg.width, 1)),
+            ctx.child(child), members, pools, cfg.sizes, init_params=lambda k: init_mlp(k, (cfg.dim, cfg.width, 1)),
             loss_fn=mixing.mlp_loss, evaluate=jax.vmap(mixing.mlp_test_risk(q_K, cfg.test_size), (0, None)),
             eval_args=(test,), lr=cfg.lr, batch_size=cfg.batch_size, steps=cfg.steps, every=cfg.eval_every,
             chunk_size=cfg.chunk_size, desc=f"mixing_mlp/{child}")
-        return result, mixing.tail_mean(result.history["excess_risk"], tail, members.size // len(configs))
+        return result, members, mixing.tail_mean(result.history["excess_risk"], tail, members.size // len(configs))
 
     # phase 1: the (p_1, a_1) grid; a* = the best product of sampling only (p = a)
     axis = np.linspace(cfg.grid_lo, 1 - cfg.grid_lo, cfg.grid)
     p_axis = np.concatenate([[natural_1], axis])
-    res1, tail1_SxC = train("grid", cfg.base_seeds[0], mixing.grid_configs(p_axis, axis), cfg.seeds)
+    first = {k: v[:1] for k, v in pools.items()}                      # phase 1: the first base seed's pool
+    res1, _, tail1_SxC = train("grid", cfg.base_seeds[0], mixing.grid_configs(p_axis, axis), cfg.seeds, first)
     risk_AxP = tail1_SxC.mean(0).reshape(len(axis), len(p_axis))
     i_star = int(np.argmin(mixing.sampling_only_diagonal(risk_AxP)))
     star = [s * risk_AxP.size + i_star * len(p_axis) + 1 + i_star for s in range(cfg.seeds)]  # its models
-    m_K = mixing.domain_moments(res1.state.params, star, grads, pool["domain"])  # -> joint split p ∝ a* sqrt(m)
+    m_K = mixing.domain_moments(res1.state.params, star, grads[0], pools["domain"][0])  # -> joint split p ∝ a* sqrt(m)
     p_joint = float(md.importance_split(mixing.two(float(axis[i_star])), m_K)[0][1])
 
     # phase 2: the arms at a*, fresh seeds; gradient variance on the pool at the final weights
     arms = list(mixing.arm_configs(natural_1, float(axis[i_star]), p_joint).values())
     arm_seeds = cfg.arm_seeds * len(cfg.base_seeds)
-    res2, tail2_SxC = train("arms", tuple(b + 10_000 for b in cfg.base_seeds), arms, cfg.arm_seeds)
-    grad_var_SxC = mixing.arm_gradient_variance(res2.state.params, arms, arm_seeds, grads, pool["domain"],
-                                                cfg.batch_size)
+    res2, members2, tail2_SxC = train("arms", tuple(b + 10_000 for b in cfg.base_seeds), arms, cfg.arm_seeds, pools)
+    grad_var_SxC = mixing.arm_gradient_variance(res2.state.params, members2, arms, grads, pools, cfg.batch_size)
     comparison = mixing.MLPComparison(
         p_axis=p_axis, a_axis=axis, risk_AxP=risk_AxP, m_K=m_K, p_joint=p_joint,
         risk_TxSxC=np.asarray(res2.history["excess_risk"]).reshape(-1, arm_seeds, len(arms)),

@@ -6,6 +6,8 @@ Two domains: a large noisy pool (domain 0, "web") and a small clean pool whose t
 (domain 1, "curated"); the target risk weighs both domains equally. SGD draws domains with
 `Mixture(sizes, p, w)` from the finite pools; one vmapped program trains every configuration
 of a grid over (p_1, a_1), where a = p * w (normalized to sum 1) is the product of the weights.
+Each base seed draws its own pools (`sweeps.mixing.base_pools`) besides its own inits and SGD
+noise, so a claim decided at every base seed holds across data draws of the same task.
 
 Figures:
   complementary_roles: heatmaps over (p_1, a_1) of (a) the closed-form expected risk of the
@@ -85,7 +87,7 @@ class Config:
 
 def run(cfg: Config, ctx) -> dict:
     task = md.make_task(cfg.data_seed, cfg.dim, cfg.noise, decay=cfg.decay, shift=cfg.shift, rotate=True)
-    pool = task.sample_pool(jax.random.PRNGKey(cfg.data_seed), cfg.sizes)
+    pools = mixing.base_pools(task, cfg.data_seed, cfg.sizes, cfg.base_seeds)   # one data draw per base seed
     q_K = jnp.asarray(cfg.target, jnp.float32)
     bayes = float(md.bayes_risk(task, q_K))
     natural_1 = cfg.sizes[1] / sum(cfg.sizes)
@@ -101,7 +103,7 @@ def run(cfg: Config, ctx) -> dict:
     p1_C, a1_C = (np.asarray(v, np.float32) for v in zip(*configs))
     members = mixing.mixing_members(cfg.base_seeds, cfg.seeds, configs)
     result = mixing.fit_mixture(
-        ctx, members, pool, cfg.sizes, init_params=lambda k: {"w": jnp.zeros((cfg.dim,))}, loss_fn=md.loss_fn,
+        ctx, members, pools, cfg.sizes, init_params=lambda k: {"w": jnp.zeros((cfg.dim,))}, loss_fn=md.loss_fn,
         evaluate=jax.vmap(lambda params: md.target_risk(task, params["w"], q_K) - bayes), lr=cfg.lr,
         batch_size=cfg.batch_size, steps=cfg.steps, every=cfg.eval_every, chunk_size=cfg.chunk_size,
         desc="mixing_weights")
@@ -111,7 +113,7 @@ def run(cfg: Config, ctx) -> dict:
     risk_RxA, gap_RxA = mixing.erm_monte_carlo(task, jax.random.PRNGKey(cfg.data_seed + 1), cfg.erm_pools, a_line,
                                                cfg.sizes, q_K, bayes)
     erm_pred = jax.vmap(lambda a1: md.erm_risk(task, mixing.two(a1), cfg.sizes, q_K))(a_line)
-    var_M = mixing.linear_pool_grad_variance(result.state.params, members, pool, cfg.batch_size)
+    var_M = mixing.linear_pool_grad_variance(result.state.params, members, pools, cfg.batch_size)
     risk_SxC, var_SxC = mixing.tail_mean(result.history["excess_risk"], tail, cfg.total_seeds), var_M.reshape(
         cfg.total_seeds, -1)
     arms = slice(cfg.grid ** 2, None)                     # the named arms follow the grid

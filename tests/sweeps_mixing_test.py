@@ -35,6 +35,19 @@ def test_members_are_seed_major_with_common_keys():
     keys = np.asarray(members.keys)
     assert (keys[:3] == keys[0]).all() and (keys[3:] == keys[3]).all() and not (keys[0] == keys[3]).all()
     assert mixing.grid_configs([1, 2], [10, 20]) == [(1, 10), (2, 10), (1, 20), (2, 20)]
+    np.testing.assert_array_equal(members.hparams["base"], [0] * 6)
+    np.testing.assert_array_equal(mixing.mixing_members((3, 4), 2, configs).hparams["base"], [0] * 6 + [1] * 6)
+
+
+def test_each_base_seed_draws_its_own_pool():
+    task = md.make_task(0, 3, (1.0, 0.2), decay=0.5, shift=(0.0, 0.5), rotate=True)
+    pools = mixing.base_pools(task, 7, (5, 3), (0, 2))
+    assert pools["x"].shape == (2, 8, 3)
+    for r, b in enumerate((0, 2)):
+        want = task.sample_pool(jax.random.fold_in(jax.random.PRNGKey(7), b), (5, 3))
+        for k in want:
+            np.testing.assert_array_equal(np.asarray(mixing.pool_of(pools, r)[k]), np.asarray(want[k]))
+    assert not np.allclose(pools["x"][0], pools["x"][1])
 
 
 def test_tail_mean_and_points():
@@ -43,16 +56,23 @@ def test_tail_mean_and_points():
     np.testing.assert_allclose(mixing.tail_mean(v, 2, 2), v[-2:].mean(0).reshape(2, 3))
 
 
+def _stack(*pools):
+    return {k: np.stack([p[k] for p in pools]) for k in pools[0]}
+
+
 def test_linear_pool_grad_variance_matches_enumeration():
+    """Each member on its own base seed's pool (members: 2 base seeds x 1 seed x 2 configs)."""
     rng = np.random.default_rng(0)
-    pool = _linear_pool(rng)
+    pools = [_linear_pool(rng), _linear_pool(rng)]
     configs = [(0.3, 0.6), (0.8, 0.2)]
-    members = mixing.mixing_members(0, 1, configs)
-    w_MxD = rng.standard_normal((2, 3)).astype(np.float32)
-    got = mixing.linear_pool_grad_variance({"w": jnp.asarray(w_MxD)}, members, pool, batch_size=4)
-    x, y = pool["x"].astype(np.float64), pool["y"].astype(np.float64)
-    want = [_enumerated_variance(x * (x @ w_MxD[m] - y)[:, None], pool["domain"], p1, a1, 4)
-            for m, (p1, a1) in enumerate(np.float32(configs))]
+    members = mixing.mixing_members((0, 1), 1, configs)
+    w_MxD = rng.standard_normal((4, 3)).astype(np.float32)
+    got = mixing.linear_pool_grad_variance({"w": jnp.asarray(w_MxD)}, members, _stack(*pools), batch_size=4)
+    want = []
+    for m in range(4):
+        pool, (p1, a1) = pools[m // 2], np.float32(configs[m % 2])
+        x, y = pool["x"].astype(np.float64), pool["y"].astype(np.float64)
+        want.append(_enumerated_variance(x * (x @ w_MxD[m] - y)[:, None], pool["domain"], p1, a1, 4))
     np.testing.assert_allclose(got, want, rtol=1e-4)
 
 
@@ -79,12 +99,18 @@ def test_per_example_grads_arm_variance_and_moments_match_numpy_backprop():
         np.testing.assert_allclose(np.asarray(grads(mixing.member_params(params_M, m))), numpy_grads(m),
                                    rtol=1e-4, atol=1e-5)
     configs = [(0.4, 0.5), (0.1, 0.7)]
-    got_SxC = mixing.arm_gradient_variance(params_M, configs, 2, grads, pool["domain"], batch_size=3)
+    members = mixing.mixing_members((0, 1), 1, configs)           # base seed 1's members on a second pool
+    other = dict(pool, y=pool["y"][::-1].copy())
+    grads_other = mixing.per_example_grads(mixing.mlp_loss, other)
+    got_SxC = mixing.arm_gradient_variance(params_M, members, configs, [grads, grads_other], _stack(pool, other),
+                                           batch_size=3)
     for m in range(4):
         s, i = divmod(m, 2)
         p1, a1 = np.float32(configs[i])
-        np.testing.assert_allclose(got_SxC[s, i], _enumerated_variance(numpy_grads(m), pool["domain"], p1, a1, 3),
-                                   rtol=1e-4)
+        g = numpy_grads(m) if s == 0 else np.asarray(grads_other(mixing.member_params(params_M, m)))
+        np.testing.assert_allclose(got_SxC[s, i], _enumerated_variance(g, pool["domain"], p1, a1, 3), rtol=1e-4)
+    assert not np.allclose(got_SxC[1], mixing.arm_gradient_variance(params_M, members, configs, [grads, grads],
+                                                                    _stack(pool, pool), batch_size=3)[1])
     moments = mixing.domain_moments(params_M, [1, 3], grads, pool["domain"])
     sq = [np.sum(numpy_grads(m) ** 2, 1) for m in (1, 3)]
     want = np.mean([[q[pool["domain"] == k].mean() for k in (0, 1)] for q in sq], 0)

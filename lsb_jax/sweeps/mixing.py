@@ -89,8 +89,24 @@ def grid_configs(p_axis: Sequence[float], a_axis: Sequence[float]) -> list[tuple
 
 
 def mixing_members(seed: int | Sequence[int], num_seeds: int, configs: Sequence[tuple[float, float]]) -> Members:
-    """Seeds (of each base seed) x configurations (seed-major) with traced hparams p1, a1 (float32)."""
-    return member_arms(num_seeds, seed, [{"p1": float(p1), "a1": float(a1)} for p1, a1 in configs])
+    """Seeds (of each base seed) x configurations (seed-major) with traced hparams p1, a1 (float32)
+    and "base", the index of the member's base seed (which pool of `base_pools` it trains on)."""
+    members = member_arms(num_seeds, seed, [{"p1": float(p1), "a1": float(a1)} for p1, a1 in configs])
+    base = jnp.asarray([lab["seed"] // num_seeds for lab in members.labels], jnp.int32)
+    return dataclasses.replace(members, hparams={**members.hparams, "base": base})
+
+
+def base_pools(task, data_seed: int, sizes: Sequence[int], base_seeds: Sequence[int]) -> dict:
+    """One finite pool per base seed b, drawn with fold_in(PRNGKey(data_seed), b) -> leaves [R, N, ...]:
+    a base seed replicates the data draw too, not only the inits and SGD noise (the task itself,
+    its teachers and covariances, is the data seed's)."""
+    pools = [task.sample_pool(jax.random.fold_in(jax.random.PRNGKey(data_seed), b), sizes) for b in base_seeds]
+    return {k: jnp.stack([p[k] for p in pools]) for k in pools[0]}
+
+
+def pool_of(pools: dict, r: int) -> dict:
+    """Base seed number r's pool of `base_pools`."""
+    return {k: v[r] for k, v in pools.items()}
 
 
 def tail_points(tail: float, steps: int, every: int) -> int:
@@ -103,30 +119,32 @@ def tail_mean(values_TxM, points: int, num_seeds: int) -> np.ndarray:
     return np.asarray(values_TxM)[-points:].mean(0).reshape(num_seeds, -1)
 
 
-def fit_mixture(ctx, members: Members, pool: dict, sizes: Sequence[int], *, init_params: Callable, loss_fn: Callable,
-                evaluate: Callable, eval_args: tuple = (), lr: float, batch_size: int, steps: int, every: int,
-                chunk_size: int, desc: str):
-    """SGD (lr) of every member on `Mixture(sizes, p, a / p)` batches of `pool` ({"x", "y"}, domains
-    in order), one vmapped `train.fit` on `ctx`; `evaluate(params_M, *eval_args) -> [M]` is logged as
-    `excess_risk` every `every` steps (and at the start). Returns the `FitResult`."""
+def fit_mixture(ctx, members: Members, pools: dict, sizes: Sequence[int], *, init_params: Callable,
+                loss_fn: Callable, evaluate: Callable, eval_args: tuple = (), lr: float, batch_size: int, steps: int,
+                every: int, chunk_size: int, desc: str):
+    """SGD (lr) of every member on `Mixture(sizes, p, a / p)` batches of its base seed's pool
+    (`base_pools`: {"x", "y"} [R, N, ...], domains in order; member hparam "base"), one vmapped
+    `train.fit` on `ctx`; `evaluate(params_M, *eval_args) -> [M]` is logged as `excess_risk` every
+    `every` steps (and at the start). Returns the `FitResult`."""
     opt = make_optimizer(OptimConfig(name="sgd", lr=lr), steps)
 
     def member_init(key, hp):
         return init_state(init_params, opt.tx, key)
 
-    def member_step(state, hp, pool):
+    def member_step(state, hp, pools):
         p_K, a_K = two(hp["p1"]), two(hp["a1"])
         mixture = Mixture(sizes, p_K, a_K / p_K)   # traced weights: one program for every member
 
         def sample_batch(key, step):
             draw = mixture.sample(key, step, batch_size)
-            return {"x": pool["x"][draw.index], "y": pool["y"][draw.index], "loss_weight": draw.weight}
+            r = hp["base"]
+            return {"x": pools["x"][r, draw.index], "y": pools["y"][r, draw.index], "loss_weight": draw.weight}
 
         return make_sampled_step(loss_fn, opt, sample_batch)(state)
 
     evals = EvalHook(lambda s, *args: {"excess_risk": evaluate(s.params, *args)}, every=every, args=eval_args)
     step, state, hparams = split_ensemble(member_step, members, ensemble_init(member_init, members))
-    return fit(step, state, steps, ctx=ctx, hooks=[evals], step_args=(hparams, pool), chunk_size=chunk_size,
+    return fit(step, state, steps, ctx=ctx, hooks=[evals], step_args=(hparams, pools), chunk_size=chunk_size,
                log_every=every, desc=desc)
 
 
@@ -162,15 +180,20 @@ def best_joint(task: md.MultiDomainTask, predict: Callable, a_line) -> tuple[flo
     return float(a_line[best]), float(p_opt_F[best])
 
 
-def linear_pool_grad_variance(params_M: dict, members: Members, pool: dict, batch_size: int) -> np.ndarray:
-    """Each member's exact minibatch gradient variance on the finite pool (`Mixture` draws at its own
-    p, w) at its weights params_M["w"] [M, D], from the per-example gradients x (x.w - y) -> [M]."""
-    def pool_var(params, p1, a1):
-        resid_N = pool["x"] @ params["w"] - pool["y"]
-        p_K, a_K = two(p1), two(a1)
-        return md.pool_gradient_variance(pool["x"] * resid_N[:, None], pool["domain"], p_K, a_K / p_K, batch_size)[1]
+def linear_pool_grad_variance(params_M: dict, members: Members, pools: dict, batch_size: int) -> np.ndarray:
+    """Each member's exact minibatch gradient variance on its base seed's pool (`base_pools`; `Mixture`
+    draws at its own p, w) at its weights params_M["w"] [M, D], from the per-example gradients
+    x (x.w - y) -> [M]."""
+    pools = {k: jnp.asarray(v) for k, v in pools.items()}
 
-    return np.asarray(jax.jit(jax.vmap(pool_var))(params_M, members.hparams["p1"], members.hparams["a1"]))
+    def pool_var(params, p1, a1, r):
+        x, y, domain = pools["x"][r], pools["y"][r], pools["domain"][r]
+        resid_N = x @ params["w"] - y
+        p_K, a_K = two(p1), two(a1)
+        return md.pool_gradient_variance(x * resid_N[:, None], domain, p_K, a_K / p_K, batch_size)[1]
+
+    hp = members.hparams
+    return np.asarray(jax.jit(jax.vmap(pool_var))(params_M, hp["p1"], hp["a1"], hp["base"]))
 
 
 def erm_monte_carlo(task: md.MultiDomainTask, key, num_pools: int, a_line, sizes: Sequence[int], q_K,
@@ -350,17 +373,19 @@ def domain_moments(params_M: dict, members: Sequence[int], grads: Callable, doma
                     for m in members], axis=0)
 
 
-def arm_gradient_variance(params_M: dict, configs: Sequence[tuple[float, float]], num_seeds: int, grads: Callable,
-                          domain_N, batch_size: int) -> np.ndarray:
-    """Each member's exact minibatch gradient variance on the pool at its own (p_1, a_1)
-    (`multidomain.pool_gradient_variance` of per-example gradients) -> [S, C] (seed-major members)."""
+def arm_gradient_variance(params_M: dict, members: Members, configs: Sequence[tuple[float, float]],
+                          grads: Sequence[Callable], pools: dict, batch_size: int) -> np.ndarray:
+    """Each member's exact minibatch gradient variance on its base seed's pool at its own (p_1, a_1)
+    (`multidomain.pool_gradient_variance` of per-example gradients; grads[r] those of pool r) ->
+    [S, C] (seed-major members)."""
     c = len(configs)
-    out_SxC = np.zeros((num_seeds, c))
-    for m in range(num_seeds * c):
+    out_SxC = np.zeros((members.size // c, c))
+    for m in range(members.size):
         s, i = divmod(m, c)
+        r = int(members.hparams["base"][m])
         p_K, a_K = two(jnp.float32(configs[i][0])), two(jnp.float32(configs[i][1]))
-        out_SxC[s, i] = float(md.pool_gradient_variance(grads(member_params(params_M, m)), domain_N, p_K, a_K / p_K,
-                                                        batch_size)[1])
+        out_SxC[s, i] = float(md.pool_gradient_variance(grads[r](member_params(params_M, m)), pools["domain"][r], p_K,
+                                                        a_K / p_K, batch_size)[1])
     return out_SxC
 
 
