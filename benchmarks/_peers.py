@@ -157,11 +157,13 @@ def environment() -> dict:
     env = {"platform": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "jax": jax.__version__,
            "device": jax.devices()[0].device_kind, "loadavg": list(os.getloadavg()),
            "xla_cpu_pool": os.environ.get("NPROC", "default"), "xla_flags": os.environ.get("XLA_FLAGS", "")}
-    try:
-        import torch
-        env["torch"] = torch.__version__
-    except ImportError:
-        pass
+    env["python"] = platform.python_version()
+    from importlib import metadata
+    for name in ("jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "torch", "transformers", "peft"):
+        try:   # what a failure on another machine's image is diagnosed with
+            env[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
     return env
 
 

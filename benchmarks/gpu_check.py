@@ -24,8 +24,8 @@ Sections:
             (`benchmarks/_torch_gpt2.py`, same weights, same batch) eager and torch.compile'd, on the
             same device; step-0 losses of both (full fp32 precision) must agree. Timed steps are fp32
             with TF32 matmuls allowed on both sides (JAX's GPU default; torch "high" precision).
-  parity    64 parity seeds vmapped in one program (`parity_vmap.lsb_rate`) vs PyTorch seed by seed,
-            on CPU (`parity_vmap.torch_rate`) and on the GPU (the same loop with CUDA tensors).
+  parity    64 parity seeds vmapped in one program vs PyTorch seed by seed, on CPU at each thread
+            count and on the GPU (the same loop with CUDA tensors): `parity_vmap.rates`.
   lm        scoring and full fine-tuning (AdamW) tokens/s vs transformers on the same device: a
             Qwen3-style decoder (8 layers, width 1024, seq 1024), random init, saved with
             `save_pretrained` and loaded with `models.lm.load_pretrained`; bf16 on both sides (weights
@@ -94,7 +94,11 @@ import numpy as np  # noqa: E402
 
 import _peers  # noqa: E402
 
-SECTIONS = ("icl", "parity", "lm", "mfu", "kcenter", "estimate")
+SECTIONS = ("icl", "parity", "lm", "kcenter", "mfu", "estimate")
+# seconds a section needs (compiles included), by sizes; one is skipped, with an "n/a (budget)" row,
+# when less than this is left of --budget (the estimate section budgets itself)
+RESERVE_S = {"gpu": {"icl": 90.0, "parity": 30.0, "lm": 60.0, "kcenter": 45.0, "mfu": 120.0, "estimate": 0.0},
+             "tiny": {"icl": 1.0, "parity": 1.0, "lm": 1.0, "kcenter": 1.0, "mfu": 1.0, "estimate": 0.0}}
 LM_GPU = dict(layers=8, width=1024, heads=16, kv_heads=8, head_dim=64, mlp=3072, vocab=32000, seq=1024, batch=8)
 LM_TINY = dict(layers=2, width=64, heads=4, kv_heads=2, head_dim=16, mlp=128, vocab=1000, seq=64, batch=2)
 QWEN3_0P6B = dict(layers=28, width=1024, heads=16, kv_heads=8, head_dim=128, mlp=3072, vocab=151936)
@@ -289,6 +293,7 @@ def section_icl(size: dict, run: Run) -> tuple[list[dict], dict]:
                 peers["torch_compile"] = (cstep, sync)
                 compile_note, compile_status = f"torch.compile warm-up {details['torch_compile_s']:.1f}s", "ok"
             except Exception as e:  # noqa: BLE001 - torch.compile needs a toolchain: reported, not fatal
+                traceback.print_exc()
                 compile_note, compile_status = error_text(e), "error"
         times = _peers.interleaved({"ours": (ours, jax.block_until_ready), **peer_thunks(peers, dev)},
                                    rounds=run.rounds, calls=size["steps"])
@@ -317,50 +322,42 @@ def section_icl(size: dict, run: Run) -> tuple[list[dict], dict]:
 # ----------------------------------------------------------------------------- 2. parity seeds
 
 
-def torch_parity_rate(seeds: int, steps: int, device) -> float:
-    """Seed-steps/s of `parity_vmap.torch_run` (same MLP, data and SGD) with tensors on `device`."""
+def section_parity(size: dict, run: Run) -> tuple[list[dict], dict]:
+    """64 vmapped parity seeds (one program) vs PyTorch seed by seed (CPU at each thread count; and CUDA
+    on a GPU): medians of interleaved rounds after a warm-up of every contender (`parity_vmap.rates`)."""
     import parity_vmap
     import torch
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    sync()
-    t0 = time.perf_counter()
-    parity_vmap.torch_run(seeds, steps, device)
-    sync()
-    return seeds * steps / (time.perf_counter() - t0)
-
-
-def section_parity(size: dict, run: Run) -> tuple[list[dict], dict]:
-    """64 vmapped parity seeds (one program) vs PyTorch seed by seed (CPU; and CUDA on a GPU)."""
-    import parity_vmap
-
-    ours, loss = parity_vmap.lsb_rate(size["seeds"], size["steps"], size["repeats"])
-    ts, tk = size["torch_seeds"], size["torch_steps"]
-    cpu = {}
-    for t in _peers.peer_threads():
-        with _peers.torch_threads(t):
-            cpu[f"{t}t"] = parity_vmap.torch_rate(ts, tk, t)
-    cname, crate = max(cpu.items(), key=lambda kv: kv[1])
-    what = f"parity {size['seeds']} vmapped seeds vs torch CPU"
-    shape = f"{size['seeds']} seeds x {size['steps']} steps (best of {size['repeats']}); torch {ts} seeds x {tk} steps"
-    rows = [row("parity", "torch_cpu", what, ours, crate, unit="seed-steps/s", peer_name=f"torch cpu@{cname}",
-                higher_is_better=True, notes=f"{shape}; torch by threads: {times_note(cpu, unit='/s')}")]
-    details = {"ours_rate": ours, "last_loss": loss, "torch_cpu_rate": cpu}
     dev, _ = torch_device(run)
+    peers, cuda_error = {f"cpu@{t}t": parity_vmap.torch_cpu_peer(t) for t in _peers.peer_threads()}, None
     if dev.type == "cuda":
+        def cuda_peer(seeds, steps):
+            torch.cuda.synchronize()
+            parity_vmap.torch_run(seeds, steps, dev)
+            torch.cuda.synchronize()
         try:
-            torch_parity_rate(1, 20, dev)   # warm-up: CUDA context, kernels
-            grate = torch_parity_rate(ts, tk, dev)
-            details["torch_cuda_rate"] = grate
-            rows.append(row("parity", "torch_cuda", f"parity {size['seeds']} vmapped seeds vs torch CUDA", ours, grate,
-                            unit="seed-steps/s", peer_name="torch cuda", higher_is_better=True, notes=shape))
+            cuda_peer(1, 5)                    # a CUDA failure drops this peer, not the section
+            peers["cuda"] = cuda_peer
         except Exception as e:  # noqa: BLE001
-            rows.append(row("parity", "torch_cuda", "parity vs torch CUDA", ours, unit="seed-steps/s",
-                            notes=error_text(e), status="error"))
-    return rows, details
+            traceback.print_exc()
+            cuda_error = error_text(e)
+    ts, tk = size["torch_seeds"], size["torch_steps"]
+    got, loss = parity_vmap.rates(size["seeds"], size["steps"], ts, tk, size["repeats"], peers)
+    ours = got.pop("ours")
+    shape = (f"{size['seeds']} seeds x {size['steps']} steps; torch {ts} seeds x {tk} steps; medians of "
+             f"{size['repeats']} interleaved rounds")
+    cpu = {k.split("@")[1]: v for k, v in got.items() if k.startswith("cpu@")}
+    cname, crate = max(cpu.items(), key=lambda kv: kv[1])
+    rows = [row("parity", "torch_cpu", f"parity {size['seeds']} vmapped seeds vs torch CPU", ours, crate,
+                unit="seed-steps/s", peer_name=f"torch cpu@{cname}", higher_is_better=True,
+                notes=f"{shape}; torch by threads: {times_note(cpu, unit='/s')}")]
+    if "cuda" in got:
+        rows.append(row("parity", "torch_cuda", f"parity {size['seeds']} vmapped seeds vs torch CUDA", ours,
+                        got["cuda"], unit="seed-steps/s", peer_name="torch cuda", higher_is_better=True, notes=shape))
+    elif cuda_error:
+        rows.append(row("parity", "torch_cuda", "parity vs torch CUDA", ours, unit="seed-steps/s", notes=cuda_error,
+                        status="error"))
+    return rows, {"ours_rate": ours, "last_loss": loss, "torch_cpu_rate": cpu, "torch_cuda_rate": got.get("cuda")}
 
 
 # ----------------------------------------------------------------------------- 3. LM scoring / fine-tuning
@@ -392,6 +389,7 @@ def section_lm(size: dict, run: Run) -> tuple[list[dict], dict]:
                 rows.append(r)
                 details[key] = det
             except Exception as e:  # noqa: BLE001 - one part failing leaves the other
+                traceback.print_exc()
                 rows.append(row("lm", key, f"LM {key} tokens/s vs transformers", unit="tokens/s",
                                 notes=error_text(e), status="error"))
             free_torch_memory()
@@ -401,15 +399,15 @@ def section_lm(size: dict, run: Run) -> tuple[list[dict], dict]:
 def _hf_models(folder: Path, dev, dtype, train: bool) -> dict:
     """transformers models of the saved folder, one per attention implementation that loads here."""
     from transformers import AutoModelForCausalLM
-    out = {}
+    out, errors = {}, []
     for impl in ("sdpa", "eager"):
         try:
             m = AutoModelForCausalLM.from_pretrained(folder, attn_implementation=impl).to(device=dev, dtype=dtype)
             out[f"hf_{impl}"] = m.train(train)
-        except Exception:  # noqa: BLE001 - an implementation this install lacks
-            continue
+        except Exception as e:  # noqa: BLE001 - an implementation this install lacks
+            errors.append(f"{impl}: {error_text(e)}")
     if not out:
-        raise RuntimeError("transformers could not load the model with sdpa or eager attention")
+        raise RuntimeError("transformers could not load the model: " + "; ".join(errors))
     return out
 
 
@@ -1036,6 +1034,13 @@ def main(argv=None) -> int:
     for name in only:
         t0 = time.perf_counter()
         print(f"[{name}] ...", flush=True)
+        reserve = RESERVE_S[size_name][name]
+        if run.remaining_s() < reserve:
+            rows.append(row(name, "budget", f"{name} section", notes=f"n/a (budget): {run.remaining_s():.0f}s left of "
+                            f"{args.budget:.0f}s, it needs ~{reserve:.0f}s; rerun with --only {name}", status="n/a"))
+            elapsed[name] = 0.0
+            print(f"[{name}] skipped: {rows[-1]['notes']}", flush=True)
+            continue
         try:
             section_rows, details[name] = RUNNERS[name](sizes[name], run)
         except Exception as e:  # noqa: BLE001 - one section failing leaves the others

@@ -71,3 +71,38 @@ def test_gpu_check_refuses_gpu_sizes_without_a_gpu(tmp_path):
     assert out.returncode == 2
     assert "--tiny" in out.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_gpu_sizes_build_abstractly_with_the_hand_counted_parameters():
+    """The MFU and LM sections' GPU-size decoders (built abstractly: no memory) have the parameter
+    count of a hand count of a Qwen3 block, so the one GPU run meets no config mistake at that size."""
+    pytest.importorskip("transformers")
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_check
+    import lm_scoring
+    from lsb_jax.models.lm import Decoder, DecoderConfig
+
+    for size in (gpu_check.QWEN3_0P6B, gpu_check.LM_GPU, gpu_check.SIZES["gpu"]["mfu"]):
+        dcfg = DecoderConfig.from_hf(lm_scoring.hf_config(size, size["vocab"]))
+        model = nnx.eval_shape(lambda: Decoder(dcfg, rngs=nnx.Rngs(0)))   # noqa: B023
+        n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+        L, D, H, K, hd, F, V = (size[k] for k in ("layers", "width", "heads", "kv_heads", "head_dim", "mlp", "vocab"))
+        block = D * H * hd + 2 * D * K * hd + H * hd * D + 3 * D * F + 2 * D + 2 * hd   # attn, MLP, 2 norms, q/k norms
+        assert n == L * block + V * D + D, size                                        # tied embedding, final norm
+    assert gpu_check.SIZES["gpu"]["mfu"]["batch"] % max(gpu_check.SIZES["gpu"]["mfu"]["micro_batches"]) == 0
+
+
+def test_sections_the_budget_cannot_cover_are_skipped_with_a_row(tmp_path):
+    out_json = tmp_path / "budget.json"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--tiny", "--only", "kcenter,icl",
+                          "--budget", "0.5", "--out", str(out_json)], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    rows = json.loads(out_json.read_text())["rows"]
+    assert [(r["key"], r["status"]) for r in rows] == [("kcenter.budget", "n/a"), ("icl.budget", "n/a")]
+    assert "rerun with --only kcenter" in rows[0]["notes"]
