@@ -7,7 +7,7 @@ Same batch (B x 256 tokens, every token a target) and the same update, full fine
 AdamW (lr 1e-4, weight decay 0.01), fp32:
   (a) ours: `lsb_jax.llm.finetune.make_finetune_step` jitted with the state donated (the step
       `fit` runs): per-example losses (chunked cross-entropy), gradient, optax AdamW update;
-  (b) PyTorch: forward (eager attention) + per-example cross-entropy + backward +
+  (b) PyTorch: forward (eager or sdpa attention, the faster) + per-example cross-entropy + backward +
       `torch.optim.AdamW.step()`.
 Reported: tokens/s of each (median of `--repeats` interleaved rounds after one warm-up step; compile
 time apart; transformers at 1 thread and at all cores), the ratio a/b against transformers' faster
@@ -113,9 +113,12 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
         ours, compile_s, ours_loss = our_stepper(Path(tmp), tokens_BxT)
+    hf_sdpa = AutoModelForCausalLM.from_config(hf_config(size), attn_implementation="sdpa")
+    hf_sdpa.load_state_dict(hf.state_dict())          # the same weights under torch's fused attention
     step_torch, torch_loss = torch_stepper(hf, tokens_BxT)
-    times = interleaved({"ours": (ours, None), **torch_at_threads({"transformers": (step_torch, None)},
-                                                                  tuple(args.threads or peer_threads()))},
+    step_sdpa, _ = torch_stepper(hf_sdpa, tokens_BxT)
+    peers = {"transformers": (step_torch, None), "transformers@sdpa": (step_sdpa, None)}   # eager, sdpa
+    times = interleaved({"ours": (ours, None), **torch_at_threads(peers, tuple(args.threads or peer_threads()))},
                         rounds=args.repeats)
     row = compare(f"LLM fine-tune step qwen3 {n_params / 1e6:.1f}M B{size['batch']} T{size['seq']}", times, "ours",
                   "transformers", work=n_tokens, unit="tokens",

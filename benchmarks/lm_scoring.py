@@ -6,7 +6,8 @@ into a temporary folder), loaded into `lsb_jax.models.lm.Decoder` with `load_pre
 Same batch (B x 512 tokens, every token a target) for both:
   (a) ours: `jax.jit(make_loss_fn(graphdef, chunk_size=128))` -> per-example mean loss [B]
       (compile time reported apart);
-  (b) PyTorch: `torch.no_grad()` forward (eager attention, fp32) + per-example cross-entropy.
+  (b) PyTorch: `torch.no_grad()` forward (eager and sdpa attention, the faster counts; fp32) +
+      per-example cross-entropy.
 Reported: tokens/s of each (median of `--repeats` interleaved rounds; transformers at 1 thread and
 at all cores, the ratio against its faster setting), the max |loss
 difference| between the two, and the compiled peak temporary memory (XLA memory analysis,
@@ -123,12 +124,15 @@ def main(argv=None) -> None:
         hf.save_pretrained(tmp)
         ours, compile_s, ours_B = our_scorer(Path(tmp), tokens_BxT)
     score_torch, torch_B = torch_scorer(hf, tokens_BxT)
-    times = interleaved({"ours": (ours, None), **torch_at_threads({"transformers": (score_torch, None)},
-                                                                  tuple(args.threads or peer_threads()))},
+    hf_sdpa = AutoModelForCausalLM.from_config(hf_config(size, size["vocab"]), attn_implementation="sdpa").eval()
+    hf_sdpa.load_state_dict(hf.state_dict())          # the same weights under torch's fused attention
+    score_sdpa, _ = torch_scorer(hf_sdpa, tokens_BxT)
+    peers = {"transformers": (score_torch, None), "transformers@sdpa": (score_sdpa, None)}   # eager, sdpa
+    times = interleaved({"ours": (ours, None), **torch_at_threads(peers, tuple(args.threads or peer_threads()))},
                         rounds=args.repeats)
     row = compare(f"LM scoring qwen3 {n_params / 1e6:.1f}M B{size['batch']} T{size['seq']}", times, "ours",
                   "transformers", work=n_tokens, unit="tokens",
-                  shape=f"{size} ({n_params / 1e6:.1f}M params), fp32, eager attention")
+                  shape=f"{size} ({n_params / 1e6:.1f}M params), fp32, transformers' eager and sdpa attention")
     print(f"(a) ours (jax.jit loss)      {row['ours_rate']:10.0f} tokens/s  ({times['ours'] * 1e3:.0f} ms/batch, "
           f"compile {compile_s:.1f} s)")
     print(f"(b) transformers (PyTorch)   {row['peer_best_rate']:10.0f} tokens/s at its best, {row['peer_best']} "
