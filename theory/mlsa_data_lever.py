@@ -157,7 +157,7 @@ EXPERIMENT = Experiment(
                        gammas=(0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0), rhos=(0.0, 0.01, 0.02, 0.04, 0.06, 0.08),
                        seeds=8, pool_size=8192, track_points=15),
     },
-    cost={"quick": "~15 s CPU", "full": "~8-9 min CPU"},
+    cost={"quick": "~30 s CPU", "full": "~8-9 min CPU"},
     run=run,
     claims=claims,
     order=12,
