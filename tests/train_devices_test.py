@@ -26,7 +26,7 @@ _SCRIPT = textwrap.dedent("""
     got = hosts.use_cpu_cores(4)
     assert jax.device_count() == 4, jax.devices()
 
-    N = 37      # not a power of 4: the permutation cycle-walks, a loop whose trip count depends on the data
+    N = 101     # > 64 and not a power of 4: the permutation cycle-walks, a loop whose trip count depends on the data
 
     def member_step(state, shift, table):
         # a data-dependent while loop (the cycle walk), a replicated argument and a per-member one
