@@ -326,3 +326,16 @@ def test_arms_with_a_linear_warmup_schedule_group():
     groups = group_arms([None, ArmTraining(optim=dataclasses.replace(warm, lr=2e-3, warmup_steps=3))], 2,
                         optim=warm, batch_size=4, steps=20)
     assert len(groups) == 1 and set(groups[0].traced) >= {"lr", "warmup_steps"}
+
+
+def test_specs_and_arms_that_cannot_be_measured_are_refused():
+    from lsb_jax.optim import OptimConfig
+    from lsb_jax.train.arms import member_arms
+
+    with pytest.raises(ValueError, match="no evaluation"):
+        SweepSpec(seeds=2, steps=5, optim=OptimConfig(name="sgd", lr=0.1), batch_size=4, eval_every=10,
+                  eval_at_start=False)
+    with pytest.raises(ValueError, match="seeds, steps and eval_every"):
+        SweepSpec(seeds=0, steps=5, optim=OptimConfig(name="sgd", lr=0.1), batch_size=4, eval_every=1)
+    with pytest.raises(ValueError, match="members' own labels"):
+        member_arms(2, 0, [{"seed": 1.0}])

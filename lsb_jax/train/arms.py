@@ -89,6 +89,8 @@ def member_arms(num_seeds: int, seed: int | Sequence[int], arms: Sequence[Mappin
     numeric lever names (traced per member as hparams), plus the (global) seed and arm indices."""
     if not arms or any(set(a) != set(arms[0]) for a in arms):
         raise ValueError(f"member_arms: every arm needs the same lever names, got {[sorted(a) for a in arms]}")
+    if {"seed", "arm"} & set(arms[0]):
+        raise ValueError("member_arms: 'seed' and 'arm' are the members' own labels, not lever names")
     base = member_keys(num_seeds, seed)
     labels = [{"seed": s, "arm": a, **arm} for s in range(base.shape[0]) for a, arm in enumerate(arms)]
     keys = base[jnp.asarray([lab["seed"] for lab in labels])]

@@ -89,6 +89,14 @@ class SweepSpec:
     checkpoint_every: int | None = None
     eval_at_start: bool = True
 
+    def __post_init__(self):
+        if self.seeds < 1 or self.steps < 1 or self.eval_every < 1:
+            raise ValueError(f"SweepSpec: seeds, steps and eval_every must be >= 1, got ({self.seeds}, "
+                             f"{self.steps}, {self.eval_every})")
+        if self.eval_every > self.steps and not self.eval_at_start:
+            raise ValueError(f"SweepSpec: eval_every={self.eval_every} > steps={self.steps} without the evaluation "
+                             "at the start leaves no evaluation to measure")
+
     @property
     def base_seeds(self) -> tuple[int, ...]:
         return base_seed_tuple(self.seed)
