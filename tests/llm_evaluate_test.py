@@ -26,6 +26,8 @@ EXTRACT = [
     ("#### 18 cookies", "18", "gsm8k"),
     ("#### $1,200 in total", "1200", "gsm8k"),
     ("The answer is x + 1.", "x + 1", "answer_is"),                # an expression stays whole
+    ("The answer is 2 sqrt(3).", "2 sqrt(3)", "answer_is"),
+    ("The answer is 2 x", "2 x", "answer_is"),
     ("#### 3/4", "3/4", "gsm8k"),
     ("so 5 pens\n####\n\nQuestion: 7 apples", "7", "last_number"),  # "####" takes its own line only
     ("The answer is -8917.\n", "-8917", "answer_is"),

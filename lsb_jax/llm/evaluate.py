@@ -44,7 +44,10 @@ from lsb_jax.llm.data import PromptTemplate, Row, encode_prompt, end_of_turn_ids
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _ANSWER_IS = re.compile(r"the (?:final )?answer is\s*:?\s*", re.IGNORECASE)
 _GSM8K = re.compile(r"####[ \t]*([^\n]*)")   # the rest of the marker's own line
-_NUMBER_WITH_UNIT = re.compile(r"\$?\s*(" + _NUMBER.pattern + r")\s*\$?\s+[^\W\d_]{2,}")
+# a number then words only, the first of 2+ letters ("18 dollars", "$1,200 in total"); "2 x",
+# "2 sqrt(3)" or "5 cm^2" stay whole
+_NUMBER_WITH_UNIT = re.compile(r"\$?\s*(" + _NUMBER.pattern + r")\s*\$?\s+[^\W\d_]{2,}[\w'-]*"
+                               r"(?:\s+[^\W\d_][\w'-]*)*\s*[.!]?")
 
 
 # ----------------------------------------------------------------------------- answers
@@ -81,9 +84,9 @@ def normalize_answer(answer: str) -> str:
 
 
 def _drop_unit(answer: str) -> str:
-    """"18 dollars", "$18 in total" -> "18": a number followed by words is the number (lm-eval's
-    flexible extract); anything else ("x + 1", "3/4", "\\frac{1}{2}") is kept whole."""
-    m = _NUMBER_WITH_UNIT.match(answer)
+    """"18 dollars", "$18 in total" -> "18": a number followed by words only is the number (lm-eval's
+    flexible extract); anything else ("x + 1", "3/4", "2 sqrt(3)", "\\frac{1}{2}") is kept whole."""
+    m = _NUMBER_WITH_UNIT.fullmatch(answer)
     return normalize_answer(m.group(1)) if m else answer
 
 
