@@ -219,16 +219,19 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
 
 def to_dict(cfg: Any) -> dict:
     """A JSON-ready dict of a (nested) config dataclass (recursing into lists, tuples, dicts)."""
-    return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    return _plain(cfg)
 
 
-def _plain(v: Any) -> Any:
+def _plain(v: Any, ordered: bool = False) -> Any:
+    """JSON-ready `v`; with `ordered`, a dict field whose keys are not sorted keeps its order as
+    {"__ordered__": [[key, value], ...]} (what `config_hash` hashes: json sorts keys)."""
     if is_config(v):
-        return to_dict(v)
+        return {f.name: _plain(getattr(v, f.name), ordered) for f in dataclasses.fields(v)}
     if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
+        return [_plain(x, ordered) for x in v]
     if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
+        out = {str(k): _plain(x, ordered) for k, x in v.items()}
+        return {"__ordered__": [[k, x] for k, x in out.items()]} if ordered and list(out) != sorted(out) else out
     return v
 
 
@@ -322,17 +325,5 @@ def config_hash(cfg: Any, length: int = 8) -> str:
     """A short stable hash of the resolved config (names run directories). Config sections hash
     independently of their field order; a dict-valued field whose keys are not in sorted order
     hashes with its order, which can matter (`optim.layer_lr` applies the first pattern that matches)."""
-    blob = json.dumps(_hashable(cfg), sort_keys=True, default=str)
+    blob = json.dumps(_plain(cfg, ordered=True), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
-
-
-def _hashable(v: Any) -> Any:
-    if is_config(v):
-        return {f.name: _hashable(getattr(v, f.name)) for f in dataclasses.fields(v)}
-    if isinstance(v, (list, tuple)):
-        return [_hashable(x) for x in v]
-    if isinstance(v, dict):
-        items = [(str(k), _hashable(x)) for k, x in v.items()]
-        keys_in_order = [k for k, _ in items]
-        return dict(items) if keys_in_order == sorted(keys_in_order) else {"__ordered__": [list(i) for i in items]}
-    return v
