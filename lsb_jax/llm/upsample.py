@@ -433,12 +433,11 @@ def run_arms(cfg: UpsampleConfig, data: RunData, folders: dict, proxy: ProxyPhas
     `<target>/<optimizer>/seed<s>/<arm>/`."""
     out = ArmResults({}, {})
     multi = len(cfg.targets) > 1
-    for i, t in enumerate(cfg.targets):
+    for i, tname in enumerate(target_names(cfg.targets)):
         folder = folders[f"target{i}"]
         tok = load_tokenizer(folder)
         examples, _ = load_examples(data.train, tok, data.template, max_length=cfg.max_length, on_error="skip",
                                     max_skip_fraction=cfg.max_skip_fraction, truncate=cfg.truncate)
-        tname = target_names(cfg.targets)[i]
         arm_examples = {arm: examples for arm in cfg.arms}
         for arm in cfg.synth_arms:   # + the kept variants, once each (source rows after the train rows),
             # tokenized as the train rows are (truncated, not dropped, when cfg.truncate)

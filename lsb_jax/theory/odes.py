@@ -147,12 +147,11 @@ def learning_time(lam, a0, fraction: float = 0.5, omega=None, context: int | Non
     kappa = lam ** 2 * omega
     scale = np.cbrt(mstar)
     c = rho / SQRT3
-    u0 = (np.broadcast_to(np.asarray(a0, np.float64), lam.shape) - c) / scale
-    uf = (np.cbrt(fraction) * scale - c) / scale
+    a_start, a_mark = np.broadcast_to(np.asarray(a0, np.float64), lam.shape), np.cbrt(fraction) * scale
+    u0, uf = (a_start - c) / scale, (a_mark - c) / scale
     # F is smooth on each side of u = 0 (a = c); a feature below c rises only towards c (u -> 0-),
     # so it reaches the mark only when the mark lies below c too (per-head SAM with c > a_f).
-    a_start = np.broadcast_to(np.asarray(a0, np.float64), lam.shape)
-    past = a_start >= np.cbrt(fraction) * scale
+    past = a_start >= a_mark
     finite = ~past & (((u0 > 0) & (uf > 0)) | ((u0 < 0) & (uf < 0)))
     out = np.full(lam.shape, np.inf)
     with np.errstate(divide="ignore", invalid="ignore"):
