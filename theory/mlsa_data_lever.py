@@ -37,7 +37,7 @@ import numpy as np
 from lsb_jax import claims as claims_lib
 from lsb_jax.claims import Claim
 from lsb_jax.experiments import Experiment
-from lsb_jax.theory import data_lever, dynamics, figures, learning_times, mlsa
+from lsb_jax.theory import data_lever, dynamics, figures, mlsa
 from lsb_jax.theory.setup import ModelConfig
 from lsb_jax.train.arms import check_base_seeds
 
@@ -121,8 +121,7 @@ def run(cfg: Config, ctx) -> dict:
                 **data_lever.pool_headline(pool),
                 "diverged_members": int(lever.gd.diverged.sum() + lever.sam.diverged.sum()) + pool.diverged}
     per_seed = {
-        "entropy": claims_lib.per_seed(learning_times.complete_entropy(np.concatenate([lever.gd.times[:, 0],
-                                                                                      lever.sam.times[0]])),
+        "entropy": claims_lib.per_seed(np.concatenate([lever.seed_entropy_gd, lever.seed_entropy_sam]),
                                        [_gd(g) for g in cfg.gammas] + [f"SAM rho={r:g}" for r in cfg.rhos],
                                        cfg.base_seeds, unit="nats"),
         "pool_entropy": claims_lib.per_seed(pool.entropy, pool.names, cfg.base_seeds, unit="nats")}

@@ -33,11 +33,21 @@ from lsb_jax.train.guard import TrainingDiverged, trajectory_divergence
 class DistributionLever(NamedTuple):
     gd: sweeps.Grid            # [G, 1, n]: GD on Omega_gamma per gamma
     sam: sweeps.Grid           # [1, P, n]: SAM (global) per rho on Omega = I
-    entropy_gd: np.ndarray     # [G] mean entropy over the seeds that learn every feature
-    entropy_sam: np.ndarray    # [P]
+    seed_entropy_gd: np.ndarray   # [G, n] per seed (`learning_times.complete_entropy`: NaN if one is unlearned)
+    seed_entropy_sam: np.ndarray  # [P, n]
     gamma_star: list           # [P] gamma matching SAM's entropy at each rho (NaN: out of range)
     test_gd: np.ndarray        # [G, n] final population loss on Omega = I / loss of 0
     test_sam: np.ndarray       # [P, n]
+
+    @property
+    def entropy_gd(self) -> np.ndarray:
+        """[G] mean entropy over the seeds that learn every feature."""
+        return np.nanmean(self.seed_entropy_gd, -1)
+
+    @property
+    def entropy_sam(self) -> np.ndarray:
+        """[P] likewise for SAM per rho."""
+        return np.nanmean(self.seed_entropy_sam, -1)
 
 
 def distribution_lever(model: ModelConfig, gammas: Sequence[float], rhos: Sequence[float], *, seeds: int,
@@ -53,10 +63,11 @@ def distribution_lever(model: ModelConfig, gammas: Sequence[float], rhos: Sequen
     flat = lambda tree: jax.tree.map(lambda x: x.reshape((-1,) + x.shape[3:]), tree)
     gd_test = np.asarray(test_loss(flat(gd.params))).reshape(len(gammas), -1) / float(mlsa.null_loss(base))
     sam_test = np.asarray(test_loss(flat(sam.params))).reshape(len(rhos), -1) / float(mlsa.null_loss(base))
-    h_gd = np.nanmean(learning_times.complete_entropy(gd.times[:, 0]), -1)    # seeds that learn every feature
-    h_sam = np.nanmean(learning_times.complete_entropy(sam.times[0]), -1)
-    gamma_star = [learning_times.first_crossing(gammas, h_gd, h) for h in h_sam]
-    return DistributionLever(gd, sam, h_gd, h_sam, gamma_star, gd_test, sam_test)
+    seeds_gd = learning_times.complete_entropy(gd.times[:, 0])         # seeds that learn every feature
+    seeds_sam = learning_times.complete_entropy(sam.times[0])
+    h_gd = np.nanmean(seeds_gd, -1)
+    gamma_star = [learning_times.first_crossing(gammas, h_gd, h) for h in np.nanmean(seeds_sam, -1)]
+    return DistributionLever(gd, sam, seeds_gd, seeds_sam, gamma_star, gd_test, sam_test)
 
 
 def distribution_headline(lever: DistributionLever, gammas: Sequence[float], rhos: Sequence[float]) -> dict:

@@ -105,7 +105,7 @@ def data_lever(lever, pool, gammas: Sequence[float], rhos: Sequence[float], eige
     """(a) GD's entropy vs gamma against SAM's per rho (with gamma*), learning time vs eigenvalue
     per gamma and for SAM at the largest rho; (b) the pool arms' entropies (`data_lever` results)."""
     fig, (ax0, ax1, ax2) = plots.figure(3)
-    ax0.errorbar(gammas, lever.entropy_gd, yerr=np.nanstd(lever.gd.entropy[:, 0], -1), marker="o",
+    ax0.errorbar(gammas, lever.entropy_gd, yerr=np.nanstd(lever.seed_entropy_gd, -1), marker="o",
                  label="GD, Omega_gamma")
     for p, rho in enumerate(rhos[1:], start=1):
         ax0.axhline(lever.entropy_sam[p], color=f"C{p}", ls="--", lw=1,
