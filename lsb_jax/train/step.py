@@ -60,9 +60,9 @@ def make_train_step(loss_fn: LossFn, optimizer, grad_norm: bool = False,
     costs more than half a step (one reduction per leaf), so it is off by default.
     step_rng=True calls `loss_fn(params, batch, rng)` with rng = step_key(state.rng, STEP, step)
     (dropout, noise): a function of (seed, step), so it resumes exactly; SAM's second gradient
-    sees the same rng. Per-example gradients (PCGrad) call each example alone with
-    fold_in(rng, b), and the reported loss is the mean of those same per-example losses (one
-    batch's draw of shape [B] cannot be split into the examples' own draws).
+    sees the same rng. Per-example gradients (PCGrad) call each example alone (with
+    fold_in(rng, b): one batch's draw of shape [B] cannot be split into the examples' own draws),
+    and the reported loss is of those same per-example forward passes (no second, full-batch one).
     """
     tx = optimizer.tx
     per_example = optimizer.grad_mode == "per_example"
@@ -80,13 +80,9 @@ def make_train_step(loss_fn: LossFn, optimizer, grad_norm: bool = False,
                 return _per_example_grads(loss_fn, params, batch, rng)[0]
             return jax.grad(lambda p: mean_loss(p)[0])(params)
 
-        if per_example:
-            if step_rng:   # the loss of the examples' own draws, the ones their gradients are of
-                grads, loss_B = _per_example_grads(loss_fn, state.params, batch, rng)
-                loss = reduce_losses(loss_B, batch)
-            else:
-                loss, _ = mean_loss(state.params)
-                grads = grads_at(state.params)
+        if per_example:   # the loss is of the per-example forward passes the gradients come from
+            grads, loss_B = _per_example_grads(loss_fn, state.params, batch, rng)
+            loss = reduce_losses(loss_B, batch)
             mean_grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
         else:
             (loss, _), grads = jax.value_and_grad(mean_loss, has_aux=True)(state.params)
